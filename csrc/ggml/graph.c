@@ -1,0 +1,185 @@
+/* Graphs: collect the nodes an output depends on (topological order, each once), reserve the work
+ * buffer, and compute node by node on the thread pool with a barrier between nodes. */
+#include "internal.h"
+#include "pool.h"
+
+#include <stdatomic.h>
+
+struct rg_graph {
+    rg_ctx *ctx;
+    int n_nodes; /* tensors with a forward function, in dependency order */
+    rg_tensor **nodes;
+    int n_views; /* views, in dependency order: their data pointer is refreshed before each compute */
+    rg_tensor **views;
+    int max_threads;
+    void *wdata;
+    size_t wsize;
+    atomic_flag busy;
+    volatile int error_flag;
+    char error_msg[256];
+};
+
+typedef struct {
+    rg_graph *g;
+    rg_pool *pool;
+} compute_job;
+
+static void visit(rg_tensor *t, uint32_t epoch, rg_tensor **order, int *n) {
+    if (t == NULL || t->visit == epoch) return;
+    t->visit = epoch;
+    for (int i = 0; i < RG_MAX_SRC; i++) visit(t->src[i], epoch, order, n);
+    if (t->view_src != NULL && t->view_src != t->src[0]) visit(t->view_src, epoch, order, n);
+    order[(*n)++] = t;
+}
+
+static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
+
+rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, int max_threads) {
+    if (ctx == NULL || ctx->status != RG_OK) return NULL;
+    if (outputs == NULL || n_outputs < 1) {
+        rg_set_error(ctx, RG_E_ARG, "graph_build: no outputs");
+        return NULL;
+    }
+    if (max_threads < 1 || max_threads > 512) {
+        rg_set_error(ctx, RG_E_ARG, "graph_build: max_threads must be 1..512, got %d", max_threads);
+        return NULL;
+    }
+    for (int i = 0; i < n_outputs; i++) {
+        if (outputs[i] == NULL) {
+            rg_set_error(ctx, RG_E_ARG, "graph_build: output %d is NULL", i);
+            return NULL;
+        }
+    }
+    rg_graph *g = rg_ctx_alloc(ctx, sizeof *g);
+    if (g == NULL) return NULL;
+    memset(g, 0, sizeof *g);
+    g->ctx = ctx;
+    g->max_threads = max_threads;
+    /* Every tensor of the context is an upper bound on the graph's size. */
+    const size_t cap = ctx->n_tensors;
+    rg_tensor **order = rg_ctx_alloc(ctx, cap * sizeof(rg_tensor *));
+    if (order == NULL) return NULL;
+    int n = 0;
+    const uint32_t epoch = ++ctx->visit_epoch;
+    for (int i = 0; i < n_outputs; i++) visit(outputs[i], epoch, order, &n);
+
+    int n_nodes = 0, n_views = 0;
+    for (int i = 0; i < n; i++) {
+        if (rg_op_table[order[i]->op].forward != NULL) n_nodes++;
+        if (order[i]->view_src != NULL) n_views++;
+    }
+    g->nodes = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(rg_tensor *));
+    g->views = rg_ctx_alloc(ctx, (size_t)(n_views ? n_views : 1) * sizeof(rg_tensor *));
+    if (g->nodes == NULL || g->views == NULL) return NULL;
+    size_t wsize = 0;
+    for (int i = 0; i < n; i++) {
+        rg_tensor *t = order[i];
+        const rg_op_info *info = &rg_op_table[t->op];
+        if (t->view_src != NULL) g->views[g->n_views++] = t; /* views and cpy nodes follow their target */
+        if (info->forward != NULL) {
+            g->nodes[g->n_nodes++] = t;
+            if (info->work != NULL) {
+                const rg_work w = info->work(t, max_threads);
+                const size_t need = align_cl(w.shared) + (size_t)max_threads * align_cl(w.per_thread);
+                if (need > wsize) wsize = need;
+            }
+        }
+    }
+    g->wsize = wsize;
+    if (wsize > 0) {
+        if (ctx->no_alloc) {
+            ctx->data_required += align_cl(wsize) + RG_ALIGN;
+        } else {
+            g->wdata = rg_ctx_alloc(ctx, wsize);
+            if (g->wdata == NULL) return NULL;
+        }
+    }
+    atomic_flag_clear(&g->busy);
+    return g;
+}
+
+int rg_graph_n_nodes(const rg_graph *g) { return g ? g->n_nodes : 0; }
+rg_tensor *rg_graph_node(const rg_graph *g, int i) { return g && i >= 0 && i < g->n_nodes ? g->nodes[i] : NULL; }
+size_t rg_graph_work_size(const rg_graph *g) { return g ? g->wsize : 0; }
+const char *rg_graph_error(const rg_graph *g) { return g ? g->error_msg : "NULL graph"; }
+
+void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...) {
+    /* First reporter wins; later ones (other threads, other rows) are dropped. */
+    if (__sync_bool_compare_and_swap(p->error_flag, 0, 1)) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->error_msg, 256, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* Worker shares of the work buffer per node: the shared region first, then one slice per thread. */
+static void compute_thread(void *arg, int ith, int nth) {
+    compute_job *job = arg;
+    rg_graph *g = job->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        rg_tensor *node = g->nodes[i];
+        const rg_op_info *info = &rg_op_table[node->op];
+        rg_compute_params p = {
+            .ith = ith, .nth = nth, .phase = 1, .wdata = g->wdata, .wshared = 0, .wthread = 0,
+            .error_flag = &g->error_flag, .error_msg = g->error_msg,
+        };
+        if (info->work != NULL) {
+            const rg_work w = info->work(node, nth);
+            p.wshared = align_cl(w.shared);
+            p.wthread = align_cl(w.per_thread);
+        }
+        if (info->n_phases == 2 && node->prepare) {
+            p.phase = 0;
+            info->forward(&p, node);
+            rg_pool_barrier(job->pool, nth);
+            p.phase = 1;
+        }
+        info->forward(&p, node);
+        rg_pool_barrier(job->pool, nth);
+    }
+}
+
+rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads) {
+    if (g == NULL) return RG_E_ARG;
+    if (atomic_flag_test_and_set(&g->busy)) {
+        /* Do not touch error_msg: the thread computing owns it. */
+        return RG_E_BUSY;
+    }
+    rg_status st = RG_OK;
+    g->error_flag = 0;
+    g->error_msg[0] = '\0';
+    if (g->ctx->no_alloc) {
+        snprintf(g->error_msg, sizeof g->error_msg, "graph was built in a no_alloc (measuring) context");
+        st = RG_E_ARG;
+    } else if (n_threads < 1 || n_threads > g->max_threads || (pool == NULL && n_threads > 1) ||
+               (pool != NULL && n_threads > rg_pool_n_threads(pool))) {
+        snprintf(g->error_msg, sizeof g->error_msg,
+                 "cannot compute with %d threads (graph built for up to %d, pool has %d)", n_threads, g->max_threads,
+                 rg_pool_n_threads(pool));
+        st = RG_E_ARG;
+    } else {
+        for (int i = 0; i < g->n_views; i++) {
+            rg_tensor *v = g->views[i];
+            v->data = v->view_src->data ? (uint8_t *)v->view_src->data + v->view_offs : NULL;
+        }
+        for (int i = 0; i < g->n_nodes && st == RG_OK; i++) {
+            for (int s = 0; s < RG_MAX_SRC; s++) {
+                const rg_tensor *src = g->nodes[i]->src[s];
+                if (src != NULL && src->data == NULL) {
+                    snprintf(g->error_msg, sizeof g->error_msg, "node %d (%s) reads '%s', which has no data", i,
+                             rg_op_table[g->nodes[i]->op].name, src->name);
+                    st = RG_E_ARG;
+                    break;
+                }
+            }
+        }
+        if (st == RG_OK) {
+            compute_job job = {g, pool};
+            rg_pool_run(pool, compute_thread, &job, n_threads);
+            if (g->error_flag) st = RG_E_ARG;
+        }
+    }
+    atomic_flag_clear(&g->busy);
+    return st;
+}

@@ -1,0 +1,170 @@
+/* Engine internals shared by the engine source files: the tensor, context and graph structs,
+ * the op table, error helpers.
+ *
+ * Stride locals follow ggml's convention: ne0..ne3 / nb0..nb3 for the destination, ne00.. / nb01..
+ * for src0, ne10.. for src1 (source index first, then the dimension). */
+#ifndef RG_INTERNAL_H
+#define RG_INTERNAL_H
+
+#include "../include/rwkv_ggml.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define RG_MAX_DIMS 4
+#define RG_MAX_SRC 6
+#define RG_MAX_TYPE 32
+#define RG_ALIGN 64
+#define RG_NAME_LEN 48
+/* Bytes of each thread's private scratch slice in the work buffer are rounded to this. */
+#define RG_CACHE_LINE 64
+
+#define RG_INTERNAL_API __attribute__((visibility("hidden")))
+
+/* ---- ops ---- */
+typedef enum {
+    RG_OP_NONE = 0, /* a leaf: data is input/weights */
+    RG_OP_VIEW,     /* view/reshape/permute/transpose: no compute, data follows view_src */
+    RG_OP_CPY,
+    RG_OP_CONT,
+    RG_OP_ADD,
+    RG_OP_SUB,
+    RG_OP_MUL,
+    RG_OP_DIV,
+    RG_OP_MAX,
+    RG_OP_SCALE,
+    RG_OP_NEG,
+    RG_OP_EXP,
+    RG_OP_ONE_MINUS_X,
+    RG_OP_SIGMOID,
+    RG_OP_SILU,
+    RG_OP_RELU,
+    RG_OP_SQR,
+    RG_OP_SQRT,
+    RG_OP_TANH,
+    RG_OP_LAYER_NORM,
+    RG_OP_GROUP_NORM,
+    RG_OP_SUM_ROWS,
+    RG_OP_MUL_MAT,
+    RG_OP_GET_ROWS,
+    RG_OP_CONCAT,
+    RG_OP_MAP_UNARY,
+    RG_OP_MAP_BINARY,
+    RG_OP_RWKV_WKV4,
+    RG_OP_COUNT
+} rg_op;
+
+struct rg_tensor {
+    int type;
+    int n_dims;
+    int64_t ne[RG_MAX_DIMS];
+    size_t nb[RG_MAX_DIMS];
+    int op;
+    float fparams[4];
+    int64_t iparams[4];
+    void *fn;       /* map ops: the user callback */
+    void *userdata; /* map ops: the user pointer */
+    rg_tensor *src[RG_MAX_SRC];
+    rg_tensor *view_src; /* views: the tensor whose memory this one reads */
+    size_t view_offs;
+    void *data;
+    bool external; /* leaf with caller-owned data (rg_new_tensor_ext) */
+    bool prepare;  /* ops with a prepare phase: this node needs it (e.g. its input must be repacked) */
+    uint32_t visit;
+    char name[RG_NAME_LEN];
+};
+
+struct rg_ctx {
+    uint8_t *mem;
+    size_t mem_size;
+    size_t used;
+    size_t data_required; /* no_alloc mode: data bytes tensors would have needed */
+    size_t n_tensors;
+    uint32_t visit_epoch;
+    bool no_alloc;
+    rg_status status;
+    char err[256];
+};
+
+typedef struct {
+    int ith, nth;
+    int phase;     /* 0 = prepare (only for ops with two phases), 1 = compute */
+    void *wdata;   /* the whole work buffer (shared region first, then per-thread slices) */
+    size_t wshared; /* bytes of the shared region at the start of wdata */
+    size_t wthread; /* bytes of each thread's private slice */
+    /* A compute-time failure (e.g. a token id out of range) sets this, first writer wins. */
+    volatile int *error_flag;
+    char *error_msg;
+} rg_compute_params;
+
+static inline void *rg_thread_scratch(const rg_compute_params *p) {
+    return (uint8_t *)p->wdata + p->wshared + (size_t)p->ith * p->wthread;
+}
+
+typedef void (*rg_forward_fn)(const rg_compute_params *p, rg_tensor *dst);
+typedef struct {
+    size_t shared;     /* bytes used by all threads (filled during phase 0) */
+    size_t per_thread; /* bytes of private scratch for each thread */
+} rg_work;
+typedef rg_work (*rg_work_fn)(const rg_tensor *dst, int nth);
+
+typedef struct {
+    const char *name;
+    rg_forward_fn forward; /* NULL for leaves and views */
+    rg_work_fn work;       /* NULL = no scratch */
+    int n_phases;          /* 2 if the op may need a prepare phase + barrier (then node->prepare says) */
+} rg_op_info;
+
+RG_INTERNAL_API extern const rg_op_info rg_op_table[RG_OP_COUNT];
+
+/* ---- context helpers ---- */
+RG_INTERNAL_API void *rg_ctx_alloc(rg_ctx *ctx, size_t size);
+RG_INTERNAL_API void rg_set_error(rg_ctx *ctx, rg_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+RG_INTERNAL_API void rg_err_set(rg_err *err, rg_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Creates the result tensor of an op: contiguous, F32 unless type says otherwise, data in the arena. */
+RG_INTERNAL_API rg_tensor *rg_new_op_tensor(rg_ctx *ctx, int op, int type, int n_dims, const int64_t *ne);
+RG_INTERNAL_API rg_tensor *rg_tensor_alloc_struct(rg_ctx *ctx);
+RG_INTERNAL_API void rg_tensor_set_contiguous_strides(rg_tensor *t);
+
+/* ---- type table ---- */
+typedef void (*rg_to_f32_fn)(const void *src, float *dst, int64_t n);
+typedef void (*rg_from_f32_fn)(const float *src, void *dst, int64_t n);
+typedef struct {
+    const char *name;
+    int64_t block_size;
+    size_t block_bytes;
+    bool quantized;
+    rg_to_f32_fn to_f32;     /* n elements (multiple of block_size) */
+    rg_from_f32_fn from_f32; /* may be NULL (I32) */
+} rg_type_traits;
+
+RG_INTERNAL_API const rg_type_traits *rg_traits(int type);
+
+static inline bool rg_is_float_type(int type) { return type == RG_TYPE_F32 || type == RG_TYPE_F16; }
+
+/* ---- row helpers used by element-wise kernels ---- */
+static inline int64_t rg_nrows(const rg_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
+static inline void rg_split(int64_t n, int ith, int nth, int64_t *start, int64_t *end) {
+    int64_t per = (n + nth - 1) / nth;
+    *start = per * ith < n ? per * ith : n;
+    *end = *start + per < n ? *start + per : n;
+}
+static inline void *rg_row_ptr(const rg_tensor *t, int64_t i1, int64_t i2, int64_t i3) {
+    return (uint8_t *)t->data + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
+}
+/* Reads element i0 of a row (any stride) of an F32/F16 tensor as float. */
+RG_INTERNAL_API float rg_get_f32_1d(const rg_tensor *t, const void *row, int64_t i0);
+/* Loads row (i1,i2,i3) of an F32/F16/quantized tensor into a contiguous float buffer (or returns a
+ * pointer into the tensor when it already is a contiguous F32 row). */
+RG_INTERNAL_API const float *rg_load_row_f32(const rg_tensor *t, int64_t i1, int64_t i2, int64_t i3, float *buf);
+RG_INTERNAL_API void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Bytes of per-thread scratch an op needs to load rows of its sources as floats. */
+RG_INTERNAL_API size_t rg_row_scratch_bytes(const rg_tensor *dst, int n_rows_of_len);
+
+#endif

@@ -1,0 +1,58 @@
+/* Normalisations and row reductions. Statistics accumulate in double: rows are short (C <= 8192)
+ * and this keeps layer norm exact to f32 rounding whatever the row's offset. */
+#include "ops_kernels.h"
+
+#include <math.h>
+
+/* x[0..n) normalised with its own mean and biased variance, written to y. */
+static void normalize(int64_t n, float *restrict y, const float *restrict x, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const double mean = sum / (double)n;
+    double var = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = x[i] - mean;
+        var += d * d;
+    }
+    var /= (double)n;
+    const float inv = (float)(1.0 / sqrt(var + (double)eps));
+    const float m = (float)mean;
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv;
+}
+
+void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *src = dst->src[0];
+    const float *w = dst->src[1] ? dst->src[1]->data : NULL;
+    const float *b = dst->src[2] ? dst->src[2]->data : NULL;
+    const int64_t n = dst->ne[0], groups = dst->iparams[0], gs = n / groups;
+    float *buf = rg_thread_scratch(p);
+    int64_t r0, r1;
+    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
+        float *y = rg_row_ptr(dst, i1, i2, i3);
+        for (int64_t g = 0; g < groups; g++) normalize(gs, y + g * gs, x + g * gs, dst->fparams[0]);
+        if (w && b) {
+            for (int64_t i = 0; i < n; i++) y[i] = y[i] * w[i] + b[i];
+        } else if (w) {
+            for (int64_t i = 0; i < n; i++) y[i] *= w[i];
+        } else if (b) {
+            for (int64_t i = 0; i < n; i++) y[i] += b[i];
+        }
+    }
+}
+
+void rg_fwd_sum_rows(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *src = dst->src[0];
+    float *buf = rg_thread_scratch(p);
+    int64_t r0, r1;
+    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
+        double s = 0.0;
+        for (int64_t i = 0; i < src->ne[0]; i++) s += x[i];
+        *(float *)rg_row_ptr(dst, i1, i2, i3) = (float)s;
+    }
+}

@@ -1,0 +1,97 @@
+/* CPU feature detection and the kernel table: the engine's only process-wide mutable state. */
+#include "kernels.h"
+#include "../../include/rwkv_ggml.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
+rg_kernel_table rg_kernels;
+
+static unsigned g_features;
+static int g_max_level;
+static int g_level;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__) || defined(_M_X64)
+static unsigned long long read_xcr0(void) {
+    unsigned eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static unsigned detect(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return 0;
+    /* The OS must save the wider registers on context switch, or the instructions fault. */
+    const unsigned long long xcr0 = read_xcr0();
+    const int ymm_ok = (xcr0 & 0x6) == 0x6;
+    const int zmm_ok = (xcr0 & 0xe6) == 0xe6;
+    if (!ymm_ok) return 0;
+    if (fma) f |= 2;
+    if (f16c) f |= 4;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        if ((b >> 5) & 1) f |= 1;
+        if (zmm_ok) {
+            if ((b >> 16) & 1) f |= 8;
+            if ((b >> 30) & 1) f |= 16;
+            if ((b >> 31) & 1) f |= 32;
+            if ((c >> 11) & 1) f |= 64;
+        }
+    }
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+        if ((a >> 4) & 1) f |= 128;
+        if (zmm_ok && ((a >> 5) & 1)) f |= 256;
+    }
+    return f;
+}
+#else
+static unsigned detect(void) { return 0; }
+#endif
+
+static void apply_level(int level) {
+    rg_kernels_fill_scalar(&rg_kernels);
+    if (level >= 1) rg_kernels_fill_avx2(&rg_kernels);
+    if (level >= 2) rg_kernels_fill_avx512(&rg_kernels);
+    g_level = level;
+}
+
+static void init_once(void) {
+    g_features = detect();
+    g_max_level = 0;
+    if ((g_features & 7u) == 7u) g_max_level = 1;
+    if (g_max_level == 1 && (g_features & 56u) == 56u) g_max_level = 2;
+    const char *force = getenv("RWKV_GGML_FORCE_SCALAR");
+    const int forced = force != NULL && force[0] != '\0' && force[0] != '0';
+    apply_level(forced ? 0 : g_max_level);
+}
+
+void rg_kernels_init(void) { pthread_once(&g_once, init_once); }
+
+int rg_simd_level(void) {
+    rg_kernels_init();
+    return g_level;
+}
+
+int rg_simd_max_level(void) {
+    rg_kernels_init();
+    return g_max_level;
+}
+
+unsigned rg_cpu_features(void) {
+    rg_kernels_init();
+    return g_features;
+}
+
+int rg_simd_select(int max_level) {
+    rg_kernels_init();
+    int level = max_level < g_max_level ? max_level : g_max_level;
+    if (level < 0) level = 0;
+    apply_level(level);
+    return g_level;
+}

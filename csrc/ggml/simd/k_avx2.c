@@ -1,0 +1,94 @@
+/* AVX2 + FMA + F16C kernels. Each function carries a target attribute, so this file compiles on any
+ * x86-64 compiler without -mavx2 and the code only runs after cpu.c has seen the features. */
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+RG_AVX2 static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+RG_AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+RG_AVX2 static float dot_f16_f32_avx2(const uint16_t *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 16))), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 24))), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
+    return s;
+}
+
+RG_AVX2 static void f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
+RG_AVX2 static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    /* The tail goes through the exact scalar routine, which also gives NaN the canonical 0x7e00. */
+    for (; i < n; i++) dst[i] = rg_f32_to_f16_scalar(src[i]);
+}
+
+RG_AVX2 static void dot_f32_x4_avx2(const float *a, const float *b, int64_t ldb, int nb, int64_t n, float *out) {
+    if (nb != 4) {
+        for (int j = 0; j < nb; j++) out[j] = dot_f32_avx2(a, b + j * ldb, n);
+        return;
+    }
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 va = _mm256_loadu_ps(a + i);
+        s0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + ldb + i), s1);
+        s2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + 2 * ldb + i), s2);
+        s3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(b + 3 * ldb + i), s3);
+    }
+    float r[4] = {hsum256(s0), hsum256(s1), hsum256(s2), hsum256(s3)};
+    for (; i < n; i++)
+        for (int j = 0; j < 4; j++) r[j] += a[i] * b[j * ldb + i];
+    for (int j = 0; j < 4; j++) out[j] = r[j];
+}
+
+void rg_kernels_fill_avx2(rg_kernel_table *k) {
+    k->dot_f32 = dot_f32_avx2;
+    k->dot_f16_f32 = dot_f16_f32_avx2;
+    k->f16_to_f32 = f16_to_f32_avx2;
+    k->f32_to_f16 = f32_to_f16_avx2;
+    k->dot_f32_x4 = dot_f32_x4_avx2;
+}
+
+#else
+void rg_kernels_fill_avx2(rg_kernel_table *k) { (void)k; }
+#endif

@@ -1,0 +1,102 @@
+/* AVX-512 (F, BW, VL) kernels; see k_avx2.c for why target attributes instead of build flags. */
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define RG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+RG_AVX512 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) { /* masked tail keeps the whole sum in vector lanes */
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+RG_AVX512 static inline __m512 load_f16x16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+RG_AVX512 static float dot_f16_f32_avx512(const uint16_t *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(load_f16x16(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(load_f16x16(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_f16x16(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_f16x16(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(load_f16x16(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 wa = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + i));
+        s1 = _mm512_fmadd_ps(wa, _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+RG_AVX512 static void f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load_f16x16(src + i));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+    }
+}
+
+RG_AVX512 static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = rg_f32_to_f16_scalar(src[i]);
+}
+
+RG_AVX512 static void dot_f32_x4_avx512(const float *a, const float *b, int64_t ldb, int nb, int64_t n, float *out) {
+    if (nb != 4) {
+        for (int j = 0; j < nb; j++) out[j] = dot_f32_avx512(a, b + j * ldb, n);
+        return;
+    }
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 va = _mm512_loadu_ps(a + i);
+        s0 = _mm512_fmadd_ps(va, _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(va, _mm512_loadu_ps(b + ldb + i), s1);
+        s2 = _mm512_fmadd_ps(va, _mm512_loadu_ps(b + 2 * ldb + i), s2);
+        s3 = _mm512_fmadd_ps(va, _mm512_loadu_ps(b + 3 * ldb + i), s3);
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 va = _mm512_maskz_loadu_ps(m, a + i);
+        s0 = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, b + i), s0);
+        s1 = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, b + ldb + i), s1);
+        s2 = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, b + 2 * ldb + i), s2);
+        s3 = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, b + 3 * ldb + i), s3);
+    }
+    out[0] = _mm512_reduce_add_ps(s0);
+    out[1] = _mm512_reduce_add_ps(s1);
+    out[2] = _mm512_reduce_add_ps(s2);
+    out[3] = _mm512_reduce_add_ps(s3);
+}
+
+void rg_kernels_fill_avx512(rg_kernel_table *k) {
+    k->dot_f32 = dot_f32_avx512;
+    k->dot_f16_f32 = dot_f16_f32_avx512;
+    k->f16_to_f32 = f16_to_f32_avx512;
+    k->f32_to_f16 = f32_to_f16_avx512;
+    k->dot_f32_x4 = dot_f32_x4_avx512;
+}
+
+#else
+void rg_kernels_fill_avx512(rg_kernel_table *k) { (void)k; }
+#endif

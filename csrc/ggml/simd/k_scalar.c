@@ -1,0 +1,101 @@
+/* Portable reference kernels: plain C, built on every platform, forced with RWKV_GGML_FORCE_SCALAR=1. */
+#include "kernels.h"
+
+#include <string.h>
+
+uint16_t rg_f32_to_f16_scalar(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return sign | 0x7e00u; /* NaN */
+    if (ax >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to inf */
+    if (ax >= 0x38800000u) {                      /* normal half: rebias exponent, round 13 bits */
+        uint32_t h = (ax - (112u << 23)) >> 13;
+        const uint32_t rem = ax & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    /* Subnormal half: value = q * 2^-24. An f32 with biased exponent e and significand m (implicit
+     * bit included) is m * 2^(e-150), so q = m >> (126 - e) before rounding. */
+    const uint32_t e = ax >> 23;
+    if (e < 102) return sign; /* below half the smallest subnormal: rounds to zero */
+    const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q); /* q == 0x400 is the smallest normal: still the right encoding */
+}
+
+float rg_f16_to_f32_scalar(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else { /* subnormal half: normalise */
+        uint32_t e = 113;
+        while (!(mant & 0x400u)) {
+            mant <<= 1;
+            e--;
+        }
+        bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static float dot_f32_scalar(const float *a, const float *b, int64_t n) {
+    /* Four partial sums: the same association as a short SIMD loop, and faster than one chain. */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static float dot_f16_f32_scalar(const uint16_t *a, const float *b, int64_t n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += rg_f16_to_f32_scalar(a[i]) * b[i];
+        s1 += rg_f16_to_f32_scalar(a[i + 1]) * b[i + 1];
+        s2 += rg_f16_to_f32_scalar(a[i + 2]) * b[i + 2];
+        s3 += rg_f16_to_f32_scalar(a[i + 3]) * b[i + 3];
+    }
+    for (; i < n; i++) s0 += rg_f16_to_f32_scalar(a[i]) * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = rg_f16_to_f32_scalar(src[i]);
+}
+
+static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = rg_f32_to_f16_scalar(src[i]);
+}
+
+static void dot_f32_x4_scalar(const float *a, const float *b, int64_t ldb, int nb, int64_t n, float *out) {
+    for (int j = 0; j < nb; j++) out[j] = dot_f32_scalar(a, b + j * ldb, n);
+}
+
+void rg_kernels_fill_scalar(rg_kernel_table *k) {
+    k->dot_f32 = dot_f32_scalar;
+    k->dot_f16_f32 = dot_f16_f32_scalar;
+    k->f16_to_f32 = f16_to_f32_scalar;
+    k->f32_to_f16 = f32_to_f16_scalar;
+    k->dot_f32_x4 = dot_f32_x4_scalar;
+}
