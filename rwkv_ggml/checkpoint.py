@@ -28,6 +28,7 @@ sees one layout.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import json
 import mmap
@@ -43,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelFormatError, ModelIOError, UnsupportedError
+from .errors import ClosedError, ModelFormatError, ModelIOError, UnsupportedError
 
-__all__ = ["Checkpoint", "LazyTensor", "load_checkpoint"]
+__all__ = ["Checkpoint", "LazyTensor", "initial_state_from_checkpoint", "load_checkpoint"]
 
 # A checkpoint header larger than this is not a plausible RWKV safetensors/pickle header.
 _MAX_HEADER_BYTES = 256 * 1024 * 1024
@@ -177,10 +178,10 @@ def _read_spec(spec: _Spec) -> np.ndarray:
             )
         if spec.etype.bf16:
             # bf16 is the upper half of an IEEE float32: shift the bits into place (exact).
-            bits = view.astype(np.uint32)  # copies, and fixes the byte order
+            bits = view.astype(np.uint32, order="C")  # copies, and fixes the byte order
             bits <<= 16
             return bits.view(np.float32)
-        return view.astype(out_dtype)  # astype always copies, so the mmap can be closed later
+        return view.astype(out_dtype, order="C")  # always a copy, so the mmap can be closed later
     finally:
         del flat
 
@@ -198,7 +199,7 @@ def _check_extent(spec: _Spec, what: str) -> None:
         )
     if _numel(spec.shape) == 0:
         return
-    last = spec.offset + sum((d - 1) * s for d, s in zip(spec.shape, spec.strides))
+    last = spec.offset + sum((d - 1) * s for d, s in zip(spec.shape, spec.strides, strict=True))
     if last >= spec.storage_numel:
         raise ModelFormatError(
             f"{what}: tensor of size {list(spec.shape)} at storage offset {spec.offset} with stride "
@@ -294,12 +295,14 @@ class Checkpoint(Mapping[str, LazyTensor]):
         return len(self._tensors)
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.path)!r}, format={self.format}, layout={self.layout}, tensors={len(self)})"
+        return (
+            f"Checkpoint({str(self.path)!r}, format={self.format}, layout={self.layout}, tensors={len(self)})"
+        )
 
     # Lifetime
     def _check_open(self) -> None:
         if self._closed:
-            raise ModelIOError(f"{self.path}: checkpoint is closed")
+            raise ClosedError(f"{self.path}: checkpoint is closed")
 
     def close(self) -> None:
         """Release the memory maps and file handles. Arrays already returned stay valid."""
@@ -340,7 +343,8 @@ class Checkpoint(Mapping[str, LazyTensor]):
         name, spec, reshape = _to_official(self.layout, source_name, spec)
         if name in self._tensors:
             raise ModelFormatError(
-                f"{file}: tensors '{self._tensors[name].source_name}' and '{source_name}' both map to '{name}'"
+                f"{file}: tensors '{self._tensors[name].source_name}' and '{source_name}' "
+                f"both map to '{name}'"
             )
         self._tensors[name] = LazyTensor(name, source_name, spec, self, reshape)
 
@@ -482,6 +486,8 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path]) -> None:
             found.append((spec.base, name, spec))
         found.sort(key=lambda item: item[0])  # file order: the order the writer laid tensors out
         entries.extend((name, spec, file) for _, name, spec in found)
+    if not entries:
+        raise ModelFormatError(f"{files[0]}: safetensors file holds no tensors")
     ckpt.layout = _detect_layout([name for name, _, _ in entries])
     for name, spec, file in entries:
         ckpt._add(name, spec, file)
@@ -499,7 +505,9 @@ def _safetensors_spec(
     etype = _SAFETENSORS_TYPES.get(dtype)
     if etype is None:
         raise UnsupportedError(f"{what}: dtype {dtype} is not supported (use F32, F16 or BF16)")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
         raise ModelFormatError(f"{what}: malformed shape {shape!r}")
     if (
         not isinstance(offsets, list)
@@ -610,12 +618,32 @@ def _rebuild_parameter(data: Any, *rest: Any) -> Any:
     return data
 
 
+class _SafeCallable:
+    """Wraps one of the inert rebuild functions above so that a pickle cannot alter it.
+
+    A bare function would accept pickle's BUILD opcode (which sets attributes such as
+    ``__defaults__`` on whatever object is on the stack), and it is shared by every later load
+    in the process; this wrapper refuses BUILD like the other stand-ins do.
+    """
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise ModelFormatError("data.pkl tries to set state on a rebuild function")
+
+
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _SafeCallable(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor"): _SafeCallable(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _SafeCallable(_rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): _SafeCallable(_rebuild_parameter),
+    ("collections", "OrderedDict"): collections.OrderedDict,  # a builtin type: attributes cannot be set
     **{("torch", name): _StorageType(etype) for name, etype in _TORCH_STORAGES.items()},
 }
 
@@ -628,7 +656,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     name there means nothing outside the table above can ever be called.
     """
 
-    def __init__(self, data: bytes, file: Path, storage_for: Callable[[str, _ElemType, int], _Storage]) -> None:
+    def __init__(
+        self, data: bytes, file: Path, storage_for: Callable[[str, _ElemType, int], _Storage]
+    ) -> None:
         import io
 
         super().__init__(io.BytesIO(data))
@@ -637,6 +667,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles may spell names the Python 2 way (__builtin__.eval); translate like
+        # the standard unpickler so that the check (and the error message) see the real name.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -673,7 +709,9 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
     try:
         zf = zipfile.ZipFile(path)  # reads the central directory only
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-        raise ModelFormatError(f"{path}: not a readable PyTorch zip checkpoint ({e}); truncated or corrupt?") from e
+        raise ModelFormatError(
+            f"{path}: not a readable PyTorch zip checkpoint ({e}); truncated or corrupt?"
+        ) from e
     ckpt._files.append(zf)
     members = {info.filename: info for info in zf.infolist()}
     pickles = [n for n in members if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -699,7 +737,9 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
         member = prefix + "data/" + key
         info = members.get(member)
         if info is None:
-            raise ModelFormatError(f"{path}: data.pkl refers to storage '{key}' but '{member}' is not in the archive")
+            raise ModelFormatError(
+                f"{path}: data.pkl refers to storage '{key}' but '{member}' is not in the archive"
+            )
         etype = etype.with_byteorder(order) if etype.raw.itemsize > 1 else etype
         need = numel * etype.raw.itemsize
         if info.file_size < need:
@@ -717,12 +757,16 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
     unpickler = _RestrictedUnpickler(data, path, storage_for)
     try:
         obj = unpickler.load()
-    except (ModelFormatError, UnsupportedError):
-        raise
+    except (ModelFormatError, UnsupportedError) as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise type(e)(f"{path}: {e}") from e  # errors of the stand-ins do not know the file name
     except MemoryError:
         raise
     except Exception as e:  # any malformed pickle: truncated, bad opcode, wrong arity, ...
-        raise ModelFormatError(f"{path}: data.pkl is not a valid state-dict pickle ({type(e).__name__}: {e})") from e
+        raise ModelFormatError(
+            f"{path}: data.pkl is not a valid state-dict pickle ({type(e).__name__}: {e})"
+        ) from e
 
     state = _find_state_dict(obj, path)
     names = list(state)
@@ -731,8 +775,10 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
         ckpt._add(name, state[name].spec, path)
 
 
-def _find_state_dict(obj: Any, path: Path) -> dict[str, _TensorRecord]:
+def _find_state_dict(obj: Any, path: Path, depth: int = 0) -> dict[str, _TensorRecord]:
     """The tensors of the pickled object: a dict of tensors, or one nested under a usual key."""
+    if depth > 4:  # a pickle can build a dict that contains itself
+        raise ModelFormatError(f"{path}: data.pkl nests 'state_dict'/'model' dicts too deeply")
     if not isinstance(obj, dict):
         raise ModelFormatError(f"{path}: data.pkl holds a {type(obj).__name__}, not a state dict")
     tensors = {k: v for k, v in obj.items() if isinstance(v, _TensorRecord)}
@@ -740,7 +786,7 @@ def _find_state_dict(obj: Any, path: Path) -> dict[str, _TensorRecord]:
         for key in ("state_dict", "model", "module"):
             inner = obj.get(key)
             if isinstance(inner, dict):
-                return _find_state_dict(inner, path)
+                return _find_state_dict(inner, path, depth + 1)
         raise ModelFormatError(f"{path}: data.pkl holds no tensors")
     for k in tensors:
         if not isinstance(k, str):
@@ -750,12 +796,16 @@ def _find_state_dict(obj: Any, path: Path) -> dict[str, _TensorRecord]:
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: int) -> bytes:
     if info.file_size > limit:
-        raise ModelFormatError(f"{path}: zip member '{info.filename}' is {info.file_size} bytes, more than expected")
+        raise ModelFormatError(
+            f"{path}: zip member '{info.filename}' is {info.file_size} bytes, more than expected"
+        )
     try:
         with zf.open(info) as f:
             return f.read(limit)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as e:
-        raise ModelFormatError(f"{path}: cannot read zip member '{info.filename}' ({e}); truncated or corrupt?") from e
+        raise ModelFormatError(
+            f"{path}: cannot read zip member '{info.filename}' ({e}); truncated or corrupt?"
+        ) from e
 
 
 def _member_data_offset(mm: mmap.mmap, info: zipfile.ZipInfo, path: Path) -> int:
@@ -888,3 +938,79 @@ def _to_official(layout: str, name: str, spec: _Spec) -> tuple[str, _Spec, tuple
     if layout == "hf-rwkv7-fla":
         return _from_fla(name, spec)
     return name, spec, None
+
+
+# ---------------------------------------------------------------------------------------------
+# State-tuned checkpoints
+
+
+_TIME_STATE = re.compile(r"blocks\.(\d+)\.att\.time_state")
+
+
+def initial_state_from_checkpoint(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    version: str,
+    *,
+    n_layer: int | None = None,
+    n_embed: int | None = None,
+) -> np.ndarray:
+    """The flat float32 initial state (architecture.md §7 layout) stored in a state-tuned checkpoint.
+
+    ``source`` is a checkpoint path (or an already loaded mapping) holding
+    ``blocks.N.att.time_state`` of shape (H, N, N) for every layer; other tensors are ignored.
+    ``version`` is the model's ("5.x", "6", "7"): the official v5/v6 code stores the WKV state as
+    ``[h][value][key]`` and transposes it on load into our ``[h][key][value]``; v7 trainers
+    (RWKV-PEFT) store the kernel's own ``[h][value][key]`` orientation, which is also ours for v7,
+    so it is copied as is. The token-shift parts (ffn_x, att_x) start at zero. ``n_layer`` /
+    ``n_embed``, when given, are checked against the file. Raises ModelFormatError (naming the
+    tensor) on missing layers or inconsistent shapes, UnsupportedError for v4.
+    """
+    if version.startswith("4"):
+        raise UnsupportedError("RWKV v4 has no trainable initial state (time_state)")
+    if not (version.startswith("5") or version in ("6", "7")):
+        raise UnsupportedError(f"unknown RWKV version {version!r} for a state checkpoint")
+    owned = not isinstance(source, Mapping)
+    tensors: Mapping[str, Any] = load_checkpoint(source) if owned else source  # type: ignore[arg-type]
+    try:
+        layers = {int(m.group(1)): name for name in tensors if (m := _TIME_STATE.fullmatch(name))}
+        where = getattr(tensors, "path", "state checkpoint")
+        if not layers:
+            raise ModelFormatError(
+                f"{where}: no blocks.N.att.time_state tensors (not a state-tuned checkpoint)"
+            )
+        count = max(layers) + 1
+        missing = sorted(set(range(count)) - set(layers))
+        if missing or (n_layer is not None and count != n_layer):
+            raise ModelFormatError(
+                f"{where}: time_state for layers {sorted(layers)}, but the model has "
+                f"{n_layer if n_layer is not None else count} layers (missing {missing})"
+            )
+        first = tuple(tensors[layers[0]].shape)
+        if len(first) != 3 or first[1] != first[2] or first[0] < 1 or first[1] < 1:
+            raise ModelFormatError(
+                f"{where}: tensor '{layers[0]}' has shape {list(first)}, expected (H, N, N)"
+            )
+        heads, size = first[0], first[1]
+        c = heads * size
+        if n_embed is not None and c != n_embed:
+            raise ModelFormatError(
+                f"{where}: time_state has {heads} heads of size {size} (n_embed {c}), the model has {n_embed}"
+            )
+        per_layer = (2 + size) * c
+        state = np.zeros(per_layer * count, dtype=np.float32)
+        for layer in range(count):
+            name = layers[layer]
+            value = tensors[name]
+            if tuple(value.shape) != first:
+                raise ModelFormatError(
+                    f"{where}: tensor '{name}' has shape {list(value.shape)}, expected {list(first)}"
+                )
+            s = np.asarray(value, dtype=np.float32)  # a LazyTensor reads itself via __array__
+            if version != "7":
+                s = s.transpose(0, 2, 1)
+            start = layer * per_layer + 2 * c  # after ffn_x and att_x
+            state[start : start + heads * size * size] = s.reshape(-1)
+        return state
+    finally:
+        if owned:
+            tensors.close()  # type: ignore[attr-defined]

@@ -10,6 +10,9 @@ The output is exactly what rwkv.cpp's own converter writes (spec: architecture.m
 * v7's ``x_rwkvag`` is concatenated explicitly in r, w, k, v, a, g order instead of in
   whatever order the checkpoint happens to list the six vectors.
 
+:func:`merge_lora` does the same for a base checkpoint plus an RWKV LoRA checkpoint, folding
+each ``lora_A``/``lora_B`` pair into its weight as it streams past.
+
 Tensors are read, transformed and written one at a time (the checkpoint is memory-mapped by
 :mod:`rwkv_ggml.checkpoint`), so converting a 14B model does not need 28 GB of RAM.
 Quantized outputs are made from the FP16/FP32 file by the separate quantize step.
@@ -31,7 +34,15 @@ from .checkpoint import load_checkpoint
 from .errors import ModelFormatError, UnsupportedError
 from .fileformat import DType, write_model_file
 
-__all__ = ["ConversionPlan", "convert", "convert_state_dict", "plan_conversion", "stored_as_fp16"]
+__all__ = [
+    "ConversionPlan",
+    "convert",
+    "convert_state_dict",
+    "lora_merged",
+    "merge_lora",
+    "plan_conversion",
+    "stored_as_fp16",
+]
 
 # formats.md §4.1: in an FP16 file a tensor is FP16 iff it has >= 2 dims and its name contains none of these.
 _FP32_NAME_PARTS = (".time_", ".k_k", ".k_a", ".r_k", ".x_rwkvag", ".x_k", ".w0", ".a0", ".v0")
@@ -121,21 +132,46 @@ def _required(version: str, layer: int) -> list[str]:
         att = ["att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_first", "att.time_decay"]
         ffn = ["ffn.time_mix_k", "ffn.time_mix_r", "ffn.receptance.weight"]
     elif version.startswith("5"):
-        att = ["att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_decay", "att.ln_x.weight", "att.ln_x.bias"]
+        att = [
+            "att.time_mix_k",
+            "att.time_mix_v",
+            "att.time_mix_r",
+            "att.time_decay",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+        ]
         att.append("att.time_faaaa" if version == "5.2" else "att.time_first")
         if version != "5.1":
             att += ["att.time_mix_g", "att.gate.weight"]
         ffn = ["ffn.time_mix_k", "ffn.time_mix_r", "ffn.receptance.weight"]
     elif version == "6":
         att = [f"att.time_maa_{c}" for c in "xwkvrg"] + [
-            "att.time_maa_w1", "att.time_maa_w2", "att.time_decay", "att.time_decay_w1", "att.time_decay_w2",
-            "att.time_faaaa", "att.gate.weight", "att.ln_x.weight", "att.ln_x.bias",
+            "att.time_maa_w1",
+            "att.time_maa_w2",
+            "att.time_decay",
+            "att.time_decay_w1",
+            "att.time_decay_w2",
+            "att.time_faaaa",
+            "att.gate.weight",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
         ]
         ffn = ["ffn.time_maa_k", "ffn.time_maa_r", "ffn.receptance.weight"]
     else:
         att = [f"att.x_{c}" for c in _V7_MIX_ORDER] + [
-            "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2", "att.g1", "att.g2",
-            "att.k_k", "att.k_a", "att.r_k", "att.ln_x.weight", "att.ln_x.bias",
+            "att.w0",
+            "att.w1",
+            "att.w2",
+            "att.a0",
+            "att.a1",
+            "att.a2",
+            "att.g1",
+            "att.g2",
+            "att.k_k",
+            "att.k_a",
+            "att.r_k",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
         ]
         if layer > 0:
             att += ["att.v0", "att.v1", "att.v2"]
@@ -158,7 +194,11 @@ def plan_conversion(tensors: Mapping[str, Any]) -> ConversionPlan:
     if len(emb) != 2 or emb[0] < 1 or emb[1] < 1:
         raise ModelFormatError(f"tensor 'emb.weight' has shape {list(emb)}, expected (n_vocab, n_embed)")
     n_vocab, n_embed = emb
-    for name, want in (("head.weight", (n_vocab, n_embed)), ("ln_out.weight", (n_embed,)), ("ln_out.bias", (n_embed,))):
+    for name, want in (
+        ("head.weight", (n_vocab, n_embed)),
+        ("ln_out.weight", (n_embed,)),
+        ("ln_out.bias", (n_embed,)),
+    ):
         if name not in shapes:
             raise ModelFormatError(f"checkpoint lacks the tensor '{name}'")
         if _numel(shapes[name]) != _numel(want) or (len(want) == 2 and shapes[name] != want):
@@ -195,7 +235,11 @@ def plan_conversion(tensors: Mapping[str, Any]) -> ConversionPlan:
 
 
 def _is_model_tensor(name: str) -> bool:
-    return name in ("emb.weight", "head.weight") or name.startswith("ln_out.") or bool(_BLOCK_NAME.fullmatch(name))
+    return (
+        name in ("emb.weight", "head.weight")
+        or name.startswith("ln_out.")
+        or bool(_BLOCK_NAME.fullmatch(name))
+    )
 
 
 def _head_count(version: str, shapes: Mapping[str, tuple[int, ...]], n_embed: int) -> int:
@@ -209,7 +253,8 @@ def _head_count(version: str, shapes: Mapping[str, tuple[int, ...]], n_embed: in
     else:
         decay = shapes["blocks.0.att.time_decay"]
         squeezed = [d for d in decay if d != 1]
-        # per head: (H,); per channel: (H, N). A squeezed 1-D decay is per head unless a 2-D bonus says otherwise.
+        # per head: (H,); per channel: (H, N). A squeezed 1-D decay is per head unless a 2-D
+        # bonus says otherwise.
         source = "blocks.0.att.time_decay" if len(squeezed) >= 2 else ""
         if not source:
             bonus = shapes.get("blocks.0.att.time_faaaa", ())
@@ -219,13 +264,16 @@ def _head_count(version: str, shapes: Mapping[str, tuple[int, ...]], n_embed: in
                 heads = squeezed[0] if squeezed else 1
                 if n_embed % heads != 0:
                     raise ModelFormatError(
-                        f"tensor 'blocks.0.att.time_decay' has {heads} heads, which do not divide n_embed {n_embed}"
+                        f"tensor 'blocks.0.att.time_decay' has {heads} heads, "
+                        f"which do not divide n_embed {n_embed}"
                     )
                 return heads
     shape = shapes[source]
     if len(shape) < 2 or shape[0] < 1 or _numel(shape) != n_embed:
-        raise ModelFormatError(f"tensor '{source}' has shape {list(shape)}, expected (n_head, head_size) with "
-                               f"n_head * head_size = n_embed = {n_embed}")
+        raise ModelFormatError(
+            f"tensor '{source}' has shape {list(shape)}, expected (n_head, head_size) with "
+            f"n_head * head_size = n_embed = {n_embed}"
+        )
     return shape[0]
 
 
@@ -263,7 +311,7 @@ class _Rules:
             if len(shape) != n:
                 raise ModelFormatError(f"tensor '{name}' has shape {list(shape)}, expected {n} dimensions")
 
-        if v == "7" and suffix.startswith("att.x_") and suffix[len("att.x_"):] in _V7_MIX_ORDER:
+        if v == "7" and suffix.startswith("att.x_") and suffix[len("att.x_") :] in _V7_MIX_ORDER:
             # Six (1,1,C) vectors -> one (6,1,C) tensor, emitted where the first of them appears.
             prefix = name[: -len(suffix)]
             sources = tuple(f"{prefix}att.x_{c}" for c in _V7_MIX_ORDER)
@@ -272,7 +320,9 @@ class _Rules:
                 return None
             for s in sources:
                 if _numel(shapes[s]) != self.C:
-                    raise ModelFormatError(f"tensor '{s}' has shape {list(shapes[s])}, expected {self.C} elements")
+                    raise ModelFormatError(
+                        f"tensor '{s}' has shape {list(shapes[s])}, expected {self.C} elements"
+                    )
             return _Step(prefix + "att.x_rwkvag", sources, self._stack_mix)
         if v == "7" and suffix in ("att.w0", "att.a0", "att.v0", "att.k_k", "att.k_a", "ffn.x_k"):
             self._need_numel(name, shape, self.C)
@@ -309,8 +359,9 @@ class _Rules:
         """(H,) or (H, N) decay/bonus -> (H, 1, 1) or (H, N, 1), after ``fn`` (element-wise)."""
         a = xs[0] if fn is None else fn(xs[0])
         if a.size % self.H != 0:
-            raise ModelFormatError(f"a decay/bonus tensor of shape {list(xs[0].shape)} does not split into "
-                                   f"{self.H} heads")
+            raise ModelFormatError(
+                f"a decay/bonus tensor of shape {list(xs[0].shape)} does not split into {self.H} heads"
+            )
         return a.reshape(self.H, a.size // self.H, 1)
 
     def _stack_mix(self, xs: list[F32]) -> F32:
@@ -342,11 +393,14 @@ def _run_step(step: _Step, tensors: Mapping[str, Any]) -> F32:
         with np.errstate(over="ignore"):  # exp of an absurd decay is +-inf, as in PyTorch
             out = step.transform(inputs)
     except ValueError as e:  # a reshape that does not fit
-        raise ModelFormatError(f"tensor '{step.name}': cannot preprocess input of shape "
-                               f"{[list(x.shape) for x in inputs]} ({e})") from e
+        raise ModelFormatError(
+            f"tensor '{step.name}': cannot preprocess input of shape {[list(x.shape) for x in inputs]} ({e})"
+        ) from e
     if not 1 <= out.ndim <= 3:
-        raise ModelFormatError(f"tensor '{step.name}' has {out.ndim} dimensions after preprocessing "
-                               f"(shape {list(out.shape)}); a model file allows 1 to 3")
+        raise ModelFormatError(
+            f"tensor '{step.name}' has {out.ndim} dimensions after preprocessing "
+            f"(shape {list(out.shape)}); a model file allows 1 to 3"
+        )
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -365,7 +419,9 @@ def convert_state_dict(tensors: Mapping[str, Any], dtype: str = "f32") -> Iterat
     return _execute(plan, tensors, half)
 
 
-def _execute(plan: ConversionPlan, tensors: Mapping[str, Any], half: bool) -> Iterator[tuple[str, np.ndarray]]:
+def _execute(
+    plan: ConversionPlan, tensors: Mapping[str, Any], half: bool
+) -> Iterator[tuple[str, np.ndarray]]:
     for step in plan.steps:
         out = _run_step(step, tensors)
         if half and stored_as_fp16(step.name, out.ndim):
@@ -373,8 +429,10 @@ def _execute(plan: ConversionPlan, tensors: Mapping[str, Any], half: bool) -> It
                 narrow = out.astype(np.float16)
             if not np.all(np.isfinite(narrow)) and np.all(np.isfinite(out)):
                 worst = float(np.max(np.abs(out)))
-                raise ModelFormatError(f"tensor '{step.name}' has values up to {worst:g}, beyond the FP16 range "
-                                       "(65504); convert with dtype='f32'")
+                raise ModelFormatError(
+                    f"tensor '{step.name}' has values up to {worst:g}, beyond the FP16 range "
+                    "(65504); convert with dtype='f32'"
+                )
             out = narrow
         yield step.name, out
 
@@ -386,8 +444,8 @@ def _parse_dtype(dtype: str) -> DType:
         raise ValueError(f"unknown output dtype {dtype!r}; use 'f32' or 'f16'") from None
     if parsed.is_quantized:
         raise UnsupportedError(
-            f"convert writes only f32 or f16 files; quantize the f16 (or f32) result to {parsed.name} with the "
-            "quantize step (rwkv-ggml quantize)"
+            f"convert writes only f32 or f16 files; quantize the f16 (or f32) result to {parsed.name} "
+            "with the quantize step (rwkv-ggml quantize)"
         )
     return parsed
 
@@ -410,27 +468,128 @@ def convert(
     data_type = _parse_dtype(dtype)
     src_path = Path(src)
     with load_checkpoint(src_path) as ckpt:
-        plan = plan_conversion(ckpt)
-        items: Iterator[tuple[str, np.ndarray]] = _execute(plan, ckpt, data_type == DType.F16)
-        show = sys.stderr.isatty() if progress is None else bool(progress)
-        bar = None
-        if show:
-            from tqdm import tqdm
+        _write(ckpt, dst, data_type, progress, f"converting {src_path.name}")
 
-            bar = tqdm(total=len(plan.steps), unit="tensor", desc=f"converting {src_path.name}", file=sys.stderr)
-            items = _counting(items, bar)
-        try:
-            write_model_file(
-                dst,
-                n_vocab=plan.n_vocab,
-                n_embed=plan.n_embed,
-                n_layer=plan.n_layer,
-                data_type=data_type,
-                tensors=items,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
+
+def merge_lora(
+    base: str | os.PathLike[str],
+    lora: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    alpha: float,
+    dtype: str = "f16",
+    *,
+    progress: bool | None = None,
+) -> None:
+    """Merge a LoRA checkpoint into a base checkpoint and write the result as rwkv.cpp file ``dst``.
+
+    The LoRA file uses the widely used RWKV LoRA layout (see :func:`lora_merged`). Both inputs
+    are read like :func:`convert` reads one; nothing but the output is written.
+    """
+    data_type = _parse_dtype(dtype)
+    with load_checkpoint(base) as base_ckpt, load_checkpoint(lora) as lora_ckpt:
+        merged = lora_merged(base_ckpt, lora_ckpt, alpha)
+        _write(merged, dst, data_type, progress, f"merging {Path(lora).name}")
+
+
+def _write(
+    tensors: Mapping[str, Any],
+    dst: str | os.PathLike[str],
+    data_type: DType,
+    progress: bool | None,
+    desc: str,
+) -> None:
+    plan = plan_conversion(tensors)
+    items: Iterator[tuple[str, np.ndarray]] = _execute(plan, tensors, data_type == DType.F16)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan.steps), unit="tensor", desc=desc, file=sys.stderr)
+        items = _counting(items, bar)
+    try:
+        write_model_file(
+            dst,
+            n_vocab=plan.n_vocab,
+            n_embed=plan.n_embed,
+            n_layer=plan.n_layer,
+            data_type=data_type,
+            tensors=items,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+
+
+class _LoraMergedTensor:
+    """``W + (B @ A) * (alpha / r)`` computed in float32 when read, so merging streams too."""
+
+    def __init__(self, weight: Any, lora_a: Any, lora_b: Any, scale: float, name: str) -> None:
+        self.shape = _shape_of(weight)
+        self._parts = (weight, lora_a, lora_b)
+        self._scale = scale
+        self._name = name
+
+    def numpy(self) -> np.ndarray:
+        weight, lora_a, lora_b = (_load_f32(x, self._name) for x in self._parts)
+        delta = lora_b @ lora_a
+        delta *= np.float32(self._scale)
+        return weight + delta
+
+
+def lora_merged(base: Mapping[str, Any], lora: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    """The state dict ``base`` with LoRA checkpoint ``lora`` merged in, lazily (nothing is read here).
+
+    Layout (RWKV-LM-LoRA and derivatives): every tensor of the LoRA file replaces or adds to the
+    base tensor of that name (LoRA trainings also save the other parameters they trained); then
+    each pair ``P.lora_A`` (r, in) / ``P.lora_B`` (out, r) is folded into ``P.weight`` (out, in)
+    as ``W + B @ A * alpha / r`` and dropped. The arithmetic is float32. Raises ModelFormatError
+    for an unpaired or mis-shaped LoRA tensor, naming it.
+    """
+    alpha = float(alpha)
+    if not np.isfinite(alpha):
+        raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
+    combined: dict[str, Any] = dict(base)
+    combined.update(lora)
+    merged: dict[str, Any] = {}
+    for name, value in combined.items():
+        if name.endswith((".lora_A", ".lora_B")):
+            prefix = name[: -len(".lora_A")]
+            partner = prefix + (".lora_B" if name.endswith(".lora_A") else ".lora_A")
+            if partner not in combined:
+                raise ModelFormatError(f"LoRA tensor '{name}' has no partner '{partner}'")
+            if prefix + ".weight" not in combined:
+                raise ModelFormatError(
+                    f"LoRA tensor '{name}' belongs to '{prefix}.weight', which the model lacks"
+                )
+            continue
+        a_name, b_name = name[: -len(".weight")] + ".lora_A", name[: -len(".weight")] + ".lora_B"
+        if name.endswith(".weight") and a_name in combined:
+            if b_name not in combined:
+                raise ModelFormatError(f"LoRA tensor '{a_name}' has no partner '{b_name}'")
+            w_shape, a_shape, b_shape = (_shape_of(combined[n]) for n in (name, a_name, b_name))
+            if (
+                len(w_shape) != 2
+                or len(a_shape) != 2
+                or len(b_shape) != 2
+                or a_shape[0] != b_shape[1]
+                or (b_shape[0], a_shape[1]) != w_shape
+                or a_shape[0] < 1
+            ):
+                raise ModelFormatError(
+                    f"LoRA pair for '{name}' {list(w_shape)} has lora_A {list(a_shape)} and lora_B "
+                    f"{list(b_shape)}; expected (r, {w_shape[-1] if w_shape else '?'}) and "
+                    f"({w_shape[0] if w_shape else '?'}, r)"
+                )
+            scale = alpha / a_shape[0]
+            merged[name] = _LoraMergedTensor(value, combined[a_name], combined[b_name], scale, name)
+        else:
+            merged[name] = value
+    return merged
 
 
 def _counting(items: Iterator[tuple[str, np.ndarray]], bar: Any) -> Iterator[tuple[str, np.ndarray]]:

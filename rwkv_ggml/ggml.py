@@ -192,6 +192,18 @@ class Tensor:
         view = np.lib.stride_tricks.as_strided(flat, shape=self.shape, strides=strides, writeable=False)
         return np.array(view, copy=True)
 
+    def data_view(self) -> np.ndarray:
+        """A writable numpy view of a contiguous tensor's memory (no copy): for writing inputs in place.
+        Valid only while the context is open."""
+        p = self.ptr
+        if self.type not in _TYPE_NUMPY or not self.is_contiguous():
+            raise EngineArgumentError("data_view(): only contiguous F32/F16/I32 tensors")
+        data = lib.rg_tensor_data(p)
+        if data == ffi.NULL:
+            raise EngineArgumentError("data_view(): the tensor has no data")
+        npt = np.dtype(_TYPE_NUMPY[self.type])
+        return np.frombuffer(ffi.buffer(data, self.nbytes), dtype=npt).reshape(self.shape)
+
     def set_data(self, array: np.ndarray) -> None:
         """Repoints an external tensor (made by ``Context.external``) at another array of the same size."""
         arr = _require_array(array, self.type)
@@ -251,13 +263,15 @@ class Graph:
 
 
 class Context:
-    """An arena of ``mem_size`` bytes holding tensors and graphs, and a pool of ``threads`` threads.
+    """An arena of ``mem_size`` bytes holding tensors and graphs, and a pool of ``threads`` threads
+    (or a borrowed ``pool`` shared with other contexts).
 
     ``no_alloc=True`` makes a measuring context: tensors get no memory and :attr:`required` tells how big
     a real context must be for what was built.
     """
 
-    def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False) -> None:
+    def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False,
+                 pool: Pool | None = None) -> None:
         if not isinstance(mem_size, int) or mem_size <= 0:
             raise EngineArgumentError(f"mem_size must be a positive int, got {mem_size!r}")
         err = ffi.new("rg_err *")
@@ -266,8 +280,10 @@ class Context:
             raise_status(err.status, c_string(err.msg))
         self._ptr = p
         self._keepalive: list[Any] = []
-        self.pool = Pool(threads)
-        self.threads = threads
+        # A shared pool (several contexts of one model) is borrowed, not owned.
+        self._owns_pool = pool is None
+        self.pool = Pool(threads) if pool is None else pool
+        self.threads = self.pool.threads
 
     # ---- lifetime ----
     @property
@@ -281,7 +297,8 @@ class Context:
 
     def close(self) -> None:
         if getattr(self, "_ptr", None) is not None:
-            self.pool.close()
+            if self._owns_pool:
+                self.pool.close()
             lib.rg_ctx_free(self._ptr)
             self._ptr = None
             self._keepalive.clear()

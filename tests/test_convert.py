@@ -28,7 +28,7 @@ import pytest
 
 from rwkv_ggml.convert import convert, convert_state_dict, plan_conversion
 from rwkv_ggml.errors import ModelFormatError, UnsupportedError
-from rwkv_ggml.fileformat import DType, read_model_file
+from rwkv_ggml.fileformat import read_model_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = REPO_ROOT / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
@@ -64,7 +64,10 @@ def official_from_bin(version: str, weights: Mapping[str, np.ndarray]) -> Arrays
         m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
         suffix = m.group(2) if m else ""
         prefix = name[: len(name) - len(suffix)]
-        if suffix.startswith(("att.time_mix_", "ffn.time_mix_", "att.time_maa_", "ffn.time_maa_")) and a.ndim == 1:
+        if (
+            suffix.startswith(("att.time_mix_", "ffn.time_mix_", "att.time_maa_", "ffn.time_maa_"))
+            and a.ndim == 1
+        ):
             out[name] = a.reshape(1, 1, -1)
         elif version == "4" and suffix == "att.time_decay":
             out[name] = np.log(-a)
@@ -147,8 +150,16 @@ def hand_preprocess(version: str, raw: Mapping[str, np.ndarray]) -> Arrays:
 def fp16_names(version: str, names: list[str]) -> set[str]:
     """The tensors an FP16 file stores as FP16, listed out (formats.md §4.1 table, right column)."""
     matrices = {"emb.weight", "head.weight"}
-    suffixes = {"att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight",
-                "att.gate.weight", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight"}
+    suffixes = {
+        "att.key.weight",
+        "att.value.weight",
+        "att.receptance.weight",
+        "att.output.weight",
+        "att.gate.weight",
+        "ffn.key.weight",
+        "ffn.value.weight",
+        "ffn.receptance.weight",
+    }
     if version == "7":
         suffixes |= {f"att.{p}{i}" for p in "wavg" for i in (1, 2)}
     return {n for n in names if n in matrices or (n.startswith("blocks.") and n.split(".", 2)[2] in suffixes)}
@@ -163,7 +174,7 @@ def to_hf(name: str) -> str:
     if name == "head.weight":
         return name
     if name.startswith("emb."):
-        name = "embeddings." + name[len("emb."):]
+        name = "embeddings." + name[len("emb.") :]
     name = name.replace("blocks.0.ln0.", "blocks.0.pre_ln.")
     name = re.sub(r"^blocks\.(\d+)\.att\.", r"blocks.\1.attention.", name)
     name = re.sub(r"^blocks\.(\d+)\.ffn\.", r"blocks.\1.feed_forward.", name)
@@ -232,7 +243,10 @@ def save_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: objec
 
 def bf16_round(tensors: Mapping[str, np.ndarray]) -> Arrays:
     """The values a bf16 checkpoint actually holds (what the converter must see)."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16).float().numpy() for k, v in tensors.items()}
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16).float().numpy()
+        for k, v in tensors.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +281,9 @@ def check_file(path: Path, version: str, raw: Mapping[str, np.ndarray], dtype: s
     return got
 
 
-def assert_same_logits(version: str, converted: Arrays, original: Mapping[str, np.ndarray], atol: float) -> None:
+def assert_same_logits(
+    version: str, converted: Arrays, original: Mapping[str, np.ndarray], atol: float
+) -> None:
     ref_conv = reference_model(converted, L)
     ref_orig = reference_model(original, L)
     state_a, state_b = ref_conv.init_state(), ref_orig.init_state()
@@ -330,7 +346,10 @@ def test_convert_safetensors_hf_layout(tmp_path: Path, version: str) -> None:
     hf = {to_hf(k): v for k, v in raw.items()}
     assert "rwkv.embeddings.weight" in hf and "rwkv.blocks.0.pre_ln.weight" in hf
     if version == "4":
-        assert "rwkv.blocks.1.attention.time_mix_key" in hf and "rwkv.blocks.1.feed_forward.time_mix_receptance" in hf
+        assert (
+            "rwkv.blocks.1.attention.time_mix_key" in hf
+            and "rwkv.blocks.1.feed_forward.time_mix_receptance" in hf
+        )
     src, dst = tmp_path / "hf.safetensors", tmp_path / "model.bin"
     save_safetensors(src, hf)
     convert(src, dst, "f16", progress=False)
@@ -352,7 +371,9 @@ def test_convert_hf_layout_pth(tmp_path: Path) -> None:
 def test_convert_fla_rwkv7_layout(tmp_path: Path) -> None:
     original, raw = model("7", seed=17)
     fla = to_fla(raw)
-    assert "model.layers.1.attn.v_lora.lora.0.weight" in fla and "model.layers.0.attn.w_lora.lora.2.bias" in fla
+    assert (
+        "model.layers.1.attn.v_lora.lora.0.weight" in fla and "model.layers.0.attn.w_lora.lora.2.bias" in fla
+    )
     src, dst = tmp_path / "model.safetensors", tmp_path / "model.bin"
     save_safetensors(src, fla)
     convert(src, dst, "f32", progress=False)
@@ -412,7 +433,9 @@ def test_official_5_1_keeps_time_first_and_gate() -> None:
     tf = raw["blocks.0.att.time_first"].astype(np.float64)
     np.testing.assert_allclose(out["blocks.0.att.time_first"], np.exp(tf).reshape(H, 1, 1), rtol=1e-6)
     td = raw["blocks.0.att.time_decay"].astype(np.float64)
-    np.testing.assert_allclose(out["blocks.0.att.time_decay"], np.exp(-np.exp(td)).reshape(H, 1, 1), rtol=1e-6)
+    np.testing.assert_allclose(
+        out["blocks.0.att.time_decay"], np.exp(-np.exp(td)).reshape(H, 1, 1), rtol=1e-6
+    )
 
 
 def test_v6_transposes() -> None:
@@ -422,7 +445,9 @@ def test_v6_transposes() -> None:
     np.testing.assert_array_equal(out["blocks.1.att.time_maa_w1"], w1.T)
     np.testing.assert_array_equal(out["blocks.1.att.time_maa_w2"], np.swapaxes(w2, 1, 2))
     np.testing.assert_array_equal(out["blocks.1.att.time_decay_w1"], raw["blocks.1.att.time_decay_w1"].T)
-    np.testing.assert_array_equal(out["blocks.1.att.time_decay"], raw["blocks.1.att.time_decay"].reshape(H, N, 1))
+    np.testing.assert_array_equal(
+        out["blocks.1.att.time_decay"], raw["blocks.1.att.time_decay"].reshape(H, N, 1)
+    )
     assert out["blocks.1.att.time_maa_w1"].flags.c_contiguous
 
 
@@ -534,7 +559,7 @@ def _tiny(stem: str, kind: str) -> Path:
 
 @pytest.mark.parametrize("version", list(TINY))
 def test_reproduces_rwkv_cpp_tiny_models(tmp_path: Path, version: str) -> None:
-    """Raw checkpoint rebuilt from the shipped FP32 file -> our f32/f16 files == rwkv.cpp's FP32/FP16 files."""
+    """Raw checkpoint rebuilt from the shipped FP32 file -> our f32/f16 files == rwkv.cpp's FP32/FP16."""
     stem = TINY[version]
     _, fp32 = read_back(_tiny(stem, "FP32"))
     mf16, fp16 = read_back(_tiny(stem, "FP16"))
@@ -550,9 +575,126 @@ def test_reproduces_rwkv_cpp_tiny_models(tmp_path: Path, version: str) -> None:
         assert set(ours) == set(shipped)
         for name, want in shipped.items():
             have = ours[name]
-            assert have.shape == want.shape and have.dtype == want.dtype, (name, have.shape, want.shape, have.dtype)
+            assert have.shape == want.shape and have.dtype == want.dtype, (
+                name,
+                have.shape,
+                want.shape,
+                have.dtype,
+            )
             if have.dtype == np.float16:
                 np.testing.assert_array_equal(have, want, err_msg=name)
             else:
                 # exp/log round trips of decays: a few ulp; everything else bit-exact.
                 np.testing.assert_allclose(have, want, rtol=3e-6, atol=1e-7, err_msg=name)
+
+
+def test_peak_memory_is_about_one_tensor(tmp_path: Path) -> None:
+    """Tensors stream through one at a time: the peak of Python/numpy allocations during a
+    conversion stays near the largest tensor, far below the model size (tracemalloc counts
+    numpy buffers; the memory-mapped input is not an allocation)."""
+    import tracemalloc
+
+    version, c, layers, vocab = "5.2", 128, 6, 1024
+    raw = official_from_bin(version, random_model_weights(version, c, layers, vocab, head_size=32, seed=5))
+    total = sum(a.nbytes for a in raw.values())
+    largest = max(a.nbytes for a in raw.values())  # emb/head: vocab * c * 4 bytes
+    assert total > 10 * largest
+    src = tmp_path / "m.pth"
+    save_pth(src, raw, torch.bfloat16)
+    del raw
+    tracemalloc.start()
+    try:
+        for dtype in ("f32", "f16"):
+            tracemalloc.reset_peak()
+            convert(src, tmp_path / f"m-{dtype}.bin", dtype, progress=False)
+            _, peak = tracemalloc.get_traced_memory()
+            assert peak < 2.5 * largest + (1 << 20), f"{dtype}: peak {peak} bytes, largest tensor {largest}"
+    finally:
+        tracemalloc.stop()
+
+
+# --- LoRA merge -------------------------------------------------------------------------------
+
+LORA_TARGETS = ("att.key.weight", "att.value.weight", "att.gate.weight", "ffn.key.weight")
+
+
+def lora_checkpoint(raw: Mapping[str, np.ndarray], rank: int, seed: int) -> Arrays:
+    """A LoRA file: A (r, in) / B (out, r) pairs for some matrices, plus a retrained ln_x."""
+    rng = np.random.default_rng(seed)
+    out: Arrays = {}
+    for layer in range(L):
+        for target in LORA_TARGETS:
+            w = raw[f"blocks.{layer}.{target}"]
+            prefix = f"blocks.{layer}.{target[: -len('.weight')]}"
+            out[prefix + ".lora_A"] = rng.standard_normal((rank, w.shape[1])).astype(np.float32) * 0.1
+            out[prefix + ".lora_B"] = rng.standard_normal((w.shape[0], rank)).astype(np.float32) * 0.1
+        out[f"blocks.{layer}.att.ln_x.weight"] = rng.uniform(0.5, 1.5, C).astype(np.float32)
+    return out
+
+
+def merge_by_hand(raw: Mapping[str, np.ndarray], lora: Mapping[str, np.ndarray], alpha: float) -> Arrays:
+    merged = {k: np.asarray(v, dtype=np.float64) for k, v in raw.items()}
+    for name, value in lora.items():
+        if not name.endswith((".lora_A", ".lora_B")):
+            merged[name] = np.asarray(value, dtype=np.float64)
+    for name in lora:
+        if name.endswith(".lora_A"):
+            prefix = name[: -len(".lora_A")]
+            a = lora[name].astype(np.float64)
+            b = lora[prefix + ".lora_B"].astype(np.float64)
+            merged[prefix + ".weight"] = merged[prefix + ".weight"] + b @ a * (alpha / a.shape[0])
+    return merged
+
+
+@pytest.mark.parametrize("container", ["pth", "safetensors"])
+def test_merge_lora_matches_numpy(tmp_path: Path, container: str) -> None:
+    from rwkv_ggml.convert import merge_lora
+
+    _, raw = model("5.2", seed=29)
+    lora = lora_checkpoint(raw, rank=4, seed=30)
+    save = save_pth if container == "pth" else save_safetensors
+    base_path, lora_path, dst = (
+        tmp_path / f"base.{container}",
+        tmp_path / f"lora.{container}",
+        tmp_path / "m.bin",
+    )
+    save(base_path, raw)
+    save(lora_path, lora)
+    merge_lora(base_path, lora_path, dst, alpha=16, dtype="f32", progress=False)
+    expected = merge_by_hand(raw, lora, 16.0)
+    assert not np.allclose(expected["blocks.1.att.gate.weight"], raw["blocks.1.att.gate.weight"], atol=1e-3)
+    mf, got = read_back(dst)
+    want = hand_preprocess("5.2", expected)
+    assert set(got) == set(want) and not any("lora" in n for n in got)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    merge_lora(base_path, lora_path, dst, alpha=16, dtype="f16", progress=False)
+    _, got16 = read_back(dst)
+    assert got16["blocks.0.att.key.weight"].dtype == np.float16
+    np.testing.assert_allclose(got16["blocks.0.att.key.weight"], want["blocks.0.att.key.weight"], rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda lo: lo.pop("blocks.0.att.key.lora_B"), "no partner 'blocks.0.att.key.lora_B'"),
+        (
+            lambda lo: lo.update(
+                {
+                    "blocks.0.att.nothing.lora_A": np.zeros((2, C), np.float32),
+                    "blocks.0.att.nothing.lora_B": np.zeros((C, 2), np.float32),
+                }
+            ),
+            "lacks",
+        ),
+        (lambda lo: lo.update({"blocks.0.att.key.lora_A": np.zeros((3, C), np.float32)}), "LoRA pair for"),
+    ],
+)
+def test_merge_lora_errors(edit: Callable[[Arrays], object], match: str) -> None:
+    from rwkv_ggml.convert import lora_merged
+
+    _, raw = model("5.2", seed=29)
+    lora = lora_checkpoint(raw, rank=4, seed=30)
+    edit(lora)
+    with pytest.raises(ModelFormatError, match=re.escape(match) if "'" in match else match):
+        lora_merged(raw, lora, 8.0)

@@ -24,13 +24,18 @@ typedef struct {
     rg_pool *pool;
 } compute_job;
 
-static void visit(rg_tensor *t, uint32_t epoch, rg_tensor **order, int *n) {
-    if (t == NULL || t->visit == epoch) return;
-    t->visit = epoch;
-    for (int i = 0; i < RG_MAX_SRC; i++) visit(t->src[i], epoch, order, n);
-    if (t->view_src != NULL && t->view_src != t->src[0]) visit(t->view_src, epoch, order, n);
-    order[(*n)++] = t;
+/* Depth-first post-order walk setting visit = mark; a tensor already carrying the mark is skipped.
+ * mark 0 is the clearing walk used when a build fails between the two passes. */
+static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
+    if (t == NULL || t->visit == mark) return;
+    t->visit = mark;
+    for (int i = 0; i < RG_MAX_SRC; i++) visit(t->src[i], mark, order, n);
+    if (t->view_src != NULL && t->view_src != t->src[0]) visit(t->view_src, mark, order, n);
+    if (order != NULL) order[*n] = t;
+    (*n)++;
 }
+
+
 
 static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
 
@@ -55,13 +60,21 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
     memset(g, 0, sizeof *g);
     g->ctx = ctx;
     g->max_threads = max_threads;
-    /* Every tensor of the context is an upper bound on the graph's size. */
-    const size_t cap = ctx->n_tensors;
-    rg_tensor **order = rg_ctx_alloc(ctx, cap * sizeof(rg_tensor *));
-    if (order == NULL) return NULL;
+    /* Inputs may come from other contexts (weights usually live in their own), so the reachable
+     * tensors are counted in a first walk (mark 1), collected in a second (mark 2), and the marks are
+     * cleared at the end so no stale mark survives into the next build. Builds that share tensors
+     * must therefore not run concurrently. */
     int n = 0;
-    const uint32_t epoch = ++ctx->visit_epoch;
-    for (int i = 0; i < n_outputs; i++) visit(outputs[i], epoch, order, &n);
+    for (int i = 0; i < n_outputs; i++) visit(outputs[i], 1, NULL, &n);
+    rg_tensor **order = rg_ctx_alloc(ctx, (size_t)n * sizeof(rg_tensor *));
+    if (order == NULL) {
+        n = 0;
+        for (int i = 0; i < n_outputs; i++) visit(outputs[i], 0, NULL, &n);
+        return NULL;
+    }
+    n = 0;
+    for (int i = 0; i < n_outputs; i++) visit(outputs[i], 2, order, &n);
+    for (int i = 0; i < n; i++) order[i]->visit = 0;
 
     int n_nodes = 0, n_views = 0;
     for (int i = 0; i < n; i++) {

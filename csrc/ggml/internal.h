@@ -83,7 +83,6 @@ struct rg_ctx {
     size_t used;
     size_t data_required; /* no_alloc mode: data bytes tensors would have needed */
     size_t n_tensors;
-    uint32_t visit_epoch;
     bool no_alloc;
     rg_status status;
     char err[256];

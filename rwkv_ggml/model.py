@@ -1,0 +1,287 @@
+"""The public Model: load an RWKV model file and evaluate it token by token with an explicit state.
+
+The recurrent state is a plain float32 numpy array in rwkv.cpp's layout (architecture.md §7), so it
+can be saved, restored, copied and branched like any array, and exchanged with rwkv.cpp.
+
+Threading rule: a Model may be shared by several Python threads, each with its own state; evals of
+one Model are serialised by a lock (the engine already uses ``threads`` cores per eval). The GIL is
+released while the engine computes, so other Python threads keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import arch, ggml
+from .errors import ClosedError, EngineArgumentError, ModelIOError
+from .fileformat import DType, read_model_file
+from .graphs import common as gcommon
+from .graphs import v4 as graph_v4
+from .weights import DEFAULT_PLACEMENT, WeightStore
+
+FloatArray = npt.NDArray[np.float32]
+
+LN_EPS = 1e-5
+_BUILDERS = {"4": graph_v4.build}
+
+
+@dataclass
+class _Graphs:
+    """One built graph for a sequence length T: its context, inputs and the two graphs (with and
+    without the head)."""
+
+    ctx: ggml.Context
+    io: gcommon.GraphIO
+    ids_view: np.ndarray
+    logits: ggml.Tensor
+    hidden: ggml.Tensor
+    with_head: ggml.Graph
+    without_head: ggml.Graph
+
+
+class Model:
+    """An RWKV model loaded from an rwkv.cpp ``.bin`` file.
+
+    ``threads``: compute threads (default: the physical core count). ``placement``: ``"hugepage"``
+    (load the weights into 2 MiB pages: fastest) or ``"mmap"`` (map the file: lazy, shared).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
+                 placement: str = DEFAULT_PLACEMENT) -> None:
+        if threads is None:
+            threads = ggml.default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 512:
+            raise EngineArgumentError(f"threads must be an int in 1..512, got {threads!r}")
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._closed = True
+        mf = read_model_file(path)
+        try:
+            self.hparams = arch.validate(mf)
+            self._store = WeightStore(mf, placement)
+        except BaseException:
+            mf.close()
+            raise
+        self.threads = threads
+        self._pool = ggml.Pool(threads)
+        self._weights_ctx = ggml.Context((1 << 16) + 512 * len(mf.tensors), pool=self._pool)
+        self._closed = False
+        try:
+            self._weights = {}
+            for name in mf.tensors:
+                arr, etype, ne = self._engine_args(name)
+                t = self._weights_ctx.external(arr, engine_type=etype, ne=ne)
+                t.name = name
+                self._weights[name] = t
+            self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32
+            self._graphs: dict[int, _Graphs] = {}
+            self._scratch_state = np.empty(self.state_size, dtype=np.float32)
+            self._graph_for(1)
+        except BaseException:
+            self.close()
+            raise
+
+    def _engine_args(self, name: str) -> tuple[np.ndarray, int, list[int]]:
+        rec = self._store.record(name)
+        arr = self._store.raw(name)
+        return arr, int(rec.dtype), list(rec.ne)
+
+    # ---- properties ----
+    @property
+    def version(self) -> str:
+        return self.hparams.version
+
+    @property
+    def n_vocab(self) -> int:
+        return self.hparams.n_vocab
+
+    @property
+    def n_embed(self) -> int:
+        return self.hparams.n_embed
+
+    @property
+    def n_layer(self) -> int:
+        return self.hparams.n_layer
+
+    @property
+    def state_size(self) -> int:
+        return self.hparams.state_size
+
+    @property
+    def dtype(self) -> str:
+        """The file's main data type ("F32", "F16", "Q5_1", ...)."""
+        return self._dtype.name
+
+    @property
+    def placement(self) -> str:
+        return self._store.placement
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- graphs ----
+    def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray
+               ) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
+        hp = self.hparams
+        io = gcommon.GraphIO(
+            T=T,
+            ids=ctx.new_tensor(ggml.I32, (T,)),
+            state_in=ctx.external(state_in),
+            state_out=ctx.external(state_out),
+        )
+        x = _BUILDERS[hp.version](ctx, self._weights, hp, io)
+        last = gcommon.column(ctx, x, T - 1) if T > 1 else x
+        # (S3) logits = head . LN(x; ln_out), for the last token
+        hidden = ctx.layer_norm(last, self._weights["ln_out.weight"], self._weights["ln_out.bias"], LN_EPS)
+        logits = ctx.mul_mat(self._weights["head.weight"], hidden)
+        return io, hidden, logits, io.state_writes
+
+    def _graph_for(self, T: int) -> _Graphs:
+        g = self._graphs.get(T)
+        if g is not None:
+            return g
+        dummy_in = self._scratch_state
+        dummy_out = np.empty(self.state_size, dtype=np.float32)
+        # Measure first, then build for real in a context of exactly the needed size.
+        with ggml.Context(64 << 20, no_alloc=True, pool=self._pool) as probe:
+            io, hidden, logits, writes = self._build(probe, T, dummy_in, dummy_out)
+            probe.graph(writes + [logits])
+            probe.graph(writes)
+            need = probe.required + (1 << 16)
+        ctx = ggml.Context(need, pool=self._pool)
+        try:
+            io, hidden, logits, writes = self._build(ctx, T, dummy_in, dummy_out)
+            with_head = ctx.graph(writes + [logits, hidden])
+            without_head = ctx.graph(writes)
+            ids_view = io.ids.data_view()
+        except BaseException:
+            ctx.close()
+            raise
+        g = _Graphs(ctx, io, ids_view, logits, hidden, with_head, without_head)
+        self._graphs[T] = g
+        return g
+
+    # ---- state ----
+    def init_state(self) -> FloatArray:
+        """A fresh state: zeros, except v4's pp = -1e30 (architecture.md §3.4)."""
+        self._check_open()
+        state = np.zeros(self.state_size, dtype=np.float32)
+        if self.version == "4":
+            C = self.n_embed
+            for layer in range(self.n_layer):
+                state[5 * C * layer + 4 * C:5 * C * (layer + 1)] = -1e30
+        return state
+
+    # ---- evaluation ----
+    def eval(self, token: int, state: FloatArray | None = None, *, state_out: FloatArray | None = None,
+             logits_out: FloatArray | None = None, compute_logits: bool = True
+             ) -> tuple[FloatArray | None, FloatArray]:
+        """Feeds one token. Returns ``(logits, new_state)``.
+
+        ``state=None`` starts from :meth:`init_state`; the caller's ``state`` is never modified.
+        ``state_out``/``logits_out`` are written instead of allocating (``state_out`` may be ``state``
+        itself). With ``compute_logits=False`` the head is skipped and ``logits`` is None.
+        """
+        self._check_open()
+        tok = self._check_token(token)
+        state_in = self.init_state() if state is None else self._check_state(state, "state")
+        out = np.empty(self.state_size, dtype=np.float32) if state_out is None else \
+            self._check_state(state_out, "state_out", writable=True)
+        if logits_out is not None:
+            self._check_logits(logits_out)
+        with self._lock:
+            self._check_open()
+            g = self._graph_for(1)
+            # The graph's output must not alias its input (layers read the old state while others
+            # write the new one): write to scratch and copy when the caller passes the same buffer.
+            alias = np.shares_memory(state_in, out)
+            target = self._scratch_state if alias else out
+            g.io.state_in.set_data(state_in)
+            g.io.state_out.set_data(target)
+            g.ids_view[0] = tok
+            (g.with_head if compute_logits else g.without_head).compute()
+            if alias:
+                np.copyto(out, target)
+            logits = None
+            if compute_logits:
+                logits = g.logits.numpy().reshape(self.n_vocab)
+                if logits_out is not None:
+                    np.copyto(logits_out, logits)
+                    logits = logits_out
+        return logits, out
+
+    # ---- validation ----
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"model '{self.path}' is closed")
+
+    def _check_token(self, token: Any) -> int:
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
+            raise EngineArgumentError(f"token must be an int, got {type(token).__name__}")
+        tok = int(token)
+        if not 0 <= tok < self.n_vocab:
+            raise EngineArgumentError(f"token id {tok} is outside the vocabulary (0..{self.n_vocab - 1})")
+        return tok
+
+    def _check_state(self, state: Any, what: str, writable: bool = False) -> FloatArray:
+        if not isinstance(state, np.ndarray):
+            raise EngineArgumentError(f"{what} must be a numpy float32 array, got {type(state).__name__}")
+        if state.dtype != np.float32:
+            raise EngineArgumentError(f"{what} has dtype {state.dtype}; the state is float32")
+        if state.ndim != 1 or state.size != self.state_size:
+            raise EngineArgumentError(f"{what} has shape {state.shape}; this model's state is "
+                                      f"({self.state_size},) float32")
+        if not state.flags.c_contiguous:
+            raise EngineArgumentError(f"{what} must be C-contiguous")
+        if writable and not state.flags.writeable:
+            raise EngineArgumentError(f"{what} is read-only")
+        return state
+
+    def _check_logits(self, logits_out: Any) -> None:
+        if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
+                logits_out.shape != (self.n_vocab,) or not logits_out.flags.writeable:
+            raise EngineArgumentError(f"logits_out must be a writable float32 array of shape ({self.n_vocab},)")
+
+    # ---- lifetime ----
+    def close(self) -> None:
+        """Frees the weights, graphs and threads. Idempotent."""
+        with self._lock:
+            if getattr(self, "_closed", True) and not hasattr(self, "_pool"):
+                return
+            self._closed = True
+            for g in getattr(self, "_graphs", {}).values():
+                g.ctx.close()
+            self._graphs = {}
+            self._weights = {}
+            if hasattr(self, "_weights_ctx"):
+                self._weights_ctx.close()
+            if hasattr(self, "_pool"):
+                self._pool.close()
+                del self._pool
+            if hasattr(self, "_store"):
+                self._store.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.dtype}, {self.threads} threads"
+        return (f"Model({self.path!r}, v{self.hparams.version}, n_embed={self.n_embed}, n_layer={self.n_layer}, "
+                f"n_vocab={self.n_vocab}, {state})")
