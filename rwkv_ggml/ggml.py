@@ -254,20 +254,39 @@ class Graph:
         self._ctx._check_open()
         return [c_string(lib.rg_tensor_op_name(lib.rg_graph_node(self._ptr, i))) for i in range(self.n_nodes)]
 
-    def compute(self, threads: int | None = None) -> None:
-        """Computes the graph on the context's thread pool (GIL released while it runs)."""
+    def node_indices(self, tensors: Sequence[Tensor]) -> list[int]:
+        """Positions of computed tensors in the graph's dependency order (ValueError if one is absent)."""
+        self._ctx._check_open()
+        where = {int(ffi.cast("uintptr_t", lib.rg_graph_node(self._ptr, i))): i for i in range(self.n_nodes)}
+        out = []
+        for t in tensors:
+            i = where.get(int(ffi.cast("uintptr_t", t.ptr)))
+            if i is None:
+                raise EngineArgumentError(f"{t!r} is not a computed node of this graph")
+            out.append(i)
+        return out
+
+    def compute(self, threads: int | None = None, n_nodes: int | None = None) -> None:
+        """Computes the graph (or only its first ``n_nodes`` nodes) on the context's thread pool, with
+        the GIL released while it runs."""
         ctx = self._ctx
         pool = ctx.pool
         n = pool.threads if threads is None else threads
-        check(lib.rg_graph_compute(self._ptr, pool.ptr, n), lambda: c_string(lib.rg_graph_error(self._ptr)))
+        if n_nodes is None:
+            status = lib.rg_graph_compute(self._ptr, pool.ptr, n)
+        else:
+            status = lib.rg_graph_compute_partial(self._ptr, pool.ptr, n, n_nodes)
+        check(status, lambda: c_string(lib.rg_graph_error(self._ptr)))
 
 
 class Context:
     """An arena of ``mem_size`` bytes holding tensors and graphs, and a pool of ``threads`` threads
     (or a borrowed ``pool`` shared with other contexts).
 
-    ``no_alloc=True`` makes a measuring context: tensors get no memory and :attr:`required` tells how big
-    a real context must be for what was built.
+    ``no_alloc=True``: tensors get no memory when created. Either use it to measure (:attr:`required`
+    tells how big a normal context must be for what was built), or build a graph in it: the graph then
+    places every tensor lacking memory in one buffer, reusing an intermediate's memory once its last
+    reader has run (what sequence-mode graphs need to stay small). The arena then only holds metadata.
     """
 
     def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False,
@@ -510,6 +529,20 @@ class Context:
     # ---- RWKV fused ops ----
     def rwkv_wkv4(self, k: Tensor, v: Tensor, time_first: Tensor, time_decay: Tensor, state: Tensor) -> Tensor:
         return self._wrap(lib.rg_rwkv_wkv4(self.ptr, k.ptr, v.ptr, time_first.ptr, time_decay.ptr, state.ptr))
+
+    def rwkv_wkv5(self, r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor) -> Tensor:
+        """RWKV v5/v6 WKV over T tokens: r, k, v (C, T); decay w of H, C or C*T floats; bonus u of H or C
+        floats; state C*N floats. Result ne (C, T + N): T output columns, then the new state."""
+        return self._wrap(lib.rg_rwkv_wkv5(self.ptr, r.ptr, k.ptr, v.ptr, w.ptr, u.ptr, state.ptr))
+
+    def rwkv_wkv7(self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor) -> Tensor:
+        """RWKV v7 WKV over T tokens: r, decay w, k, v, a, b (C, T); state C*N floats.
+        Result ne (C, T + N): T output columns, then the new state."""
+        return self._wrap(lib.rg_rwkv_wkv7(self.ptr, r.ptr, w.ptr, k.ptr, v.ptr, a.ptr, b.ptr, state.ptr))
+
+    def l2_norm(self, x: Tensor, n_groups: int, eps: float = 1e-12) -> Tensor:
+        """Each row in n_groups groups, each divided by max(its L2 norm, eps)."""
+        return self._wrap(lib.rg_l2_norm(self.ptr, x.ptr, int(n_groups), float(eps)))
 
     # ---- graphs ----
     def graph(self, outputs: Sequence[Tensor], max_threads: int | None = None) -> Graph:

@@ -29,21 +29,24 @@ from .weights import DEFAULT_PLACEMENT, WeightStore
 FloatArray = npt.NDArray[np.float32]
 
 LN_EPS = 1e-5
+# Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
+# so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
+_METADATA_BYTES = 64 << 20
 _BUILDERS = {"4": graph_v4.build}
 
 
 @dataclass
 class _Graphs:
-    """One built graph for a sequence length T: its context, inputs and the two graphs (with and
-    without the head)."""
+    """The graph for a sequence length T: its context, inputs and outputs. Computing the first
+    ``n_state_nodes`` nodes yields the new state without the head (the largest matrix)."""
 
     ctx: ggml.Context
     io: gcommon.GraphIO
     ids_view: np.ndarray
     logits: ggml.Tensor
     hidden: ggml.Tensor
-    with_head: ggml.Graph
-    without_head: ggml.Graph
+    graph: ggml.Graph
+    n_state_nodes: int
 
 
 class Model:
@@ -148,24 +151,21 @@ class Model:
         g = self._graphs.get(T)
         if g is not None:
             return g
-        dummy_in = self._scratch_state
-        dummy_out = np.empty(self.state_size, dtype=np.float32)
-        # Measure first, then build for real in a context of exactly the needed size.
-        with ggml.Context(64 << 20, no_alloc=True, pool=self._pool) as probe:
-            io, hidden, logits, writes = self._build(probe, T, dummy_in, dummy_out)
-            probe.graph(writes + [logits])
-            probe.graph(writes)
-            need = probe.required + (1 << 16)
-        ctx = ggml.Context(need, pool=self._pool)
+        # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
+        # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
+        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool)
         try:
-            io, hidden, logits, writes = self._build(ctx, T, dummy_in, dummy_out)
-            with_head = ctx.graph(writes + [logits, hidden])
-            without_head = ctx.graph(writes)
+            io, hidden, logits, writes = self._build(ctx, T, self._scratch_state, self._scratch_state)
+            # The state writes come first in the outputs, so everything they need precedes the rest
+            # (the last layer's residual update, ln_out, the head) in the dependency order: the
+            # state-only eval computes the prefix ending at the last write.
+            graph = ctx.graph(writes + [hidden, logits])
+            n_state_nodes = 1 + max(graph.node_indices(writes))
             ids_view = io.ids.data_view()
         except BaseException:
             ctx.close()
             raise
-        g = _Graphs(ctx, io, ids_view, logits, hidden, with_head, without_head)
+        g = _Graphs(ctx, io, ids_view, logits, hidden, graph, n_state_nodes)
         self._graphs[T] = g
         return g
 
@@ -207,7 +207,7 @@ class Model:
             g.io.state_in.set_data(state_in)
             g.io.state_out.set_data(target)
             g.ids_view[0] = tok
-            (g.with_head if compute_logits else g.without_head).compute()
+            g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
             if alias:
                 np.copyto(out, target)
             logits = None

@@ -143,7 +143,8 @@ class Sampler:
     should be penalised. One Sampler serves one generation stream at a time.
     """
 
-    def __init__(self, params: SamplingParams | None = None, n_vocab: int = 0) -> None:
+    def __init__(self, params: SamplingParams | None, n_vocab: int) -> None:
+        """``params`` None means the defaults; ``n_vocab`` is the model's vocabulary size."""
         if params is None:
             params = SamplingParams()
         if not isinstance(params, SamplingParams):

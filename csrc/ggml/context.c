@@ -54,6 +54,8 @@ rg_ctx *rg_ctx_new(size_t mem_size, int no_alloc, rg_err *err) {
 
 void rg_ctx_free(rg_ctx *ctx) {
     if (ctx == NULL) return;
+    for (int i = 0; i < ctx->n_heap; i++) free(ctx->heap[i]);
+    free(ctx->heap);
     free(ctx->mem);
     free(ctx);
 }
@@ -79,5 +81,27 @@ void *rg_ctx_alloc(rg_ctx *ctx, size_t size) {
     }
     void *p = ctx->mem + ctx->used;
     ctx->used += need;
+    return p;
+}
+
+void *rg_ctx_alloc_heap(rg_ctx *ctx, size_t size) {
+    if (ctx->n_heap == ctx->cap_heap) {
+        const int cap = ctx->cap_heap ? 2 * ctx->cap_heap : 4;
+        void **heap = realloc(ctx->heap, (size_t)cap * sizeof(void *));
+        if (heap == NULL) {
+            rg_set_error(ctx, RG_E_NOMEM, "out of memory");
+            return NULL;
+        }
+        ctx->heap = heap;
+        ctx->cap_heap = cap;
+    }
+    const size_t need = align_up(size ? size : 1, RG_ALIGN);
+    void *p = aligned_alloc(RG_ALIGN, need);
+    if (p == NULL) {
+        rg_set_error(ctx, RG_E_NOMEM, "out of memory allocating a %zu-byte graph buffer", need);
+        return NULL;
+    }
+    memset(p, 0, need);
+    ctx->heap[ctx->n_heap++] = p;
     return p;
 }

@@ -1,6 +1,7 @@
 /* Graphs: collect the nodes an output depends on (topological order, each once), reserve the work
  * buffer, and compute node by node on the thread pool with a barrier between nodes. */
 #include "internal.h"
+#include "graph_plan.h"
 #include "pool.h"
 
 #include <stdatomic.h>
@@ -22,6 +23,7 @@ struct rg_graph {
 typedef struct {
     rg_graph *g;
     rg_pool *pool;
+    int n_nodes; /* compute nodes 0..n_nodes-1 */
 } compute_job;
 
 /* Depth-first post-order walk setting visit = mark; a tensor already carrying the mark is skipped.
@@ -99,13 +101,14 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
         }
     }
     g->wsize = wsize;
-    if (wsize > 0) {
-        if (ctx->no_alloc) {
-            ctx->data_required += align_cl(wsize) + RG_ALIGN;
-        } else {
-            g->wdata = rg_ctx_alloc(ctx, wsize);
-            if (g->wdata == NULL) return NULL;
-        }
+    if (ctx->no_alloc) {
+        /* Tensors without memory get it from the graph's plan; the work buffer lives after them. */
+        ctx->data_required += align_cl(wsize) + RG_ALIGN;
+        if (rg_graph_plan_memory(ctx, order, n, g->nodes, g->n_nodes, outputs, n_outputs, wsize, &g->wdata) != RG_OK)
+            return NULL;
+    } else if (wsize > 0) {
+        g->wdata = rg_ctx_alloc(ctx, wsize);
+        if (g->wdata == NULL) return NULL;
     }
     atomic_flag_clear(&g->busy);
     return g;
@@ -130,7 +133,7 @@ void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...) {
 static void compute_thread(void *arg, int ith, int nth) {
     compute_job *job = arg;
     rg_graph *g = job->g;
-    for (int i = 0; i < g->n_nodes; i++) {
+    for (int i = 0; i < job->n_nodes; i++) {
         rg_tensor *node = g->nodes[i];
         const rg_op_info *info = &rg_op_table[node->op];
         rg_compute_params p = {
@@ -153,7 +156,7 @@ static void compute_thread(void *arg, int ith, int nth) {
     }
 }
 
-rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads) {
+rg_status rg_graph_compute_partial(rg_graph *g, rg_pool *pool, int n_threads, int n_nodes) {
     if (g == NULL) return RG_E_ARG;
     if (atomic_flag_test_and_set(&g->busy)) {
         /* Do not touch error_msg: the thread computing owns it. */
@@ -162,14 +165,14 @@ rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads) {
     rg_status st = RG_OK;
     g->error_flag = 0;
     g->error_msg[0] = '\0';
-    if (g->ctx->no_alloc) {
-        snprintf(g->error_msg, sizeof g->error_msg, "graph was built in a no_alloc (measuring) context");
-        st = RG_E_ARG;
-    } else if (n_threads < 1 || n_threads > g->max_threads || (pool == NULL && n_threads > 1) ||
+    if (n_threads < 1 || n_threads > g->max_threads || (pool == NULL && n_threads > 1) ||
                (pool != NULL && n_threads > rg_pool_n_threads(pool))) {
         snprintf(g->error_msg, sizeof g->error_msg,
                  "cannot compute with %d threads (graph built for up to %d, pool has %d)", n_threads, g->max_threads,
                  rg_pool_n_threads(pool));
+        st = RG_E_ARG;
+    } else if (n_nodes < 0 || n_nodes > g->n_nodes) {
+        snprintf(g->error_msg, sizeof g->error_msg, "cannot compute %d nodes of a %d-node graph", n_nodes, g->n_nodes);
         st = RG_E_ARG;
     } else {
         for (int i = 0; i < g->n_views; i++) {
@@ -188,11 +191,15 @@ rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads) {
             }
         }
         if (st == RG_OK) {
-            compute_job job = {g, pool};
+            compute_job job = {g, pool, n_nodes};
             rg_pool_run(pool, compute_thread, &job, n_threads);
             if (g->error_flag) st = RG_E_ARG;
         }
     }
     atomic_flag_clear(&g->busy);
     return st;
+}
+
+rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads) {
+    return rg_graph_compute_partial(g, pool, n_threads, g ? g->n_nodes : 0);
 }

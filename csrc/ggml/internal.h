@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define RG_MAX_DIMS 4
-#define RG_MAX_SRC 6
+#define RG_MAX_SRC 8 /* rwkv_wkv7 reads 7 operands */
 #define RG_MAX_TYPE 32
 #define RG_ALIGN 64
 #define RG_NAME_LEN 48
@@ -54,6 +54,9 @@ typedef enum {
     RG_OP_MAP_UNARY,
     RG_OP_MAP_BINARY,
     RG_OP_RWKV_WKV4,
+    RG_OP_RWKV_WKV5,
+    RG_OP_RWKV_WKV7,
+    RG_OP_L2_NORM,
     RG_OP_COUNT
 } rg_op;
 
@@ -73,6 +76,7 @@ struct rg_tensor {
     void *data;
     bool external; /* leaf with caller-owned data (rg_new_tensor_ext) */
     bool prepare;  /* ops with a prepare phase: this node needs it (e.g. its input must be repacked) */
+    bool planned;  /* its data was placed by a graph's memory plan (no_alloc contexts) */
     uint32_t visit;
     char name[RG_NAME_LEN];
 };
@@ -84,6 +88,9 @@ struct rg_ctx {
     size_t data_required; /* no_alloc mode: data bytes tensors would have needed */
     size_t n_tensors;
     bool no_alloc;
+    /* Heap blocks owned by the context besides the arena: the buffers of planned graphs. */
+    void **heap;
+    int n_heap, cap_heap;
     rg_status status;
     char err[256];
 };
@@ -121,6 +128,8 @@ RG_INTERNAL_API extern const rg_op_info rg_op_table[RG_OP_COUNT];
 
 /* ---- context helpers ---- */
 RG_INTERNAL_API void *rg_ctx_alloc(rg_ctx *ctx, size_t size);
+/* A zeroed heap block of size bytes (64-byte aligned) freed with the context. */
+RG_INTERNAL_API void *rg_ctx_alloc_heap(rg_ctx *ctx, size_t size);
 RG_INTERNAL_API void rg_set_error(rg_ctx *ctx, rg_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 RG_INTERNAL_API void rg_err_set(rg_err *err, rg_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -139,6 +148,13 @@ typedef struct {
     bool quantized;
     rg_to_f32_fn to_f32;     /* n elements (multiple of block_size) */
     rg_from_f32_fn from_f32; /* may be NULL (I32) */
+    /* Block-quantized weights: mul_mat quantizes the activations to vec_dot_type (with that type's
+     * from_f32_act) and calls vec_dot / vec_dot_x4 (kernel table, formats.md §5.4); NULL elsewhere. */
+    int vec_dot_type;
+    float (*vec_dot)(int64_t n, const void *w_row, const void *x_row);
+    /* out[j] = vec_dot(n, w_row, x + j * ldx) for j < nx (1..4), the weight row read once */
+    void (*vec_dot_x4)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
+    rg_from_f32_fn from_f32_act; /* activation quantizer of a vec_dot_type (Q8_0, Q8_1); NULL elsewhere */
 } rg_type_traits;
 
 RG_INTERNAL_API const rg_type_traits *rg_traits(int type);

@@ -325,4 +325,7 @@ const rg_op_info rg_op_table[RG_OP_COUNT] = {
     [RG_OP_MAP_UNARY] = {"map_unary", rg_fwd_map_unary, rg_work_rows2, 1},
     [RG_OP_MAP_BINARY] = {"map_binary", rg_fwd_map_binary, rg_work_rows2, 1},
     [RG_OP_RWKV_WKV4] = {"rwkv_wkv4", rg_fwd_rwkv_wkv4, NULL, 1},
+    [RG_OP_RWKV_WKV5] = {"rwkv_wkv5", rg_fwd_rwkv_wkv5, NULL, 1},
+    [RG_OP_RWKV_WKV7] = {"rwkv_wkv7", rg_fwd_rwkv_wkv7, NULL, 1},
+    [RG_OP_L2_NORM] = {"l2_norm", rg_fwd_l2_norm, rg_work_rows2, 1},
 };

@@ -26,7 +26,7 @@ static void unary_row(int op, float param, int64_t n, float *restrict y, const f
         for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
         break;
     case RG_OP_RELU:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN passes through */
         break;
     case RG_OP_SQR:
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
@@ -60,7 +60,7 @@ static inline float apply_binary(int op, float a, float b) {
     case RG_OP_SUB: return a - b;
     case RG_OP_MUL: return a * b;
     case RG_OP_DIV: return a / b;
-    default: return a > b ? a : b; /* RG_OP_MAX */
+    default: return (a > b || a != a) ? a : b; /* RG_OP_MAX; a NaN in either operand propagates */
     }
 }
 

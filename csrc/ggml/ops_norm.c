@@ -15,9 +15,10 @@ static void normalize(int64_t n, float *restrict y, const float *restrict x, flo
         var += d * d;
     }
     var /= (double)n;
-    const float inv = (float)(1.0 / sqrt(var + (double)eps));
-    const float m = (float)mean;
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv;
+    /* The subtraction stays in double too: a mean rounded to f32 would shift every output of a row with
+     * a large offset by up to ulp(mean)/2 / std. */
+    const double inv = 1.0 / sqrt(var + (double)eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (float)((x[i] - mean) * inv);
 }
 
 void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {

@@ -51,6 +51,7 @@ typedef enum {
     RG_TYPE_Q5_0 = 7,
     RG_TYPE_Q5_1 = 8,
     RG_TYPE_Q8_0 = 9,
+    RG_TYPE_Q8_1 = 10, /* activations of the Q4_1/Q5_1 dot products only: engine-internal, never in files */
     RG_TYPE_I32 = 20
 } rg_type;
 
@@ -99,7 +100,11 @@ unsigned rg_cpu_features(void);
 /* Allocates mem_size bytes up front; every tensor, view, graph and work buffer built in the
  * context is carved from it. With no_alloc != 0, tensors get no data (rg_new_tensor leaves data
  * NULL) and the context only counts the bytes they would need: build a graph once in such a
- * context to learn rg_ctx_required(), then build it for real in a context of exactly that size. */
+ * context to learn rg_ctx_required(), then build it for real in a context of exactly that size -- or
+ * compute it right there: rg_graph_build in a no_alloc context plans the memory of every tensor of the
+ * graph that has none, reusing an intermediate's memory once its last reader has run, in one buffer
+ * owned by the context. A planned tensor belongs to that one graph (building a second graph over it
+ * fails); compute a prefix with rg_graph_compute_partial instead. */
 rg_ctx *rg_ctx_new(size_t mem_size, int no_alloc, rg_err *err);
 void rg_ctx_free(rg_ctx *ctx);
 rg_status rg_ctx_status(const rg_ctx *ctx);
@@ -193,6 +198,22 @@ rg_tensor *rg_map_binary(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, rg_map_binary_
  * Result {C, T + 3}: columns 0..T-1 are wkv per token, columns T..T+2 the new aa, bb, pp. */
 rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
                         rg_tensor *state);
+/* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7; csrc/rwkv_ops_v5_v7.c), all F32,
+ * contiguous: r, k, v {C, T}; state: the H*N*N = C*N floats of S[h][i=key][j=value] (any shape; N is
+ * inferred as n_elements / C). Decay w (in (0,1), i.e. already exp(-exp)): H floats (per head, v5.0/5.1),
+ * C (per channel, v5.2) or C*T (per channel and token, v6). Bonus u: H or C floats.
+ * Result {C, T + N}: columns 0..T-1 are y per token (element h*N + j), then the new state (H*N*N floats,
+ * architecture.md §7 order). */
+rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
+                        rg_tensor *state);
+/* RWKV v7 state update over T tokens (architecture.md V7.10-V7.11), all F32, contiguous: r, w (decay in
+ * (0,1)), k, v, a (= -kappa_hat), b (= kappa_hat * alpha): {C, T}; state: H*N*N = C*N floats of
+ * S[h][i=value][j=key] (N inferred as n_elements / C). Result {C, T + N}: y per token (uses the updated
+ * state), then the new state. */
+rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
+                        rg_tensor *b, rg_tensor *state);
+/* Splits each row into n_groups equal groups and divides each by max(its L2 norm, eps) (csrc/ggml/ops_l2norm.c). */
+rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps);
 
 /* ---- graphs ---- */
 /* Collects every node the outputs depend on (each once, topological order) and reserves the work
@@ -205,6 +226,9 @@ size_t rg_graph_work_size(const rg_graph *g);
  * <= the pool's size). Allocation-free. Returns RG_E_BUSY if the graph is being computed by another
  * thread. Results are bit-identical for any n_threads. */
 rg_status rg_graph_compute(rg_graph *g, rg_pool *pool, int n_threads);
+/* Computes only nodes 0..n_nodes-1 (a prefix of the dependency order): e.g. a graph built from
+ * outputs {a, b} computes what a needs first, so its prefix yields a without b's extra work. */
+rg_status rg_graph_compute_partial(rg_graph *g, rg_pool *pool, int n_threads, int n_nodes);
 const char *rg_graph_error(const rg_graph *g);
 
 /* ---- thread pool ---- */
@@ -213,6 +237,15 @@ const char *rg_graph_error(const rg_graph *g);
 rg_pool *rg_pool_new(int n_threads, rg_err *err);
 void rg_pool_free(rg_pool *pool);
 int rg_pool_n_threads(const rg_pool *pool);
+
+/* ---- quantization ---- */
+/* Converts n_rows rows of row_len floats (contiguous) to type (F16 or a block type; row_len a multiple
+ * of its block length) into dst (n_rows * rg_type_row_bytes(type, row_len) bytes), split over n_threads
+ * threads of pool (pool may be NULL when n_threads == 1). Block-quantized types use the reference
+ * quantizer of formats.md §5.3, so the bytes equal rwkv.cpp's for any thread count. The pool must not
+ * be computing a graph at the same time. */
+rg_status rg_quantize_rows(int type, const float *src, void *dst, int64_t n_rows, int64_t row_len, rg_pool *pool,
+                           int n_threads);
 
 #ifdef __cplusplus
 }

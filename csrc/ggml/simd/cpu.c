@@ -56,8 +56,15 @@ static unsigned detect(void) { return 0; }
 
 static void apply_level(int level) {
     rg_kernels_fill_scalar(&rg_kernels);
-    if (level >= 1) rg_kernels_fill_avx2(&rg_kernels);
-    if (level >= 2) rg_kernels_fill_avx512(&rg_kernels);
+    rg_kernels_fill_quant_scalar(&rg_kernels);
+    if (level >= 1) {
+        rg_kernels_fill_avx2(&rg_kernels);
+        rg_kernels_fill_quant_avx2(&rg_kernels);
+    }
+    if (level >= 2) {
+        rg_kernels_fill_avx512(&rg_kernels);
+        rg_kernels_fill_quant_avx512(&rg_kernels, g_features);
+    }
     g_level = level;
 }
 

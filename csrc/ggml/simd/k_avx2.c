@@ -81,12 +81,51 @@ RG_AVX2 static void dot_f32_x4_avx2(const float *a, const float *b, int64_t ldb,
     for (int j = 0; j < 4; j++) out[j] = r[j];
 }
 
+/* Mat-vec over up to four weight rows; per-row arithmetic independent of nr (see k_avx512.c). */
+#define RG_ROWS4_BODY2(LOAD, SCALAR)                                                                   \
+    __m256 s0[4], s1[4];                                                                               \
+    for (int j = 0; j < 4; j++) s0[j] = s1[j] = _mm256_setzero_ps();                                 \
+    int64_t i = 0;                                                                                     \
+    for (; i + 16 <= n; i += 16) {                                                                     \
+        const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                    \
+        for (int j = 0; j < nr; j++) {                                                                 \
+            s0[j] = _mm256_fmadd_ps(LOAD(a + j * lda, i), x0, s0[j]);                                  \
+            s1[j] = _mm256_fmadd_ps(LOAD(a + j * lda, i + 8), x1, s1[j]);                              \
+        }                                                                                              \
+    }                                                                                                  \
+    if (i + 8 <= n) {                                                                                  \
+        const __m256 x0 = _mm256_loadu_ps(x + i);                                                      \
+        for (int j = 0; j < nr; j++) s0[j] = _mm256_fmadd_ps(LOAD(a + j * lda, i), x0, s0[j]);       \
+        i += 8;                                                                                        \
+    }                                                                                                  \
+    for (int j = 0; j < nr; j++) {                                                                     \
+        float s = hsum256(_mm256_add_ps(s0[j], s1[j]));                                                \
+        for (int64_t t = i; t < n; t++) s += SCALAR(a + j * lda, t) * x[t];                           \
+        out[j] = s;                                                                                    \
+    }
+
+#define RG_LOAD8_F32(p, i) _mm256_loadu_ps((p) + (i))
+#define RG_SCALAR_F32(p, t) ((p)[t])
+#define RG_LOAD8_F16(p, i) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((p) + (i))))
+#define RG_SCALAR_F16(p, t) _cvtsh_ss((p)[t])
+
+RG_AVX2 static void dot_f32_rows4_avx2(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
+    RG_ROWS4_BODY2(RG_LOAD8_F32, RG_SCALAR_F32)
+}
+
+RG_AVX2 static void dot_f16_rows4_avx2(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr,
+                                       float *out) {
+    RG_ROWS4_BODY2(RG_LOAD8_F16, RG_SCALAR_F16)
+}
+
 void rg_kernels_fill_avx2(rg_kernel_table *k) {
     k->dot_f32 = dot_f32_avx2;
     k->dot_f16_f32 = dot_f16_f32_avx2;
     k->f16_to_f32 = f16_to_f32_avx2;
     k->f32_to_f16 = f32_to_f16_avx2;
     k->dot_f32_x4 = dot_f32_x4_avx2;
+    k->dot_f32_rows4 = dot_f32_rows4_avx2;
+    k->dot_f16_rows4 = dot_f16_rows4_avx2;
 }
 
 #else

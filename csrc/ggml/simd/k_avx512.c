@@ -89,12 +89,65 @@ RG_AVX512 static void dot_f32_x4_avx512(const float *a, const float *b, int64_t 
     out[3] = _mm512_reduce_add_ps(s3);
 }
 
+/* Mat-vec over up to four weight rows. Per row: two accumulators taking alternate 16-lane chunks of
+ * 32-element steps, a 16-element step into the first, a masked tail into the second; the same for
+ * nr = 1..4, so a row's result never depends on how rows were grouped. LOAD(row, i) yields 16 floats. */
+#define RG_ROWS4_BODY(LOAD, LOADZ)                                                                     \
+    __m512 s0[4], s1[4];                                                                               \
+    for (int j = 0; j < 4; j++) s0[j] = s1[j] = _mm512_setzero_ps();                                 \
+    int64_t i = 0;                                                                                     \
+    if (nr == 4) {                                                                                     \
+        for (; i + 32 <= n; i += 32) {                                                                 \
+            const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);              \
+            for (int j = 0; j < 4; j++) {                                                              \
+                s0[j] = _mm512_fmadd_ps(LOAD(a + j * lda, i), x0, s0[j]);                              \
+                s1[j] = _mm512_fmadd_ps(LOAD(a + j * lda, i + 16), x1, s1[j]);                         \
+            }                                                                                          \
+        }                                                                                              \
+    } else {                                                                                           \
+        for (; i + 32 <= n; i += 32) {                                                                 \
+            const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);              \
+            for (int j = 0; j < nr; j++) {                                                             \
+                s0[j] = _mm512_fmadd_ps(LOAD(a + j * lda, i), x0, s0[j]);                              \
+                s1[j] = _mm512_fmadd_ps(LOAD(a + j * lda, i + 16), x1, s1[j]);                         \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+    if (i + 16 <= n) {                                                                                 \
+        const __m512 x0 = _mm512_loadu_ps(x + i);                                                      \
+        for (int j = 0; j < nr; j++) s0[j] = _mm512_fmadd_ps(LOAD(a + j * lda, i), x0, s0[j]);       \
+        i += 16;                                                                                       \
+    }                                                                                                  \
+    if (i < n) {                                                                                       \
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);                                         \
+        const __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);                                             \
+        for (int j = 0; j < nr; j++) s1[j] = _mm512_fmadd_ps(LOADZ(m, a + j * lda, i), x0, s1[j]);   \
+    }                                                                                                  \
+    for (int j = 0; j < nr; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(s0[j], s1[j]));
+
+#define RG_LOAD_F32(p, i) _mm512_loadu_ps((p) + (i))
+#define RG_LOADZ_F32(m, p, i) _mm512_maskz_loadu_ps((m), (p) + (i))
+#define RG_LOAD_F16(p, i) load_f16x16((p) + (i))
+#define RG_LOADZ_F16(m, p, i) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p) + (i)))
+
+RG_AVX512 static void dot_f32_rows4_avx512(const float *a, int64_t lda, const float *x, int64_t n, int nr,
+                                           float *out) {
+    RG_ROWS4_BODY(RG_LOAD_F32, RG_LOADZ_F32)
+}
+
+RG_AVX512 static void dot_f16_rows4_avx512(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr,
+                                           float *out) {
+    RG_ROWS4_BODY(RG_LOAD_F16, RG_LOADZ_F16)
+}
+
 void rg_kernels_fill_avx512(rg_kernel_table *k) {
     k->dot_f32 = dot_f32_avx512;
     k->dot_f16_f32 = dot_f16_f32_avx512;
     k->f16_to_f32 = f16_to_f32_avx512;
     k->f32_to_f16 = f32_to_f16_avx512;
     k->dot_f32_x4 = dot_f32_x4_avx512;
+    k->dot_f32_rows4 = dot_f32_rows4_avx512;
+    k->dot_f16_rows4 = dot_f16_rows4_avx512;
 }
 
 #else

@@ -92,10 +92,20 @@ static void dot_f32_x4_scalar(const float *a, const float *b, int64_t ldb, int n
     for (int j = 0; j < nb; j++) out[j] = dot_f32_scalar(a, b + j * ldb, n);
 }
 
+static void dot_f32_rows4_scalar(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
+    for (int j = 0; j < nr; j++) out[j] = dot_f32_scalar(a + j * lda, x, n);
+}
+
+static void dot_f16_rows4_scalar(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
+    for (int j = 0; j < nr; j++) out[j] = dot_f16_f32_scalar(a + j * lda, x, n);
+}
+
 void rg_kernels_fill_scalar(rg_kernel_table *k) {
     k->dot_f32 = dot_f32_scalar;
     k->dot_f16_f32 = dot_f16_f32_scalar;
     k->f16_to_f32 = f16_to_f32_scalar;
     k->f32_to_f16 = f32_to_f16_scalar;
     k->dot_f32_x4 = dot_f32_x4_scalar;
+    k->dot_f32_rows4 = dot_f32_rows4_scalar;
+    k->dot_f16_rows4 = dot_f16_rows4_scalar;
 }

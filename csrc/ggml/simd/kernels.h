@@ -4,9 +4,13 @@
 #ifndef RG_KERNELS_H
 #define RG_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define RG_KERNELS_API __attribute__((visibility("hidden")))
+
+typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
+typedef void (*rg_vec_dot_x4_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
 
 typedef struct {
     /* sum_i a[i] * b[i] */
@@ -18,6 +22,32 @@ typedef struct {
     /* out[j] = sum_i a[i] * b[j][i] for nb contiguous rows b[j] = b + j * ldb (1 <= nb <= 4):
      * one weight row against several activation rows, loading the weight row once. */
     void (*dot_f32_x4)(const float *a, const float *b, int64_t ldb, int nb, int64_t n, float *out);
+    /* out[j] = sum_i a_j[i] * x[i] for nr weight rows a_j = a + j * lda (1 <= nr <= 4) against one
+     * activation vector x (mat-vec): x is loaded once per step for all rows. Each row's result is
+     * bit-identical whatever nr is, so grouping rows never changes a result. */
+    void (*dot_f32_rows4)(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
+    void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
+
+    /* ---- block-quantized weights (csrc/ggml/quant, k_quant_*.c) ---- */
+    /* Activation rows quantized for the integer dot products (formats.md §5.4): n floats (a multiple of
+     * 32) to Q8_0 or Q8_1 blocks. Bit-identical at every level. */
+    void (*quantize_act_q8_0)(const float *x, void *y, int64_t n);
+    void (*quantize_act_q8_1)(const float *x, void *y, int64_t n);
+    /* sum over the n elements of one weight row and one activation row of the weight's vec_dot type
+     * (Q8_1 for Q4_1/Q5_1, Q8_0 otherwise). Per block the integer sum is exact; only the order of the
+     * f32 accumulation differs between levels. */
+    rg_vec_dot_fn vec_dot_q4_0;
+    rg_vec_dot_fn vec_dot_q4_1;
+    rg_vec_dot_fn vec_dot_q5_0;
+    rg_vec_dot_fn vec_dot_q5_1;
+    rg_vec_dot_fn vec_dot_q8_0;
+    /* The same against nx (1..4) activation rows x + j * ldx (ldx in bytes), out[j] each: the weight
+     * row is loaded and unpacked once for all of them (mat-mat). out[j] equals the single vec_dot. */
+    rg_vec_dot_x4_fn vec_dot_q4_0_x4;
+    rg_vec_dot_x4_fn vec_dot_q4_1_x4;
+    rg_vec_dot_x4_fn vec_dot_q5_0_x4;
+    rg_vec_dot_x4_fn vec_dot_q5_1_x4;
+    rg_vec_dot_x4_fn vec_dot_q8_0_x4;
 } rg_kernel_table;
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
@@ -26,6 +56,11 @@ RG_KERNELS_API void rg_kernels_fill_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx512(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_init(void);
+/* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
+ * bit 64 of rg_cpu_features) and leave the AVX2 entries in place without it. */
+RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
+RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
+RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
 
 /* Scalar conversions, exact (round to nearest even, subnormals, overflow to inf). */
 RG_KERNELS_API uint16_t rg_f32_to_f16_scalar(float f);

@@ -1,0 +1,54 @@
+"""Reference measurements of the machine, taken in the same run as the benchmark they normalise:
+memory read bandwidth (from 2 MiB huge pages and from 4 KiB pages) and the FMA peak, both measured
+with the engine's own thread pool (rwkv_ggml_bench.h)."""
+
+from __future__ import annotations
+
+import mmap
+import time
+
+import numpy as np
+
+from rwkv_ggml import ggml
+from rwkv_ggml._lib import ffi, lib
+
+
+def anonymous_buffer(nbytes: int, huge: bool) -> mmap.mmap:
+    """An anonymous mapping of nbytes, advised to use (or not use) transparent huge pages, pre-faulted."""
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    advice = getattr(mmap, "MADV_HUGEPAGE" if huge else "MADV_NOHUGEPAGE", None)
+    if advice is not None:
+        try:
+            buf.madvise(advice)
+        except OSError:
+            pass
+    np.frombuffer(buf, dtype=np.uint8)[:] = 1  # fault every page in before timing
+    return buf
+
+
+def read_bandwidth(pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: int = 1 << 30,
+                   repeats: int = 7) -> float:
+    """Best-of-``repeats`` read bandwidth in GB/s over a buffer far larger than the caches."""
+    buf = anonymous_buffer(nbytes, huge)
+    try:
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        ptr = ffi.from_buffer(arr)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            lib.rg_bench_read(ptr, nbytes, pool.ptr, threads)
+            best = min(best, time.perf_counter() - t0)
+        del ptr, arr
+    finally:
+        buf.close()
+    return nbytes / best / 1e9
+
+
+def fma_peak(pool: ggml.Pool, threads: int, iters: int = 20_000_000, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of independent FMA chains in registers (the compute ceiling)."""
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        flops = lib.rg_bench_fma(iters, pool.ptr, threads)
+        best = max(best, flops / (time.perf_counter() - t0) / 1e9)
+    return best

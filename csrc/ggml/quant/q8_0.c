@@ -1,0 +1,47 @@
+/* Q8_0: 32 int8 codes and one f16 scale d; value q * d (formats.md §5). Also the activation type of the
+ * integer dot products with Q4_0, Q5_0 and Q8_0 weights (§5.4), which is quantized by a different rule. */
+#include "quant.h"
+#include "../simd/kernels.h"
+
+#include <math.h>
+
+static_assert(sizeof(rg_block_q8_0) == RG_Q8_0_BYTES, "Q8_0 block must be 34 bytes");
+static_assert(offsetof(rg_block_q8_0, qs) == RG_Q8_0_QS, "Q8_0 layout");
+
+/* §5.3 (weights, files): d = amax / 127, q = roundf(x / d) (half away from zero), 1/d from the unrounded d. */
+void rg_quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / RG_QK; b++, x += RG_QK, y += RG_Q8_0_BYTES) {
+        float amax = 0.0f;
+        for (int e = 0; e < RG_QK; e++) amax = fabsf(x[e]) > amax ? fabsf(x[e]) : amax;
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        rg_store_u16(y, rg_f32_to_f16_scalar(d));
+        for (int e = 0; e < RG_QK; e++) {
+            const float s = x[e] * id;
+            /* the int8 store keeps the low byte of the converted int, as ggml's cast does on x86 */
+            y[RG_Q8_0_QS + e] = (uint8_t)((uint32_t)rg_trunc_i32(roundf(s)) & 0xFFu);
+        }
+    }
+}
+
+void rg_dequantize_q8_0(const void *vx, float *y, int64_t n) {
+    const uint8_t *x = vx;
+    for (int64_t b = 0; b < n / RG_QK; b++, x += RG_Q8_0_BYTES, y += RG_QK) {
+        const float d = rg_f16_to_f32_scalar(rg_load_u16(x));
+        for (int e = 0; e < RG_QK; e++) y[e] = (float)(int8_t)x[RG_Q8_0_QS + e] * d;
+    }
+}
+
+/* §5.4 (activations): amax per block, d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)). */
+void rg_quantize_act_q8_0_ref(const float *x, void *vy, int64_t n) {
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / RG_QK; b++, x += RG_QK, y += RG_Q8_0_BYTES) {
+        float amax = 0.0f;
+        for (int e = 0; e < RG_QK; e++) amax = fabsf(x[e]) > amax ? fabsf(x[e]) : amax;
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        rg_store_u16(y, rg_f32_to_f16_scalar(d));
+        for (int e = 0; e < RG_QK; e++) y[RG_Q8_0_QS + e] = (uint8_t)rg_round_act_i8(x[e] * id);
+    }
+}

@@ -1,0 +1,26 @@
+/* Measurement helpers for the benchmarks: the machine's memory read bandwidth and FMA peak, measured
+ * with the same thread pool the engine uses, so benchmark ratios compare like with like. */
+#ifndef RWKV_GGML_BENCH_H
+#define RWKV_GGML_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rwkv_ggml.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Reads nbytes of buf (split over n_threads threads of the pool) with the widest loads the CPU has
+ * and returns a checksum (so the reads cannot be optimised away). Time it from the caller. */
+double rg_bench_read(const void *buf, size_t nbytes, rg_pool *pool, int n_threads);
+/* Runs iters iterations of independent FMA chains on each of n_threads threads, in registers; returns
+ * the number of floating-point operations done (2 per lane per FMA). */
+double rg_bench_fma(int64_t iters, rg_pool *pool, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,211 @@
+/* RWKV v5/v6 and v7 recurrences as fused engine ops: the multi-head WKV with a matrix-valued state
+ * (architecture.md V5.4-V5.5, V6.7) and v7's generalised delta rule (V7.10-V7.11).
+ *
+ * Both ops scan T tokens inside one node (architecture.md §8 step 3), so a prompt costs one barrier
+ * per layer for its recurrence, and per-token mode (T = 1) is the same code with T = 1.
+ *
+ * Result layout of both ops (as rwkv.cpp's): ne {C, T + N}, i.e. the T*C outputs (column t = token t,
+ * element h*N + j of a column = head h, channel j) followed by the H*N*N floats of the new state,
+ * S[h][i][j] at T*C + h*N*N + i*N + j — the same layout as the state slice of architecture.md §7,
+ * so the tail can be copied into the flat state as is.
+ *
+ * Threads split independent state lanes (v5: value columns j of each head; v7: value rows i), and each
+ * lane is scanned over all T tokens by one thread with a fixed order of operations, so results are
+ * bit-identical for any thread count and between one T-token call and T one-token calls. */
+#include "ggml/ops_kernels.h"
+
+#include <inttypes.h>
+
+static bool f32_contiguous(const rg_tensor *t) { return t->type == RG_TYPE_F32 && rg_tensor_is_contiguous(t); }
+
+static bool check_operands(rg_ctx *ctx, const char *op, rg_tensor *const *ops, const char *const *names, int n) {
+    if (ctx == NULL || ctx->status != RG_OK) return false;
+    for (int i = 0; i < n; i++) {
+        if (ops[i] == NULL) {
+            rg_set_error(ctx, RG_E_ARG, "%s: NULL operand '%s'", op, names[i]);
+            return false;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!f32_contiguous(ops[i])) {
+            rg_set_error(ctx, RG_E_TYPE, "%s: operand '%s' ('%s') must be contiguous F32, got %s%s", op, names[i],
+                         ops[i]->name, rg_type_name(ops[i]->type),
+                         rg_tensor_is_contiguous(ops[i]) ? "" : " (not contiguous)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The head size N from a state of H*N*N = C*N floats; 0 (with an error set) if it does not fit. */
+static int64_t head_size_of_state(rg_ctx *ctx, const char *op, const rg_tensor *state, int64_t C) {
+    const int64_t n = rg_tensor_n_elements(state);
+    if (C < 1 || n % C != 0 || n / C < 1 || C % (n / C) != 0) {
+        rg_set_error(ctx, RG_E_SHAPE,
+                     "%s: state has %" PRId64 " floats; it must hold H*N*N = C*N floats with N dividing C = %" PRId64,
+                     op, n, C);
+        return 0;
+    }
+    return n / C;
+}
+
+static bool is_ct(const rg_tensor *t, int64_t C, int64_t T) {
+    return t->ne[0] == C && t->ne[1] == T && t->ne[2] == 1 && t->ne[3] == 1;
+}
+
+/* ---- v5 / v6 ---- */
+
+enum { PER_HEAD = 0, PER_CHANNEL = 1, PER_TOKEN = 2 };
+
+rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
+                        rg_tensor *state) {
+    static const char *const names[6] = {"r", "k", "v", "w", "u", "state"};
+    rg_tensor *const all[6] = {r, k, v, w, u, state};
+    if (!check_operands(ctx, "rwkv_wkv5", all, names, 6)) return NULL;
+    const int64_t C = r->ne[0], T = r->ne[1];
+    if (!is_ct(r, C, T) || !is_ct(k, C, T) || !is_ct(v, C, T)) {
+        rg_set_error(ctx, RG_E_SHAPE, "rwkv_wkv5: r, k, v must all be {C, T} (r is {%" PRId64 ", %" PRId64 "})", C, T);
+        return NULL;
+    }
+    const int64_t N = head_size_of_state(ctx, "rwkv_wkv5", state, C);
+    if (N == 0) return NULL;
+    const int64_t H = C / N, nw = rg_tensor_n_elements(w), nu = rg_tensor_n_elements(u);
+    int w_mode, u_mode;
+    if (nw == C * T && T > 1) {
+        w_mode = PER_TOKEN;
+    } else if (nw == C) {
+        w_mode = PER_CHANNEL;
+    } else if (nw == H) {
+        w_mode = PER_HEAD;
+    } else {
+        rg_set_error(ctx, RG_E_SHAPE,
+                     "rwkv_wkv5: decay w has %" PRId64 " elements; need H = %" PRId64 ", C = %" PRId64
+                     " or C*T = %" PRId64,
+                     nw, H, C, C * T);
+        return NULL;
+    }
+    if (nu == C) {
+        u_mode = PER_CHANNEL;
+    } else if (nu == H) {
+        u_mode = PER_HEAD;
+    } else {
+        rg_set_error(ctx, RG_E_SHAPE, "rwkv_wkv5: bonus u has %" PRId64 " elements; need H = %" PRId64 " or C = %" PRId64,
+                     nu, H, C);
+        return NULL;
+    }
+    const int64_t ne[2] = {C, T + N};
+    rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV5, RG_TYPE_F32, 2, ne);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < 6; i++) t->src[i] = all[i];
+    t->iparams[0] = N;
+    t->iparams[1] = w_mode;
+    t->iparams[2] = u_mode;
+    return t;
+}
+
+/* Threads own contiguous ranges of the H*N value columns (h, j); column j of head h depends only on
+ * itself over time: y[h,j] = sum_i r[h,i] (u[h,i] k[h,i] v[h,j] + S[h,i,j]) with the OLD state, then
+ * S[h,i,j] <- w[h,i] S[h,i,j] + k[h,i] v[h,j]. The sum over i runs in ascending order for every j. */
+void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst) {
+    const float *r = dst->src[0]->data, *k = dst->src[1]->data, *v = dst->src[2]->data;
+    const float *w = dst->src[3]->data, *u = dst->src[4]->data, *s_in = dst->src[5]->data;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->ne[1] - N;
+    const int w_mode = (int)dst->iparams[1], u_mode = (int)dst->iparams[2];
+    float *y = dst->data, *s_out = y + T * C;
+    int64_t c0, c1;
+    rg_split(C, p->ith, p->nth, &c0, &c1);
+    /* Head by head, so one head's N*N state stays in L1 while its T tokens are scanned. */
+    for (int64_t h = c0 / N; h * N < c1; h++) {
+        const int64_t j0 = (c0 > h * N ? c0 : h * N) - h * N;
+        const int64_t j1 = (c1 < (h + 1) * N ? c1 : (h + 1) * N) - h * N;
+        const int64_t hs = h * N * N, hc = h * N;
+        for (int64_t t = 0; t < T; t++) {
+            const float *src = t == 0 ? s_in : s_out; /* the first token reads the incoming state */
+            const float *rt = r + t * C + hc, *kt = k + t * C + hc, *vt = v + t * C + hc;
+            float *yt = y + t * C + hc;
+            for (int64_t j = j0; j < j1; j++) yt[j] = 0.0f;
+            for (int64_t i = 0; i < N; i++) {
+                const float ri = rt[i], ki = kt[i];
+                const float ui = u_mode == PER_HEAD ? u[h] : u[hc + i];
+                const float wi = w_mode == PER_HEAD ? w[h] : w_mode == PER_CHANNEL ? w[hc + i] : w[t * C + hc + i];
+                const float *restrict si = src + hs + i * N;
+                float *restrict so = s_out + hs + i * N;
+                for (int64_t j = j0; j < j1; j++) {
+                    const float kv = ki * vt[j];
+                    const float sij = si[j];
+                    yt[j] += ri * (ui * kv + sij); /* (V5.4) */
+                    so[j] = wi * sij + kv;         /* (V5.5) */
+                }
+            }
+        }
+    }
+}
+
+/* ---- v7 ---- */
+
+rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
+                        rg_tensor *b, rg_tensor *state) {
+    static const char *const names[7] = {"r", "w", "k", "v", "a", "b", "state"};
+    rg_tensor *const all[7] = {r, w, k, v, a, b, state};
+    if (!check_operands(ctx, "rwkv_wkv7", all, names, 7)) return NULL;
+    const int64_t C = r->ne[0], T = r->ne[1];
+    for (int i = 0; i < 6; i++) {
+        if (!is_ct(all[i], C, T)) {
+            rg_set_error(ctx, RG_E_SHAPE,
+                         "rwkv_wkv7: r, w, k, v, a, b must all be {C, T} = {%" PRId64 ", %" PRId64
+                         "}; '%s' is {%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "}",
+                         C, T, names[i], all[i]->ne[0], all[i]->ne[1], all[i]->ne[2], all[i]->ne[3]);
+            return NULL;
+        }
+    }
+    const int64_t N = head_size_of_state(ctx, "rwkv_wkv7", state, C);
+    if (N == 0) return NULL;
+    const int64_t ne[2] = {C, T + N};
+    rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV7, RG_TYPE_F32, 2, ne);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < 7; i++) t->src[i] = all[i];
+    t->iparams[0] = N;
+    return t;
+}
+
+/* Sum of x[j] * y[j], j < n, with 8 fixed partial sums (the compiler can vectorise them; the order of
+ * operations does not depend on anything but n). */
+static inline float dot8(int64_t n, const float *restrict x, const float *restrict y) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (int l = 0; l < 8; l++) acc[l] += x[j + l] * y[j + l];
+    }
+    for (; j < n; j++) acc[j & 7] += x[j] * y[j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Threads own contiguous ranges of the H*N value rows (h, i); row i of head h evolves on its own:
+ *   sa = sum_j S[i,j] a[j];  S[i,j] <- S[i,j] w[j] + sa b[j] + v[i] k[j];  y[i] = sum_j S[i,j] r[j]. */
+void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
+    const float *r = dst->src[0]->data, *w = dst->src[1]->data, *k = dst->src[2]->data;
+    const float *v = dst->src[3]->data, *a = dst->src[4]->data, *b = dst->src[5]->data;
+    const float *s_in = dst->src[6]->data;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->ne[1] - N;
+    float *y = dst->data, *s_out = y + T * C;
+    int64_t c0, c1;
+    rg_split(C, p->ith, p->nth, &c0, &c1);
+    for (int64_t h = c0 / N; h * N < c1; h++) {
+        const int64_t i0 = (c0 > h * N ? c0 : h * N) - h * N;
+        const int64_t i1 = (c1 < (h + 1) * N ? c1 : (h + 1) * N) - h * N;
+        const int64_t hs = h * N * N, hc = h * N;
+        for (int64_t t = 0; t < T; t++) {
+            const float *src = t == 0 ? s_in : s_out;
+            const int64_t o = t * C + hc;
+            const float *rt = r + o, *wt = w + o, *kt = k + o, *at = a + o, *bt = b + o;
+            for (int64_t i = i0; i < i1; i++) {
+                const float *restrict si = src + hs + i * N;
+                float *restrict so = s_out + hs + i * N;
+                const float sa = dot8(N, si, at); /* (V7.10) with the old state */
+                const float vi = v[o + i];
+                for (int64_t j = 0; j < N; j++) so[j] = si[j] * wt[j] + sa * bt[j] + vi * kt[j];
+                y[o + i] = dot8(N, so, rt); /* (V7.11) with the new state */
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+"""mul_mat (ops_matmul.c and the dot kernels of simd/) against PyTorch.
+
+``ctx.mul_mat(a, b)`` with numpy shapes a (..., M, K) and b (..., T, K) is ``b @ a.T`` (PyTorch:
+``torch.matmul(b, a.transpose(-1, -2))``), a broadcast over the batch dims where its size is 1.
+
+Tolerance: a dot product's rounding error scales with the norms of its operands, not with its result
+(which may cancel to ~0), so each output element must satisfy |err| <= 1e-5 * ||a_row|| * ||b_row||
+against the f64 product of the same values. F16 weights enter the reference already rounded to f16, so
+the check isolates the kernel from the (intended) weight rounding. Covered: mat-vec and mat-mat with
+T = 1, 2, 3, 4, 5, 17, 64, K = 1, 7, 33, 4097, F32 and F16 weights, batched 3-D/4-D operands with a
+broadcast, transposed / permuted / padded b (which the kernel packs or reads with a row stride), padded a
+rows, 1/2/4 threads (bit-identical) and every SIMD level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rwkv_ggml import ggml
+
+from .helpers import assert_norm_close, bits_equal, rand, run_engine
+
+TOL = 1e-5
+KS = [1, 7, 33, 4097]
+TS = [1, 2, 3, 4, 5, 17, 64]
+WTYPES = [np.float32, np.float16]
+WTYPE_IDS = ["f32", "f16"]
+
+
+def _mul_mat(c: ggml.Context, a: ggml.Tensor, b: ggml.Tensor) -> ggml.Tensor:
+    return c.mul_mat(a, b)
+
+
+def reference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact product of the given (f16-rounded) values in f64, and each element's error bound scale."""
+    a64 = torch.from_numpy(a.astype(np.float64))
+    b64 = torch.from_numpy(b.astype(np.float64))
+    want = torch.matmul(b64, a64.transpose(-1, -2)).numpy()
+    norm_a = np.linalg.norm(a.astype(np.float64), axis=-1)  # (..., M)
+    norm_b = np.linalg.norm(b.astype(np.float64), axis=-1)  # (..., T)
+    bound = norm_b[..., :, None] * norm_a[..., None, :]
+    return want, np.broadcast_to(bound, want.shape)
+
+
+def check_mul_mat(name: str, a: np.ndarray, b: np.ndarray, *, threads: int = 1,
+                  layouts: tuple[str, str] = ("contiguous", "contiguous")) -> np.ndarray:
+    got = run_engine(_mul_mat, [a, b], threads=threads, layouts=list(layouts))
+    want, bound = reference(a, b)
+    assert_norm_close(got, want, bound, tol=TOL, name=name)
+    return got
+
+
+def _m_for(k: int) -> int:
+    return 5 if k > 1000 else 13
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("t", TS)
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat(k: int, t: int, wtype: type, threads: int) -> None:
+    a = rand((_m_for(k), k), seed=k, dtype=wtype)
+    b = rand((t, k), seed=k + t)
+    check_mul_mat(f"mul_mat/{'f16' if wtype is np.float16 else 'f32'}", a, b, threads=threads)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("t", [1, 4, 5, 17])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_every_simd_level(k: int, t: int, wtype: type, simd_level: int) -> None:
+    a = rand((_m_for(k), k), seed=2 * k, dtype=wtype)
+    b = rand((t, k), seed=3 * k + t)
+    check_mul_mat(f"mul_mat/{'f16' if wtype is np.float16 else 'f32'}", a, b, threads=2)
+
+
+@pytest.mark.parametrize("k", [15, 16, 17, 31, 32, 33, 63, 64, 65, 100])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_lane_boundaries(k: int, wtype: type, simd_level: int) -> None:
+    """Row lengths around the 8/16-lane vectors and the 32/64-element unrolled loops of the kernels."""
+    a = rand((6, k), seed=k, dtype=wtype)
+    for t in (1, 4, 6):
+        check_mul_mat("mul_mat/lanes", a, rand((t, k), seed=k + t), threads=1)
+
+
+def test_mul_mat_vector_b() -> None:
+    """A 1-D b (one token) gives a (1, M) result."""
+    a = rand((9, 33), seed=1)
+    b = rand((33,), seed=2)
+    got = run_engine(_mul_mat, [a, b])
+    want, bound = reference(a, b[None, :])
+    assert_norm_close(got, want, bound, tol=TOL, name="mul_mat/f32")
+
+
+# (a shape, b shape): batches over dims 2 and 3, a broadcast where its size is 1.
+BATCHED = [
+    ((3, 6, 33), (3, 5, 33)),
+    ((1, 6, 33), (3, 5, 33)),
+    ((1, 6, 7), (2, 1, 7)),
+    ((2, 3, 6, 33), (2, 3, 4, 33)),
+    ((1, 3, 6, 33), (2, 3, 4, 33)),
+    ((2, 1, 6, 33), (2, 3, 4, 33)),
+    ((1, 1, 6, 17), (2, 3, 17, 17)),
+]
+
+
+@pytest.mark.parametrize("shapes", BATCHED, ids=lambda s: "{}-{}".format("x".join(map(str, s[0])),
+                                                                       "x".join(map(str, s[1]))))
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_batched(shapes: tuple[tuple[int, ...], tuple[int, ...]], wtype: type, threads: int) -> None:
+    a_shape, b_shape = shapes
+    a = rand(a_shape, seed=len(a_shape) + a_shape[0], dtype=wtype)
+    b = rand(b_shape, seed=sum(b_shape))
+    check_mul_mat("mul_mat/batched", a, b, threads=threads)
+
+
+@pytest.mark.parametrize("b_layout", ["transposed", "padded", "permuted"])
+@pytest.mark.parametrize("t", [1, 3, 4, 17])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_non_contiguous_b(b_layout: str, t: int, wtype: type, threads: int) -> None:
+    a = rand((2, 7, 33), seed=t, dtype=wtype)
+    b = rand((2, t, 33), seed=t + 1)
+    check_mul_mat("mul_mat/strided-b", a, b, threads=threads, layouts=("contiguous", b_layout))
+
+
+@pytest.mark.parametrize("t", [1, 5])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_padded_a_rows(t: int, wtype: type) -> None:
+    """Weight rows that are contiguous but spaced wider than K (a view into a larger matrix)."""
+    a = rand((11, 37), seed=3, dtype=wtype)
+    b = rand((t, 37), seed=4)
+    check_mul_mat("mul_mat/padded-a", a, b, threads=2, layouts=("padded", "contiguous"))
+
+
+def test_mul_mat_non_contiguous_b_broadcast_a() -> None:
+    a = rand((1, 6, 33), seed=5, dtype=np.float16)
+    b = rand((3, 5, 33), seed=6)
+    check_mul_mat("mul_mat/strided-b", a, b, threads=2, layouts=("contiguous", "transposed"))
+
+
+@pytest.mark.parametrize("t", [1, 17])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_identical_for_every_thread_count(t: int, wtype: type) -> None:
+    a = rand((37, 4097), seed=8, dtype=wtype)
+    b = rand((t, 4097), seed=9)
+    ref = run_engine(_mul_mat, [a, b], threads=1)
+    for n in (2, 3, 4):
+        assert bits_equal(run_engine(_mul_mat, [a, b], threads=n), ref), f"{n} threads differ from 1 (T={t})"
+
+
+def test_mul_mat_cancellation_is_bounded_by_norms() -> None:
+    """Rows whose products nearly cancel: the result is tiny, its error still bounded by the norms."""
+    k = 4097
+    b = rand((3, k), seed=10)
+    a = np.stack([b[0], -b[0], b[1] + 1e-3 * b[2]]).astype(np.float32)
+    a[1, -1] += 1e-4
+    check_mul_mat("mul_mat/cancel", a, b, threads=2)
+
+
+def test_mul_mat_large_dynamic_range_f16() -> None:
+    """F16 weights spanning the half range (subnormals to 60000) against small and large activations."""
+    k = 257
+    r = np.random.default_rng(12)
+    mags = 2.0 ** r.uniform(-24, 15.8, size=(4, k))
+    a = (mags * np.where(r.random((4, k)) < 0.5, -1, 1)).astype(np.float16)
+    b = (r.standard_normal((5, k)) * 2.0 ** r.uniform(-10, 10, size=(5, 1))).astype(np.float32)
+    check_mul_mat("mul_mat/f16-range", a, b, threads=2)
