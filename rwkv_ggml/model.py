@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,9 @@ from .weights import DEFAULT_PLACEMENT, WeightStore
 FloatArray = npt.NDArray[np.float32]
 
 LN_EPS = 1e-5
+# Tokens per sequence-mode graph: large enough that a chunk's mat-mat products reuse each weight many
+# times, small enough that the activations stay in the caches.
+DEFAULT_CHUNK_SIZE = 64
 # Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
 # so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
 _METADATA_BYTES = 64 << 20
@@ -84,8 +87,10 @@ class Model:
                 t.name = name
                 self._weights[name] = t
             self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32
-            self._graphs: dict[int, _Graphs] = {}
+            self._graphs: dict[tuple[int, bool], _Graphs] = {}
             self._scratch_state = np.empty(self.state_size, dtype=np.float32)
+            self._scratch_states = (np.empty(self.state_size, dtype=np.float32),
+                                    np.empty(self.state_size, dtype=np.float32))
             self._graph_for(1)
         except BaseException:
             self.close()
@@ -131,8 +136,8 @@ class Model:
         return self._closed
 
     # ---- graphs ----
-    def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray
-               ) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
+    def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray,
+               all_logits: bool = False) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
         hp = self.hparams
         io = gcommon.GraphIO(
             T=T,
@@ -141,21 +146,22 @@ class Model:
             state_out=ctx.external(state_out),
         )
         x = _BUILDERS[hp.version](ctx, self._weights, hp, io)
-        last = gcommon.column(ctx, x, T - 1) if T > 1 else x
-        # (S3) logits = head . LN(x; ln_out), for the last token
+        last = gcommon.column(ctx, x, T - 1) if T > 1 and not all_logits else x
+        # (S3) logits = head . LN(x; ln_out), for the last token (or every token)
         hidden = ctx.layer_norm(last, self._weights["ln_out.weight"], self._weights["ln_out.bias"], LN_EPS)
         logits = ctx.mul_mat(self._weights["head.weight"], hidden)
         return io, hidden, logits, io.state_writes
 
-    def _graph_for(self, T: int) -> _Graphs:
-        g = self._graphs.get(T)
+    def _graph_for(self, T: int, all_logits: bool = False) -> _Graphs:
+        key = (T, all_logits and T > 1)
+        g = self._graphs.get(key)
         if g is not None:
             return g
         # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
         # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
         ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool)
         try:
-            io, hidden, logits, writes = self._build(ctx, T, self._scratch_state, self._scratch_state)
+            io, hidden, logits, writes = self._build(ctx, T, self._scratch_state, self._scratch_state, key[1])
             # The state writes come first in the outputs, so everything they need precedes the rest
             # (the last layer's residual update, ln_out, the head) in the dependency order: the
             # state-only eval computes the prefix ending at the last write.
@@ -166,7 +172,7 @@ class Model:
             ctx.close()
             raise
         g = _Graphs(ctx, io, ids_view, logits, hidden, graph, n_state_nodes)
-        self._graphs[T] = g
+        self._graphs[key] = g
         return g
 
     # ---- state ----
@@ -204,10 +210,8 @@ class Model:
             # write the new one): write to scratch and copy when the caller passes the same buffer.
             alias = np.shares_memory(state_in, out)
             target = self._scratch_state if alias else out
-            g.io.state_in.set_data(state_in)
-            g.io.state_out.set_data(target)
             g.ids_view[0] = tok
-            g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
+            self._run(g, state_in, target, compute_logits)
             if alias:
                 np.copyto(out, target)
             logits = None
@@ -217,6 +221,114 @@ class Model:
                     np.copyto(logits_out, logits)
                     logits = logits_out
         return logits, out
+
+    @staticmethod
+    def _run(g: _Graphs, state_in: np.ndarray, state_out: np.ndarray, compute_logits: bool) -> None:
+        """One compute of a built graph (ids already written): the engine reads state_in and writes
+        state_out in place (they must not alias); with compute_logits=False the head is skipped."""
+        g.io.state_in.set_data(state_in)
+        g.io.state_out.set_data(state_out)
+        g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
+
+    def eval_sequence(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+                      all_logits: bool = False, chunk_size: int | None = None,
+                      state_out: FloatArray | None = None, logits_out: FloatArray | None = None,
+                      compute_logits: bool = True) -> tuple[FloatArray | None, FloatArray]:
+        """Feeds a whole sequence at once ("GPT mode"). Returns ``(logits, new_state)``.
+
+        Equivalent to calling :meth:`eval` for each token (up to float rounding), but the projections of
+        all tokens are matrix-matrix products, which is much faster for prompts. ``logits`` are those
+        of the last token, shape ``(n_vocab,)``, or with ``all_logits=True`` of every token, shape
+        ``(len(tokens), n_vocab)``. Long inputs are processed in chunks of ``chunk_size`` tokens
+        (default :data:`DEFAULT_CHUNK_SIZE`), so memory stays bounded; the result does not depend on the
+        chunk size beyond float rounding. ``state``, ``state_out``, ``logits_out`` and
+        ``compute_logits`` behave as in :meth:`eval`.
+        """
+        self._check_open()
+        toks = self._check_tokens(tokens)
+        chunk = self._check_chunk_size(chunk_size)
+        state_in = self.init_state() if state is None else self._check_state(state, "state")
+        out = np.empty(self.state_size, dtype=np.float32) if state_out is None else \
+            self._check_state(state_out, "state_out", writable=True)
+        n, V = len(toks), self.n_vocab
+        if logits_out is not None:
+            want = (n, V) if all_logits else (V,)
+            if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
+                    logits_out.shape != want or not logits_out.flags.writeable or not logits_out.flags.c_contiguous:
+                raise EngineArgumentError(f"logits_out must be a writable C-contiguous float32 array of shape {want}")
+        if all_logits and not compute_logits:
+            raise EngineArgumentError("all_logits=True needs compute_logits=True")
+        result = None
+        if compute_logits:
+            result = logits_out if logits_out is not None else \
+                np.empty((n, V) if all_logits else (V,), dtype=np.float32)
+        with self._lock:
+            self._check_open()
+            for start, length, logits in self._chunks(toks, state_in, out, chunk, all_logits, compute_logits):
+                if logits is None or result is None:
+                    continue
+                if all_logits:
+                    result[start:start + length] = logits
+                elif start + length == n:
+                    result[...] = logits[-1]
+        return result, out
+
+    def _chunks(self, toks: np.ndarray, state_in: np.ndarray, out: np.ndarray, chunk: int, all_logits: bool,
+                compute_logits: bool) -> Iterator[tuple[int, int, np.ndarray | None]]:
+        """Runs toks through the graphs chunk by chunk, carrying the state from state_in to out; yields
+        (start, length, logits of the chunk's tokens as (length, V) or None). Caller holds the lock.
+
+        Lengths: full chunks, then the remainder split into powers of two, so at most log2(chunk) + 1
+        graphs are ever built whatever the lengths the caller uses."""
+        lengths = [chunk] * (len(toks) // chunk)
+        rest = len(toks) % chunk
+        while rest:
+            p = 1 << (rest.bit_length() - 1)
+            lengths.append(p)
+            rest -= p
+        cur = state_in
+        start = 0
+        for i, length in enumerate(lengths):
+            last = i == len(lengths) - 1
+            g = self._graph_for(length, all_logits)
+            # write where it may not alias what this chunk reads: out for the last chunk when possible
+            target = out if last and not np.shares_memory(cur, out) else self._scratch_states[i % 2]
+            g.ids_view[:] = toks[start:start + length]
+            need_logits = compute_logits and (all_logits or last)
+            self._run(g, cur, target, need_logits)
+            logits = None
+            if need_logits:
+                logits = g.logits.numpy().reshape(-1, self.n_vocab)
+            yield start, length, logits
+            cur = target
+            start += length
+        if cur is not out:
+            np.copyto(out, cur)
+
+    def perplexity(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+                   chunk_size: int | None = None) -> tuple[float, float]:
+        """Mean negative log-likelihood (nats per token) of tokens[1:] given the tokens before them,
+        and the perplexity exp(mean NLL). Runs in sequence mode, one chunk of logits at a time."""
+        self._check_open()
+        toks = self._check_tokens(tokens)
+        if len(toks) < 2:
+            raise EngineArgumentError("perplexity needs at least 2 tokens")
+        chunk = self._check_chunk_size(chunk_size)
+        state_in = self.init_state() if state is None else self._check_state(state, "state")
+        out = np.empty(self.state_size, dtype=np.float32)
+        total = 0.0
+        with self._lock:
+            self._check_open()
+            # the last token predicts nothing, so it is not fed
+            for start, length, logits in self._chunks(toks[:-1], state_in, out, chunk, True, True):
+                assert logits is not None
+                z = logits.astype(np.float64)
+                z -= z.max(axis=1, keepdims=True)
+                log_norm = np.log(np.exp(z).sum(axis=1))
+                targets = toks[start + 1:start + 1 + length]
+                total += float(np.sum(log_norm - z[np.arange(length), targets]))
+        nll = total / (len(toks) - 1)
+        return nll, float(np.exp(nll))
 
     # ---- validation ----
     def _check_open(self) -> None:
@@ -230,6 +342,35 @@ class Model:
         if not 0 <= tok < self.n_vocab:
             raise EngineArgumentError(f"token id {tok} is outside the vocabulary (0..{self.n_vocab - 1})")
         return tok
+
+    def _check_tokens(self, tokens: Any) -> np.ndarray:
+        if isinstance(tokens, (str, bytes)):
+            raise EngineArgumentError("tokens must be a sequence of ints (encode text with a Tokenizer first)")
+        try:
+            arr = np.asarray(tokens)
+        except (TypeError, ValueError) as exc:
+            raise EngineArgumentError(f"tokens must be a sequence of ints: {exc}") from None
+        if arr.ndim != 1:
+            raise EngineArgumentError(f"tokens must be a 1-D sequence of ints, got shape {arr.shape}")
+        if arr.size == 0:
+            raise EngineArgumentError("tokens is empty")
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise EngineArgumentError(f"tokens must be ints, got {arr.dtype}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self.n_vocab))
+        if bad.size:
+            i = int(bad[0])
+            raise EngineArgumentError(f"token id {int(arr[i])} at position {i} is outside the vocabulary "
+                                      f"(0..{self.n_vocab - 1})")
+        return arr.astype(np.int32)
+
+    @staticmethod
+    def _check_chunk_size(chunk_size: Any) -> int:
+        if chunk_size is None:
+            return DEFAULT_CHUNK_SIZE
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or not \
+                1 <= int(chunk_size) <= 4096:
+            raise EngineArgumentError(f"chunk_size must be an int in 1..4096, got {chunk_size!r}")
+        return int(chunk_size)
 
     def _check_state(self, state: Any, what: str, writable: bool = False) -> FloatArray:
         if not isinstance(state, np.ndarray):

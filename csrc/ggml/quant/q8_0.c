@@ -1,5 +1,5 @@
-/* Q8_0: 32 int8 codes and one f16 scale d; value q * d (formats.md §5). Also the activation type of the
- * integer dot products with Q4_0, Q5_0 and Q8_0 weights (§5.4), which is quantized by a different rule. */
+/* Q8_0: 32 int8 codes and one f16 scale d; value q * d (formats.md §5). (The activations of the integer
+ * dot products are quantized by another rule, in q8_act.c.) */
 #include "quant.h"
 #include "../simd/kernels.h"
 
@@ -30,18 +30,5 @@ void rg_dequantize_q8_0(const void *vx, float *y, int64_t n) {
     for (int64_t b = 0; b < n / RG_QK; b++, x += RG_Q8_0_BYTES, y += RG_QK) {
         const float d = rg_f16_to_f32_scalar(rg_load_u16(x));
         for (int e = 0; e < RG_QK; e++) y[e] = (float)(int8_t)x[RG_Q8_0_QS + e] * d;
-    }
-}
-
-/* §5.4 (activations): amax per block, d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)). */
-void rg_quantize_act_q8_0_ref(const float *x, void *vy, int64_t n) {
-    uint8_t *y = vy;
-    for (int64_t b = 0; b < n / RG_QK; b++, x += RG_QK, y += RG_Q8_0_BYTES) {
-        float amax = 0.0f;
-        for (int e = 0; e < RG_QK; e++) amax = fabsf(x[e]) > amax ? fabsf(x[e]) : amax;
-        const float d = amax / 127.0f;
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        rg_store_u16(y, rg_f32_to_f16_scalar(d));
-        for (int e = 0; e < RG_QK; e++) y[RG_Q8_0_QS + e] = (uint8_t)rg_round_act_i8(x[e] * id);
     }
 }

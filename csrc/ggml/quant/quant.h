@@ -1,10 +1,10 @@
-/* Block-quantized types (formats.md §5): block layouts, reference codecs, the activation types of the
- * integer dot products, and the scalar block arithmetic every SIMD level must agree with.
+/* Block-quantized types (formats.md §5): block layouts, reference codecs, and the activation rows of
+ * the integer dot products.
  *
  * Each weight type has its own file (q4_0.c ... q8_0.c) with a reference quantizer that follows §5.3
- * literally, so our files are byte-identical to rwkv.cpp's, and a dequantizer (§5.2). q8_1.c and the
- * activation half of q8_0.c quantize activation rows for the dot products the way ggml's x86 code does
- * (§5.4): round half to even with the factor 127/amax, which is not the weight quantizer's rule.
+ * literally, so our files are byte-identical to rwkv.cpp's, and a dequantizer (§5.2). q8_act.c quantizes
+ * activation rows for the dot products with the numbers of ggml's x86 Q8_0/Q8_1 code (§5.4): round half
+ * to even with the factor 127/amax, which is not the weight quantizer's rule.
  *
  * Block data is read through byte pointers and memcpy, never through the structs below: a tensor in a
  * mapped model file may start at any byte offset, and an 18-byte block puts every other scale at an odd
@@ -42,11 +42,29 @@ typedef struct {
     uint16_t d;
     int8_t qs[RG_QK];
 } rg_block_q8_0;
-/* Activations for the _1 weight types only (never in files): s = fp16(d * sum(qs)). */
-typedef struct {
-    uint16_t d, s;
-    int8_t qs[RG_QK];
-} rg_block_q8_1;
+/* ---- activation rows (engine-internal, never in files; RG_TYPE_Q8_ACT) ----
+ * One row of K = 32 * nb activations, quantized per 32-block exactly as ggml's Q8_0 and Q8_1 blocks are
+ * (same q, d and s values), but stored as arrays so the kernels can apply 16 blocks' scales at once:
+ *
+ *   int8  qs[32 * nb]   codes; blocks 2p and 2p+1 are interleaved by halves as
+ *                       [A0..15, B0..15, A16..31, B16..31], which is the order a pair of 4-bit weight
+ *                       blocks unpacks to (low nibbles, then high nibbles); an odd last block is plain
+ *   float d[nb]         fp32(fp16(amax / 127)): Q8_0's / Q8_1's d
+ *   float s[nb]         fp32(fp16(d * sum q)) with the unrounded d: Q8_1's s (the _1 types' m * s term)
+ *   int32 sum[nb]       sum q, exact: the offset term of the _0 types (sum (q_w - 8) q = ... - 8 sum q)
+ *
+ * 44 bytes per block, so rg_type_row_bytes works as for a block type; the arrays start at 4-byte
+ * multiples of the row start. A row is one unit: conversions of n elements make one row of n. */
+#define RG_Q8_ACT_BYTES 44
+/* Byte offset of code e (0..31) of block b in a row of nb blocks. */
+static inline int64_t rg_act_pos(int64_t b, int e, int64_t nb) {
+    if ((nb & 1) && b == nb - 1) return 32 * b + e;
+    return 64 * (b >> 1) + (e < 16 ? 16 * (b & 1) + e : 32 + 16 * (b & 1) + (e - 16));
+}
+/* Byte offsets of the d, s and sum arrays in a row of nb blocks. */
+static inline size_t rg_act_d_off(int64_t nb) { return (size_t)(32 * nb); }
+static inline size_t rg_act_s_off(int64_t nb) { return (size_t)(36 * nb); }
+static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 
 /* Block sizes in bytes and the byte offsets of the fields inside a block. */
 #define RG_Q4_0_BYTES 18
@@ -54,7 +72,6 @@ typedef struct {
 #define RG_Q5_0_BYTES 22
 #define RG_Q5_1_BYTES 24
 #define RG_Q8_0_BYTES 34
-#define RG_Q8_1_BYTES 36
 #define RG_Q4_0_QS 2
 #define RG_Q4_1_M 2
 #define RG_Q4_1_QS 4
@@ -64,8 +81,6 @@ typedef struct {
 #define RG_Q5_1_QH 4
 #define RG_Q5_1_QS 8
 #define RG_Q8_0_QS 2
-#define RG_Q8_1_S 2
-#define RG_Q8_1_QS 4
 
 #define RG_QUANT_API __attribute__((visibility("hidden")))
 
@@ -80,14 +95,13 @@ RG_QUANT_API void rg_dequantize_q4_1(const void *x, float *y, int64_t n);
 RG_QUANT_API void rg_dequantize_q5_0(const void *x, float *y, int64_t n);
 RG_QUANT_API void rg_dequantize_q5_1(const void *x, float *y, int64_t n);
 RG_QUANT_API void rg_dequantize_q8_0(const void *x, float *y, int64_t n);
-RG_QUANT_API void rg_dequantize_q8_1(const void *x, float *y, int64_t n);
 
-/* ---- activation quantizers (formats.md §5.4, ggml's x86 rule), the scalar reference ----
+/* ---- activation rows: the scalar reference quantizer (one row of n elements) and its inverse ----
  * Per block: amax = max |x|, d = amax / 127, id = amax != 0 ? 127 / amax : 0, q = round-half-even(x * id)
- * saturated to int8 (a NaN gives -128, as cvtps2dq + signed saturation do). Q8_1 also stores
- * s = fp16(d * sum(q)) with the unrounded d. The SIMD versions are bit-identical. */
-RG_QUANT_API void rg_quantize_act_q8_0_ref(const float *x, void *y, int64_t n);
-RG_QUANT_API void rg_quantize_act_q8_1_ref(const float *x, void *y, int64_t n);
+ * saturated to int8 (a NaN gives -128, as cvtps2dq + signed saturation do). The SIMD quantizers are
+ * bit-identical. */
+RG_QUANT_API void rg_quantize_act_ref(const float *x, void *y, int64_t n);
+RG_QUANT_API void rg_dequantize_act(const void *x, float *y, int64_t n);
 
 /* ---- small helpers shared by the codecs and the kernels ---- */
 static inline uint16_t rg_load_u16(const uint8_t *p) {

@@ -1,6 +1,11 @@
-/* AVX2 kernels of the block-quantized types (target attributes, like k_avx2.c): one 32-element block
- * per step. Weights are unpacked to bytes in block order, the products go through maddubs (u8 x s8 ->
- * pairs of i16) and madd (-> i32), which is exact here: every pair sum stays below 2^15. */
+/* AVX2 kernels of the block-quantized types (target attributes, like k_avx2.c), against activation rows
+ * in the RG_TYPE_Q8_ACT layout (quant/quant.h).
+ *
+ * A pair of weight blocks A, B unpacks to two vectors of codes, [A0..15, B0..15] and [A16..31, B16..31],
+ * which is how the activation row stores the pair, so each multiplies one 32-byte load. maddubs (u8 x s8
+ * -> i16 pairs) and madd (-> i32) keep the sums exact. Four pairs make a group of 8 blocks: three hadds
+ * reduce their lanes to one i32 per block, and the scales of all 8 blocks are applied at once:
+ * acc += float(isum - off * sum_x) * (d_w * d_x) (+ m_w * s_x). */
 #include "kernels.h"
 #include "../quant/quant.h"
 
@@ -10,7 +15,11 @@
 #define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define RG_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
-RG_AVX2_INLINE float h2f(const uint8_t *p) { return _cvtsh_ss(rg_load_u16(p)); }
+/* Parameters of a weight type, compile-time constants after inlining.
+ * kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8 codes (Q8_0). */
+typedef struct {
+    int wbytes, qs, qh, kind, off, has_min;
+} qtype;
 
 RG_AVX2_INLINE float hsum256(__m256 v) {
     __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -19,88 +28,157 @@ RG_AVX2_INLINE float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-/* 16 bytes of nibbles -> 32 codes 0..15 in block order (low nibbles are elements 0..15). */
-RG_AVX2_INLINE __m256i nibbles(const uint8_t *qs) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+RG_AVX2_INLINE int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
 }
 
-/* Bit e of the little-endian u32 at qh -> 0x10 in byte e, 0 elsewhere. */
-RG_AVX2_INLINE __m256i fifth_bits(const uint8_t *qh) {
+RG_AVX2_INLINE __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+/* Bit e of m -> 0x10 in byte e, 0 elsewhere. */
+RG_AVX2_INLINE __m256i bits_to_bytes(uint32_t m) {
     const __m256i spread = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0);
     const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)rg_load_u32(qh)), spread);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), spread);
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel), _mm256_set1_epi8(0x10));
 }
 
-/* sum_e (u_e - off) * x_e in 8 i32 lanes, u in [0, 31], x in [-128, 127]; off may be 0. */
-RG_AVX2_INLINE __m256i dot_offset(__m256i u, __m256i x, int off) {
-    __m256i p = _mm256_maddubs_epi16(u, x);
-    if (off) p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi8((char)off), x));
+/* Exact i32 partial sums of the pair of weight blocks at wa (lanes 0-3 block A, 4-7 block B) against the
+ * activation pair at xq (64 bytes). With hi_only, block B is absent (an odd last block, stored plainly:
+ * [A0..15, A16..31]) and the result holds block A alone. */
+RG_AVX2_INLINE __m256i pair_isum(const uint8_t *wa, const int8_t *xq, const qtype t, const int single) {
+    const uint8_t *wb = wa + t.wbytes;
+    __m256i lo, hi, x0, x1;
+    if (single) {
+        /* [A0..15 | A16..31] against the plain block: one vector */
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq);
+        __m256i u;
+        if (t.kind == 2) {
+            u = _mm256_loadu_si256((const __m256i *)(wa + t.qs));
+            return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xv, u)),
+                                     _mm256_set1_epi16(1));
+        }
+        const __m128i v = load128(wa + t.qs);
+        u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+        if (t.kind == 1) u = _mm256_or_si256(u, bits_to_bytes(rg_load_u32(wa + t.qh)));
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1));
+    }
+    x0 = _mm256_loadu_si256((const __m256i *)xq);
+    x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+    if (t.kind == 2) {
+        lo = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
+        hi = _mm256_set_m128i(load128(wb + t.qs + 16), load128(wa + t.qs + 16));
+        /* |w| as unsigned, the sign moved onto x; each half on its own (two sums could reach 2^15) */
+        const __m256i p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(x0, lo));
+        const __m256i p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(x1, hi));
+        const __m256i ones = _mm256_set1_epi16(1);
+        return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+    }
+    const __m256i v = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
+    lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+    if (t.kind == 1) {
+        const uint32_t qa = rg_load_u32(wa + t.qh), qb = rg_load_u32(wb + t.qh);
+        lo = _mm256_or_si256(lo, bits_to_bytes((qa & 0xFFFFu) | (qb << 16)));
+        hi = _mm256_or_si256(hi, bits_to_bytes((qa >> 16) | (qb & 0xFFFF0000u)));
+    }
+    /* codes <= 31: both halves' pair sums fit i16 together (2 * 2 * 31 * 127 < 2^15) */
+    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-/* sum_e w_e * x_e for signed w (Q8_0 weights): |w| as unsigned, the sign moved onto x. The activation
- * quantizer never produces -128 from finite input, so sign(x, w) cannot overflow. */
-RG_AVX2_INLINE __m256i dot_signed(__m256i w, __m256i x) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
-                             _mm256_set1_epi16(1));
+/* f16 scales (and the _1 types' minimums) of nbk <= 8 consecutive blocks as floats; absent lanes 0. */
+RG_AVX2_INLINE __m256 wscales8(const uint8_t *w, int field, const int nbk, const qtype t) {
+    uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < nbk; i++) h[i] = rg_load_u16(w + i * t.wbytes + field);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-/* The generic loop: weight block b unpacked once (CODES), then against NX activation rows. KIND:
- * 0 = nibbles - off, 1 = nibbles + fifth bit - off, 2 = int8; MIN: the _1 types' m * s term. */
-RG_AVX2_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
-                             const int wbytes, const int qs_off, const int qh_off, const int kind, const int off,
-                             const int has_min, const int xbytes) {
-    const int xqs = has_min ? RG_Q8_1_QS : RG_Q8_0_QS;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float msum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t b = 0; b < n / RG_QK; b++, w += wbytes) {
-        __m256i u;
-        if (kind == 2) {
-            u = _mm256_loadu_si256((const __m256i *)(w + qs_off));
-        } else {
-            u = nibbles(w + qs_off);
-            if (kind == 1) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
-        }
-        const float dw = h2f(w);
-        for (int j = 0; j < nx; j++) {
-            const uint8_t *xb = x + (size_t)j * ldx + (size_t)b * (size_t)xbytes;
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + xqs));
-            const __m256i isum = kind == 2 ? dot_signed(u, xv) : dot_offset(u, xv, off);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dw * h2f(xb)), acc[j]);
-            if (has_min) msum[j] += h2f(w + 2) * h2f(xb + RG_Q8_1_S);
-        }
+RG_AVX2_INLINE __m256i mask8(int nbk) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(nbk), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* One group of np <= 4 pairs starting at block b0 (nbk = 2 * np blocks), added into acc. */
+RG_AVX2_INLINE __m256 group(const uint8_t *w, const uint8_t *x, int64_t nb, int64_t b0, const int np, const qtype t,
+                            __m256 acc) {
+    __m256i r[4];
+    for (int p = 0; p < 4; p++)
+        r[p] = p < np ? pair_isum(w + (b0 + 2 * p) * t.wbytes, (const int8_t *)x + 32 * (b0 + 2 * p), t, 0)
+                      : _mm256_setzero_si256();
+    /* lanes: block b0 + [0, 2, 4, 6, 1, 3, 5, 7] -> natural order */
+    __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(r[0], r[1]), _mm256_hadd_epi32(r[2], r[3]));
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const int nbk = 2 * np;
+    const __m256i m = mask8(nbk);
+    if (t.off) {
+        const __m256i xs = _mm256_maskload_epi32((const int *)(x + rg_act_sum_off(nb) + 4 * b0), m);
+        v = _mm256_sub_epi32(v, _mm256_mullo_epi32(xs, _mm256_set1_epi32(t.off)));
     }
-    for (int j = 0; j < nx; j++) out[j] = hsum256(acc[j]) + msum[j];
+    const uint8_t *wg = w + b0 * t.wbytes;
+    const __m256 dx = _mm256_maskload_ps((const float *)(x + rg_act_d_off(nb) + 4 * b0), m);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(wscales8(wg, 0, nbk, t), dx), acc);
+    if (t.has_min) {
+        const __m256 sx = _mm256_maskload_ps((const float *)(x + rg_act_s_off(nb) + 4 * b0), m);
+        acc = _mm256_fmadd_ps(wscales8(wg, 2, nbk, t), sx, acc);
+    }
+    return acc;
 }
 
-#define RG_DEFINE_DOT(name, wbytes, qs_off, qh_off, kind, off, has_min, xbytes)                                   \
+RG_AVX2_INLINE float load_f32(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+RG_AVX2_INLINE float dot_row(int64_t n, const uint8_t *w, const uint8_t *x, const qtype t) {
+    const int64_t nb = n / RG_QK, npairs = nb / 2;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 4 <= npairs; p += 4) acc = group(w, x, nb, 2 * p, 4, t, acc);
+    if (p < npairs) acc = group(w, x, nb, 2 * p, (int)(npairs - p), t, acc);
+    float sum = hsum256(acc);
+    if (nb & 1) { /* the odd last block, stored plainly */
+        const int64_t b = nb - 1;
+        const uint8_t *wb = w + b * t.wbytes;
+        int32_t isum = hsum_i32(pair_isum(wb, (const int8_t *)x + 32 * b, t, 1));
+        if (t.off) {
+            int32_t xs;
+            memcpy(&xs, x + rg_act_sum_off(nb) + 4 * b, sizeof xs);
+            isum -= t.off * xs;
+        }
+        const float dd = _cvtsh_ss(rg_load_u16(wb)) * load_f32(x + rg_act_d_off(nb) + 4 * b);
+        float c = dd * (float)isum;
+        if (t.has_min) c += _cvtsh_ss(rg_load_u16(wb + 2)) * load_f32(x + rg_act_s_off(nb) + 4 * b);
+        sum += c;
+    }
+    return sum;
+}
+
+#define RG_DEFINE_DOT(name, ...)                                                                                  \
     RG_AVX2 static float name##_avx2(int64_t n, const void *w, const void *x) {                                   \
-        float r;                                                                                                  \
-        dot_rows(n, w, x, 0, 1, &r, wbytes, qs_off, qh_off, kind, off, has_min, xbytes);                          \
-        return r;                                                                                                 \
+        const qtype t = {__VA_ARGS__};                                                                            \
+        return dot_row(n, w, x, t);                                                                               \
     }                                                                                                             \
     RG_AVX2 static void name##_x4_avx2(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
-        if (nx == 4) {                                                                                            \
-            dot_rows(n, w, x, ldx, 4, out, wbytes, qs_off, qh_off, kind, off, has_min, xbytes);                   \
-            return;                                                                                               \
-        }                                                                                                         \
         for (int j = 0; j < nx; j++) out[j] = name##_avx2(n, w, (const uint8_t *)x + (size_t)j * ldx);            \
     }
-RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0, RG_Q8_0_BYTES)
-RG_DEFINE_DOT(vec_dot_q4_1, RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1, RG_Q8_1_BYTES)
-RG_DEFINE_DOT(vec_dot_q5_0, RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0, RG_Q8_0_BYTES)
-RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1, RG_Q8_1_BYTES)
-RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 0, 0, RG_Q8_0_BYTES)
+/*            wbytes          qs          qh       kind off has_min */
+RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)
+RG_DEFINE_DOT(vec_dot_q4_1, RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1)
+RG_DEFINE_DOT(vec_dot_q5_0, RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0)
+RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
+RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 0, 0)
 #undef RG_DEFINE_DOT
 
-/* Activation quantizer (formats.md §5.4), bit-identical to rg_quantize_act_q8_*_ref: the same f32
- * operations per element, cvtps2dq rounds half to even, packs saturate like the scalar clamp. */
-RG_AVX2_INLINE void quantize_act(const float *x, uint8_t *y, int64_t n, const int with_sum) {
-    const int bytes = with_sum ? RG_Q8_1_BYTES : RG_Q8_0_BYTES, qs = with_sum ? RG_Q8_1_QS : RG_Q8_0_QS;
+/* The activation quantizer, bit-identical to rg_quantize_act_ref: the same f32 operations per element;
+ * cvtps2dq rounds half to even and the packs saturate like the scalar clamp. */
+RG_AVX2 static void quantize_act_avx2(const float *x, void *vy, int64_t n) {
+    uint8_t *y = vy;
+    const int64_t nb = n / RG_QK;
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (int64_t b = 0; b < n / RG_QK; b++, x += RG_QK, y += bytes) {
+    for (int64_t b = 0; b < nb; b++, x += RG_QK) {
         __m256 v[4];
         for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
         __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
@@ -114,29 +192,22 @@ RG_AVX2_INLINE void quantize_act(const float *x, uint8_t *y, int64_t n, const in
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));
-        /* packs interleave 128-bit lanes; the final permute restores element order */
-        const __m256i q01 = _mm256_packs_epi32(q[0], q[1]), q23 = _mm256_packs_epi32(q[2], q[3]);
-        __m256i q8 = _mm256_packs_epi16(q01, q23);
+        /* packs interleave 128-bit lanes; the permute restores element order */
+        __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
         q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(y + qs), q8);
-        rg_store_u16(y, rg_f32_to_f16_scalar(d));
-        if (with_sum) {
-            const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q8);
-            const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-            rg_store_u16(y + RG_Q8_1_S, rg_f32_to_f16_scalar(d * (float)_mm_cvtsi128_si32(s)));
-        }
+        _mm_storeu_si128((__m128i *)(y + rg_act_pos(b, 0, nb)), _mm256_castsi256_si128(q8));
+        _mm_storeu_si128((__m128i *)(y + rg_act_pos(b, 16, nb)), _mm256_extracti128_si256(q8, 1));
+        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8), _mm256_set1_epi16(1));
+        const int32_t sum = hsum_i32(s32);
+        const float dr = _cvtsh_ss(rg_f32_to_f16_scalar(d)), sr = _cvtsh_ss(rg_f32_to_f16_scalar(d * (float)sum));
+        memcpy(y + rg_act_d_off(nb) + 4 * b, &dr, sizeof dr);
+        memcpy(y + rg_act_s_off(nb) + 4 * b, &sr, sizeof sr);
+        memcpy(y + rg_act_sum_off(nb) + 4 * b, &sum, sizeof sum);
     }
 }
 
-RG_AVX2 static void quantize_act_q8_0_avx2(const float *x, void *y, int64_t n) { quantize_act(x, y, n, 0); }
-RG_AVX2 static void quantize_act_q8_1_avx2(const float *x, void *y, int64_t n) { quantize_act(x, y, n, 1); }
-
 void rg_kernels_fill_quant_avx2(rg_kernel_table *k) {
-    k->quantize_act_q8_0 = quantize_act_q8_0_avx2;
-    k->quantize_act_q8_1 = quantize_act_q8_1_avx2;
+    k->quantize_act = quantize_act_avx2;
     k->vec_dot_q4_0 = vec_dot_q4_0_avx2;
     k->vec_dot_q4_1 = vec_dot_q4_1_avx2;
     k->vec_dot_q5_0 = vec_dot_q5_0_avx2;

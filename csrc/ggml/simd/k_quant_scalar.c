@@ -1,111 +1,78 @@
-/* Portable reference kernels of the block-quantized types: activation quantizers and the integer dot
- * products of formats.md §5.4. Per block the integer sum is exact, and the block's contribution is
- * (d_w * d_x) * isum (+ m_w * s_x for the _1 types), accumulated in block order. */
+/* Portable reference kernels of the block-quantized types: the integer dot products of formats.md §5.4
+ * against activation rows (layout in quant/quant.h). Per block the integer sum is exact and the block
+ * adds (d_w * d_x) * isum (+ m_w * s_x for the _1 types), accumulated in block order. The _0 types'
+ * offset is taken out in integers: sum (q - off) x = sum q x - off * sum x. */
 #include "kernels.h"
 #include "../quant/quant.h"
 
+/* Parameters of a weight type. kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8. */
+typedef struct {
+    int wbytes, qs, qh, kind, off, has_min;
+} qtype;
+
 static inline float h2f(const uint8_t *p) { return rg_f16_to_f32_scalar(rg_load_u16(p)); }
+static inline float load_f32(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 
-/* Codes of weight element j and j + 16 of a block whose low/high nibbles are in qs[j]. */
-static float vec_dot_q4_0_scalar(int64_t n, const void *vw, const void *vx) {
-    const uint8_t *w = vw, *x = vx;
+/* Exact sum_e code_e * x_e of weight block w against activation block b of a row of nb blocks. */
+static inline int32_t block_isum(const uint8_t *w, const int8_t *xq, int64_t b, int64_t nb, const qtype t) {
+    const int8_t *lo = xq + rg_act_pos(b, 0, nb), *hi = xq + rg_act_pos(b, 16, nb);
+    int32_t isum = 0;
+    if (t.kind == 2) {
+        const int8_t *q = (const int8_t *)(w + t.qs);
+        for (int j = 0; j < 16; j++) isum += q[j] * lo[j] + q[j + 16] * hi[j];
+        return isum;
+    }
+    const uint32_t qh = t.kind == 1 ? rg_load_u32(w + t.qh) : 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t q = w[t.qs + j];
+        const int32_t q0 = (int32_t)((q & 0xFu) | (((qh >> j) & 1u) << 4));
+        const int32_t q1 = (int32_t)(((uint32_t)q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+        isum += q0 * lo[j] + q1 * hi[j];
+    }
+    return isum;
+}
+
+static inline float dot_row(int64_t n, const uint8_t *w, const uint8_t *x, const qtype t) {
+    const int64_t nb = n / RG_QK;
+    const int8_t *xq = (const int8_t *)x;
     float sum = 0.0f;
-    for (int64_t b = 0; b < n / RG_QK; b++, w += RG_Q4_0_BYTES, x += RG_Q8_0_BYTES) {
-        const int8_t *xq = (const int8_t *)(x + RG_Q8_0_QS);
-        int32_t isum = 0;
-        for (int j = 0; j < RG_QK / 2; j++) {
-            const uint8_t q = w[RG_Q4_0_QS + j];
-            isum += ((q & 0xF) - 8) * xq[j] + ((q >> 4) - 8) * xq[j + 16];
+    for (int64_t b = 0; b < nb; b++, w += t.wbytes) {
+        int32_t isum = block_isum(w, xq, b, nb, t);
+        if (t.off) {
+            int32_t xs;
+            memcpy(&xs, x + rg_act_sum_off(nb) + 4 * b, sizeof xs);
+            isum -= t.off * xs;
         }
-        const float dd = h2f(w) * h2f(x);
-        sum += dd * (float)isum;
+        const float dd = h2f(w) * load_f32(x + rg_act_d_off(nb) + 4 * b);
+        float c = dd * (float)isum;
+        if (t.has_min) c += h2f(w + 2) * load_f32(x + rg_act_s_off(nb) + 4 * b);
+        sum += c;
     }
     return sum;
 }
 
-static float vec_dot_q4_1_scalar(int64_t n, const void *vw, const void *vx) {
-    const uint8_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / RG_QK; b++, w += RG_Q4_1_BYTES, x += RG_Q8_1_BYTES) {
-        const int8_t *xq = (const int8_t *)(x + RG_Q8_1_QS);
-        int32_t isum = 0;
-        for (int j = 0; j < RG_QK / 2; j++) {
-            const uint8_t q = w[RG_Q4_1_QS + j];
-            isum += (q & 0xF) * xq[j] + (q >> 4) * xq[j + 16];
-        }
-        const float dd = h2f(w) * h2f(x);
-        const float ms = h2f(w + RG_Q4_1_M) * h2f(x + RG_Q8_1_S);
-        sum += dd * (float)isum + ms;
+#define RG_DEFINE_DOT(name, ...)                                                                                  \
+    static float name##_scalar(int64_t n, const void *w, const void *x) {                                         \
+        const qtype t = {__VA_ARGS__};                                                                            \
+        return dot_row(n, w, x, t);                                                                               \
+    }                                                                                                             \
+    static void name##_x4_scalar(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {      \
+        for (int j = 0; j < nx; j++) out[j] = name##_scalar(n, w, (const uint8_t *)x + (size_t)j * ldx);          \
     }
-    return sum;
-}
-
-static float vec_dot_q5_0_scalar(int64_t n, const void *vw, const void *vx) {
-    const uint8_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / RG_QK; b++, w += RG_Q5_0_BYTES, x += RG_Q8_0_BYTES) {
-        const int8_t *xq = (const int8_t *)(x + RG_Q8_0_QS);
-        const uint32_t qh = rg_load_u32(w + RG_Q5_0_QH);
-        int32_t isum = 0;
-        for (int j = 0; j < RG_QK / 2; j++) {
-            const uint8_t q = w[RG_Q5_0_QS + j];
-            const int32_t q0 = (int32_t)((q & 0xFu) | (((qh >> j) & 1u) << 4));
-            const int32_t q1 = (int32_t)(((uint32_t)q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-            isum += (q0 - 16) * xq[j] + (q1 - 16) * xq[j + 16];
-        }
-        const float dd = h2f(w) * h2f(x);
-        sum += dd * (float)isum;
-    }
-    return sum;
-}
-
-static float vec_dot_q5_1_scalar(int64_t n, const void *vw, const void *vx) {
-    const uint8_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / RG_QK; b++, w += RG_Q5_1_BYTES, x += RG_Q8_1_BYTES) {
-        const int8_t *xq = (const int8_t *)(x + RG_Q8_1_QS);
-        const uint32_t qh = rg_load_u32(w + RG_Q5_1_QH);
-        int32_t isum = 0;
-        for (int j = 0; j < RG_QK / 2; j++) {
-            const uint8_t q = w[RG_Q5_1_QS + j];
-            const int32_t q0 = (int32_t)((q & 0xFu) | (((qh >> j) & 1u) << 4));
-            const int32_t q1 = (int32_t)(((uint32_t)q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-            isum += q0 * xq[j] + q1 * xq[j + 16];
-        }
-        const float dd = h2f(w) * h2f(x);
-        const float ms = h2f(w + RG_Q5_1_M) * h2f(x + RG_Q8_1_S);
-        sum += dd * (float)isum + ms;
-    }
-    return sum;
-}
-
-static float vec_dot_q8_0_scalar(int64_t n, const void *vw, const void *vx) {
-    const uint8_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / RG_QK; b++, w += RG_Q8_0_BYTES, x += RG_Q8_0_BYTES) {
-        const int8_t *wq = (const int8_t *)(w + RG_Q8_0_QS), *xq = (const int8_t *)(x + RG_Q8_0_QS);
-        int32_t isum = 0;
-        for (int e = 0; e < RG_QK; e++) isum += wq[e] * xq[e];
-        const float dd = h2f(w) * h2f(x);
-        sum += dd * (float)isum;
-    }
-    return sum;
-}
-
-#define RG_X4_FROM_SINGLE(name)                                                                          \
-    static void name##_x4_scalar(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
-        for (int j = 0; j < nx; j++) out[j] = name##_scalar(n, w, (const uint8_t *)x + (size_t)j * ldx);    \
-    }
-RG_X4_FROM_SINGLE(vec_dot_q4_0)
-RG_X4_FROM_SINGLE(vec_dot_q4_1)
-RG_X4_FROM_SINGLE(vec_dot_q5_0)
-RG_X4_FROM_SINGLE(vec_dot_q5_1)
-RG_X4_FROM_SINGLE(vec_dot_q8_0)
-#undef RG_X4_FROM_SINGLE
+/*            wbytes          qs          qh       kind off has_min */
+RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)
+RG_DEFINE_DOT(vec_dot_q4_1, RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1)
+RG_DEFINE_DOT(vec_dot_q5_0, RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0)
+RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
+RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 0, 0)
+#undef RG_DEFINE_DOT
 
 void rg_kernels_fill_quant_scalar(rg_kernel_table *k) {
-    k->quantize_act_q8_0 = rg_quantize_act_q8_0_ref;
-    k->quantize_act_q8_1 = rg_quantize_act_q8_1_ref;
+    k->quantize_act = rg_quantize_act_ref;
     k->vec_dot_q4_0 = vec_dot_q4_0_scalar;
     k->vec_dot_q4_1 = vec_dot_q4_1_scalar;
     k->vec_dot_q5_0 = vec_dot_q5_0_scalar;

@@ -29,13 +29,11 @@ typedef struct {
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
 
     /* ---- block-quantized weights (csrc/ggml/quant, k_quant_*.c) ---- */
-    /* Activation rows quantized for the integer dot products (formats.md §5.4): n floats (a multiple of
-     * 32) to Q8_0 or Q8_1 blocks. Bit-identical at every level. */
-    void (*quantize_act_q8_0)(const float *x, void *y, int64_t n);
-    void (*quantize_act_q8_1)(const float *x, void *y, int64_t n);
-    /* sum over the n elements of one weight row and one activation row of the weight's vec_dot type
-     * (Q8_1 for Q4_1/Q5_1, Q8_0 otherwise). Per block the integer sum is exact; only the order of the
-     * f32 accumulation differs between levels. */
+    /* One activation row of n floats (a multiple of 32) quantized for the integer dot products
+     * (formats.md §5.4; the RG_TYPE_Q8_ACT layout of quant/quant.h). Bit-identical at every level. */
+    void (*quantize_act)(const float *x, void *y, int64_t n);
+    /* sum over the n elements of one weight row and one activation row: per block the exact integer
+     * sum times d_w * d_x (+ m_w * s_x); the levels differ only in how the f32 terms are added up. */
     rg_vec_dot_fn vec_dot_q4_0;
     rg_vec_dot_fn vec_dot_q4_1;
     rg_vec_dot_fn vec_dot_q5_0;
