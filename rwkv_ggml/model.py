@@ -305,6 +305,29 @@ class Model:
         if cur is not out:
             np.copyto(out, cur)
 
+    def hidden(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+               chunk_size: int | None = None) -> tuple[FloatArray, FloatArray]:
+        """The final hidden vector of the last token (after ``ln_out``, before the head), shape
+        ``(n_embed,)``, and the state after the tokens. The basis of sentence embeddings."""
+        self._check_open()
+        toks = self._check_tokens(tokens)
+        chunk = self._check_chunk_size(chunk_size)
+        state_in = self.init_state() if state is None else self._check_state(state, "state")
+        out = np.empty(self.state_size, dtype=np.float32)
+        with self._lock:
+            self._check_open()
+            for _ in self._chunks(toks, state_in, out, chunk, False, True):
+                pass
+            # the last chunk's graph still holds its hidden vector
+            g = self._graphs[(self._last_chunk_length(len(toks), chunk), False)]
+            hidden = g.hidden.numpy().reshape(-1, self.n_embed)[-1].copy()
+        return hidden, out
+
+    @staticmethod
+    def _last_chunk_length(n: int, chunk: int) -> int:
+        rest = n % chunk
+        return chunk if rest == 0 else rest & -rest  # pieces shrink, so the last is the lowest set bit
+
     def perplexity(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
                    chunk_size: int | None = None) -> tuple[float, float]:
         """Mean negative log-likelihood (nats per token) of tokens[1:] given the tokens before them,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..ggml import Context, Tensor
 
 F32_BYTES = 4
@@ -57,3 +59,32 @@ def write_state(ctx: Context, io: GraphIO, value: Tensor, offset_floats: int) ->
 def mix(ctx: Context, a: Tensor, prev: Tensor, mu: Tensor) -> Tensor:
     """a ⊙ μ + prev ⊙ (1 − μ): the token-shift interpolation of v4/v5 (V4.2, V5.2)."""
     return ctx.add(ctx.mul(a, mu), ctx.mul(prev, ctx.one_minus_x(mu)))
+
+
+def flat(ctx: Context, t: Tensor) -> Tensor:
+    """A contiguous tensor viewed as one vector of all its elements (e.g. a (C, 1, 1) or (1, N, H)
+    parameter as a C-vector that broadcasts over the columns of a (C, T) activation)."""
+    n = 1
+    for d in t.ne:
+        n *= d
+    return ctx.reshape(t, [n])
+
+
+def stack_vectors(ctx: Context, vectors: list[Tensor]) -> Tensor:
+    """A constant (C, 1, n) tensor of the graph's context holding n F32/F16 weight vectors of C floats,
+    copied once when the graph is built: one broadcasting op then serves all n of them (a graph node
+    costs a barrier per eval, which matters in per-token mode)."""
+    rows = [np.asarray(v.numpy(), dtype=np.float32).reshape(-1) for v in vectors]
+    return ctx.tensor(np.ascontiguousarray(np.stack(rows)[:, None, :]))
+
+
+def lerp_stacked(ctx: Context, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """x0 + (x1 − x0) ⊙ t_f for every stacked vector t_f at once: x0, x1 (C, T), t (C, 1, n) -> (C, T, n).
+    The token-shift mixes of v5-v7 are all of this form (with x0, x1 the current and previous token)."""
+    return ctx.add(ctx.mul(ctx.sub(x1, x0), t), x0)
+
+
+def plane(ctx: Context, x: Tensor, i: int) -> Tensor:
+    """Plane i (dim 2) of a contiguous (C, T, n) tensor, as a contiguous (C, T) view."""
+    C, T = x.ne[0], x.ne[1]
+    return ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES)
