@@ -75,6 +75,9 @@ if __name__ == "__main__":
     # which is what an editable install would do, in a few seconds.
     out = ffibuilder.compile(verbose=False, tmpdir=str(ROOT / "build" / "cffi"))
     target = ROOT / "rwkv_ggml" / Path(out).name
+    # An editable install leaves _core.abi3.so; remove every other build so exactly one is imported.
+    for stale in (ROOT / "rwkv_ggml").glob("_core*.so"):
+        stale.unlink()
     target.write_bytes(Path(out).read_bytes())
     print(target)
     sys.exit(0)

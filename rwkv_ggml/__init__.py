@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Model": ("rwkv_ggml.model", "Model"),
+    "State": ("rwkv_ggml.state", "State"),
 }
 
 
@@ -50,5 +51,6 @@ __all__ = [
     "OutOfMemoryError",
     "RwkvGgmlError",
     "ShapeError",
+    "State",
     "UnsupportedError",
 ]

@@ -36,6 +36,8 @@ class Hyper:
     ffn_dim: int
     n_head: int = 0
     head_size: int = 0
+    # LoRA ranks of layer 0 (1 for v7's v_lora): v6 "mix_lora", "decay_lora"; v7 "w_lora", "a_lora", "g_lora",
+    # "v_lora". Informational: the graphs read every layer's ranks off its tensors.
     extra: dict[str, int] = field(default_factory=dict)
     gn_eps: float = 0.0  # GroupNorm epsilon of v5+ (0 for v4, which has no GroupNorm)
 
@@ -132,7 +134,8 @@ def _rank(mf: ModelFile, name: str, dim: int) -> int:
     """A LoRA rank read off a tensor's shape (the tensor's full shape is checked afterwards)."""
     rec = _need(mf, name)
     if len(rec.ne) <= dim:
-        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}; expected at least {dim + 1} dimensions")
+        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}; expected at least {dim + 1} "
+                        "dimensions")
     return int(rec.ne[dim])
 
 
@@ -141,8 +144,8 @@ def _heads(mf: ModelFile, name: str, C: int, h_dim: int) -> tuple[int, int]:
     rec = _need(mf, name)
     H = int(rec.ne[h_dim]) if len(rec.ne) > h_dim else 0
     if H < 1 or C % H != 0:
-        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}: its head count (ne[{h_dim}]) must divide "
-                        f"n_embed={C}")
+        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}: its head count (ne[{h_dim}]) must "
+                        f"divide n_embed={C}")
     return H, C // H
 
 
@@ -231,22 +234,22 @@ _LAYER_NAMES: dict[str, frozenset[str]] = {
     "4": frozenset(_NORMS + _V4_FFN + _ATT_KVRO + ("att.time_mix_k", "att.time_mix_v", "att.time_mix_r",
                                                    "att.time_first", "att.time_decay")),
     "5": frozenset(_NORMS + _V4_FFN + _ATT_KVRO + (
-        "att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_mix_g", "att.gate.weight", "att.time_first",
-        "att.time_faaaa", "att.time_decay", "att.ln_x.weight", "att.ln_x.bias")),
+        "att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_mix_g", "att.gate.weight",
+        "att.time_first", "att.time_faaaa", "att.time_decay", "att.ln_x.weight", "att.ln_x.bias")),
     "6": frozenset(_NORMS + _ATT_KVRO + (
-        "att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g",
-        "att.time_maa_w1", "att.time_maa_w2", "att.time_decay", "att.time_decay_w1", "att.time_decay_w2",
-        "att.time_faaaa", "att.gate.weight", "att.ln_x.weight", "att.ln_x.bias", "ffn.time_maa_k", "ffn.time_maa_r",
-        "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight")),
+        "att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r",
+        "att.time_maa_g", "att.time_maa_w1", "att.time_maa_w2", "att.time_decay", "att.time_decay_w1",
+        "att.time_decay_w2", "att.time_faaaa", "att.gate.weight", "att.ln_x.weight", "att.ln_x.bias",
+        "ffn.time_maa_k", "ffn.time_maa_r", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight")),
     "7": frozenset(_NORMS + _ATT_KVRO + (
-        "att.x_rwkvag", "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2", "att.v0", "att.v1", "att.v2",
-        "att.g1", "att.g2", "att.k_k", "att.k_a", "att.r_k", "att.ln_x.weight", "att.ln_x.bias", "ffn.x_k",
-        "ffn.key.weight", "ffn.value.weight")),
+        "att.x_rwkvag", "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2", "att.v0", "att.v1",
+        "att.v2", "att.g1", "att.g2", "att.k_k", "att.k_a", "att.r_k", "att.ln_x.weight", "att.ln_x.bias",
+        "ffn.x_k", "ffn.key.weight", "ffn.value.weight")),
 }
 
 
 def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
-    """Every ``blocks.<i>.`` tensor must be of a layer below n_layer and must not belong to another version."""
+    """Every ``blocks.<i>.`` tensor must be of a layer below n_layer and not belong to another version."""
     family = version.split(".")[0]
     own = _LAYER_NAMES[family]
     foreign: dict[str, str] = {}
@@ -262,8 +265,8 @@ def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
         if int(parts[1]) >= L:
             raise _fail(mf, f"header says n_layer={L} but the file has tensor '{name}'")
         if parts[2] in foreign:
-            raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was detected as "
-                            f"v{version}: it mixes architectures")
+            raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was detected "
+                            f"as v{version}: it mixes architectures")
 
 
 def validate(mf: ModelFile) -> Hyper:
@@ -314,5 +317,5 @@ def validate(mf: ModelFile) -> Hyper:
         want = _v5_tensors(version, C, V, F, L, H, N)
     for name, (kind, shapes) in want.items():
         _expect_any(mf, name, kind, shapes)
-    return Hyper(version=version, n_vocab=V, n_embed=C, n_layer=L, ffn_dim=F, n_head=H, head_size=N, extra=extra,
-                 gn_eps=DEFAULT_GN_EPS[version])
+    return Hyper(version=version, n_vocab=V, n_embed=C, n_layer=L, ffn_dim=F, n_head=H, head_size=N,
+                 extra=extra, gn_eps=DEFAULT_GN_EPS[version])

@@ -10,6 +10,8 @@ released while the engine computes, so other Python threads keep running meanwhi
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +26,9 @@ from .errors import ClosedError, EngineArgumentError, ModelIOError
 from .fileformat import DType, read_model_file
 from .graphs import common as gcommon
 from .graphs import v4 as graph_v4
+from .graphs import v5 as graph_v5
+from .graphs import v6 as graph_v6
+from .graphs import v7 as graph_v7
 from .weights import DEFAULT_PLACEMENT, WeightStore
 
 FloatArray = npt.NDArray[np.float32]
@@ -35,7 +40,14 @@ DEFAULT_CHUNK_SIZE = 64
 # Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
 # so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
 _METADATA_BYTES = 64 << 20
-_BUILDERS = {"4": graph_v4.build}
+_BUILDERS = {"4": graph_v4.build, "5.1": graph_v5.build, "5.1-gated": graph_v5.build, "5.2": graph_v5.build,
+             "6": graph_v6.build, "7": graph_v7.build}
+
+
+def _check_gn_eps(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise EngineArgumentError(f"gn_eps must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -57,10 +69,13 @@ class Model:
 
     ``threads``: compute threads (default: the physical core count). ``placement``: ``"hugepage"``
     (load the weights into 2 MiB pages: fastest) or ``"mmap"`` (map the file: lazy, shared).
+    ``gn_eps``: the GroupNorm epsilon of v5+ (``att.ln_x``); default rwkv.cpp's value, which the test data
+    needs: 1e-5 for v5, 64e-5 for v6/v7 (architecture.md §9.2; the official package uses 64e-5 for v5
+    too). Ignored for v4, which has no GroupNorm.
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
-                 placement: str = DEFAULT_PLACEMENT) -> None:
+                 placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None) -> None:
         if threads is None:
             threads = ggml.default_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 512:
@@ -71,6 +86,8 @@ class Model:
         mf = read_model_file(path)
         try:
             self.hparams = arch.validate(mf)
+            if gn_eps is not None:
+                self.hparams = dataclasses.replace(self.hparams, gn_eps=_check_gn_eps(gn_eps))
             self._store = WeightStore(mf, placement)
         except BaseException:
             mf.close()
@@ -121,6 +138,11 @@ class Model:
     @property
     def state_size(self) -> int:
         return self.hparams.state_size
+
+    @property
+    def gn_eps(self) -> float:
+        """The GroupNorm epsilon in use (v5+; 0.0 for v4)."""
+        return self.hparams.gn_eps
 
     @property
     def dtype(self) -> str:
@@ -177,8 +199,13 @@ class Model:
 
     # ---- state ----
     def init_state(self) -> FloatArray:
-        """A fresh state: zeros, except v4's pp = -1e30 (architecture.md §3.4)."""
+        """A fresh state: zeros, except v4's pp = -1e30 (architecture.md §3.4); after
+        :meth:`load_initial_state`, a copy of the trained initial state instead (until
+        :meth:`reset_initial_state`). ``state=None`` in the evals starts from this state."""
         self._check_open()
+        initial = getattr(self, "_initial_state", None)  # set by load_initial_state
+        if initial is not None:
+            return initial.copy()
         state = np.zeros(self.state_size, dtype=np.float32)
         if self.version == "4":
             C = self.n_embed
@@ -396,6 +423,8 @@ class Model:
         return int(chunk_size)
 
     def _check_state(self, state: Any, what: str, writable: bool = False) -> FloatArray:
+        if hasattr(state, "array_for"):  # a rwkv_ggml.State: must belong to this model; use its array
+            state = state.array_for(self)
         if not isinstance(state, np.ndarray):
             raise EngineArgumentError(f"{what} must be a numpy float32 array, got {type(state).__name__}")
         if state.dtype != np.float32:
@@ -413,6 +442,69 @@ class Model:
         if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
                 logits_out.shape != (self.n_vocab,) or not logits_out.flags.writeable:
             raise EngineArgumentError(f"logits_out must be a writable float32 array of shape ({self.n_vocab},)")
+
+    # ---- trained initial state, weights fingerprint ----
+    def load_initial_state(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> FloatArray:
+        """Makes the trained initial state of a state-tuned checkpoint this model's initial state.
+
+        ``source``: a checkpoint (.pth / safetensors path, or a loaded mapping) holding
+        ``blocks.N.att.time_state`` (H, N, N) for every layer (RWKV-PEFT / official state tuning;
+        v5-v7 only), converted by :func:`rwkv_ggml.checkpoint.initial_state_from_checkpoint`. From
+        then on :meth:`init_state` (and ``state=None`` in every eval) starts from it;
+        :meth:`reset_initial_state` goes back to zeros. Returns a copy of the new initial state.
+        Raises ModelFormatError if the checkpoint does not fit this model (layers, heads, head size),
+        UnsupportedError for v4 (it has no trainable state).
+        """
+        from .checkpoint import initial_state_from_checkpoint
+        from .errors import ModelFormatError
+
+        self._check_open()
+        state = initial_state_from_checkpoint(source, self.version, n_layer=self.n_layer,
+                                              n_embed=self.n_embed)
+        if state.shape != (self.state_size,):
+            where = source if not isinstance(source, Mapping) else "state checkpoint"
+            raise ModelFormatError(f"{where}: time_state has the wrong head size for this model "
+                                   f"({self.hparams.n_head} heads of size {self.hparams.head_size})")
+        state.flags.writeable = False
+        self._initial_state = state
+        return state.copy()
+
+    def reset_initial_state(self) -> None:
+        """Undoes :meth:`load_initial_state`: :meth:`init_state` gives the default (zero) state again."""
+        self._initial_state = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A SHA-256 (hex) identifying these weights, cheap to compute (once, then cached).
+
+        It covers the RWKV version, n_vocab, n_embed, n_layer, the file's data type, every tensor's
+        name, type and shape, the whole data of tensors up to 4 KiB (the per-channel parameters) and
+        16 evenly spaced 16-byte samples of each larger tensor: not the whole file, so a change
+        confined to unsampled bytes goes unnoticed, but any re-conversion, quantization or fine-tune
+        changes it in practice. It does not depend on ``placement``, ``threads`` or ``gn_eps``.
+        :class:`rwkv_ggml.State` uses it to refuse a state made by another model.
+        """
+        fp: str | None = getattr(self, "_fingerprint", None)
+        if fp is None:
+            import hashlib
+
+            self._check_open()
+            hp = self.hparams
+            h = hashlib.sha256(f"rwkv_ggml weights v1|{hp.version}|{hp.n_vocab}|{hp.n_embed}|{hp.n_layer}|"
+                               f"{self.dtype}".encode())
+            for name in self._weights:
+                rec = self._store.record(name)
+                h.update(f"|{name}|{rec.dtype.name}|{tuple(rec.ne)}|".encode())
+                data = self._store.raw(name).reshape(-1).view(np.uint8)
+                if data.size <= 4096:
+                    h.update(data.tobytes())
+                else:
+                    for start in np.linspace(0, data.size - 16, 16).astype(np.int64):
+                        h.update(data[start:start + 16].tobytes())
+                del data
+            fp = h.hexdigest()
+            self._fingerprint = fp
+        return fp
 
     # ---- lifetime ----
     def close(self) -> None:

@@ -105,6 +105,8 @@ def quantize_matrix(weights: np.ndarray, target: DType | str, pool: Pool | None 
     if k % fmt.block_size != 0:
         raise UnsupportedError(f"rows of {k} elements cannot be split into {fmt.name} blocks of {fmt.block_size}")
     src = np.ascontiguousarray(weights, dtype=np.float32)  # F16 widens exactly
+    if not src.flags.aligned:  # a memory-mapped F32 tensor can start at any byte offset
+        src = src.copy()
     out = np.empty((rows, k // fmt.block_size * fmt.type_size), dtype=np.uint8)
     own = pool is None
     pool = Pool(default_threads()) if own else pool

@@ -7,8 +7,11 @@ pages, ~55 GB/s from 2 MiB transparent huge pages. Hence:
 * ``"hugepage"``: read the file into an anonymous mapping advised with MADV_HUGEPAGE, each tensor at
   a 64-byte aligned offset. One private copy of the weights (the file's page cache is not part of
   the process), fastest to compute from; loading reads the whole file.
-* ``"mmap"``: map the file read-only and point the tensors into it. Lazy (only touched pages are read),
-  shared with other processes through the page cache, but 4 KiB pages.
+* ``"mmap"``: map the file read-only and point the matrices into it. Lazy (only touched pages are
+  read), shared with other processes through the page cache, but 4 KiB pages. The format aligns
+  nothing, so the small tensors (vectors, anything under 1 MiB) are copied into aligned memory: they
+  are read element by element by the element-wise kernels; the matrices are only read by kernels that
+  load unaligned data safely.
 
 Either way the process holds exactly one copy of the weights.
 """
@@ -28,6 +31,7 @@ PLACEMENTS = ("hugepage", "mmap")
 DEFAULT_PLACEMENT = "hugepage"
 _ALIGN = 64
 _HUGE = 2 << 20
+_SMALL = 1 << 20  # mmap placement: tensors below this are copied to aligned memory
 
 
 class WeightStore:
@@ -41,15 +45,20 @@ class WeightStore:
         self._anon: mmap.mmap | None = None
         self._offsets: dict[str, int] = {}
         if placement == "hugepage":
-            self._load_anonymous(mf)
+            self._load_anonymous(mf, list(mf.tensors))
+        else:
+            self._load_anonymous(mf, [n for n, r in mf.tensors.items() if len(r.ne) != 2 or r.nbytes < _SMALL])
 
-    def _load_anonymous(self, mf: ModelFile) -> None:
+    def _load_anonymous(self, mf: ModelFile, names: list[str]) -> None:
+        """Copies the named tensors into an anonymous mapping (huge pages advised), 64-byte aligned."""
         offset = 0
-        for name, rec in mf.tensors.items():
+        for name in names:
+            rec = mf.tensors[name]
             offset = (offset + _ALIGN - 1) // _ALIGN * _ALIGN
             self._offsets[name] = offset
             offset += rec.nbytes
-        size = max(_HUGE, (offset + _HUGE - 1) // _HUGE * _HUGE)
+        # huge pages pay only for the big weight copy; a small copy stays a plain 4 KiB-page mapping
+        size = (offset + _HUGE - 1) // _HUGE * _HUGE if offset >= _HUGE else max(offset, 1)
         anon = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         if hasattr(mmap, "MADV_HUGEPAGE"):
             try:
@@ -58,7 +67,8 @@ class WeightStore:
                 pass  # THP disabled on this kernel: still correct, only slower
         try:
             with open(mf.path, "rb") as f, memoryview(anon) as view:
-                for name, rec in mf.tensors.items():
+                for name in names:
+                    rec = mf.tensors[name]
                     f.seek(rec.offset)
                     start = self._offsets[name]
                     got = f.readinto(view[start:start + rec.nbytes])
@@ -78,7 +88,7 @@ class WeightStore:
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes: float32/float16 arrays in numpy shape, or uint8 rows for block types."""
         rec = self._mf.tensors[name]
-        if self._anon is None:
+        if name not in self._offsets:
             return self._mf.array(name)
         flat = np.frombuffer(self._anon, dtype=np.uint8, count=rec.nbytes, offset=self._offsets[name])
         if rec.dtype == DType.F32:

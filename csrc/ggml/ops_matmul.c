@@ -135,8 +135,8 @@ void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
 }
 
 /* ---- block-quantized weights (formats.md §5.4) ----
- * Phase 0 quantizes every activation row once to the weights' vec_dot type (Q8_0 or Q8_1 blocks) in the
- * shared work region, split over the threads by blocks (so a single token's row is shared too). Phase 1
+ * Phase 0 quantizes every activation row once to the weights' vec_dot type (RG_TYPE_Q8_ACT rows, the
+ * numbers of ggml's Q8_0/Q8_1 blocks) in the shared work region, rows split over the threads. Phase 1
  * gives each thread a range of weight rows and runs the integer dot products against the quantized rows.
  * Every output element is one vec_dot call in a fixed block order: the result does not depend on the
  * thread count. */
@@ -157,20 +157,12 @@ static void quantize_b(const rg_compute_params *p, const rg_tensor *dst) {
     const int64_t K = b->ne[0], rows = rg_nrows(b);
     const size_t rb = quant_b_row_bytes(dst);
     uint8_t *out = p->wdata;
-    if (rg_tensor_is_contiguous(b)) {
-        /* one run of rows * K floats: split by blocks */
-        const int64_t qk = tq->block_size;
-        int64_t b0, b1;
-        rg_split(rows * K / qk, p->ith, p->nth, &b0, &b1);
-        if (b1 > b0) tq->from_f32_act((const float *)b->data + b0 * qk, out + (size_t)b0 * tq->block_bytes, (b1 - b0) * qk);
-        return;
-    }
     float *buf = rg_thread_scratch(p);
     int64_t r0, r1;
     rg_split(rows, p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t i1 = r % b->ne[1], i2 = (r / b->ne[1]) % b->ne[2], i3 = r / (b->ne[1] * b->ne[2]);
-        tq->from_f32_act(rg_load_row_f32(b, i1, i2, i3, buf), out + (size_t)r * rb, K);
+        tq->from_f32(rg_load_row_f32(b, i1, i2, i3, buf), out + (size_t)r * rb, K);
     }
 }
 

@@ -21,11 +21,14 @@ struct rg_pool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    _Atomic unsigned epoch;
+    /* The run counter and the run's thread count in one word, (count << 16) | nth: a worker learns from
+     * one load both that a run started and whether it takes part. With a separate thread count, a worker
+     * that woke late for a run it was not needed in could pair that run's epoch with the next run's
+     * count, join the next run early and then run it a second time (a double node and a hung barrier). */
+    _Atomic uint64_t run;
     _Atomic int stop;
     rg_pool_job job;
     void *job_arg;
-    int job_nth;
     _Atomic int n_done;
     /* barrier: count of arrivals and a generation that flips when the last one arrives */
     _Alignas(64) _Atomic int bar_count;
@@ -54,25 +57,26 @@ static void *worker_main(void *p) {
     rg_pool *pool = wa->pool;
     const int ith = wa->ith;
     free(wa);
-    unsigned seen = 0;
+    uint64_t seen = 0;
     for (;;) {
-        /* Wait for a new epoch: spin first, then sleep. */
+        /* Wait for a new run: spin first, then sleep. */
         long long spin_until = now_ns() + RG_IDLE_SPIN_NS;
         int spins = 0;
-        while (atomic_load_explicit(&pool->epoch, memory_order_acquire) == seen &&
+        while (atomic_load_explicit(&pool->run, memory_order_acquire) == seen &&
                !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
             cpu_relax();
             if ((++spins & 255) == 0 && now_ns() > spin_until) {
                 pthread_mutex_lock(&pool->mu);
-                while (atomic_load(&pool->epoch) == seen && !atomic_load(&pool->stop))
+                while (atomic_load(&pool->run) == seen && !atomic_load(&pool->stop))
                     pthread_cond_wait(&pool->cv, &pool->mu);
                 pthread_mutex_unlock(&pool->mu);
             }
         }
         if (atomic_load(&pool->stop)) break;
-        seen = atomic_load_explicit(&pool->epoch, memory_order_acquire);
-        if (ith < pool->job_nth) {
-            pool->job(pool->job_arg, ith, pool->job_nth);
+        seen = atomic_load_explicit(&pool->run, memory_order_acquire);
+        const int nth = (int)(seen & 0xffffu);
+        if (ith < nth) {
+            pool->job(pool->job_arg, ith, nth);
             atomic_fetch_add_explicit(&pool->n_done, 1, memory_order_release);
         }
     }
@@ -138,11 +142,11 @@ void rg_pool_run(rg_pool *pool, rg_pool_job job, void *arg, int nth) {
     }
     pool->job = job;
     pool->job_arg = arg;
-    pool->job_nth = nth;
     atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
     atomic_store_explicit(&pool->bar_count, 0, memory_order_relaxed);
     pthread_mutex_lock(&pool->mu);
-    atomic_fetch_add_explicit(&pool->epoch, 1, memory_order_release);
+    const uint64_t next = ((atomic_load_explicit(&pool->run, memory_order_relaxed) >> 16) + 1) << 16;
+    atomic_store_explicit(&pool->run, next | (uint64_t)nth, memory_order_release);
     pthread_cond_broadcast(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
     job(arg, 0, nth);

@@ -14,10 +14,9 @@ static void i32_to_f32(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];
 }
 
-/* The quantized types' dot products and activation quantizers go through the kernel table, so they
+/* The quantized types' dot products and the activation quantizer go through the kernel table, so they
  * follow the SIMD level selected at run time. */
-static void act_q8_0(const float *src, void *dst, int64_t n) { rg_kernels.quantize_act_q8_0(src, dst, n); }
-static void act_q8_1(const float *src, void *dst, int64_t n) { rg_kernels.quantize_act_q8_1(src, dst, n); }
+static void act_from_f32(const float *src, void *dst, int64_t n) { rg_kernels.quantize_act(src, dst, n); }
 #define RG_VEC_DOT_WRAPPERS(t)                                                                                    \
     static float vd_##t(int64_t n, const void *w, const void *x) { return rg_kernels.vec_dot_##t(n, w, x); }      \
     static void vd4_##t(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {              \
@@ -30,24 +29,21 @@ RG_VEC_DOT_WRAPPERS(q5_1)
 RG_VEC_DOT_WRAPPERS(q8_0)
 #undef RG_VEC_DOT_WRAPPERS
 
-/* name, block_size, block_bytes, quantized, to_f32, from_f32, vec_dot_type, vec_dot, vec_dot_x4, from_f32_act */
+#define Q8A RG_TYPE_Q8_ACT
+/* name, block_size, block_bytes, quantized, to_f32, from_f32, vec_dot_type, vec_dot, vec_dot_x4 */
 static const rg_type_traits g_traits[RG_MAX_TYPE] = {
-    [RG_TYPE_F32] = {"F32", 1, 4, false, f32_to_f32, f32_from_f32, RG_TYPE_F32, NULL, NULL, NULL},
-    [RG_TYPE_F16] = {"F16", 1, 2, false, f16_to_f32, f16_from_f32, RG_TYPE_F16, NULL, NULL, NULL},
-    [RG_TYPE_Q4_0] = {"Q4_0", 32, 18, true, rg_dequantize_q4_0, rg_quantize_q4_0_ref, RG_TYPE_Q8_0, vd_q4_0, vd4_q4_0,
-                      NULL},
-    [RG_TYPE_Q4_1] = {"Q4_1", 32, 20, true, rg_dequantize_q4_1, rg_quantize_q4_1_ref, RG_TYPE_Q8_1, vd_q4_1, vd4_q4_1,
-                      NULL},
-    [RG_TYPE_Q5_0] = {"Q5_0", 32, 22, true, rg_dequantize_q5_0, rg_quantize_q5_0_ref, RG_TYPE_Q8_0, vd_q5_0, vd4_q5_0,
-                      NULL},
-    [RG_TYPE_Q5_1] = {"Q5_1", 32, 24, true, rg_dequantize_q5_1, rg_quantize_q5_1_ref, RG_TYPE_Q8_1, vd_q5_1, vd4_q5_1,
-                      NULL},
-    [RG_TYPE_Q8_0] = {"Q8_0", 32, 34, true, rg_dequantize_q8_0, rg_quantize_q8_0_ref, RG_TYPE_Q8_0, vd_q8_0, vd4_q8_0,
-                      act_q8_0},
-    /* activations only: its from_f32 is the activation quantizer (there is no file rule for it) */
-    [RG_TYPE_Q8_1] = {"Q8_1", 32, 36, true, rg_dequantize_q8_1, act_q8_1, RG_TYPE_Q8_1, NULL, NULL, act_q8_1},
-    [RG_TYPE_I32] = {"I32", 1, 4, false, i32_to_f32, NULL, RG_TYPE_I32, NULL, NULL, NULL},
+    [RG_TYPE_F32] = {"F32", 1, 4, false, f32_to_f32, f32_from_f32, RG_TYPE_F32, NULL, NULL},
+    [RG_TYPE_F16] = {"F16", 1, 2, false, f16_to_f32, f16_from_f32, RG_TYPE_F16, NULL, NULL},
+    [RG_TYPE_Q4_0] = {"Q4_0", 32, 18, true, rg_dequantize_q4_0, rg_quantize_q4_0_ref, Q8A, vd_q4_0, vd4_q4_0},
+    [RG_TYPE_Q4_1] = {"Q4_1", 32, 20, true, rg_dequantize_q4_1, rg_quantize_q4_1_ref, Q8A, vd_q4_1, vd4_q4_1},
+    [RG_TYPE_Q5_0] = {"Q5_0", 32, 22, true, rg_dequantize_q5_0, rg_quantize_q5_0_ref, Q8A, vd_q5_0, vd4_q5_0},
+    [RG_TYPE_Q5_1] = {"Q5_1", 32, 24, true, rg_dequantize_q5_1, rg_quantize_q5_1_ref, Q8A, vd_q5_1, vd4_q5_1},
+    [RG_TYPE_Q8_0] = {"Q8_0", 32, 34, true, rg_dequantize_q8_0, rg_quantize_q8_0_ref, Q8A, vd_q8_0, vd4_q8_0},
+    [RG_TYPE_I32] = {"I32", 1, 4, false, i32_to_f32, NULL, RG_TYPE_I32, NULL, NULL},
+    /* activation rows (quant/quant.h): a row-level layout, so only whole rows convert */
+    [RG_TYPE_Q8_ACT] = {"Q8_ACT", 32, 44, true, rg_dequantize_act, act_from_f32, Q8A, NULL, NULL},
 };
+#undef Q8A
 
 int rg_type_is_valid(int type) { return type >= 0 && type < RG_MAX_TYPE && g_traits[type].name != NULL; }
 

@@ -51,8 +51,11 @@ typedef enum {
     RG_TYPE_Q5_0 = 7,
     RG_TYPE_Q5_1 = 8,
     RG_TYPE_Q8_0 = 9,
-    RG_TYPE_Q8_1 = 10, /* activations of the Q4_1/Q5_1 dot products only: engine-internal, never in files */
-    RG_TYPE_I32 = 20
+    RG_TYPE_I32 = 20,
+    /* Engine-internal, never in files: activation rows quantized for the integer dot products with the
+     * block types (the numbers of ggml's Q8_0/Q8_1 activation blocks, stored as arrays; a conversion of
+     * n elements makes one row). */
+    RG_TYPE_Q8_ACT = 21
 } rg_type;
 
 typedef struct rg_ctx rg_ctx;

@@ -71,11 +71,11 @@ def flat(ctx: Context, t: Tensor) -> Tensor:
 
 
 def stack_vectors(ctx: Context, vectors: list[Tensor]) -> Tensor:
-    """A constant (C, 1, n) tensor of the graph's context holding n F32/F16 weight vectors of C floats,
-    copied once when the graph is built: one broadcasting op then serves all n of them (a graph node
-    costs a barrier per eval, which matters in per-token mode)."""
+    """A constant (C, 1, n) tensor holding n F32/F16 weight vectors of C floats, copied once when the graph
+    is built (into a numpy array the context keeps alive): one broadcasting op then serves all n of them
+    (a graph node costs a barrier per eval, which matters in per-token mode)."""
     rows = [np.asarray(v.numpy(), dtype=np.float32).reshape(-1) for v in vectors]
-    return ctx.tensor(np.ascontiguousarray(np.stack(rows)[:, None, :]))
+    return ctx.external(np.ascontiguousarray(np.stack(rows)[:, None, :]))
 
 
 def lerp_stacked(ctx: Context, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:

@@ -334,6 +334,21 @@ def test_set_data_errors_leave_the_context_usable(ctx: ggml.Context) -> None:
     assert y.shape == (8,)
 
 
+def test_copied_tensor_in_a_no_alloc_context_keeps_its_values() -> None:
+    """``ctx.tensor(array)`` in a no_alloc context has no memory to copy into: it must either refuse
+    with a clear error or still deliver the array's values to the graph, never silently compute on
+    uninitialised memory."""
+    x = rand((3, 5), 20)
+    with ggml.Context(1 << 20, no_alloc=True) as c:
+        try:
+            t = c.tensor(x)
+        except EngineArgumentError:
+            return
+        y = c.neg(t)
+        c.graph([y]).compute()
+        np.testing.assert_array_equal(y.numpy(), -x)
+
+
 def test_numpy_of_tensors_without_numpy_form(ctx: ggml.Context) -> None:
     with raises(EngineArgumentError, "Q8_0 tensors have no numpy dtype"):
         q8(ctx).numpy()

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,9 @@ def _weights(seed: int) -> dict[str, np.ndarray]:
 
 
 def _build_model(ctx: ggml.Context, w: dict[str, np.ndarray], state: ggml.Tensor) -> list[ggml.Tensor]:
-    """A small RWKV-like stack: ~25 nodes per layer, 12 layers. Returns [output, state write]."""
-    t = {k: ctx.tensor(v) for k, v in w.items()}
+    """A small RWKV-like stack: ~35 nodes per layer, 12 layers. Returns [output, state write].
+    (Weights are zero-copy: a no_alloc context has no memory to copy them into.)"""
+    t = {k: ctx.external(v) for k, v in w.items()}
     x = t["x"]
     for i in range(LAYERS):
         h = ctx.layer_norm(x, t[f"ln_w{i}"], t[f"ln_b{i}"], 1e-5)
@@ -131,18 +133,18 @@ def test_thread_counts_are_bit_identical(weights: dict[str, np.ndarray]) -> None
 def test_no_alloc_measures_the_exact_size(weights: dict[str, np.ndarray]) -> None:
     state = np.zeros(C, dtype=np.float32)
     with ggml.Context(8 << 20, threads=2, no_alloc=True) as measure:
+        leaf = measure.new_tensor(ggml.F32, (4,))
+        with pytest.raises(EngineArgumentError, match="no data"):
+            leaf.numpy()
         out, write = _build_model(measure, weights, measure.external(state))
         measure.graph([out, write])
         required = measure.required
-        assert measure.used < required, "a no_alloc context must not hold tensor data"
-        assert out.ptr is not None
-        with pytest.raises(EngineArgumentError, match="no data|no_alloc"):
-            out.numpy()
+        assert measure.used < required, "a no_alloc context must not hold tensor data in its arena"
     with ggml.Context(required, threads=2) as ctx:
         out, write = _build_model(ctx, weights, ctx.external(state))
         g = ctx.graph([out, write])
         assert ctx.size == required
-        assert required - ctx.used <= 64 * 4, f"required overestimates by {required - ctx.used} bytes"
+        assert required - ctx.used <= 4096, f"required overestimates by {required - ctx.used} bytes"
         g.compute()
         assert np.isfinite(out.numpy()).all()
     # and a context much smaller than that cannot hold it: the arena reports exhaustion, never overflows
@@ -152,12 +154,45 @@ def test_no_alloc_measures_the_exact_size(weights: dict[str, np.ndarray]) -> Non
             small.graph([out, write])
 
 
-def test_compute_in_a_measuring_context_is_refused() -> None:
-    with ggml.Context(1 << 20, no_alloc=True) as ctx:
-        y = ctx.neg(ctx.new_tensor(ggml.F32, (4,)))
-        g = ctx.graph([y])
-        with pytest.raises(EngineArgumentError, match="no_alloc"):
-            g.compute()
+def test_no_alloc_graph_computes_in_planned_memory(weights: dict[str, np.ndarray]) -> None:
+    """A graph built in a no_alloc context places its tensors in one planned buffer (reusing memory of
+    intermediates no longer read) and computes exactly what a fully allocated context computes."""
+    state = np.zeros(C, dtype=np.float32)
+    with ggml.Context(8 << 20, threads=2) as ctx:
+        out, write = _build_model(ctx, weights, ctx.external(state))
+        ctx.graph([out, write]).compute()
+        want, want_state = out.numpy(), state.copy()
+    for threads in (1, 2):
+        state[:] = 0
+        with ggml.Context(8 << 20, threads=threads, no_alloc=True) as ctx:
+            out, write = _build_model(ctx, weights, ctx.external(state))
+            g = ctx.graph([out, write])
+            used = ctx.used
+            for _ in range(3):
+                state[:] = 0
+                g.compute()
+                assert bits_equal(out.numpy(), want), f"planned memory changed the result ({threads} threads)"
+                assert bits_equal(state, want_state)
+            assert ctx.used == used
+            with pytest.raises(EngineArgumentError, match="already belongs to another planned graph"):
+                ctx.graph([ctx.neg(out)])
+
+
+def test_partial_compute_of_a_prefix() -> None:
+    x = rand((3, 9), 3)
+    with ggml.Context(1 << 20, threads=2) as ctx:
+        a = ctx.exp(ctx.tensor(x))
+        b = ctx.tanh(ctx.mul(a, a))
+        g = ctx.graph([a, b])
+        (ia,) = g.node_indices([a])
+        b_before = b.numpy()
+        g.compute(n_nodes=ia + 1)
+        np.testing.assert_allclose(a.numpy(), np.exp(x), rtol=1e-6)
+        assert bits_equal(b.numpy(), b_before), "b must not be computed by the prefix"
+        g.compute()
+        np.testing.assert_allclose(b.numpy(), np.tanh(np.exp(x) ** 2), rtol=1e-5)
+        with pytest.raises(EngineArgumentError, match="cannot compute 99 nodes"):
+            g.compute(n_nodes=99)
 
 
 def test_external_inputs_can_be_repointed_between_computes() -> None:
@@ -217,6 +252,26 @@ def test_compute_with_a_bad_thread_count(n: int) -> None:
         g = ctx.graph([ctx.neg(ctx.tensor(rand((4,), 5)))])
         with pytest.raises(EngineArgumentError, match=f"cannot compute with {n} threads"):
             g.compute(threads=n)
+
+
+def test_alternating_thread_counts_on_one_pool() -> None:
+    """Runs that use part of the pool alternate with runs that use all of it, with pauses that let idle
+    workers fall asleep: a worker that wakes late for a run it is not part of must not join (or repeat)
+    the next one. (This is a regression guard; the race it guards against needs an unlucky preemption.)"""
+    x = rand((8, 16), 7)
+    with ggml.Context(1 << 20, threads=4) as ctx:
+        y = ctx.tensor(x)
+        for _ in range(3):
+            y = ctx.tanh(ctx.add(y, y))
+        g = ctx.graph([y])
+        g.compute(threads=1)
+        ref = y.numpy()
+        for i in range(150):
+            if i % 10 == 0:
+                time.sleep(0.001)
+            for n in (2, 4, 3):
+                g.compute(threads=n)
+                assert bits_equal(y.numpy(), ref), f"run {i} with {n} threads"
 
 
 def test_graph_built_for_fewer_threads_than_the_pool() -> None:

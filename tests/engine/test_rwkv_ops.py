@@ -37,7 +37,7 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _compute(build, arrays: list[np.ndarray], threads: int) -> np.ndarray:  # noqa: ANN001
+def _compute(build, arrays: list[np.ndarray], threads: int) -> np.ndarray:
     """Builds build(ctx, *tensors) in a fresh context and returns the result computed with ``threads``."""
     with ggml.Context(16 << 20, threads=threads) as ctx:
         tensors = [ctx.tensor(a) for a in arrays]
@@ -93,7 +93,7 @@ def _wkv5_expected(x: dict[str, np.ndarray], H: int, N: int, T: int) -> tuple[np
 
 
 def _run_wkv5(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
-    def build(c: ggml.Context, r, k, v, w, u, s):  # noqa: ANN001, ANN202
+    def build(c: ggml.Context, r, k, v, w, u, s):
         return c.rwkv_wkv5(r, k, v, w, u, s)
     return _compute(build, [x[n] for n in ("r", "k", "v", "w", "u", "state")], threads)
 
@@ -102,7 +102,8 @@ def _run_wkv5(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
 @pytest.mark.parametrize("H, N", HEADS)
 @pytest.mark.parametrize("modes", [("head", "head"), ("channel", "channel"), ("token", "channel")],
                          ids=["v5.1", "v5.2", "v6"])
-def test_wkv5_matches_reference_and_is_thread_invariant(T: int, H: int, N: int, modes: tuple[str, str]) -> None:
+def test_wkv5_matches_reference_and_is_thread_invariant(T: int, H: int, N: int,
+                                                        modes: tuple[str, str]) -> None:
     if modes[0] == "token" and T == 1:
         modes = ("channel", "channel")  # one token: per-token decay is the per-channel case
     x = _wkv5_inputs(H, N, T, *modes, seed=T * 100 + H * 10 + N)
@@ -180,8 +181,8 @@ def wkv7_reference(r: np.ndarray, w: np.ndarray, k: np.ndarray, v: np.ndarray, a
 
 
 def _wkv7_inputs(H: int, N: int, T: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs shaped like a real v7 layer: a = -kappa_hat with unit-norm heads, b = kappa_hat * alpha, decay in
-    (0.545, 1) (V7.4), so the state stays bounded over the scan."""
+    """Inputs shaped like a real v7 layer: a = -kappa_hat with unit-norm heads, b = kappa_hat * alpha, decay
+    in (0.545, 1) (V7.4), so the state stays bounded over the scan."""
     g = _rng(seed)
     C = H * N
     f32 = np.float32
@@ -203,7 +204,7 @@ WKV7_NAMES = ("r", "w", "k", "v", "a", "b", "state")
 
 
 def _run_wkv7(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
-    def build(c: ggml.Context, *t):  # noqa: ANN001, ANN202
+    def build(c: ggml.Context, *t):
         return c.rwkv_wkv7(*t)
     return _compute(build, [x[n] for n in WKV7_NAMES], threads)
 
@@ -266,7 +267,8 @@ def test_l2_norm_f16_input_and_errors() -> None:
     x = _rng(3).standard_normal((2, 12)).astype(np.float16)
     got = _compute(lambda c, t: c.l2_norm(t, 3), [x], 1)
     xf = x.astype(np.float64).reshape(2, 3, 4)
-    np.testing.assert_allclose(got, (xf / np.linalg.norm(xf, axis=2, keepdims=True)).reshape(2, 12), rtol=2e-7)
+    want = (xf / np.linalg.norm(xf, axis=2, keepdims=True)).reshape(2, 12)
+    np.testing.assert_allclose(got, want, rtol=2e-7)
     with ggml.Context(1 << 20) as c:
         t = c.tensor(np.zeros((2, 12), np.float32))
         with pytest.raises(ShapeError):

@@ -37,7 +37,7 @@ RG_AVX2_INLINE int32_t hsum_i32(__m256i v) {
 
 RG_AVX2_INLINE __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
 
-/* Bit e of m -> 0x10 in byte e, 0 elsewhere. */
+/* Bit e of m -> 0x10 in byte e, 0 elsewhere (an odd last block's fifth bits). */
 RG_AVX2_INLINE __m256i bits_to_bytes(uint32_t m) {
     const __m256i spread = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0);
     const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
@@ -45,83 +45,118 @@ RG_AVX2_INLINE __m256i bits_to_bytes(uint32_t m) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel), _mm256_set1_epi8(0x10));
 }
 
-/* Exact i32 partial sums of the pair of weight blocks at wa (lanes 0-3 block A, 4-7 block B) against the
- * activation pair at xq (64 bytes). With hi_only, block B is absent (an odd last block, stored plainly:
- * [A0..15, A16..31]) and the result holds block A alone. */
-RG_AVX2_INLINE __m256i pair_isum(const uint8_t *wa, const int8_t *xq, const qtype t, const int single) {
-    const uint8_t *wb = wa + t.wbytes;
-    __m256i lo, hi, x0, x1;
-    if (single) {
-        /* [A0..15 | A16..31] against the plain block: one vector */
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq);
-        __m256i u;
-        if (t.kind == 2) {
-            u = _mm256_loadu_si256((const __m256i *)(wa + t.qs));
-            return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xv, u)),
-                                     _mm256_set1_epi16(1));
-        }
-        const __m128i v = load128(wa + t.qs);
-        u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-        if (t.kind == 1) u = _mm256_or_si256(u, bits_to_bytes(rg_load_u32(wa + t.qh)));
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1));
-    }
-    x0 = _mm256_loadu_si256((const __m256i *)xq);
-    x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
-    if (t.kind == 2) {
-        lo = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
-        hi = _mm256_set_m128i(load128(wb + t.qs + 16), load128(wa + t.qs + 16));
-        /* |w| as unsigned, the sign moved onto x; each half on its own (two sums could reach 2^15) */
-        const __m256i p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(x0, lo));
-        const __m256i p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(x1, hi));
-        const __m256i ones = _mm256_set1_epi16(1);
-        return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
-    }
-    const __m256i v = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
-    lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
-    if (t.kind == 1) {
-        const uint32_t qa = rg_load_u32(wa + t.qh), qb = rg_load_u32(wb + t.qh);
-        lo = _mm256_or_si256(lo, bits_to_bytes((qa & 0xFFFFu) | (qb << 16)));
-        hi = _mm256_or_si256(hi, bits_to_bytes((qa >> 16) | (qb & 0xFFFF0000u)));
-    }
-    /* codes <= 31: both halves' pair sums fit i16 together (2 * 2 * 31 * 127 < 2^15) */
-    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+/* The fifth bits of a pair, a = A's qh and b = B's: 0x10 in the bytes of lo = [A0..15 | B0..15] and
+ * hi = [A16..31 | B16..31] whose bit is set. One broadcast feeds both byte spreads. */
+RG_AVX2_INLINE void pair_bits(uint32_t a, uint32_t b, __m256i *lo, __m256i *hi) {
+    const __m256i v = _mm256_set1_epi64x((long long)((uint64_t)a | ((uint64_t)b << 32)));
+    /* byte k of lo takes bit k%8 of source byte: A's bytes 0, 1 (lane 0), B's bytes 4, 5 (lane 1) */
+    const __m256i spread_lo = _mm256_set_epi64x(0x0505050505050505LL, 0x0404040404040404LL, 0x0101010101010101LL, 0);
+    const __m256i spread_hi = _mm256_set_epi64x(0x0707070707070707LL, 0x0606060606060606LL, 0x0303030303030303LL,
+                                                0x0202020202020202LL);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i bit = _mm256_set1_epi8(0x10);
+    *lo = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread_lo), sel), sel), bit);
+    *hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread_hi), sel), sel), bit);
 }
 
-/* f16 scales (and the _1 types' minimums) of nbk <= 8 consecutive blocks as floats; absent lanes 0. */
-RG_AVX2_INLINE __m256 wscales8(const uint8_t *w, int field, const int nbk, const qtype t) {
+/* The codes of the weight pair at wa: lo = [A0..15 | B0..15], hi = [A16..31 | B16..31], the order of the
+ * two 32-byte halves of an activation pair. Unsigned 0..31 for the 4/5-bit types, signed for Q8_0. */
+RG_AVX2_INLINE void pair_codes(const uint8_t *wa, const qtype t, __m256i *lo, __m256i *hi) {
+    const uint8_t *wb = wa + t.wbytes;
+    if (t.kind == 2) {
+        *lo = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
+        *hi = _mm256_set_m128i(load128(wb + t.qs + 16), load128(wa + t.qs + 16));
+        return;
+    }
+    const __m256i v = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
+    *lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+    if (t.kind == 1) {
+        __m256i blo, bhi;
+        pair_bits(rg_load_u32(wa + t.qh), rg_load_u32(wb + t.qh), &blo, &bhi);
+        *lo = _mm256_or_si256(*lo, blo);
+        *hi = _mm256_or_si256(*hi, bhi);
+    }
+}
+
+/* Exact i32 partial sums (lanes 0-3 block A, 4-7 block B) of a pair's codes against its activations. */
+RG_AVX2_INLINE __m256i pair_dot(__m256i lo, __m256i hi, const int8_t *xq, const qtype t) {
+    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (t.kind == 2) {
+        /* |w| as unsigned, the sign moved onto x (the activation codes are never -128 for finite input);
+         * each half on its own, as two of these i16 sums could reach 2^15 */
+        const __m256i p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(x0, lo));
+        const __m256i p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(x1, hi));
+        return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+    }
+    /* codes <= 31: both halves' pair sums fit one i16 (2 * 2 * 31 * 127 < 2^15) */
+    return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)), ones);
+}
+
+/* The odd last block (stored plainly, [A0..15 | A16..31]): exact partial sums in 8 lanes. */
+RG_AVX2_INLINE __m256i single_dot(const uint8_t *wa, const int8_t *xq, const qtype t) {
+    const __m256i xv = _mm256_loadu_si256((const __m256i *)xq);
+    if (t.kind == 2) {
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(wa + t.qs));
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xv, u)),
+                                 _mm256_set1_epi16(1));
+    }
+    const __m128i v = load128(wa + t.qs);
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    if (t.kind == 1) u = _mm256_or_si256(u, bits_to_bytes(rg_load_u32(wa + t.qh)));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1));
+}
+
+/* One i32 per block of 4 pairs (8 blocks) in block order. */
+RG_AVX2_INLINE __m256i reduce8(const __m256i r[4]) {
+    /* hadd of hadds: lanes hold blocks [0, 2, 4, 6, 1, 3, 5, 7] of the group */
+    const __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(r[0], r[1]), _mm256_hadd_epi32(r[2], r[3]));
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* A group of 4 pairs (8 blocks) of one weight row: codes and f16 scales, unpacked once for all rows x. */
+typedef struct {
+    __m256i lo[4], hi[4];
+    __m256 dw, mw;
+} wgroup;
+
+RG_AVX2_INLINE __m256 half8(const uint8_t *w, int field, const int nbk, const qtype t) {
     uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < nbk; i++) h[i] = rg_load_u16(w + i * t.wbytes + field);
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+RG_AVX2_INLINE void load_group(const uint8_t *w, int64_t b0, const int np, const qtype t, wgroup *g) {
+    for (int p = 0; p < np; p++) pair_codes(w + (b0 + 2 * p) * t.wbytes, t, &g->lo[p], &g->hi[p]);
+    g->dw = half8(w + b0 * t.wbytes, 0, 2 * np, t);
+    if (t.has_min) g->mw = half8(w + b0 * t.wbytes, 2, 2 * np, t);
 }
 
 RG_AVX2_INLINE __m256i mask8(int nbk) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(nbk), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* One group of np <= 4 pairs starting at block b0 (nbk = 2 * np blocks), added into acc. */
-RG_AVX2_INLINE __m256 group(const uint8_t *w, const uint8_t *x, int64_t nb, int64_t b0, const int np, const qtype t,
-                            __m256 acc) {
+/* acc += the np pairs of g (blocks from b0) against the activation row x. */
+RG_AVX2_INLINE __m256 dot_group(const wgroup *g, const uint8_t *x, int64_t nb, int64_t b0, const int np, const qtype t,
+                                __m256 acc) {
     __m256i r[4];
     for (int p = 0; p < 4; p++)
-        r[p] = p < np ? pair_isum(w + (b0 + 2 * p) * t.wbytes, (const int8_t *)x + 32 * (b0 + 2 * p), t, 0)
-                      : _mm256_setzero_si256();
-    /* lanes: block b0 + [0, 2, 4, 6, 1, 3, 5, 7] -> natural order */
-    __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(r[0], r[1]), _mm256_hadd_epi32(r[2], r[3]));
-    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    const int nbk = 2 * np;
-    const __m256i m = mask8(nbk);
+        r[p] = p < np ? pair_dot(g->lo[p], g->hi[p], (const int8_t *)x + 32 * (b0 + 2 * p), t) : _mm256_setzero_si256();
+    __m256i v = reduce8(r);
+    const int full = np == 4;
+    const __m256i m = mask8(2 * np);
+    const int *xs_p = (const int *)(x + rg_act_sum_off(nb) + 4 * b0);
+    const float *dx_p = (const float *)(x + rg_act_d_off(nb) + 4 * b0);
     if (t.off) {
-        const __m256i xs = _mm256_maskload_epi32((const int *)(x + rg_act_sum_off(nb) + 4 * b0), m);
-        v = _mm256_sub_epi32(v, _mm256_mullo_epi32(xs, _mm256_set1_epi32(t.off)));
+        const __m256i xs = full ? _mm256_loadu_si256((const __m256i *)xs_p) : _mm256_maskload_epi32(xs_p, m);
+        v = _mm256_sub_epi32(v, _mm256_slli_epi32(xs, t.off == 8 ? 3 : 4)); /* off is 8 or 16 */
     }
-    const uint8_t *wg = w + b0 * t.wbytes;
-    const __m256 dx = _mm256_maskload_ps((const float *)(x + rg_act_d_off(nb) + 4 * b0), m);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(wscales8(wg, 0, nbk, t), dx), acc);
+    const __m256 dx = full ? _mm256_loadu_ps(dx_p) : _mm256_maskload_ps(dx_p, m);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(g->dw, dx), acc);
     if (t.has_min) {
-        const __m256 sx = _mm256_maskload_ps((const float *)(x + rg_act_s_off(nb) + 4 * b0), m);
-        acc = _mm256_fmadd_ps(wscales8(wg, 2, nbk, t), sx, acc);
+        const float *sx_p = (const float *)(x + rg_act_s_off(nb) + 4 * b0);
+        acc = _mm256_fmadd_ps(g->mw, full ? _mm256_loadu_ps(sx_p) : _mm256_maskload_ps(sx_p, m), acc);
     }
     return acc;
 }
@@ -132,36 +167,57 @@ RG_AVX2_INLINE float load_f32(const uint8_t *p) {
     return v;
 }
 
-RG_AVX2_INLINE float dot_row(int64_t n, const uint8_t *w, const uint8_t *x, const qtype t) {
-    const int64_t nb = n / RG_QK, npairs = nb / 2;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t p = 0;
-    for (; p + 4 <= npairs; p += 4) acc = group(w, x, nb, 2 * p, 4, t, acc);
-    if (p < npairs) acc = group(w, x, nb, 2 * p, (int)(npairs - p), t, acc);
-    float sum = hsum256(acc);
-    if (nb & 1) { /* the odd last block, stored plainly */
-        const int64_t b = nb - 1;
-        const uint8_t *wb = w + b * t.wbytes;
-        int32_t isum = hsum_i32(pair_isum(wb, (const int8_t *)x + 32 * b, t, 1));
-        if (t.off) {
-            int32_t xs;
-            memcpy(&xs, x + rg_act_sum_off(nb) + 4 * b, sizeof xs);
-            isum -= t.off * xs;
-        }
-        const float dd = _cvtsh_ss(rg_load_u16(wb)) * load_f32(x + rg_act_d_off(nb) + 4 * b);
-        float c = dd * (float)isum;
-        if (t.has_min) c += _cvtsh_ss(rg_load_u16(wb + 2)) * load_f32(x + rg_act_s_off(nb) + 4 * b);
-        sum += c;
+/* The odd last block of a row, by the scalar formula on its exact sum. */
+RG_AVX2_INLINE float last_block(const uint8_t *w, const uint8_t *x, int64_t nb, const qtype t) {
+    const int64_t b = nb - 1;
+    const uint8_t *wb = w + b * t.wbytes;
+    int32_t isum = hsum_i32(single_dot(wb, (const int8_t *)x + 32 * b, t));
+    if (t.off) {
+        int32_t xs;
+        memcpy(&xs, x + rg_act_sum_off(nb) + 4 * b, sizeof xs);
+        isum -= t.off * xs;
     }
-    return sum;
+    const float dd = _cvtsh_ss(rg_load_u16(wb)) * load_f32(x + rg_act_d_off(nb) + 4 * b);
+    float c = dd * (float)isum;
+    if (t.has_min) c += _cvtsh_ss(rg_load_u16(wb + 2)) * load_f32(x + rg_act_s_off(nb) + 4 * b);
+    return c;
+}
+
+/* One weight row against NX activation rows x + j * ldx, each group of weights unpacked once. */
+RG_AVX2_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
+                             const qtype t) {
+    const int64_t nb = n / RG_QK, npairs = nb / 2;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    wgroup g;
+    int64_t p = 0;
+    for (; p + 4 <= npairs; p += 4) {
+        load_group(w, 2 * p, 4, t, &g);
+        for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, nb, 2 * p, 4, t, acc[j]);
+    }
+    if (p < npairs) {
+        const int np = (int)(npairs - p);
+        load_group(w, 2 * p, np, t, &g);
+        for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, nb, 2 * p, np, t, acc[j]);
+    }
+    for (int j = 0; j < nx; j++) {
+        out[j] = hsum256(acc[j]);
+        if (nb & 1) out[j] += last_block(w, x + (size_t)j * ldx, nb, t);
+    }
 }
 
 #define RG_DEFINE_DOT(name, ...)                                                                                  \
     RG_AVX2 static float name##_avx2(int64_t n, const void *w, const void *x) {                                   \
         const qtype t = {__VA_ARGS__};                                                                            \
-        return dot_row(n, w, x, t);                                                                               \
+        float r;                                                                                                  \
+        dot_rows(n, w, x, 0, 1, &r, t);                                                                           \
+        return r;                                                                                                 \
     }                                                                                                             \
     RG_AVX2 static void name##_x4_avx2(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
+        const qtype t = {__VA_ARGS__};                                                                            \
+        if (nx == 4) {                                                                                            \
+            dot_rows(n, w, x, ldx, 4, out, t);                                                                    \
+            return;                                                                                               \
+        }                                                                                                         \
         for (int j = 0; j < nx; j++) out[j] = name##_avx2(n, w, (const uint8_t *)x + (size_t)j * ldx);            \
     }
 /*            wbytes          qs          qh       kind off has_min */

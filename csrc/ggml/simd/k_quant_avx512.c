@@ -1,15 +1,20 @@
-/* AVX-512 kernels of the block-quantized types, for CPUs with AVX512_VNNI (Ice Lake, Sapphire Rapids,
- * Zen 4, ...): two 32-element blocks per 64-byte step, products summed by vpdpbusd (u8 x s8, 4 products
- * per i32 lane). Without VNNI the AVX2 entries stay in the table.
+/* AVX-512 kernels of the block-quantized types for CPUs with AVX512_VNNI (Ice Lake, Sapphire Rapids,
+ * Zen 4, ...), against activation rows in the RG_TYPE_Q8_ACT layout (quant/quant.h). Without VNNI the
+ * AVX2 entries stay in the table.
  *
- * vpdpbusd multiplies an unsigned byte by a signed one, so the signed weight codes are kept unsigned and
- * the offset is taken out afterwards: sum (u - off) x = dpbusd(u, x) - dpbusd(off, x), with u the raw
- * 4/5-bit code (off 8 or 16) or the Q8_0 byte xor 0x80 (off 128). The _1 types need no offset.
+ * A pair of weight blocks A, B unpacks to two vectors of 32 codes, [A0..15 | B0..15] (the low nibbles)
+ * and [A16..31 | B16..31] (the high nibbles), which is how the activation row stores the pair, so two
+ * vpdpbusd against two 32-byte loads give the pair's exact partial sums: i32 lanes 0-3 block A, 4-7
+ * block B. vpdpbusd multiplies unsigned by signed bytes, so the codes stay unsigned and the _0 types'
+ * offset comes out in integers per block: sum (u - off) x = sum u x - off * sum x (Q8_0's signed codes
+ * are made unsigned by xor 0x80, off 128; the _1 types have no offset).
  *
- * Lanes 0-7 of a step hold block A's partial sums and lanes 8-15 block B's, so the per-block scales are
- * applied per lane: acc += float(isum) * (d_w * d_x), with the scales spread over the lanes by one word
- * permute of the block bytes. For the _1 types lanes 0 and 8 carry m_w * s_x instead: their integer
- * partial sums are first folded into lanes 1 and 9 and the float is replaced by 1.0. */
+ * Eight pairs make a group of 16 blocks: in-lane unpack-and-add trees reduce them to one i32 per block
+ * and the scales of all 16 blocks are applied at once in a 512-bit vector (the weights' d and m read by
+ * scalar loads, the activation row's arrays by plain loads): acc += float(isum - off * sum_x) *
+ * (d_w * d_x) (+ m_w * s_x). The dot products stay at 256 bits: on Zen 4 a 512-bit op costs two 256-bit
+ * ones and cross-lane shuffles more, and the in-lane version measured faster (about 0.65 ns per Q4_0
+ * block there, enough for one core to keep up with memory). */
 #include "kernels.h"
 #include "../quant/quant.h"
 
@@ -20,126 +25,154 @@
 #define RG_VNNI __attribute__((target(RG_VNNI_TARGET)))
 #define RG_VNNI_INLINE __attribute__((target(RG_VNNI_TARGET), always_inline)) static inline
 
-RG_VNNI_INLINE float h2f(const uint8_t *p) { return _cvtsh_ss(rg_load_u16(p)); }
-
-/* Word indices for a permute: lane 0 <- a0, lanes 1-7 <- a, lane 8 <- b0, lanes 9-15 <- b. */
-RG_VNNI_INLINE __m256i word_idx(short a0, short a, short b0, short b) {
-    return _mm256_setr_epi16(a0, a, a, a, a, a, a, a, b0, b, b, b, b, b, b, b);
-}
-
-/* Two blocks' nibbles (16 bytes each) -> 64 codes 0..15: bytes 0-31 block A in element order, 32-63 B. */
-RG_VNNI_INLINE __m512i nibbles2(const uint8_t *qs_a, const uint8_t *qs_b) {
-    const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qs_a)),
-                                              _mm_loadu_si128((const __m128i *)qs_b), 1);
-    const __m512i t = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
-    /* t = [A lo, B lo, A hi, B hi] (128-bit lanes) -> [A lo, A hi, B lo, B hi] */
-    return _mm512_and_si512(_mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
-}
-
-RG_VNNI_INLINE __m256i nibbles1(const uint8_t *qs) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-
-/* Parameters of one weight type, all compile-time constants after inlining.
+/* Parameters of a weight type, compile-time constants after inlining.
  * kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8 codes (Q8_0). */
 typedef struct {
-    int wbytes, qs, qh, kind, off, has_min, xbytes, xqs;
+    int wbytes, qs, qh, kind, off, has_min;
 } qtype;
 
-/* The weights of blocks A, B (at w, w + wbytes) as unsigned bytes for dpbusd. */
-RG_VNNI_INLINE __m512i weights2(const uint8_t *w, const qtype t) {
+RG_VNNI_INLINE __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+/* The weights of one group: up to 8 pairs' codes, [A0..15 | B0..15] in lo and [A16..31 | B16..31] in hi
+ * (the order of the two 32-byte halves of an activation pair; an odd last block as [A0..15 | A16..31] in
+ * lo alone), and the blocks' d and m as floats. Unpacked once, used against every activation row. */
+typedef struct {
+    __m256i lo[8], hi[8];
+    __m512 dw, mw;
+} wgroup;
+
+RG_VNNI_INLINE void pair_codes(const uint8_t *wa, const qtype t, __m256i *lo, __m256i *hi) {
+    const uint8_t *wb = wa + t.wbytes;
     if (t.kind == 2) {
-        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w + t.qs))),
-                                             _mm256_loadu_si256((const __m256i *)(w + t.wbytes + t.qs)), 1);
-        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+        *lo = _mm256_xor_si256(_mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs)), flip);
+        *hi = _mm256_xor_si256(_mm256_set_m128i(load128(wb + t.qs + 16), load128(wa + t.qs + 16)), flip);
+        return;
     }
-    __m512i u = nibbles2(w + t.qs, w + t.wbytes + t.qs);
+    const __m256i q = _mm256_set_m128i(load128(wb + t.qs), load128(wa + t.qs));
+    *lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
     if (t.kind == 1) {
-        const __mmask64 k = (__mmask64)rg_load_u32(w + t.qh) | ((__mmask64)rg_load_u32(w + t.wbytes + t.qh) << 32);
-        u = _mm512_mask_add_epi8(u, k, u, _mm512_set1_epi8(16));
+        const uint32_t a = rg_load_u32(wa + t.qh), b = rg_load_u32(wb + t.qh);
+        *lo = _mm256_mask_add_epi8(*lo, (__mmask32)((a & 0xFFFFu) | (b << 16)), *lo, _mm256_set1_epi8(16));
+        *hi = _mm256_mask_add_epi8(*hi, (__mmask32)((a >> 16) | (b & 0xFFFF0000u)), *hi, _mm256_set1_epi8(16));
     }
-    return u;
 }
 
-RG_VNNI_INLINE __m256i weights1(const uint8_t *w, const qtype t) {
+RG_VNNI_INLINE __m256i single_codes(const uint8_t *w, const qtype t) {
     if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
-    __m256i u = nibbles1(w + t.qs);
+    const __m128i q = load128(w + t.qs);
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
     if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
     return u;
 }
 
-/* d_w (lanes 0-7 A, 8-15 B), or for the _1 types m_w in lanes 0 and 8, as floats. */
-RG_VNNI_INLINE __m512 wscales2(const uint8_t *w, const qtype t) {
-    const short a = 0, b = (short)(t.wbytes / 2);
-    const __m256i idx = t.has_min ? word_idx(1, a, (short)(b + 1), b) : word_idx(a, a, b, b);
-    __m256i words;
-    if (b + t.has_min < 16) { /* the words needed lie in the first 32 bytes of the pair */
-        words = _mm256_permutexvar_epi16(idx, _mm256_loadu_si256((const __m256i *)w));
-    } else { /* Q8_0: block B's d is word 17 */
-        words = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(idx), _mm512_loadu_si512(w)));
-    }
-    return _mm512_cvtph_ps(words);
+/* np pairs from pair p and, with odd, the plain last block after them (nbk = 2 np + odd blocks). */
+RG_VNNI_INLINE void load_group(const uint8_t *w, int64_t p, const int np, const int odd, int64_t nb, const qtype t,
+                               wgroup *g) {
+    const int nbk = 2 * np + odd;
+    for (int i = 0; i < np; i++) pair_codes(w + 2 * (p + i) * t.wbytes, t, &g->lo[i], &g->hi[i]);
+    if (odd) g->lo[np] = single_codes(w + (nb - 1) * t.wbytes, t);
+    /* d (low half) and m (high half) of each block: one dword per block, by scalar loads (a vpgatherdd
+     * is slower on Zen 4 and no faster elsewhere for 16 dwords) */
+    uint32_t dm[16] = {0};
+    for (int i = 0; i < nbk; i++) dm[i] = rg_load_u32(w + (2 * p + i) * t.wbytes);
+    const __m512i v = _mm512_loadu_si512(dm);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    if (t.has_min) g->mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
 }
 
-/* d_x per lane, or for Q8_1 s_x in lanes 0 and 8 (an activation pair spans 68 or 72 bytes). */
-RG_VNNI_INLINE __m512 xscales2(const uint8_t *x, const qtype t) {
-    const short b = (short)(t.xbytes / 2);
-    const __m256i idx = t.has_min ? word_idx(1, 0, (short)(b + 1), b) : word_idx(0, 0, b, b);
-    const __m512i words = _mm512_permutexvar_epi16(_mm512_castsi256_si512(idx), _mm512_loadu_si512(x));
-    return _mm512_cvtph_ps(_mm512_castsi512_si256(words));
+/* One i32 per block for the 4 pairs r[0..3] (8 blocks), in block order; in-lane shuffles only. */
+RG_VNNI_INLINE __m256i reduce8(const __m256i r[4]) {
+    const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(r[0], r[1]), _mm256_unpackhi_epi32(r[0], r[1]));
+    const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(r[2], r[3]), _mm256_unpackhi_epi32(r[2], r[3]));
+    /* 128-bit lane 0: blocks A of pairs 0..3, lane 1: blocks B */
+    const __m256i v = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-RG_VNNI_INLINE __m512i xcodes2(const uint8_t *x, const qtype t) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x + t.xqs))),
-                              _mm256_loadu_si256((const __m256i *)(x + t.xbytes + t.xqs)), 1);
-}
-
-/* One step's contribution: the per-lane integer sums as floats (1.0 in the m * s lanes). */
-RG_VNNI_INLINE __m512 block_sums2(__m512i u, __m512i xv, const qtype t) {
-    __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-    if (t.off) isum = _mm512_sub_epi32(isum, _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)t.off), xv));
-    if (!t.has_min) return _mm512_cvtepi32_ps(isum);
-    isum = _mm512_mask_add_epi32(isum, 0x0202, isum, _mm512_alignr_epi32(isum, isum, 15));
-    return _mm512_mask_mov_ps(_mm512_cvtepi32_ps(isum), 0x0101, _mm512_set1_ps(1.0f));
-}
-
-/* The last block of an odd count: exact integer sum, then the scalar formula. */
-RG_VNNI_INLINE float tail_block(__m256i u, const uint8_t *w, const uint8_t *x, const qtype t) {
-    const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + t.xqs));
-    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, xv);
-    if (t.off) s = _mm256_sub_epi32(s, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)t.off), xv));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
-    const float dd = h2f(w) * h2f(x);
-    float r = dd * (float)_mm_cvtsi128_si32(s4);
-    if (t.has_min) r += h2f(w + 2) * h2f(x + RG_Q8_1_S);
-    return r;
-}
-
-/* One weight row against NX activation rows (x + j * ldx). */
-RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
-                             const qtype t) {
-    const int64_t nb = n / RG_QK;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *wb = w + (size_t)b * (size_t)t.wbytes;
-        const __m512i u = weights2(wb, t);
-        const __m512 dw = wscales2(wb, t);
-        for (int j = 0; j < nx; j++) {
-            const uint8_t *xb = x + (size_t)j * ldx + (size_t)b * (size_t)t.xbytes;
-            const __m512 scale = _mm512_mul_ps(dw, xscales2(xb, t));
-            acc[j] = _mm512_fmadd_ps(block_sums2(u, xcodes2(xb, t), t), scale, acc[j]);
+/* acc += the group's blocks against the activation row xr (blocks from b0 = 2p). */
+RG_VNNI_INLINE __m512 dot_group(const wgroup *g, const uint8_t *xr, int64_t p, const int np, const int odd,
+                                int64_t nb, const qtype t, __m512 acc) {
+    const int64_t b0 = 2 * p;
+    const int nbk = 2 * np + odd;
+    __m256i r[8];
+    for (int i = 0; i < 8; i++) {
+        if (i < np) {
+            const int8_t *xq = (const int8_t *)xr + 64 * (p + i);
+            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), g->lo[i], _mm256_loadu_si256((const __m256i *)xq));
+            r[i] = _mm256_dpbusd_epi32(s, g->hi[i], _mm256_loadu_si256((const __m256i *)(xq + 32)));
+        } else if (odd && i == np) {
+            /* block 2 np of the group is pair np's block A: its 8 lanes summed into lanes 0-3 */
+            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), g->lo[i],
+                                                  _mm256_loadu_si256((const __m256i *)(xr + 32 * (nb - 1))));
+            r[i] = _mm256_castsi128_si256(_mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1)));
+        } else {
+            r[i] = _mm256_setzero_si256();
         }
     }
-    for (int j = 0; j < nx; j++) out[j] = _mm512_reduce_add_ps(acc[j]);
-    if (b < nb) {
-        const uint8_t *wb = w + (size_t)b * (size_t)t.wbytes;
-        const __m256i u = weights1(wb, t);
-        for (int j = 0; j < nx; j++) out[j] += tail_block(u, wb, x + (size_t)j * ldx + (size_t)b * (size_t)t.xbytes, t);
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(reduce8(r)), reduce8(r + 4), 1);
+    const __mmask16 m = (__mmask16)((1u << nbk) - 1u);
+    if (t.off) {
+        const __m512i xs = _mm512_maskz_loadu_epi32(m, xr + rg_act_sum_off(nb) + 4 * b0);
+        v = _mm512_sub_epi32(v, _mm512_slli_epi32(xs, t.off == 8 ? 3 : t.off == 16 ? 4 : 7));
     }
+    const __m512 dx = _mm512_maskz_loadu_ps(m, xr + rg_act_d_off(nb) + 4 * b0);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(g->dw, dx), acc);
+    if (t.has_min) acc = _mm512_fmadd_ps(g->mw, _mm512_maskz_loadu_ps(m, xr + rg_act_s_off(nb) + 4 * b0), acc);
+    return acc;
+}
+
+/* The mat-vec loop: each pair's codes go straight into vpdpbusd (keeping a whole group's codes for later
+ * costs registers the single row does not need). */
+RG_VNNI_INLINE __m512 dot_group_streaming(const uint8_t *w, const uint8_t *x, int64_t p, int64_t nb, const qtype t,
+                                          __m512 acc) {
+    __m256i r[8];
+    for (int i = 0; i < 8; i++) {
+        __m256i lo, hi;
+        pair_codes(w + 2 * (p + i) * t.wbytes, t, &lo, &hi);
+        const int8_t *xq = (const int8_t *)x + 64 * (p + i);
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)xq));
+        r[i] = _mm256_dpbusd_epi32(s, hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+    }
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(reduce8(r)), reduce8(r + 4), 1);
+    const int64_t b0 = 2 * p;
+    if (t.off) {
+        const __m512i xs = _mm512_loadu_si512(x + rg_act_sum_off(nb) + 4 * b0);
+        v = _mm512_sub_epi32(v, _mm512_slli_epi32(xs, t.off == 8 ? 3 : t.off == 16 ? 4 : 7));
+    }
+    uint32_t dm[16];
+    for (int i = 0; i < 16; i++) dm[i] = rg_load_u32(w + (b0 + i) * t.wbytes);
+    const __m512i g = _mm512_loadu_si512(dm);
+    const __m512 dx = _mm512_loadu_ps(x + rg_act_d_off(nb) + 4 * b0);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)), dx), acc);
+    if (t.has_min) {
+        const __m512 mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+        acc = _mm512_fmadd_ps(mw, _mm512_loadu_ps(x + rg_act_s_off(nb) + 4 * b0), acc);
+    }
+    return acc;
+}
+
+/* One weight row against NX activation rows x + j * ldx, each group of weights unpacked once. */
+RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
+                             const qtype t) {
+    const int64_t nb = n / RG_QK, npairs = nb / 2;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    wgroup g;
+    int64_t p = 0;
+    if (nx == 1) {
+        for (; p + 8 <= npairs; p += 8) acc[0] = dot_group_streaming(w, x, p, nb, t, acc[0]);
+    }
+    for (; p + 8 <= npairs; p += 8) {
+        load_group(w, p, 8, 0, nb, t, &g);
+        for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, p, 8, 0, nb, t, acc[j]);
+    }
+    if (p < npairs || (nb & 1)) { /* fewer than 8 pairs left, and maybe an odd last block */
+        const int np = (int)(npairs - p), odd = (int)(nb & 1);
+        load_group(w, p, np, odd, nb, t, &g);
+        for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, p, np, odd, nb, t, acc[j]);
+    }
+    for (int j = 0; j < nx; j++) out[j] = _mm512_reduce_add_ps(acc[j]);
 }
 
 #define RG_DEFINE_DOT(name, ...)                                                                                  \
@@ -157,12 +190,12 @@ RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
         }                                                                                                         \
         for (int j = 0; j < nx; j++) out[j] = name##_vnni(n, w, (const uint8_t *)x + (size_t)j * ldx);            \
     }
-/*            wbytes          qs          qh          kind off has_min xbytes         xqs */
-RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0, RG_Q8_0_BYTES, RG_Q8_0_QS)
-RG_DEFINE_DOT(vec_dot_q4_1, RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1, RG_Q8_1_BYTES, RG_Q8_1_QS)
-RG_DEFINE_DOT(vec_dot_q5_0, RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0, RG_Q8_0_BYTES, RG_Q8_0_QS)
-RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1, RG_Q8_1_BYTES, RG_Q8_1_QS)
-RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0, RG_Q8_0_BYTES, RG_Q8_0_QS)
+/*            wbytes          qs          qh       kind off has_min */
+RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)
+RG_DEFINE_DOT(vec_dot_q4_1, RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1)
+RG_DEFINE_DOT(vec_dot_q5_0, RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0)
+RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
+RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0)
 #undef RG_DEFINE_DOT
 
 void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features) {

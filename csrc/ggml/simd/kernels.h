@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define RG_KERNELS_API __attribute__((visibility("hidden")))
 
@@ -59,6 +60,20 @@ RG_KERNELS_API void rg_kernels_init(void);
 RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
+
+/* Weights may sit at any byte offset of a memory-mapped file (the format aligns nothing), so scalar
+ * code reads them through memcpy: a plain load on x86, and defined behaviour everywhere. */
+static inline float rg_ld_f32(const void *p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline uint16_t rg_ld_u16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 
 /* Scalar conversions, exact (round to nearest even, subnormals, overflow to inf). */
 RG_KERNELS_API uint16_t rg_f32_to_f16_scalar(float f);

@@ -1,0 +1,97 @@
+"""The RWKV-7 "Goose" graph (architecture.md §2, §6, state layout §7), for T tokens at once.
+
+New against v6: the state update is a generalised delta rule (the WKV7 op) driven by a normalised
+"in-context learning" key and rate, the six token-shift mixes are one stored tensor ``x_rwkvag``, the
+value of every layer after the first is mixed with layer 0's (``v_first``, row-aligned with the tokens),
+and a per-head bonus term replaces v5's u. The state matrix is S[h][i=value][j=key].
+
+Each step is written under the spec equation it implements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..arch import Hyper
+from ..ggml import Context, Tensor
+from .common import GraphIO, column, flat, plane, state_slice, token_shift, write_state
+
+LN_EPS = 1e-5
+F32_BYTES = 4
+L2_EPS = 1e-12  # (V7.7): F.normalize's eps
+DECAY_SCALE = math.exp(-0.5)  # (V7.4): e^{-1/2}
+
+
+def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tensor:
+    """Builds the layers; returns x (C, T), the residual stream after the last block (before ln_out).
+    The state writes are appended to io.state_writes."""
+    C, T, H, N = hp.n_embed, io.T, hp.n_head, hp.head_size
+    # (S1) x = LN(emb[tok]; ln0)
+    x = ctx.get_rows(w["emb.weight"], io.ids)
+    x = ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+    v_first: Tensor | None = None
+    for layer in range(hp.n_layer):
+        p = f"blocks.{layer}.att."
+        base = (2 + N) * C * layer  # §7: ffn_x, att_x, S
+        # ---- time mixing ----
+        a = ctx.layer_norm(x, w[f"blocks.{layer}.ln1.weight"], w[f"blocks.{layer}.ln1.bias"], LN_EPS)
+        # (V7.1) s = state.att_x; state.att_x <- a; d = s - a
+        s = token_shift(ctx, a, state_slice(ctx, io.state_in, base + C, C), T)
+        write_state(ctx, io, column(ctx, a, T - 1), base + C)
+        d = ctx.sub(s, a)
+        # (V7.2) x_f = a + d*x_f-param for f = r, w, k, v, a, g at once: x_rwkvag is (C, 1, 6) -> (C, T, 6)
+        xs = ctx.add(ctx.mul(d, w[p + "x_rwkvag"]), a)
+        xr, xw, xk, xv, xa, xg = (plane(ctx, xs, i) for i in range(6))
+        # (V7.3) r, k, v = W x_f
+        r = ctx.mul_mat(w[p + "receptance.weight"], xr)
+        k = ctx.mul_mat(w[p + "key.weight"], xk)
+        v = ctx.mul_mat(w[p + "value.weight"], xv)
+        # (V7.4) w_hat = w0 + w2 tanh(w1 x_w); decay = exp(-e^{-1/2} sigmoid(w_hat))
+        lora_w = ctx.mul_mat(w[p + "w2"], ctx.tanh(ctx.mul_mat(w[p + "w1"], xw)))
+        w_hat = ctx.add(lora_w, flat(ctx, w[p + "w0"]))
+        decay = ctx.exp(ctx.scale(ctx.sigmoid(w_hat), -DECAY_SCALE))
+        # (V7.5) alpha = sigmoid(a0 + a2 (a1 x_a))
+        lora_a = ctx.mul_mat(w[p + "a2"], ctx.mul_mat(w[p + "a1"], xa))
+        alpha = ctx.sigmoid(ctx.add(lora_a, flat(ctx, w[p + "a0"])))
+        # (V7.6) g = g2 sigmoid(g1 x_g)
+        g = ctx.mul_mat(w[p + "g2"], ctx.sigmoid(ctx.mul_mat(w[p + "g1"], xg)))
+        # (V7.7) kappa = k*k_k; kappa_hat = kappa / max(||kappa||, 1e-12) per head
+        kappa_hat = ctx.l2_norm(ctx.mul(k, flat(ctx, w[p + "k_k"])), H, L2_EPS)
+        # (V7.8) k <- k*(1 + (alpha - 1)*k_a), computed as k*((1 - k_a) + alpha*k_a)
+        k_a = flat(ctx, w[p + "k_a"])
+        one_minus_ka = ctx.external(np.ascontiguousarray(1.0 - w[p + "k_a"].numpy().reshape(-1),
+                                                         dtype=np.float32))
+        k = ctx.mul(k, ctx.add(ctx.mul(alpha, k_a), one_minus_ka))
+        # (V7.9) layer 0 makes v_first; later layers mix it in through a sigmoid gate
+        if v_first is None:
+            v_first = v
+        else:
+            lora_v = ctx.mul_mat(w[p + "v2"], ctx.mul_mat(w[p + "v1"], xv))
+            gate = ctx.sigmoid(ctx.add(lora_v, flat(ctx, w[p + "v0"])))
+            v = ctx.add(v, ctx.mul(ctx.sub(v_first, v), gate))
+        # (V7.10)-(V7.11) the WKV7 scan over the T tokens with a = -kappa_hat, b = kappa_hat*alpha
+        wkv = ctx.rwkv_wkv7(r, decay, k, v, ctx.neg(kappa_hat), ctx.mul(kappa_hat, alpha),
+                            state_slice(ctx, io.state_in, base + 2 * C, N * C))
+        y = ctx.view(wkv, [C, T], [0, C * F32_BYTES], 0)
+        write_state(ctx, io, ctx.view(wkv, [C, N], [0, C * F32_BYTES], T * C * F32_BYTES), base + 2 * C)
+        # (V7.12) z = GN(y; ln_x, eps) + (sum_j r k r_k)[h] * v, per head
+        z = ctx.group_norm(y, H, w[p + "ln_x.weight"], w[p + "ln_x.bias"], hp.gn_eps)
+        rkr = ctx.mul(ctx.mul(r, k), flat(ctx, w[p + "r_k"]))
+        per_head = ctx.sum_rows(ctx.reshape(rkr, [N, H, T]))  # (1, H, T)
+        z = ctx.add(z, ctx.reshape(ctx.mul(ctx.reshape(v, [N, H, T]), per_head), [C, T]))
+        # (V7.13) out = W_o (z * g)
+        x = ctx.add(x, ctx.mul_mat(w[p + "output.weight"], ctx.mul(z, g)))
+        # ---- channel mixing ----
+        q = f"blocks.{layer}."
+        b = ctx.layer_norm(x, w[q + "ln2.weight"], w[q + "ln2.bias"], LN_EPS)
+        # (CM7.1) s = state.ffn_x; state.ffn_x <- b; d = s - b
+        s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
+        write_state(ctx, io, column(ctx, b, T - 1), base)
+        # (CM7.2) out = W'_v relu(W'_k (b + d*x'_k))^2
+        xk = ctx.add(ctx.mul(ctx.sub(s, b), flat(ctx, w[q + "ffn.x_k"])), b)
+        kk = ctx.sqr(ctx.relu(ctx.mul_mat(w[q + "ffn.key.weight"], xk)))
+        x = ctx.add(x, ctx.mul_mat(w[q + "ffn.value.weight"], kk))
+    return x
