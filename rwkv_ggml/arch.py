@@ -265,8 +265,8 @@ def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
         if int(parts[1]) >= L:
             raise _fail(mf, f"header says n_layer={L} but the file has tensor '{name}'")
         if parts[2] in foreign:
-            raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was detected "
-                            f"as v{version}: it mixes architectures")
+            raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was "
+                            f"detected as v{version}: it mixes architectures")
 
 
 def validate(mf: ModelFile) -> Hyper:

@@ -93,37 +93,39 @@ def load_corpus(wheel: Path) -> tuple[str, str]:
 def wkv_chunked(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, Q: int) -> torch.Tensor:
     """RWKV-4's WKV (architecture.md §3.2) for (B, T, C) k and v, in chunks of Q tokens.
 
-    For each channel, wkv_t is a weighted average of v_i with log-weights ``k_i + (t-1-i)·w`` for
-    i < t and ``u + k_t`` for i = t. Within a chunk that is a masked softmax over the chunk's
-    positions; everything before the chunk is folded into one extra softmax entry: log-weight
-    ``P + (t - start)·w`` (P = log of the history's total weight at the chunk start) with value
-    ``vbar`` (the history's weighted-average value). After each chunk (P, vbar) are updated with a
-    logsumexp. Cost B·T·(Q+1)·C instead of B·T·T·C, and no exp can overflow.
+    For each channel, wkv_t is a weighted average of v_i with weights ``exp(k_i + (t-1-i)·w)`` for
+    i < t and ``exp(u + k_t)`` for i = t. Within a chunk the past-token part is a contraction with
+    the decay matrix ``D[t, i] = exp((t-1-i)·w)`` (shared by the batch, so it is one batched matrix
+    product per chunk); everything before the chunk is carried as one extra term: log-weight
+    ``P + t·w`` (P = log of the history's total weight at the chunk start) with value ``vbar`` (the
+    history's weighted-average value). All exponents are taken relative to ``m`` = the largest of
+    the chunk's k and P, so nothing overflows. (P, vbar) are updated after each chunk with a
+    logsumexp. Cost: elementwise work on (B, T, C) plus B·T·Q·C multiply-adds in a matmul.
     """
     B, T, C = k.shape
-    dev = k.device
-    P = torch.full((B, C), -1e30, device=dev)
-    vbar = torch.zeros((B, C), device=dev)
+    P = torch.full((B, C), -1e30)
+    vbar = torch.zeros((B, C))
     outs = []
     for start in range(0, T, Q):
         kc, vc = k[:, start:start + Q], v[:, start:start + Q]
         q = kc.shape[1]
-        t = torch.arange(q, device=dev)
+        t = torch.arange(q)
         dist = (t.view(q, 1) - 1 - t.view(1, q)).float()  # t-1-i
-        logits = kc.unsqueeze(1) + dist.unsqueeze(-1) * w  # (B, q_t, q_i, C)
-        eye = torch.eye(q, dtype=torch.bool, device=dev).unsqueeze(-1)
-        logits = torch.where(eye, (u + kc).unsqueeze(1).expand_as(logits), logits)
-        logits = logits.masked_fill((t.view(1, q) > t.view(q, 1)).unsqueeze(-1), float("-inf"))
-        hist = (P.unsqueeze(1) + t.view(1, q, 1).float() * w).unsqueeze(2)  # (B, q_t, 1, C)
-        p = torch.softmax(torch.cat([hist, logits], dim=2), dim=2)
-        outs.append(p[:, :, 0] * vbar.unsqueeze(1) + torch.einsum("btic,bic->btc", p[:, :, 1:], vc))
-        # history at the next chunk start: old history decayed by q steps, plus this chunk's tokens
-        tail = (q - 1 - t).float().view(1, q, 1) * w  # weight of token i at the next chunk start
+        past = (dist >= 0).unsqueeze(-1)
+        D = torch.exp(torch.where(past, dist.unsqueeze(-1) * w, torch.tensor(float("-inf"))))  # (q, q, C)
+        m = torch.maximum(kc.max(1).values, P).detach()  # (B, C) stabiliser
+        Ek = torch.exp(kc - m.unsqueeze(1))
+        num = torch.einsum("tic,bic->btc", D, Ek * vc)
+        den = torch.einsum("tic,bic->btc", D, Ek)
+        diag = torch.exp(u + kc - m.unsqueeze(1))
+        hist = torch.exp(P.unsqueeze(1) + t.view(1, q, 1).float() * w - m.unsqueeze(1))
+        outs.append((num + diag * vc + hist * vbar.unsqueeze(1)) / (den + diag + hist))
+        # history at the next chunk start: the old one decayed by q steps, plus this chunk's tokens
+        tail = (q - 1 - t).float().view(1, q, 1) * w
         ent = torch.cat([(P + q * w).unsqueeze(1), kc + tail], dim=1)  # (B, q+1, C)
-        P_new = torch.logsumexp(ent, dim=1)
-        wts = torch.softmax(ent, dim=1)
-        vbar = wts[:, 0] * vbar + (wts[:, 1:] * vc).sum(1)
-        P = P_new
+        weights = torch.softmax(ent, dim=1)
+        vbar = weights[:, 0] * vbar + (weights[:, 1:] * vc).sum(1)
+        P = torch.logsumexp(ent, dim=1)
     return torch.cat(outs, dim=1)
 
 
@@ -263,12 +265,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=128, help="training window (bytes)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="number of steps (LR schedule by step: reproducible); default: train for --minutes")
+    ap.add_argument("--minutes", type=float, default=30.0,
+                    help="without --steps: train this long, the LR schedule following the elapsed time")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-final", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--max-minutes", type=float, default=35.0,
-                    help="stop early (the LR schedule is by steps) if training runs past this")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
@@ -294,19 +297,25 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
 
-    def lr_at(step: int) -> float:
+    def lr_at(step: int, elapsed: float) -> float:
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
-        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        if args.steps is not None:
+            frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        else:
+            frac = elapsed / (args.minutes * 60)
+        frac = min(1.0, frac)
         return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
 
     T, B = args.ctx, args.batch
     start = time.monotonic()
     ema = None
     step = 0
-    for step in range(args.steps):
+    lr = args.lr
+    while True:
+        lr = lr_at(step, time.monotonic() - start)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr
         offs = rng.integers(0, len(data) - T - 1, size=B)
         batch = torch.from_numpy(np.stack([data[o:o + T + 1] for o in offs]))
         logits = model(batch[:, :-1])
@@ -317,11 +326,12 @@ def main() -> None:
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         elapsed = time.monotonic() - start
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr_at(step):.2e}  "
+        if step % 50 == 0:
+            print(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr:.2e}  "
                   f"{elapsed / 60:.1f} min", flush=True)
-        if elapsed > args.max_minutes * 60:
-            print(f"time cap reached at step {step}", flush=True)
+        step += 1
+        if (args.steps is not None and step >= args.steps) or \
+                (args.steps is None and elapsed >= args.minutes * 60):
             break
     train_minutes = (time.monotonic() - start) / 60
 
@@ -336,7 +346,7 @@ def main() -> None:
             lg = model(rows[:, :-1])
             losses.append(F.cross_entropy(lg.reshape(-1, 256), rows[:, 1:].reshape(-1), reduction="sum").item())
         held_nll = sum(losses) / (n * T)
-    print(f"trained {step + 1} steps in {train_minutes:.1f} min; final train loss (EMA) {ema:.4f}; "
+    print(f"trained {step} steps in {train_minutes:.1f} min; final train loss (EMA) {ema:.4f}; "
           f"held-out NLL (ctx {T}) {held_nll:.4f} nats/byte, perplexity {math.exp(held_nll):.3f}", flush=True)
 
     torch.save(model.state_dict(), args.out_dir / "default-model.pth")

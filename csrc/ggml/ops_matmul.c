@@ -28,7 +28,8 @@ rg_work rg_work_mul_mat(const rg_tensor *dst, int nth) {
     (void)nth;
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const size_t shared = !dst->prepare ? 0 : quantized_weights(a) ? quant_b_bytes(dst) : packed_b_bytes(b);
-    return (rg_work){shared, (size_t)a->ne[0] * sizeof(float) + 64};
+    /* per thread: a tile of weight rows made f32 (mat-mat) */
+    return (rg_work){shared, RG_GEMM_MR * (size_t)a->ne[0] * sizeof(float) + 64};
 }
 
 static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
@@ -73,14 +74,43 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *a, const 
     }
 }
 
+/* Mat-mat: tiles of RG_GEMM_MR weight rows (made f32 once per tile when stored otherwise) against all T
+ * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows split between threads whole,
+ * so the output does not depend on the thread count. */
+static void mat_mat_float(const rg_compute_params *p, const rg_tensor *a, const uint8_t *a_plane,
+                          const float *b, int64_t ldb, int64_t T, uint8_t *d_plane, size_t ldd) {
+    const int64_t K = a->ne[0], M = a->ne[1];
+    const rg_type_traits *ta = rg_traits(a->type);
+    float *tile_buf = rg_thread_scratch(p);
+    float out[RG_GEMM_MR * RG_GEMM_NR];
+    int64_t g0, g1;
+    rg_split((M + RG_GEMM_MR - 1) / RG_GEMM_MR, p->ith, p->nth, &g0, &g1);
+    for (int64_t m = g0 * RG_GEMM_MR; m < M && m < g1 * RG_GEMM_MR; m += RG_GEMM_MR) {
+        const int mr = M - m < RG_GEMM_MR ? (int)(M - m) : RG_GEMM_MR;
+        const float *at;
+        int64_t lda;
+        if (a->type == RG_TYPE_F32) {
+            at = (const float *)(a_plane + m * a->nb[1]);
+            lda = (int64_t)(a->nb[1] / sizeof(float));
+        } else {
+            for (int j = 0; j < mr; j++) ta->to_f32(a_plane + (m + j) * a->nb[1], tile_buf + j * K, K);
+            at = tile_buf;
+            lda = K;
+        }
+        for (int64_t t = 0; t < T; t += RG_GEMM_NR) {
+            const int nr = T - t < RG_GEMM_NR ? (int)(T - t) : RG_GEMM_NR;
+            rg_kernels.gemm_f32_tile(at, lda, mr, b + t * ldb, ldb, nr, K, out, RG_GEMM_MR);
+            for (int j = 0; j < nr; j++)
+                memcpy(d_plane + (size_t)(t + j) * ldd + (size_t)m * sizeof(float), out + j * RG_GEMM_MR,
+                       (size_t)mr * sizeof(float));
+        }
+    }
+}
+
 /* F32 and F16 weights (and the f32 route for any other float-convertible type). */
 static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1];
-    const rg_type_traits *ta = rg_traits(a->type);
-    float *arow_buf = rg_thread_scratch(p);
-    int64_t m0, m1;
-    rg_split(M, p->ith, p->nth, &m0, &m1);
+    const int64_t K = a->ne[0], T = b->ne[1];
     for (int64_t i3 = 0; i3 < dst->ne[3]; i3++) {
         for (int64_t i2 = 0; i2 < dst->ne[2]; i2++) {
             const uint8_t *a_plane = (const uint8_t *)a->data + (i2 % a->ne[2]) * a->nb[2] + (i3 % a->ne[3]) * a->nb[3];
@@ -97,21 +127,8 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             uint8_t *d_plane = (uint8_t *)dst->data + i2 * dst->nb[2] + i3 * dst->nb[3];
             if (T == 1 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16)) {
                 mat_vec_float(p, a, a_plane, b_plane, (float *)d_plane);
-                continue;
-            }
-            for (int64_t m = m0; m < m1; m++) {
-                const void *arow = a_plane + m * a->nb[1];
-                const float *af = arow;
-                if (a->type != RG_TYPE_F32) {
-                    ta->to_f32(arow, arow_buf, K);
-                    af = arow_buf;
-                }
-                for (int64_t t = 0; t < T; t += 4) {
-                    const int nb = T - t < 4 ? (int)(T - t) : 4;
-                    float out[4];
-                    rg_kernels.dot_f32_x4(af, b_plane + t * ldb, ldb, nb, K, out);
-                    for (int j = 0; j < nb; j++) *(float *)(d_plane + (t + j) * dst->nb[1] + m * sizeof(float)) = out[j];
-                }
+            } else {
+                mat_mat_float(p, a, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
             }
         }
     }
@@ -143,7 +160,7 @@ void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
 
 /* Bytes of quantized activation rows a tile of the mat-mat loop keeps hot in L2 while a thread's weight
  * rows stream past them once. */
-#define RG_QUANT_TILE_BYTES (256 * 1024)
+#define RG_QUANT_TILE_BYTES (512 * 1024)
 
 static size_t quant_b_row_bytes(const rg_tensor *dst) {
     return rg_type_row_bytes(rg_traits(dst->src[0]->type)->vec_dot_type, dst->src[1]->ne[0]);

@@ -160,14 +160,28 @@ int rg_tensor_is_contiguous(const rg_tensor *t) {
     return 1;
 }
 
-/* The memory a view may reach: the root tensor's span, measured from its data pointer. */
+/* The memory a view may reach: the root tensor's span, measured from its data pointer. The offsets
+ * come from callers, so their sum saturates at SIZE_MAX instead of wrapping past the bounds check. */
 static rg_tensor *view_root(rg_tensor *t, size_t *offs) {
     *offs = 0;
     while (t->view_src != NULL) {
-        *offs += t->view_offs;
+        *offs = *offs > SIZE_MAX - t->view_offs ? SIZE_MAX : *offs + t->view_offs;
         t = t->view_src;
     }
     return t;
+}
+
+/* rg_tensor_nbytes for caller-supplied sizes and strides: SIZE_MAX when a size times a stride (or the
+ * sum) does not fit, so that a huge stride cannot wrap around to a small, "in bounds" span. */
+static size_t checked_span(const rg_tensor *t) {
+    const rg_type_traits *tr = rg_traits(t->type);
+    size_t last = 0;
+    for (int i = 0; i < RG_MAX_DIMS; i++) {
+        const size_t n = (size_t)((i == 0 ? t->ne[0] / tr->block_size : t->ne[i]) - 1);
+        if (n != 0 && t->nb[i] > (SIZE_MAX - last) / n) return SIZE_MAX;
+        last += n * t->nb[i];
+    }
+    return last > SIZE_MAX - tr->block_bytes ? SIZE_MAX : last + tr->block_bytes;
 }
 
 static rg_tensor *make_view(rg_ctx *ctx, rg_tensor *src, int n_dims, const int64_t *ne, const size_t *nb,
@@ -184,14 +198,20 @@ static rg_tensor *make_view(rg_ctx *ctx, rg_tensor *src, int n_dims, const int64
     t->src[0] = src;
     t->view_src = src;
     t->view_offs = offset;
-    t->data = src->data ? (uint8_t *)src->data + offset : NULL;
     size_t root_offs;
     rg_tensor *root = view_root(t, &root_offs);
-    if (root_offs + rg_tensor_nbytes(t) > rg_tensor_nbytes(root)) {
-        rg_set_error(ctx, RG_E_SHAPE, "%s: view of '%s' reaches byte %zu, past its %zu bytes", what, src->name,
-                     root_offs + rg_tensor_nbytes(t), rg_tensor_nbytes(root));
+    const size_t span = checked_span(t), avail = rg_tensor_nbytes(root);
+    if (span > SIZE_MAX - root_offs) {
+        rg_set_error(ctx, RG_E_SHAPE, "%s: view of '%s': its offset, sizes and strides overflow the address space",
+                     what, src->name);
         return NULL;
     }
+    if (root_offs + span > avail) {
+        rg_set_error(ctx, RG_E_SHAPE, "%s: view of '%s' reaches byte %zu, past its %zu bytes", what, src->name,
+                     root_offs + span, avail);
+        return NULL;
+    }
+    t->data = src->data ? (uint8_t *)src->data + offset : NULL; /* only once the offset is known in bounds */
     rg_tensor_set_name(t, src->name);
     return t;
 }
@@ -205,9 +225,17 @@ rg_tensor *rg_view(rg_ctx *ctx, rg_tensor *src, int n_dims, const int64_t *ne, c
     const rg_type_traits *tr = rg_traits(src->type);
     int64_t full_ne[RG_MAX_DIMS] = {1, 1, 1, 1};
     size_t full_nb[RG_MAX_DIMS];
+    /* the same limits as for new tensors, so element counts of views cannot overflow either */
+    const int64_t limit = (int64_t)1 << 40;
+    int64_t total = 1;
     for (int i = 0; i < n_dims; i++) {
-        if (ne[i] < 1) {
+        if (ne[i] < 1 || ne[i] > limit) {
             rg_set_error(ctx, RG_E_SHAPE, "view: dimension %d has size %" PRId64, i, ne[i]);
+            return NULL;
+        }
+        total *= ne[i];
+        if (total > limit) {
+            rg_set_error(ctx, RG_E_SHAPE, "view: more than 2^40 elements");
             return NULL;
         }
         full_ne[i] = ne[i];

@@ -79,7 +79,7 @@ def stack_vectors(ctx: Context, vectors: list[Tensor]) -> Tensor:
 
 
 def lerp_stacked(ctx: Context, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    """x0 + (x1 − x0) ⊙ t_f for every stacked vector t_f at once: x0, x1 (C, T), t (C, 1, n) -> (C, T, n).
+    """x0 + (x1 - x0) ⊙ t_f for every stacked vector t_f at once: x0, x1 (C, T), t (C, 1, n) -> (C, T, n).
     The token-shift mixes of v5-v7 are all of this form (with x0, x1 the current and previous token)."""
     return ctx.add(ctx.mul(ctx.sub(x1, x0), t), x0)
 

@@ -133,6 +133,24 @@ def test_view_and_reshape_errors(ctx: ggml.Context) -> None:
         ctx.permute(t, [0, 1, 2, 4])
 
 
+@pytest.mark.parametrize(("ne", "nb", "offset"), [
+    ([1, 3], [4, 1 << 63], 0),             # (3 - 1) * 2^63 wraps to 0
+    ([2, 2], [4, (1 << 64) - 4], 0),       # a "negative" stride
+    ([4], [4], (1 << 64) - 8),             # an offset that wraps the end back into bounds
+    ([1, 1 << 41], [4, 0], 0),             # more elements than any tensor may have
+], ids=["stride-wraps", "negative-stride", "offset-wraps", "too-many-elements"])
+def test_view_with_wrapping_strides_or_offset(ctx: ggml.Context, ne: list[int], nb: list[int], offset: int) -> None:
+    """Sizes, strides and offsets come from the caller: arithmetic that wraps around must not slip a view
+    that reaches outside its tensor past the bounds check (reading it would crash or leak memory)."""
+    t = f32(ctx, 4, 6)
+    with pytest.raises(ShapeError, match="view"):
+        ctx.view(t, ne, nb, offset=offset)
+    # a wrapped offset stacked on a valid view's offset is caught too
+    v = ctx.view(t, [4], [4], offset=8)
+    with pytest.raises(ShapeError, match="view"):
+        ctx.view(v, [2], [4], offset=(1 << 64) - 4)
+
+
 def test_quantized_layout_errors(ctx: ggml.Context) -> None:
     q = q8(ctx)
     with raises(DTypeError, "permute: cannot move the row axis of a block-quantized tensor"):

@@ -290,3 +290,47 @@ def test_sum_rows_non_contiguous(layout: str) -> None:
     want = x.astype(np.float64).sum(axis=-1, keepdims=True)
     assert_norm_close(got, want, np.abs(x.astype(np.float64)).sum(axis=-1, keepdims=True), tol=1e-6,
                       name="sum_rows")
+
+
+# ---- data at unaligned addresses (tensors mapped from a file sit at any byte offset) ----
+
+def _misaligned(ctx: ggml.Context, arr: np.ndarray, shift: int = 1) -> ggml.Tensor:
+    """An external tensor with ``arr``'s values whose data starts ``shift`` bytes past an aligned address."""
+    raw = np.zeros(arr.nbytes + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + shift
+    view = raw[start:start + arr.nbytes]
+    view[:] = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
+    engine_type = {np.dtype(np.float32): ggml.F32, np.dtype(np.float16): ggml.F16}[arr.dtype]
+    return ctx.external(view, engine_type=engine_type, ne=list(reversed(arr.shape)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+def test_unaligned_data(dtype: type, simd_level: int) -> None:
+    x = rand((3, 37), 1, dtype=dtype)
+    w = rand((5, 37), 2, dtype=dtype)
+    b = rand((2, 37), 3)
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    with ggml.Context(1 << 20, threads=2) as ctx:
+        tx, tw = _misaligned(ctx, x, 1), _misaligned(ctx, w, 3)
+        outs = {
+            "neg": ctx.neg(tx),
+            "add": ctx.add(tx, ctx.tensor(b[:1])),
+            "layer_norm": ctx.layer_norm(tx),
+            "cont": ctx.cont(ctx.transpose(tx)),
+            "get_rows": ctx.get_rows(tw, ctx.tensor(np.array([4, 0, 2], dtype=np.int32))),
+            "mul_mat_vec": ctx.mul_mat(tw, ctx.tensor(b[:1])),
+            "mul_mat": ctx.mul_mat(tw, ctx.tensor(b)),
+        }
+        ctx.graph(list(outs.values())).compute()
+        got = {k: v.numpy() for k, v in outs.items()}
+    np.testing.assert_array_equal(got["neg"], -x32)
+    np.testing.assert_array_equal(got["add"], x32 + b[:1])
+    mu = x32.astype(np.float64).mean(-1, keepdims=True)
+    sd = np.sqrt(((x32 - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(got["layer_norm"], (x32 - mu) / sd, rtol=1e-5, atol=1e-5)
+    assert bits_equal(got["cont"], np.ascontiguousarray(x.T))
+    np.testing.assert_array_equal(got["get_rows"], w32[[4, 0, 2]])
+    want = b.astype(np.float64) @ w32.T.astype(np.float64)
+    bound = np.linalg.norm(b, axis=1)[:, None] * np.linalg.norm(w32, axis=1)[None, :]
+    assert_norm_close(got["mul_mat"], want, bound, tol=1e-5, name="mul_mat/unaligned")
+    assert_norm_close(got["mul_mat_vec"], want[:1], bound[:1], tol=1e-5, name="mul_mat/unaligned")

@@ -311,7 +311,8 @@ BROKEN: dict[str, tuple[str, dict[str, np.ndarray | None], str]] = {
     "bad-decay-shape": ("5.2", {"blocks.1.att.time_decay": np.ones((8, 4, 1), np.float32)},
                         "blocks.1.att.time_decay"),
     "bad-r_k": ("7", {"blocks.1.att.r_k": np.ones((2, 16), np.float32)}, "blocks.1.att.r_k"),
-    "f16-bonus": ("6", {"blocks.0.att.time_faaaa": np.ones((4, 8, 1), np.float16)}, "blocks.0.att.time_faaaa"),
+    "f16-bonus": ("6", {"blocks.0.att.time_faaaa": np.ones((4, 8, 1), np.float16)},
+                  "blocks.0.att.time_faaaa"),
     "extra-layer": ("5.1", {"blocks.2.att.ln_x.weight": _VEC}, "blocks.2.att.ln_x.weight"),
 }
 

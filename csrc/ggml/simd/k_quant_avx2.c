@@ -130,19 +130,16 @@ RG_AVX2_INLINE __m256 half8(const uint8_t *w, int field, const int nbk, const qt
 RG_AVX2_INLINE void load_group(const uint8_t *w, int64_t b0, const int np, const qtype t, wgroup *g) {
     for (int p = 0; p < np; p++) pair_codes(w + (b0 + 2 * p) * t.wbytes, t, &g->lo[p], &g->hi[p]);
     g->dw = half8(w + b0 * t.wbytes, 0, 2 * np, t);
-    if (t.has_min) g->mw = half8(w + b0 * t.wbytes, 2, 2 * np, t);
+    g->mw = t.has_min ? half8(w + b0 * t.wbytes, 2, 2 * np, t) : g->dw;
 }
 
 RG_AVX2_INLINE __m256i mask8(int nbk) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(nbk), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* acc += the np pairs of g (blocks from b0) against the activation row x. */
-RG_AVX2_INLINE __m256 dot_group(const wgroup *g, const uint8_t *x, int64_t nb, int64_t b0, const int np, const qtype t,
-                                __m256 acc) {
-    __m256i r[4];
-    for (int p = 0; p < 4; p++)
-        r[p] = p < np ? pair_dot(g->lo[p], g->hi[p], (const int8_t *)x + 32 * (b0 + 2 * p), t) : _mm256_setzero_si256();
+/* acc += np pairs' exact sums r (blocks from b0) scaled by the weights' dw, mw and the row x's arrays. */
+RG_AVX2_INLINE __m256 scale_group(const __m256i r[4], __m256 dw, __m256 mw, const uint8_t *x, int64_t nb, int64_t b0,
+                                  const int np, const qtype t, __m256 acc) {
     __m256i v = reduce8(r);
     const int full = np == 4;
     const __m256i m = mask8(2 * np);
@@ -153,12 +150,35 @@ RG_AVX2_INLINE __m256 dot_group(const wgroup *g, const uint8_t *x, int64_t nb, i
         v = _mm256_sub_epi32(v, _mm256_slli_epi32(xs, t.off == 8 ? 3 : 4)); /* off is 8 or 16 */
     }
     const __m256 dx = full ? _mm256_loadu_ps(dx_p) : _mm256_maskload_ps(dx_p, m);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(g->dw, dx), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, dx), acc);
     if (t.has_min) {
         const float *sx_p = (const float *)(x + rg_act_s_off(nb) + 4 * b0);
-        acc = _mm256_fmadd_ps(g->mw, full ? _mm256_loadu_ps(sx_p) : _mm256_maskload_ps(sx_p, m), acc);
+        acc = _mm256_fmadd_ps(mw, full ? _mm256_loadu_ps(sx_p) : _mm256_maskload_ps(sx_p, m), acc);
     }
     return acc;
+}
+
+/* acc += the np pairs of g (blocks from b0) against the activation row x. */
+RG_AVX2_INLINE __m256 dot_group(const wgroup *g, const uint8_t *x, int64_t nb, int64_t b0, const int np, const qtype t,
+                                __m256 acc) {
+    __m256i r[4];
+    for (int p = 0; p < 4; p++)
+        r[p] = p < np ? pair_dot(g->lo[p], g->hi[p], (const int8_t *)x + 32 * (b0 + 2 * p), t) : _mm256_setzero_si256();
+    return scale_group(r, g->dw, g->mw, x, nb, b0, np, t, acc);
+}
+
+/* The mat-vec loop for a full group: each pair's codes go straight into the products. */
+RG_AVX2_INLINE __m256 dot_group_streaming(const uint8_t *w, const uint8_t *x, int64_t nb, int64_t b0, const qtype t,
+                                          __m256 acc) {
+    __m256i r[4];
+    for (int p = 0; p < 4; p++) {
+        __m256i lo, hi;
+        pair_codes(w + (b0 + 2 * p) * t.wbytes, t, &lo, &hi);
+        r[p] = pair_dot(lo, hi, (const int8_t *)x + 32 * (b0 + 2 * p), t);
+    }
+    const __m256 dw = half8(w + b0 * t.wbytes, 0, 8, t);
+    const __m256 mw = t.has_min ? half8(w + b0 * t.wbytes, 2, 8, t) : dw;
+    return scale_group(r, dw, mw, x, nb, b0, 4, t, acc);
 }
 
 RG_AVX2_INLINE float load_f32(const uint8_t *p) {
@@ -190,6 +210,9 @@ RG_AVX2_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     wgroup g;
     int64_t p = 0;
+    if (nx == 1) {
+        for (; p + 4 <= npairs; p += 4) acc[0] = dot_group_streaming(w, x, nb, 2 * p, t, acc[0]);
+    }
     for (; p + 4 <= npairs; p += 4) {
         load_group(w, 2 * p, 4, t, &g);
         for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, nb, 2 * p, 4, t, acc[j]);

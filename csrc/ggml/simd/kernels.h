@@ -28,6 +28,10 @@ typedef struct {
      * bit-identical whatever nr is, so grouping rows never changes a result. */
     void (*dot_f32_rows4)(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
+    /* Mat-mat tile (k_gemm.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
+     * t < nr <= RG_GEMM_NR; an element's value does not depend on mr, nr. */
+    void (*gemm_f32_tile)(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
+                          float *c, int64_t ldc);
 
     /* ---- block-quantized weights (csrc/ggml/quant, k_quant_*.c) ---- */
     /* One activation row of n floats (a multiple of 32) quantized for the integer dot products
@@ -55,6 +59,9 @@ RG_KERNELS_API void rg_kernels_fill_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx512(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_init(void);
+RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level);
+#define RG_GEMM_MR 4
+#define RG_GEMM_NR 6
 /* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
  * bit 64 of rg_cpu_features) and leave the AVX2 entries in place without it. */
 RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);

@@ -1,0 +1,132 @@
+"""Random-weight RWKV models of real shapes for the benchmarks, written once into a cache folder.
+
+Weights are random (the benchmarks measure speed, not text), drawn with realistic magnitudes so no
+kernel sees denormals or infinities. Other formats are derived from the F32 file with our converter
+rules (F16) and quantizer (block types). An official-layout ``.pth`` of the same weights can be written
+for the official ``rwkv`` package (needs torch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rwkv_ggml.fileformat import DType, read_model_file, write_model_file
+
+CACHE = Path(os.environ.get("RWKV_GGML_BENCH_CACHE", Path.home() / ".cache" / "rwkv_ggml_bench"))
+
+# name: (version, n_layer, n_embed, n_vocab, ffn_dim)
+SHAPES = {
+    "v4-169m": ("4", 12, 768, 50277, 3072),
+    "v4-1.5b": ("4", 24, 2048, 50277, 8192),
+    "v7-0.1b": ("7", 12, 768, 65536, 3072),
+    "v7-1.5b": ("7", 24, 2048, 65536, 8192),
+}
+
+
+def _v4_tensors(L: int, C: int, V: int, F: int, rng: np.random.Generator):
+    def mat(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols), dtype=np.float32) / np.float32(np.sqrt(cols)))
+
+    def vec(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, C).astype(np.float32)
+
+    yield "emb.weight", rng.standard_normal((V, C), dtype=np.float32)
+    yield "blocks.0.ln0.weight", vec(0.9, 1.1)
+    yield "blocks.0.ln0.bias", vec(-0.1, 0.1)
+    for i in range(L):
+        p = f"blocks.{i}."
+        for n in ("ln1", "ln2"):
+            yield p + n + ".weight", vec(0.9, 1.1)
+            yield p + n + ".bias", vec(-0.1, 0.1)
+        for n in ("k", "v", "r"):
+            yield p + "att.time_mix_" + n, vec(0.0, 1.0)
+        yield p + "att.time_decay", -np.exp(vec(-3.0, 1.5))
+        yield p + "att.time_first", vec(-1.0, 1.0)
+        for n in ("key", "value", "receptance", "output"):
+            yield p + f"att.{n}.weight", mat(C, C)
+        for n in ("k", "r"):
+            yield p + "ffn.time_mix_" + n, vec(0.0, 1.0)
+        yield p + "ffn.key.weight", mat(F, C)
+        yield p + "ffn.receptance.weight", mat(C, C)
+        yield p + "ffn.value.weight", mat(C, F)
+    yield "ln_out.weight", vec(0.9, 1.1)
+    yield "ln_out.bias", vec(-0.1, 0.1)
+    yield "head.weight", mat(V, C)
+
+
+def f32_model(name: str) -> Path:
+    """The cached F32 file of a shape (v4 shapes are generated here; v7 needs the v7 generator)."""
+    version, L, C, V, F = SHAPES[name]
+    path = CACHE / f"{name}-F32.bin"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1234)
+    if version == "4":
+        tensors = _v4_tensors(L, C, V, F, rng)
+    else:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.reference.random_models import random_model_weights
+
+        tensors = iter(random_model_weights(version, C, L, V, head_size=64, ffn_dim=F, lora_dims=64,
+                                            seed=1234).items())
+    write_model_file(path, n_vocab=V, n_embed=C, n_layer=L, data_type=DType.F32, tensors=tensors)
+    return path
+
+
+def model_file(name: str, fmt: str) -> Path:
+    """The cached file of a shape in F32, F16 or a block format."""
+    src = f32_model(name)
+    if fmt == "F32":
+        return src
+    path = CACHE / f"{name}-{fmt}.bin"
+    if path.exists():
+        return path
+    if fmt == "F16":
+        fp32_parts = (".time_", ".k_k", ".k_a", ".r_k", ".x_rwkvag", ".x_k", ".w0", ".a0", ".v0")
+        with read_model_file(src) as mf:
+            def tensors():
+                for n, rec in mf.tensors.items():
+                    a = np.asarray(mf.array(n))
+                    f16 = len(rec.ne) >= 2 and not any(part in n for part in fp32_parts)
+                    yield n, a.astype(np.float16) if f16 else np.array(a)
+            write_model_file(path, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer,
+                             data_type=DType.F16, tensors=tensors())
+    else:
+        from rwkv_ggml.quantize import quantize
+
+        quantize(src, path, fmt, progress=False)
+    return path
+
+
+def official_pth(name: str) -> Path:
+    """The same weights as an official RWKV-4 checkpoint (undoing the rwkv.cpp preprocessing), for the
+    official ``rwkv`` package. Needs torch."""
+    import torch
+
+    path = CACHE / f"{name}-official.pth"
+    if path.exists():
+        return path
+    with read_model_file(f32_model(name)) as mf:
+        sd = {}
+        for n in mf.tensors:
+            a = np.array(mf.array(n))
+            if n.endswith("att.time_decay"):
+                a = np.log(-a)  # the file holds -exp(raw)
+            if ".time_mix_" in n:
+                a = a.reshape(1, 1, -1)
+            sd[n] = torch.from_numpy(a)
+        torch.save(sd, path)
+    return path
+
+
+def streamed_bytes(path: Path) -> int:
+    """Bytes of weights one token reads: every tensor except the embedding table (one row of it)."""
+    with read_model_file(path) as mf:
+        emb = mf.tensors["emb.weight"]
+        return sum(r.nbytes for n, r in mf.tensors.items() if n != "emb.weight") + emb.nbytes // emb.shape[0]

@@ -1,0 +1,111 @@
+"""Per-token (RNN mode) latency beside the memory-bandwidth floor, measured in the same run.
+
+A token reads every weight once, so the best possible latency is the bytes streamed per token divided
+by the machine's read bandwidth from huge pages (the floor). The table gives our median latency, the
+floor, and their ratio, per model shape, format, weight placement and thread count; and, when the
+official ``rwkv`` package (PyTorch) is installed (``pip install .[bench]``), its latency on the same
+random weights.
+
+    python benchmarks/per_token.py --models v4-169m v4-1.5b --formats F32 F16 --threads 1 2
+
+Random weights are generated once into ~/.cache/rwkv_ggml_bench (RWKV_GGML_BENCH_CACHE overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import read_bandwidth  # noqa: E402
+from models import SHAPES, model_file, official_pth, streamed_bytes  # noqa: E402
+
+from rwkv_ggml import Model, ggml  # noqa: E402
+
+
+def median_latency(model: Model, tokens: int) -> float:
+    state = model.init_state()
+    logits = np.empty(model.n_vocab, dtype=np.float32)
+    for t in range(5):  # warm-up: first touches, thread wake-up
+        model.eval(t, state, state_out=state, logits_out=logits)
+    times = []
+    for t in range(tokens):
+        t0 = time.perf_counter()
+        model.eval(t % model.n_vocab, state, state_out=state, logits_out=logits)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def official_latency(name: str, threads: int, tokens: int) -> float | None:
+    try:
+        import torch
+        os.environ.setdefault("RWKV_JIT_ON", "1")
+        os.environ.setdefault("RWKV_CUDA_ON", "0")
+        from rwkv.model import RWKV
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    path = official_pth(name)
+    model = RWKV(model=str(path), strategy="cpu fp32", verbose=False)
+    state = None
+    for t in range(3):
+        _, state = model.forward([t], state)
+    times = []
+    for t in range(tokens):
+        t0 = time.perf_counter()
+        _, state = model.forward([t], state)
+        times.append(time.perf_counter() - t0)
+    del model
+    gc.collect()
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["v4-169m", "v4-1.5b"], choices=list(SHAPES))
+    ap.add_argument("--formats", nargs="+", default=["F32", "F16"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--placements", nargs="+", default=["hugepage", "mmap"])
+    ap.add_argument("--tokens", type=int, default=0, help="tokens timed per case (default: by model size)")
+    ap.add_argument("--official", action="store_true", help="also time the official rwkv package (fp32)")
+    args = ap.parse_args()
+
+    pool = ggml.Pool(max(args.threads))
+    print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; "
+          "floor = streamed bytes / read bandwidth (2 MiB pages) re-measured after each case")
+    print(f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
+          f"{'GB/s':>7}")
+    for name in args.models:
+        for fmt in args.formats:
+            path = model_file(name, fmt)
+            nbytes = streamed_bytes(path)
+            tokens = args.tokens or (40 if nbytes > 1e9 else 150)
+            for placement in args.placements:
+                for threads in args.threads:
+                    with Model(path, threads=threads, placement=placement) as m:
+                        lat = median_latency(m, tokens)
+                    bw = read_bandwidth(pool, threads, nbytes=512 << 20, repeats=5)
+                    floor = nbytes / (bw * 1e9)
+                    print(f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
+                          f"{lat / floor:>7.2f}{nbytes / lat / 1e9:>7.1f}", flush=True)
+        if args.official:
+            for threads in args.threads:
+                lat = official_latency(name, threads, max(10, (args.tokens or 40) // 2))
+                if lat is None:
+                    print("official rwkv package not installed (pip install .[bench])")
+                    break
+                print(f"{name:<10}{'torch':<7}{'official':<10}{threads:>4}{lat * 1e3:>10.2f}", flush=True)
+    pool.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Prompt ingestion (sequence mode) throughput beside the FMA peak, measured in the same run.
+
+For each model shape, format and prompt length T: tokens per second of ``Model.eval_sequence`` on a
+fresh state, the achieved GFLOP/s (2 flops per weight per token for the matrix products, which
+dominate) and its share of the machine's F32 FMA peak. With ``--official`` and the official ``rwkv``
+package installed (``pip install .[bench]``): its 'cpu fp32' and 'cpu bf16' strategies on the same
+random weights in the same run (RWKV-4 shapes).
+
+    python benchmarks/prompt.py --models v4-169m --formats F32 F16 Q8_0 --lengths 256 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import fma_peak  # noqa: E402
+from models import SHAPES, model_file, official_pth  # noqa: E402
+
+from rwkv_ggml import Model, ggml  # noqa: E402
+from rwkv_ggml.fileformat import read_model_file  # noqa: E402
+
+
+def matrix_params(path: Path) -> int:
+    """Weights multiplied per token: every 2-D tensor but the embedding (a row lookup) and the head
+    (only the last token goes through it)."""
+    with read_model_file(path) as mf:
+        return sum(int(np.prod(r.ne)) for n, r in mf.tensors.items()
+                   if len(r.ne) == 2 and n not in ("emb.weight", "head.weight"))
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) -> float | None:
+    try:
+        import torch
+        os.environ.setdefault("RWKV_JIT_ON", "1")
+        os.environ.setdefault("RWKV_CUDA_ON", "0")
+        from rwkv.model import RWKV
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    model = RWKV(model=str(official_pth(name)), strategy=strategy, verbose=False)
+    tokens = list(np.random.default_rng(0).integers(0, 50000, T))
+    model.forward(tokens[:16], None)
+    sec = best_time(lambda: model.forward(tokens, None), repeats)
+    del model
+    gc.collect()
+    return T / sec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["v4-169m", "v4-1.5b"], choices=list(SHAPES))
+    ap.add_argument("--formats", nargs="+", default=["F32", "F16", "Q8_0", "Q5_1", "Q4_0"])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--official", action="store_true")
+    args = ap.parse_args()
+
+    pool = ggml.Pool(args.threads)
+    peak = fma_peak(pool, args.threads)
+    pool.close()
+    print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, F32 FMA peak {peak:.0f} GFLOP/s")
+    print(f"{'model':<10}{'format':<8}{'T':>6}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}")
+    for name in args.models:
+        for fmt in args.formats:
+            path = model_file(name, fmt)
+            flops_per_token = 2 * matrix_params(path)
+            with Model(path, threads=args.threads) as m:
+                for T in args.lengths:
+                    tokens = np.random.default_rng(T).integers(0, m.n_vocab, T)
+                    m.eval_sequence(tokens[:64], chunk_size=args.chunk_size)  # builds the graphs
+                    repeats = 3 if T * flops_per_token < 2e11 else 1
+                    sec = best_time(lambda: m.eval_sequence(tokens, chunk_size=args.chunk_size), repeats)
+                    gflops = T * flops_per_token / sec / 1e9
+                    print(f"{name:<10}{fmt:<8}{T:>6}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%",
+                          flush=True)
+        if args.official and SHAPES[name][0] == "4":
+            for strategy in ("cpu fp32", "cpu bf16"):
+                for T in args.lengths:
+                    rate = official_rate(name, strategy, args.threads, T, 1)
+                    if rate is None:
+                        print("official rwkv package not installed (pip install .[bench])")
+                        break
+                    print(f"{name:<10}{strategy.split()[1] + '*':<8}{T:>6}{rate:>10.1f}   (official rwkv, torch)",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()

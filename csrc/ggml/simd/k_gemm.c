@@ -1,0 +1,116 @@
+/* Mat-mat micro-kernels for F32 operands with f32 accumulation (prompt ingestion).
+ *
+ * c[t * ldc + m] = sum_k a[m * lda + k] * b[t * ldb + k] for a tile of mr <= 4 weight rows and nr <= RG_GEMM_NR
+ * activation rows. Both operands are contiguous along k (weights as stored, activations as rows), so
+ * each (m, t) pair keeps a vector of partial sums over k lanes and is reduced once at the end: per
+ * k-step a tile loads 4 + 6 vectors for 24 FMAs, which keeps the FMA units busy instead of waiting on
+ * loads (the one-row kernels load two vectors per FMA).
+ *
+ * The k-lane partial sums and their final reduction are the same for every tile shape, so an element's
+ * value does not depend on which tile computed it. */
+#include "kernels.h"
+
+static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
+                             float *c, int64_t ldc) {
+    for (int t = 0; t < nr; t++)
+        for (int m = 0; m < mr; m++) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            const float *am = a + m * lda, *bt = b + t * ldb;
+            int64_t i = 0;
+            for (; i + 4 <= k; i += 4) {
+                s0 += rg_ld_f32(am + i) * bt[i];
+                s1 += rg_ld_f32(am + i + 1) * bt[i + 1];
+                s2 += rg_ld_f32(am + i + 2) * bt[i + 2];
+                s3 += rg_ld_f32(am + i + 3) * bt[i + 3];
+            }
+            for (; i < k; i++) s0 += rg_ld_f32(am + i) * bt[i];
+            c[t * ldc + m] = (s0 + s1) + (s2 + s3);
+        }
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define RG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* One (m, t) accumulator per register; MR x NR fixed at 4 x 6 (24 of the 32 zmm registers). */
+RG_AVX512 static void gemm_tile_avx512(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
+                                       int64_t k, float *c, int64_t ldc) {
+    __m512 acc[4][6];
+    for (int m = 0; m < 4; m++)
+        for (int t = 0; t < 6; t++) acc[m][t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    if (mr == 4 && nr == 6) {
+        for (; i + 16 <= k; i += 16) {
+            const __m512 a0 = _mm512_loadu_ps(a + i), a1 = _mm512_loadu_ps(a + lda + i);
+            const __m512 a2 = _mm512_loadu_ps(a + 2 * lda + i), a3 = _mm512_loadu_ps(a + 3 * lda + i);
+            for (int t = 0; t < 6; t++) {
+                const __m512 bt = _mm512_loadu_ps(b + t * ldb + i);
+                acc[0][t] = _mm512_fmadd_ps(a0, bt, acc[0][t]);
+                acc[1][t] = _mm512_fmadd_ps(a1, bt, acc[1][t]);
+                acc[2][t] = _mm512_fmadd_ps(a2, bt, acc[2][t]);
+                acc[3][t] = _mm512_fmadd_ps(a3, bt, acc[3][t]);
+            }
+        }
+    } else {
+        for (; i + 16 <= k; i += 16) {
+            for (int t = 0; t < nr; t++) {
+                const __m512 bt = _mm512_loadu_ps(b + t * ldb + i);
+                for (int m = 0; m < mr; m++)
+                    acc[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), bt, acc[m][t]);
+            }
+        }
+    }
+    if (i < k) {
+        const __mmask16 msk = (__mmask16)((1u << (k - i)) - 1u);
+        for (int t = 0; t < nr; t++) {
+            const __m512 bt = _mm512_maskz_loadu_ps(msk, b + t * ldb + i);
+            for (int m = 0; m < mr; m++)
+                acc[m][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(msk, a + m * lda + i), bt, acc[m][t]);
+        }
+    }
+    for (int t = 0; t < nr; t++)
+        for (int m = 0; m < mr; m++) c[t * ldc + m] = _mm512_reduce_add_ps(acc[m][t]);
+}
+
+RG_AVX2 static inline float hsum8(__m256 v) {
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* AVX2 has 16 registers: 4 x 2 accumulators. */
+RG_AVX2 static void gemm_tile_avx2(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
+                                   int64_t k, float *c, int64_t ldc) {
+    for (int t0 = 0; t0 < nr; t0 += 2) {
+        const int nt = nr - t0 < 2 ? nr - t0 : 2;
+        __m256 acc[4][2];
+        for (int m = 0; m < 4; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            for (int t = 0; t < nt; t++) {
+                const __m256 bt = _mm256_loadu_ps(b + (t0 + t) * ldb + i);
+                for (int m = 0; m < mr; m++)
+                    acc[m][t] = _mm256_fmadd_ps(_mm256_loadu_ps(a + m * lda + i), bt, acc[m][t]);
+            }
+        }
+        for (int t = 0; t < nt; t++)
+            for (int m = 0; m < mr; m++) {
+                float s = hsum8(acc[m][t]);
+                for (int64_t j = i; j < k; j++) s += rg_ld_f32(a + m * lda + j) * b[(t0 + t) * ldb + j];
+                c[(t0 + t) * ldc + m] = s;
+            }
+    }
+}
+
+void rg_kernels_fill_gemm(rg_kernel_table *k, int level) {
+    k->gemm_f32_tile = level >= 2 ? gemm_tile_avx512 : level == 1 ? gemm_tile_avx2 : gemm_tile_scalar;
+}
+#else
+void rg_kernels_fill_gemm(rg_kernel_table *k, int level) {
+    (void)level;
+    k->gemm_f32_tile = gemm_tile_scalar;
+}
+#endif
