@@ -97,7 +97,8 @@ class Pool:
     """A persistent thread pool (threads - 1 workers plus the calling thread)."""
 
     def __init__(self, threads: int) -> None:
-        if not isinstance(threads, int) or threads < 1:
+        self._ptr: Any = None  # set first: __del__ runs even when __init__ raises
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise EngineArgumentError(f"threads must be a positive int, got {threads!r}")
         err = ffi.new("rg_err *")
         p = lib.rg_pool_new(threads, err)
@@ -291,17 +292,23 @@ class Context:
 
     def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False,
                  pool: Pool | None = None) -> None:
-        if not isinstance(mem_size, int) or mem_size <= 0:
+        self._ptr: Any = None  # set first: __del__ runs even when __init__ raises
+        self._owns_pool = False
+        if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size <= 0:
             raise EngineArgumentError(f"mem_size must be a positive int, got {mem_size!r}")
         err = ffi.new("rg_err *")
         p = lib.rg_ctx_new(mem_size, 1 if no_alloc else 0, err)
         if p == ffi.NULL:
             raise_status(err.status, c_string(err.msg))
-        self._ptr = p
         self._keepalive: list[Any] = []
         # A shared pool (several contexts of one model) is borrowed, not owned.
+        try:
+            self.pool = Pool(threads) if pool is None else pool
+        except BaseException:
+            lib.rg_ctx_free(p)
+            raise
+        self._ptr = p
         self._owns_pool = pool is None
-        self.pool = Pool(threads) if pool is None else pool
         self.threads = self.pool.threads
 
     # ---- lifetime ----
@@ -315,7 +322,7 @@ class Context:
             raise ClosedError("the context was closed")
 
     def close(self) -> None:
-        if getattr(self, "_ptr", None) is not None:
+        if self._ptr is not None:
             if self._owns_pool:
                 self.pool.close()
             lib.rg_ctx_free(self._ptr)

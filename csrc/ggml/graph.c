@@ -10,6 +10,7 @@ struct rg_graph {
     rg_ctx *ctx;
     int n_nodes; /* tensors with a forward function, in dependency order */
     rg_tensor **nodes;
+    bool *solo; /* nodes computed by thread 0 alone (see RG_SOLO_MAX_ELEMENTS) */
     int n_views; /* views, in dependency order: their data pointer is refreshed before each compute */
     rg_tensor **views;
     int max_threads;
@@ -38,6 +39,15 @@ static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
 }
 
 
+
+/* Nodes this small are computed by thread 0 alone. Splitting a C-long vector op across threads saves
+ * less than the barrier it needs; a run of such nodes (layer norms, token-shift mixes, the WKV step of
+ * per-token graphs) then costs one barrier instead of one per node. Matrix products are never solo. */
+#define RG_SOLO_MAX_ELEMENTS 32768
+
+static bool is_solo(const rg_tensor *t) {
+    return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && rg_tensor_n_elements(t) <= RG_SOLO_MAX_ELEMENTS;
+}
 
 static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
 
@@ -84,14 +94,16 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
         if (order[i]->view_src != NULL) n_views++;
     }
     g->nodes = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(rg_tensor *));
+    g->solo = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(bool));
     g->views = rg_ctx_alloc(ctx, (size_t)(n_views ? n_views : 1) * sizeof(rg_tensor *));
-    if (g->nodes == NULL || g->views == NULL) return NULL;
+    if (g->nodes == NULL || g->solo == NULL || g->views == NULL) return NULL;
     size_t wsize = 0;
     for (int i = 0; i < n; i++) {
         rg_tensor *t = order[i];
         const rg_op_info *info = &rg_op_table[t->op];
         if (t->view_src != NULL) g->views[g->n_views++] = t; /* views and cpy nodes follow their target */
         if (info->forward != NULL) {
+            g->solo[g->n_nodes] = is_solo(t);
             g->nodes[g->n_nodes++] = t;
             if (info->work != NULL) {
                 const rg_work w = info->work(t, max_threads);
@@ -136,23 +148,28 @@ static void compute_thread(void *arg, int ith, int nth) {
     for (int i = 0; i < job->n_nodes; i++) {
         rg_tensor *node = g->nodes[i];
         const rg_op_info *info = &rg_op_table[node->op];
-        rg_compute_params p = {
-            .ith = ith, .nth = nth, .phase = 1, .wdata = g->wdata, .wshared = 0, .wthread = 0,
-            .error_flag = &g->error_flag, .error_msg = g->error_msg,
-        };
-        if (info->work != NULL) {
-            const rg_work w = info->work(node, nth);
-            p.wshared = align_cl(w.shared);
-            p.wthread = align_cl(w.per_thread);
-        }
-        if (info->n_phases == 2 && node->prepare) {
-            p.phase = 0;
+        const bool solo = g->solo[i];
+        /* A solo node runs on thread 0 as if it were alone; the others go straight to the barrier. A
+         * solo node followed by another needs no barrier: the same thread computes both in order. */
+        if (!solo || ith == 0) {
+            rg_compute_params p = {
+                .ith = solo ? 0 : ith, .nth = solo ? 1 : nth, .phase = 1, .wdata = g->wdata, .wshared = 0,
+                .wthread = 0, .error_flag = &g->error_flag, .error_msg = g->error_msg,
+            };
+            if (info->work != NULL) {
+                const rg_work w = info->work(node, p.nth);
+                p.wshared = align_cl(w.shared);
+                p.wthread = align_cl(w.per_thread);
+            }
+            if (info->n_phases == 2 && node->prepare) {
+                p.phase = 0;
+                info->forward(&p, node);
+                rg_pool_barrier(job->pool, nth);
+                p.phase = 1;
+            }
             info->forward(&p, node);
-            rg_pool_barrier(job->pool, nth);
-            p.phase = 1;
         }
-        info->forward(&p, node);
-        rg_pool_barrier(job->pool, nth);
+        if (!(solo && i + 1 < job->n_nodes && g->solo[i + 1])) rg_pool_barrier(job->pool, nth);
     }
 }
 

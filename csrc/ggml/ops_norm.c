@@ -1,6 +1,7 @@
 /* Normalisations and row reductions. Statistics accumulate in double: rows are short (C <= 8192)
  * and this keeps layer norm exact to f32 rounding whatever the row's offset. */
 #include "ops_kernels.h"
+#include "simd/kernels.h"
 
 #include <math.h>
 
@@ -34,12 +35,13 @@ void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         float *y = rg_row_ptr(dst, i1, i2, i3);
         for (int64_t g = 0; g < groups; g++) normalize(gs, y + g * gs, x + g * gs, dst->fparams[0]);
+        /* w and b may be external vectors at any byte offset: read them alignment-safe */
         if (w && b) {
-            for (int64_t i = 0; i < n; i++) y[i] = y[i] * w[i] + b[i];
+            for (int64_t i = 0; i < n; i++) y[i] = y[i] * rg_ld_f32(w + i) + rg_ld_f32(b + i);
         } else if (w) {
-            for (int64_t i = 0; i < n; i++) y[i] *= w[i];
+            for (int64_t i = 0; i < n; i++) y[i] *= rg_ld_f32(w + i);
         } else if (b) {
-            for (int64_t i = 0; i < n; i++) y[i] += b[i];
+            for (int64_t i = 0; i < n; i++) y[i] += rg_ld_f32(b + i);
         }
     }
 }

@@ -9,11 +9,19 @@
 #include <stdlib.h>
 #include <time.h>
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 /* How long an idle worker spins before sleeping; spinning beyond this only steals the core from
  * whatever the caller does between evals. */
 #define RG_IDLE_SPIN_NS 200000LL
-/* Spins in a barrier before yielding the core: with more threads than cores (tests use 4 threads
- * on 2-core CI machines) the thread we wait for may need our core. */
+/* How long a thread spins in a barrier before sleeping. Most waits are shorter (the slowest thread of
+ * a node finishes within microseconds); a long one means the thread we wait for has no core (more
+ * threads than cores, or other processes), and then spinning or yielding would only steal its core. */
+#define RG_BARRIER_SPIN_NS 50000LL
 #define RG_BARRIER_SPINS_BEFORE_YIELD 4096
 
 struct rg_pool {
@@ -33,6 +41,7 @@ struct rg_pool {
     /* barrier: count of arrivals and a generation that flips when the last one arrives */
     _Alignas(64) _Atomic int bar_count;
     _Alignas(64) _Atomic unsigned bar_gen;
+    _Atomic int bar_sleepers;
 };
 
 typedef struct {
@@ -157,17 +166,47 @@ void rg_pool_run(rg_pool *pool, rg_pool_job job, void *arg, int nth) {
     }
 }
 
+#if defined(__linux__)
+static void futex_wait(_Atomic unsigned *addr, unsigned expected) {
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic unsigned *addr) {
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
+#endif
+
 void rg_pool_barrier(rg_pool *pool, int nth) {
     if (nth <= 1) return;
     const unsigned gen = atomic_load_explicit(&pool->bar_gen, memory_order_acquire);
     if (atomic_fetch_add_explicit(&pool->bar_count, 1, memory_order_acq_rel) == nth - 1) {
         atomic_store_explicit(&pool->bar_count, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pool->bar_gen, 1, memory_order_release);
+        atomic_fetch_add_explicit(&pool->bar_gen, 1, memory_order_seq_cst);
+#if defined(__linux__)
+        if (atomic_load_explicit(&pool->bar_sleepers, memory_order_seq_cst) > 0) futex_wake_all(&pool->bar_gen);
+#endif
         return;
     }
     int spins = 0;
+    long long deadline = 0;
     while (atomic_load_explicit(&pool->bar_gen, memory_order_acquire) == gen) {
         cpu_relax();
-        if (++spins > RG_BARRIER_SPINS_BEFORE_YIELD) sched_yield();
+        if ((++spins & 63) != 0) continue;
+        const long long now = now_ns();
+        if (deadline == 0) {
+            deadline = now + RG_BARRIER_SPIN_NS;
+            continue;
+        }
+        if (now < deadline) continue;
+#if defined(__linux__)
+        /* Sleep until the generation changes. Announcing the sleeper before re-checking the generation
+         * (both seq_cst) means the last arriver either sees the sleeper and wakes it, or we see the new
+         * generation and do not sleep; FUTEX_WAIT itself also returns at once if it already changed. */
+        atomic_fetch_add_explicit(&pool->bar_sleepers, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&pool->bar_gen, memory_order_seq_cst) == gen) futex_wait(&pool->bar_gen, gen);
+        atomic_fetch_sub_explicit(&pool->bar_sleepers, 1, memory_order_seq_cst);
+#else
+        sched_yield();
+#endif
     }
 }

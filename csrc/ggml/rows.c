@@ -13,7 +13,9 @@ const float *rg_load_row_f32(const rg_tensor *t, int64_t i1, int64_t i2, int64_t
     const void *row = rg_row_ptr(t, i1, i2, i3);
     const rg_type_traits *tr = rg_traits(t->type);
     if (t->nb[0] == tr->block_bytes) {
-        if (t->type == RG_TYPE_F32) return row;
+        /* F32 rows are used in place unless they sit at an unaligned address (external data); the copy
+         * (to_f32 is a memcpy for F32) keeps the kernels' float loads aligned. */
+        if (t->type == RG_TYPE_F32 && (uintptr_t)row % sizeof(float) == 0) return row;
         tr->to_f32(row, buf, t->ne[0]);
         return buf;
     }

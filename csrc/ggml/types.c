@@ -41,7 +41,7 @@ static const rg_type_traits g_traits[RG_MAX_TYPE] = {
     [RG_TYPE_Q8_0] = {"Q8_0", 32, 34, true, rg_dequantize_q8_0, rg_quantize_q8_0_ref, Q8A, vd_q8_0, vd4_q8_0},
     [RG_TYPE_I32] = {"I32", 1, 4, false, i32_to_f32, NULL, RG_TYPE_I32, NULL, NULL},
     /* activation rows (quant/quant.h): a row-level layout, so only whole rows convert */
-    [RG_TYPE_Q8_ACT] = {"Q8_ACT", 32, 44, true, rg_dequantize_act, act_from_f32, Q8A, NULL, NULL},
+    [RG_TYPE_Q8_ACT] = {"Q8_ACT", 32, RG_Q8_ACT_BYTES, true, rg_dequantize_act, act_from_f32, Q8A, NULL, NULL},
 };
 #undef Q8A
 

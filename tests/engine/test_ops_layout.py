@@ -309,13 +309,14 @@ def test_unaligned_data(dtype: type, simd_level: int) -> None:
     x = rand((3, 37), 1, dtype=dtype)
     w = rand((5, 37), 2, dtype=dtype)
     b = rand((2, 37), 3)
+    ln_w, ln_b = rand((37,), 4, low=0.5, high=1.5), rand((37,), 5)
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
     with ggml.Context(1 << 20, threads=2) as ctx:
         tx, tw = _misaligned(ctx, x, 1), _misaligned(ctx, w, 3)
         outs = {
             "neg": ctx.neg(tx),
             "add": ctx.add(tx, ctx.tensor(b[:1])),
-            "layer_norm": ctx.layer_norm(tx),
+            "layer_norm": ctx.layer_norm(tx, _misaligned(ctx, ln_w, 2), _misaligned(ctx, ln_b, 1)),
             "cont": ctx.cont(ctx.transpose(tx)),
             "get_rows": ctx.get_rows(tw, ctx.tensor(np.array([4, 0, 2], dtype=np.int32))),
             "mul_mat_vec": ctx.mul_mat(tw, ctx.tensor(b[:1])),
@@ -327,7 +328,7 @@ def test_unaligned_data(dtype: type, simd_level: int) -> None:
     np.testing.assert_array_equal(got["add"], x32 + b[:1])
     mu = x32.astype(np.float64).mean(-1, keepdims=True)
     sd = np.sqrt(((x32 - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
-    np.testing.assert_allclose(got["layer_norm"], (x32 - mu) / sd, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["layer_norm"], (x32 - mu) / sd * ln_w + ln_b, rtol=1e-5, atol=1e-5)
     assert bits_equal(got["cont"], np.ascontiguousarray(x.T))
     np.testing.assert_array_equal(got["get_rows"], w32[[4, 0, 2]])
     want = b.astype(np.float64) @ w32.T.astype(np.float64)

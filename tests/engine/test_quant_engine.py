@@ -143,17 +143,19 @@ def test_quantizer_bytes_equal_reference(dtype: DType, name: str) -> None:
                            f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
 
 
-@pytest.mark.parametrize("dtype", QTYPES + [DType.F16], ids=QIDS + ["F16"])
-@pytest.mark.parametrize("shape", [(1, 32 * 1000), (7, 96), (33, 512), (130, 64)])
-def test_quantize_rows_threads_equal_single(pool4: ggml.Pool, dtype: DType, shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize("dtype", QTYPES + [DType.F16, ACT], ids=QIDS + ["F16", "Q8_ACT"])
+@pytest.mark.parametrize("shape", [(1, 32 * 1000), (7, 96), (33, 512), (130, 64), (600, 32)])
+def test_quantize_rows_threads_equal_single(pool4: ggml.Pool, dtype: int, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(shape[0]).standard_normal(shape).astype(F32)
     single = quantize_rows(x, int(dtype), 1, None)
     for threads in (2, 3, 4):
         assert np.array_equal(quantize_rows(x, int(dtype), threads, pool4), single), f"{threads} threads"
-    if dtype != DType.F16:
-        assert np.array_equal(single, quantize_ref(x, dtype))
-    else:
+    if dtype == DType.F16:
         assert np.array_equal(single.view(np.float16), x.astype(np.float16))
+    elif dtype == ACT:  # activation rows are converted row by row
+        assert all(np.array_equal(single[r], act_bytes(x[r])) for r in range(shape[0]))
+    else:
+        assert np.array_equal(single, quantize_ref(x, DType(dtype)))
 
 
 def test_quantize_rows_errors(pool4: ggml.Pool) -> None:
@@ -278,14 +280,18 @@ def test_activation_rows_match_emulation(simd_level: int, k: int) -> None:
     rows = [rng.standard_normal(k) * 3, rng.uniform(-1, 1, k) * 1e-3, np.zeros(k),
             # amax 127 makes the factor 127/amax exactly 1, so x.5 values are halfway cases (half to even)
             np.tile(np.concatenate([[127.0], np.arange(-15, 16) + 0.5]), k // 32),
-            rng.standard_normal(k) * 10.0 ** rng.integers(-6, 6, size=k // 32).repeat(32)]
+            rng.standard_normal(k) * 10.0 ** rng.integers(-6, 6, size=k // 32).repeat(32),
+            rng.standard_normal(k) * 1e9,  # d = amax / 127 beyond f16: inf, as in ggml
+            rng.standard_normal(k) * 1e-9]  # d below f16's subnormals: 0
     assert row_bytes(ACT, k) == k // 32 * ACT_BYTES
     for x in rows:
         x = x.astype(F32)
         got = encode(x[None, :], ACT)[0]
         assert np.array_equal(got, act_bytes(x)), f"level {simd_level}"
         q, d, _, _ = act_emulate(x)
-        assert np.array_equal(decode(got, ACT, k), (q.astype(F32) * d[:, None]).reshape(-1))
+        with np.errstate(invalid="ignore"):  # 0 * inf where d overflowed
+            want = (q.astype(F32) * d[:, None]).reshape(-1)
+        assert np.array_equal(decode(got, ACT, k), want, equal_nan=True)
 
 
 # ---- mul_mat ------------------------------------------------------------------------------------------
@@ -401,6 +407,18 @@ def test_mul_mat_threads_bit_identical(dtype: DType, threads: int) -> None:
         x = np.random.default_rng(6 + t).standard_normal((t, k)).astype(F32)
         single = run_mul_mat(w, dtype, k, m, x, threads=1)
         assert np.array_equal(run_mul_mat(w, dtype, k, m, x, threads=threads), single)
+
+
+@pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
+def test_mul_mat_columns_equal_mat_vec(simd_level: int, dtype: DType) -> None:
+    """The mat-mat kernels (weights unpacked once for 4 activation rows) add the blocks in the same order
+    as the mat-vec kernel, so a sequence of tokens gives bit-for-bit the results of one token at a time."""
+    k, m = 800, 21
+    w = weights_for(dtype, m, k, seed=13)
+    x = np.random.default_rng(14).standard_normal((9, k)).astype(F32)
+    together = run_mul_mat(w, dtype, k, m, x)
+    for t in range(x.shape[0]):
+        assert np.array_equal(run_mul_mat(w, dtype, k, m, x[t:t + 1])[0], together[t]), f"column {t}"
 
 
 @pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)

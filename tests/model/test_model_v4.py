@@ -10,7 +10,7 @@ import pytest
 
 import rwkv_ggml
 from rwkv_ggml import Model
-from tests.conftest import TESTDATA, tiny_path
+from tests.conftest import tiny_path
 from tests.reference.random_models import write_random_model
 from tests.reference.rwkv_ref import reference_model
 
@@ -207,14 +207,3 @@ def test_one_model_many_python_threads(small_model_path) -> None:
     for i, (logits, state) in enumerate(expected):
         np.testing.assert_array_equal(results[i][0], logits)
         np.testing.assert_array_equal(results[i][1], state)
-
-
-def test_v5_plus_files_are_reported_unsupported() -> None:
-    if not TESTDATA.is_dir():
-        pytest.skip("shared test data absent")
-    for stem in ("5v2-730K-FP32", "7v0-834K-FP32"):
-        path = tiny_path(f"tiny-rwkv-{stem}.bin")
-        try:
-            Model(path).close()
-        except rwkv_ggml.UnsupportedError as exc:
-            assert "not supported yet" in str(exc)

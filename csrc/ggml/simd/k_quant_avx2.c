@@ -251,6 +251,13 @@ RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
 RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 0, 0)
 #undef RG_DEFINE_DOT
 
+/* fp32(fp16(v)): F16C rounds to nearest even like rg_f32_to_f16_scalar; NaN (which F16C would keep with
+ * its payload) goes through the scalar routine to get its canonical encoding. */
+RG_AVX2_INLINE float f16_round(float v) {
+    if (v != v) return _cvtsh_ss(rg_f32_to_f16_scalar(v));
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT)));
+}
+
 /* The activation quantizer, bit-identical to rg_quantize_act_ref: the same f32 operations per element;
  * cvtps2dq rounds half to even and the packs saturate like the scalar clamp. */
 RG_AVX2 static void quantize_act_avx2(const float *x, void *vy, int64_t n) {
@@ -278,7 +285,7 @@ RG_AVX2 static void quantize_act_avx2(const float *x, void *vy, int64_t n) {
         _mm_storeu_si128((__m128i *)(y + rg_act_pos(b, 16, nb)), _mm256_extracti128_si256(q8, 1));
         const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8), _mm256_set1_epi16(1));
         const int32_t sum = hsum_i32(s32);
-        const float dr = _cvtsh_ss(rg_f32_to_f16_scalar(d)), sr = _cvtsh_ss(rg_f32_to_f16_scalar(d * (float)sum));
+        const float dr = f16_round(d), sr = f16_round(d * (float)sum);
         memcpy(y + rg_act_d_off(nb) + 4 * b, &dr, sizeof dr);
         memcpy(y + rg_act_s_off(nb) + 4 * b, &sr, sizeof sr);
         memcpy(y + rg_act_sum_off(nb) + 4 * b, &sum, sizeof sum);

@@ -1,0 +1,412 @@
+"""Text in, text out: streaming generation, completion, sentence embeddings and chat on a Model.
+
+Everything here composes the lower layers: :class:`~rwkv_ggml.model.Model` (sequence mode for the
+prompt, one :meth:`~rwkv_ggml.model.Model.eval` per new token), a
+:class:`~rwkv_ggml.tokenizer.Tokenizer` (picked from the model's vocabulary size unless given) and
+the :mod:`~rwkv_ggml.sampling` options. The functions take the model as their first argument; the
+Model class exposes them as methods (``model.generate(...)``, ``model.complete(...)``,
+``model.embed(...)``, ``model.chat_session(...)``).
+
+State continuation. An RWKV model's whole memory of the text so far is its state vector, so a
+conversation never has to be re-read: :class:`Generation` exposes ``state`` (the model state after
+the prompt and every generated token) and ``logits`` (the next-token logits at that state), and
+``generate(model, "", state=g.state, logits=g.logits)`` picks up exactly where ``g`` stopped:
+with greedy sampling, two calls of n and m tokens produce the same tokens as one call of n + m.
+(Penalties restart with each call: a :class:`~rwkv_ggml.sampling.Sampler` only remembers its own
+tokens.)
+
+Empty prompts. Without a state there is nothing to continue from, so an empty prompt raises
+ValueError rather than silently starting from some special token: the byte-level models have no
+end-of-text token, and for the 20B/World models the right separator depends on how the model was
+tuned. With ``state`` and ``logits`` an empty prompt means "continue".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ModelIOError
+from .sampling import Sampler, SamplingParams, StopChecker
+from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .model import Model
+
+FloatArray = npt.NDArray[np.float32]
+
+#: Default number of new tokens for :func:`generate` and :func:`complete`.
+DEFAULT_MAX_TOKENS = 100
+#: The small byte-level RWKV-4 shipped inside the package (docs/default-model.md).
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "data" / "default-model.bin"
+
+_SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+
+
+def default_model_path() -> Path:
+    """Path of the packaged default model, so ``rwkv-ggml generate "..."`` works with no download."""
+    if not DEFAULT_MODEL_FILE.is_file():
+        raise ModelIOError(f"the packaged default model '{DEFAULT_MODEL_FILE}' is missing; "
+                           "reinstall rwkv_ggml or pass a model path")
+    return DEFAULT_MODEL_FILE
+
+
+def _tokenizer_for(model: Model, tokenizer: Tokenizer | str | None) -> Tokenizer:
+    """A Tokenizer instance, a kind name ("20b", "world", "bytes") or None (chosen from n_vocab)."""
+    if tokenizer is None or isinstance(tokenizer, str):
+        return Tokenizer.for_model(model, tokenizer)
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be a Tokenizer, a kind name or None, got {type(tokenizer).__name__}")
+    if tokenizer.n_vocab > model.n_vocab:
+        raise ValueError(f"tokenizer {tokenizer.name!r} produces ids up to {tokenizer.n_vocab - 1}, but the "
+                         f"model has only {model.n_vocab} vocabulary rows")
+    return tokenizer
+
+
+def _encode(tokenizer: Tokenizer, prompt: str | Sequence[int] | np.ndarray) -> list[int]:
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    if isinstance(prompt, (bytes, bytearray, memoryview)):
+        return tokenizer.encode_bytes(bytes(prompt))
+    if isinstance(prompt, np.ndarray):
+        if prompt.ndim != 1 or (prompt.size and not np.issubdtype(prompt.dtype, np.integer)):
+            raise TypeError(f"a token prompt must be a 1-D integer array, got {prompt.dtype} {prompt.shape}")
+        return [int(t) for t in prompt]
+    try:
+        ids = list(prompt)
+    except TypeError:
+        raise TypeError(f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}") from None
+    for pos, t in enumerate(ids):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"prompt token at position {pos} is {t!r}, not an int")
+    return [int(t) for t in ids]
+
+
+def _sampling_params(params: SamplingParams | None, stop: str | Sequence[str] | None,
+                     sampling: dict[str, Any]) -> SamplingParams:
+    unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(sorted(_SAMPLING_FIELDS))}")
+    if params is not None and not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if stop is not None:
+        extra = (stop,) if isinstance(stop, str) else tuple(stop)
+        base = sampling.get("stop_strings", params.stop_strings if params is not None else ())
+        sampling["stop_strings"] = tuple(base) + extra
+    if params is None:
+        return SamplingParams(**sampling)
+    return dataclasses.replace(params, **sampling) if sampling else params
+
+
+def _check_max_tokens(max_tokens: Any) -> int:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
+    return int(max_tokens)
+
+
+class Generation(Iterator[str]):
+    """A running generation: iterate it for text chunks as they are produced.
+
+    Each chunk is complete text: a multi-byte character split across tokens is held back until
+    its last byte arrives (the tokenizer's incremental decoder), and text that may be the start
+    of a stop string is held back until it is known not to be one. After (or during) the
+    iteration:
+
+    * ``tokens``: the generated token ids (a stop token itself is not included);
+    * ``text``: everything yielded so far;
+    * ``finish_reason``: None while running, then "length", "stop_token" or "stop_string";
+    * ``state`` / ``logits``: the model state after the prompt and ``tokens``, and the
+      next-token logits there (copies), to continue with ``generate(model, "", state=...,
+      logits=...)``. A generation that stopped on a stop string has fed every token up to the
+      one that completed the stop string, so the state includes the stop string's text.
+
+    The prompt is evaluated on the first ``next()``, not when the object is created.
+    """
+
+    def __init__(self, model: Model, prompt_tokens: list[int], max_tokens: int, tokenizer: Tokenizer,
+                 params: SamplingParams, state: FloatArray | None, logits: FloatArray | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.params = params
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.sampler = Sampler(params, model.n_vocab)
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self._decoder = tokenizer.incremental_decoder()
+        self._stops = StopChecker(params.stop_strings)
+        self._state = None if state is None else np.array(state, dtype=np.float32, copy=True)
+        self._logits = None if logits is None else np.array(logits, dtype=np.float32, copy=True)
+        self._pending: int | None = None  # sampled and emitted, not yet fed to the model
+        self._started = False
+        self._queue: list[str] = []
+
+    # ---- the model side ----
+    def _start(self) -> None:
+        self._started = True
+        if self.prompt_tokens:
+            self._logits, self._state = self.model.eval_sequence(self.prompt_tokens, self._state)
+        elif self._state is None or self._logits is None:  # generate() prevents this; be safe anyway
+            raise ValueError("nothing to generate from: the prompt is empty and no state/logits were given")
+
+    def _feed_pending(self) -> None:
+        """Feeds the last sampled token. Done lazily: the final token of a run is only fed if the
+        caller asks for ``state``/``logits`` (or the run continues), which saves one eval per run."""
+        if self._pending is not None:
+            tok, self._pending = self._pending, None
+            logits, self._state = self.model.eval(tok, self._state, state_out=self._state)
+            self._logits = np.array(logits, dtype=np.float32, copy=True)
+
+    @property
+    def state(self) -> FloatArray:
+        """The model state after the prompt and every generated token (a copy)."""
+        if not self._started:
+            self._start()
+        self._feed_pending()
+        assert self._state is not None
+        return self._state.copy()
+
+    @property
+    def logits(self) -> FloatArray:
+        """The next-token logits at :attr:`state` (a copy)."""
+        if not self._started:
+            self._start()
+        self._feed_pending()
+        assert self._logits is not None
+        return self._logits.copy()
+
+    # ---- iteration ----
+    def __iter__(self) -> Generation:
+        return self
+
+    def _emit(self, text: str) -> None:
+        if text:
+            out, stopped = self._stops.feed(text)
+            if out:
+                self._queue.append(out)
+            if stopped:
+                self.finish_reason = "stop_string"
+
+    def _finish(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self._emit(self._decoder.flush())
+        if self.finish_reason is None:
+            tail = self._stops.flush()
+            if tail:
+                self._queue.append(tail)
+            self.finish_reason = reason
+
+    def _step(self) -> None:
+        """Samples one token (or finishes); queues whatever text became complete."""
+        if not self._started:
+            self._start()
+        if len(self.tokens) >= self.max_tokens:
+            self._finish("length")
+            return
+        self._feed_pending()
+        assert self._logits is not None
+        tok = self.sampler.sample(self._logits)
+        if self.sampler.is_stop_token(tok):
+            self._finish("stop_token")
+            return
+        self.sampler.accept(tok)
+        self.tokens.append(tok)
+        self._pending = tok
+        self._emit(self._decoder.feed([tok]))
+
+    def __next__(self) -> str:
+        while not self._queue:
+            if self.finish_reason is not None:
+                raise StopIteration
+            self._step()
+        chunk = self._queue.pop(0)
+        self.text += chunk
+        return chunk
+
+    def __repr__(self) -> str:
+        return (f"Generation({len(self.prompt_tokens)} prompt tokens, {len(self.tokens)}/{self.max_tokens} "
+                f"generated, finish_reason={self.finish_reason!r})")
+
+
+def generate(model: Model, prompt: str | Sequence[int] | np.ndarray, max_tokens: int = DEFAULT_MAX_TOKENS, *,
+             state: FloatArray | None = None, logits: FloatArray | None = None,
+             tokenizer: Tokenizer | str | None = None, params: SamplingParams | None = None,
+             stop: str | Sequence[str] | None = None, **sampling: Any) -> Generation:
+    """Streams up to ``max_tokens`` new tokens after ``prompt`` as text chunks.
+
+    ``prompt``: text, or token ids. It is fed in sequence mode (fast), on top of ``state`` if
+    given. ``logits``: the next-token logits at ``state`` (e.g. a previous Generation's); with
+    both, ``prompt`` may be empty to continue right there. ``tokenizer``: a Tokenizer or a kind
+    ("20b", "world", "bytes"); default chosen from the model's vocabulary size. ``stop``: stop
+    string(s), added to ``params.stop_strings``. ``**sampling``: any
+    :class:`~rwkv_ggml.sampling.SamplingParams` field (temperature, top_p, top_k, min_p,
+    presence_penalty, frequency_penalty, repetition_penalty, penalty_decay, logit_bias,
+    banned_tokens, stop_tokens, stop_strings, seed), overriding ``params``.
+
+    Raises ValueError for an empty prompt without state and logits (see the module docstring),
+    TypeError/ValueError for bad options (before anything is computed).
+    """
+    max_tokens = _check_max_tokens(max_tokens)
+    tok = _tokenizer_for(model, tokenizer)
+    sp = _sampling_params(params, stop, dict(sampling))
+    ids = _encode(tok, prompt)
+    if state is not None:
+        state = model._check_state(state, "state")
+    if logits is not None:
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.shape != (model.n_vocab,):
+            raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
+    if not ids:
+        if state is None or logits is None:
+            raise ValueError("the prompt is empty: give some text to continue (an empty prompt is only "
+                             "allowed together with state= and logits= from a previous generation)")
+    else:
+        bad = [t for t in ids if not 0 <= t < model.n_vocab]
+        if bad:
+            raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
+    return Generation(model, ids, max_tokens, tok, sp, state, logits)
+
+
+def complete(model: Model, prompt: str | Sequence[int] | np.ndarray, max_tokens: int = DEFAULT_MAX_TOKENS,
+             **kwargs: Any) -> str:
+    """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming)."""
+    return "".join(generate(model, prompt, max_tokens, **kwargs))
+
+
+def embed(model: Model, text_or_tokens: str | Sequence[int] | np.ndarray, tokenizer: Tokenizer | str | None = None,
+          *, state: FloatArray | None = None) -> FloatArray:
+    """A sentence embedding: the model's final hidden vector for the last token, L2-normalised.
+
+    The vector is the output of ``ln_out`` (what the head reads to predict the next token), after
+    reading the whole text in sequence mode from a fresh state (or ``state``). Because an RWKV state
+    summarises everything read, the last token's hidden vector depends on the whole text; the
+    normalisation makes the dot product of two embeddings their cosine similarity. Shape
+    ``(n_embed,)``, float32. Deterministic for a given model file and thread count.
+    """
+    ids = _encode(_tokenizer_for(model, tokenizer), text_or_tokens)
+    if not ids:
+        raise ValueError("cannot embed an empty text")
+    hidden, _ = model.hidden(ids, state)
+    vec = np.asarray(hidden, dtype=np.float64)
+    norm = float(np.linalg.norm(vec))
+    if not math.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"the hidden vector has norm {norm}; it cannot be normalised")
+    return (vec / norm).astype(np.float32)
+
+
+class ChatSession:
+    """A conversation with a model that keeps its state between turns.
+
+    Each turn feeds ``"{user}: {message}\\n\\n{assistant}:"`` (the message's blank lines collapsed,
+    so it cannot fake a turn boundary) and streams the reply until a stop string (default
+    ``"\\n\\n{user}:"``), a stop token or ``max_tokens``. Afterwards the state is set to "the state
+    after the prompt + reply + blank line", re-reading only the reply in sequence mode; so the state
+    holds exactly the transcript, whatever the model generated past the stop string, and nothing of
+    the conversation before this turn is ever read again.
+
+    ``system``: text fed once at the start (and after :meth:`reset`). ``**sampling``: as for
+    :func:`generate`.
+    """
+
+    def __init__(self, model: Model, tokenizer: Tokenizer | str | None = None, *, system: str | None = None,
+                 user: str = "User", assistant: str = "Assistant", stop: str | Sequence[str] | None = None,
+                 params: SamplingParams | None = None, **sampling: Any) -> None:
+        self.model = model
+        self.tokenizer = _tokenizer_for(model, tokenizer)
+        self.user, self.assistant = user, assistant
+        default_stop = (f"\n\n{user}:",)
+        self.params = _sampling_params(params, default_stop if stop is None else stop, dict(sampling))
+        Sampler(self.params, model.n_vocab)
+        self.system = system
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (back to the fresh state, plus the system text if any)."""
+        self._state = self.model.init_state()
+        if self.system:
+            ids = self.tokenizer.encode(self.system)
+            if ids:
+                _, self._state = self.model.eval_sequence(ids, self._state)
+
+    @property
+    def state(self) -> FloatArray:
+        """The model state after the conversation so far (a copy)."""
+        return self._state.copy()
+
+    @state.setter
+    def state(self, value: FloatArray) -> None:
+        self._state = self.model._check_state(value, "state").copy()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves the conversation state as a ``.npy`` float32 array."""
+        try:
+            with open(path, "wb") as f:
+                np.save(f, self._state, allow_pickle=False)
+        except OSError as exc:
+            raise ModelIOError(f"cannot write state file '{os.fspath(path)}': {exc.strerror or exc}") from exc
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restores a state saved by :meth:`save` (it must belong to a model of the same shape)."""
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except OSError as exc:
+            raise ModelIOError(f"cannot read state file '{os.fspath(path)}': {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise ModelIOError(f"'{os.fspath(path)}' is not a saved state (.npy): {exc}") from exc
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != (self.model.state_size,):
+            raise ModelIOError(f"'{os.fspath(path)}' holds {getattr(arr, 'dtype', '?')} "
+                               f"{getattr(arr, 'shape', '?')}, not this model's state "
+                               f"(float32, ({self.model.state_size},))")
+        self._state = np.ascontiguousarray(arr)
+
+    def send(self, message: str, max_tokens: int = 200) -> Iterator[str]:
+        """Streams the reply to ``message``; the state is updated when the stream ends (or is closed)."""
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a str, got {type(message).__name__}")
+        text = "\n".join(line for line in message.strip().splitlines() if line.strip())
+        if not text:
+            raise ValueError("the message is empty")
+        prompt = f"{self.user}: {text}\n\n{self.assistant}:"
+        ids = self.tokenizer.encode(prompt)
+        logits, prompt_state = self.model.eval_sequence(ids, self._state)
+        gen = generate(self.model, [], max_tokens, state=prompt_state, logits=logits,
+                       tokenizer=self.tokenizer, params=self.params)
+        return self._stream(gen, prompt_state)
+
+    def _stream(self, gen: Generation, prompt_state: FloatArray) -> Iterator[str]:
+        try:
+            yield from gen
+        finally:
+            reply = gen.text.rstrip()
+            ids = self.tokenizer.encode(reply + "\n\n")
+            _, self._state = self.model.eval_sequence(ids, prompt_state)
+
+    def ask(self, message: str, max_tokens: int = 200) -> str:
+        """The whole reply as one string."""
+        return "".join(self.send(message, max_tokens))
+
+
+def chat_session(model: Model, tokenizer: Tokenizer | str | None = None, **kwargs: Any) -> ChatSession:
+    """A :class:`ChatSession` on ``model``."""
+    return ChatSession(model, tokenizer, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODEL_FILE",
+    "ChatSession",
+    "Generation",
+    "chat_session",
+    "complete",
+    "default_model_path",
+    "embed",
+    "generate",
+]
