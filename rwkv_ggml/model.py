@@ -33,7 +33,6 @@ from .weights import DEFAULT_PLACEMENT, WeightStore
 
 FloatArray = npt.NDArray[np.float32]
 
-LN_EPS = 1e-5
 # Tokens per sequence-mode graph: large enough that a chunk's mat-mat products reuse each weight many
 # times, small enough that the activations stay in the caches.
 DEFAULT_CHUNK_SIZE = 64
@@ -170,7 +169,7 @@ class Model:
         x = _BUILDERS[hp.version](ctx, self._weights, hp, io)
         last = gcommon.column(ctx, x, T - 1) if T > 1 and not all_logits else x
         # (S3) logits = head . LN(x; ln_out), for the last token (or every token)
-        hidden = ctx.layer_norm(last, self._weights["ln_out.weight"], self._weights["ln_out.bias"], LN_EPS)
+        hidden = ctx.layer_norm(last, self._weights["ln_out.weight"], self._weights["ln_out.bias"], gcommon.LN_EPS)
         logits = ctx.mul_mat(self._weights["head.weight"], hidden)
         return io, hidden, logits, io.state_writes
 

@@ -7,6 +7,7 @@ repointed before every compute, so one built graph serves any caller state).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from ..ggml import Context, Tensor
 
 F32_BYTES = 4
+LN_EPS = 1e-5  # every LayerNorm of every version (E1)
 
 
 @dataclass
@@ -56,11 +58,6 @@ def write_state(ctx: Context, io: GraphIO, value: Tensor, offset_floats: int) ->
     io.state_writes.append(ctx.cpy(ctx.reshape(src, [n]), dst))
 
 
-def mix(ctx: Context, a: Tensor, prev: Tensor, mu: Tensor) -> Tensor:
-    """a ⊙ μ + prev ⊙ (1 − μ): the token-shift interpolation of v4/v5 (V4.2, V5.2)."""
-    return ctx.add(ctx.mul(a, mu), ctx.mul(prev, ctx.one_minus_x(mu)))
-
-
 def flat(ctx: Context, t: Tensor) -> Tensor:
     """A contiguous tensor viewed as one vector of all its elements (e.g. a (C, 1, 1) or (1, N, H)
     parameter as a C-vector that broadcasts over the columns of a (C, T) activation)."""
@@ -88,3 +85,20 @@ def plane(ctx: Context, x: Tensor, i: int) -> Tensor:
     """Plane i (dim 2) of a contiguous (C, T, n) tensor, as a contiguous (C, T) view."""
     C, T = x.ne[0], x.ne[1]
     return ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES)
+
+
+def channel_mix_v4(ctx: Context, w: Mapping[str, Tensor], io: GraphIO, x: Tensor, p: str, base: int, T: int
+                   ) -> Tensor:
+    """x + ChannelMix(LN(x; ln2)) with the v4/v5 parameters (CM4.1)-(CM4.3); ffn_x at ``base`` of the
+    state."""
+    C = x.ne[0]
+    b = ctx.layer_norm(x, w[p + "ln2.weight"], w[p + "ln2.bias"], LN_EPS)
+    # (CM4.1) s = state.ffn_x; state.ffn_x <- b
+    s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
+    write_state(ctx, io, column(ctx, b, T - 1), base)
+    # (CM4.2) x_k, x_r = s + (b - s)*mu'
+    xs = lerp_stacked(ctx, s, b, stack_vectors(ctx, [w[p + "ffn.time_mix_k"], w[p + "ffn.time_mix_r"]]))
+    # (CM4.3) out = sigmoid(W'_r x_r) * (W'_v relu(W'_k x_k)^2)
+    r = ctx.sigmoid(ctx.mul_mat(w[p + "ffn.receptance.weight"], plane(ctx, xs, 1)))
+    kk = ctx.sqr(ctx.relu(ctx.mul_mat(w[p + "ffn.key.weight"], plane(ctx, xs, 0))))
+    return ctx.add(x, ctx.mul(r, ctx.mul_mat(w[p + "ffn.value.weight"], kk)))

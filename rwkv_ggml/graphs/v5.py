@@ -14,9 +14,19 @@ from collections.abc import Mapping
 
 from ..arch import Hyper
 from ..ggml import Context, Tensor
-from .common import GraphIO, column, lerp_stacked, plane, stack_vectors, state_slice, token_shift, write_state
+from .common import (
+    LN_EPS,
+    GraphIO,
+    channel_mix_v4,
+    column,
+    lerp_stacked,
+    plane,
+    stack_vectors,
+    state_slice,
+    token_shift,
+    write_state,
+)
 
-LN_EPS = 1e-5
 F32_BYTES = 4
 
 
@@ -59,20 +69,3 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         # ---- channel mixing (as v4) ----
         x = channel_mix_v4(ctx, w, io, x, p, base, T)
     return x
-
-
-def channel_mix_v4(ctx: Context, w: Mapping[str, Tensor], io: GraphIO, x: Tensor, p: str, base: int, T: int
-                   ) -> Tensor:
-    """x + ChannelMix(LN(x; ln2)) with the v4/v5 parameters (CM4.1)-(CM4.3); ffn_x at ``base`` of the
-    state."""
-    C = x.ne[0]
-    b = ctx.layer_norm(x, w[p + "ln2.weight"], w[p + "ln2.bias"], LN_EPS)
-    # (CM4.1) s = state.ffn_x; state.ffn_x <- b
-    s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
-    write_state(ctx, io, column(ctx, b, T - 1), base)
-    # (CM4.2) x_k, x_r = s + (b - s)*mu'
-    xs = lerp_stacked(ctx, s, b, stack_vectors(ctx, [w[p + "ffn.time_mix_k"], w[p + "ffn.time_mix_r"]]))
-    # (CM4.3) out = sigmoid(W'_r x_r) * (W'_v relu(W'_k x_k)^2)
-    r = ctx.sigmoid(ctx.mul_mat(w[p + "ffn.receptance.weight"], plane(ctx, xs, 1)))
-    kk = ctx.sqr(ctx.relu(ctx.mul_mat(w[p + "ffn.key.weight"], plane(ctx, xs, 0))))
-    return ctx.add(x, ctx.mul(r, ctx.mul_mat(w[p + "ffn.value.weight"], kk)))

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from ..arch import Hyper
 from ..ggml import Context, Tensor
 from .common import (
+    LN_EPS,
     GraphIO,
     column,
     flat,
@@ -27,7 +28,6 @@ from .common import (
     write_state,
 )
 
-LN_EPS = 1e-5
 F32_BYTES = 4
 MIX_ORDER = ("w", "k", "v", "r", "g")  # (V6.2): the order of the five LoRA chunks and of time_maa_w2's planes
 

@@ -17,9 +17,8 @@ import numpy as np
 
 from ..arch import Hyper
 from ..ggml import Context, Tensor
-from .common import GraphIO, column, flat, plane, state_slice, token_shift, write_state
+from .common import LN_EPS, GraphIO, column, flat, plane, state_slice, token_shift, write_state
 
-LN_EPS = 1e-5
 F32_BYTES = 4
 L2_EPS = 1e-12  # (V7.7): F.normalize's eps
 DECAY_SCALE = math.exp(-0.5)  # (V7.4): e^{-1/2}
