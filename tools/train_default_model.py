@@ -115,8 +115,10 @@ def wkv_chunked(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tens
         D = torch.exp(torch.where(past, dist.unsqueeze(-1) * w, torch.tensor(float("-inf"))))  # (q, q, C)
         m = torch.maximum(kc.max(1).values, P).detach()  # (B, C) stabiliser
         Ek = torch.exp(kc - m.unsqueeze(1))
-        num = torch.einsum("tic,bic->btc", D, Ek * vc)
-        den = torch.einsum("tic,bic->btc", D, Ek)
+        # one batched matmul over channels: (C, q_t, q_i) @ (C, q_i, 2B) -> (C, q_t, 2B)
+        rhs = torch.cat([Ek * vc, Ek], dim=0).permute(2, 1, 0)
+        prod = torch.bmm(D.permute(2, 0, 1), rhs).permute(2, 1, 0)  # (2B, q_t, C)
+        num, den = prod[:B], prod[B:]
         diag = torch.exp(u + kc - m.unsqueeze(1))
         hist = torch.exp(P.unsqueeze(1) + t.view(1, q, 1).float() * w - m.unsqueeze(1))
         outs.append((num + diag * vc + hist * vbar.unsqueeze(1)) / (den + diag + hist))

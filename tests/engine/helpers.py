@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -44,15 +45,17 @@ def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def rand(shape: Sequence[int], seed: int, *, low: float = -2.0, high: float = 2.0,
-         dtype: type = np.float32) -> np.ndarray:
+def rand(
+    shape: Sequence[int], seed: int, *, low: float = -2.0, high: float = 2.0, dtype: type = np.float32
+) -> np.ndarray:
     """Uniform random values in [low, high), seeded, as float32 or float16 (rounded from f32)."""
     a = rng(seed).uniform(low, high, size=tuple(shape)).astype(np.float32)
     return a.astype(dtype)
 
 
-def randn(shape: Sequence[int], seed: int, *, scale: float = 1.0, offset: float = 0.0,
-          dtype: type = np.float32) -> np.ndarray:
+def randn(
+    shape: Sequence[int], seed: int, *, scale: float = 1.0, offset: float = 0.0, dtype: type = np.float32
+) -> np.ndarray:
     a = (rng(seed).standard_normal(size=tuple(shape)) * scale + offset).astype(np.float32)
     return a.astype(dtype)
 
@@ -61,7 +64,9 @@ def as_torch(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The reference's view of an engine input: floats widened exactly to ``dtype``, ints as int64."""
     if a.dtype.kind == "i":
         return torch.from_numpy(a.astype(np.int64))
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if dtype == torch.float64 else np.float32))
+    return torch.from_numpy(
+        np.ascontiguousarray(a, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    )
 
 
 def _record(name: str, errs: Errors) -> None:
@@ -91,7 +96,11 @@ def assert_close(got: np.ndarray, want: np.ndarray, *, rtol: float, atol: float,
     assert got.shape == want.shape, f"{name}: engine shape {got.shape} != reference shape {want.shape}"
     errs = error_stats(got, want)
     np.testing.assert_allclose(
-        got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True,
+        got.astype(np.float64),
+        want.astype(np.float64),
+        rtol=rtol,
+        atol=atol,
+        equal_nan=True,
         err_msg=f"{name}: max abs err {errs.max_abs:.3g}, max rel err {errs.max_rel:.3g} (rtol {rtol}, atol {atol})",
     )
     if name:
@@ -99,7 +108,9 @@ def assert_close(got: np.ndarray, want: np.ndarray, *, rtol: float, atol: float,
     return errs
 
 
-def assert_norm_close(got: np.ndarray, want: np.ndarray, bound: np.ndarray, *, tol: float, name: str = "") -> Errors:
+def assert_norm_close(
+    got: np.ndarray, want: np.ndarray, bound: np.ndarray, *, tol: float, name: str = ""
+) -> Errors:
     """Element-wise ``|got - want| <= tol * bound`` for reductions, where the natural scale of an element's
     error is a norm (e.g. ``||a_row|| * ||b_col||`` for a dot product), not the element's own value."""
     got = np.asarray(got)
@@ -113,12 +124,15 @@ def assert_norm_close(got: np.ndarray, want: np.ndarray, bound: np.ndarray, *, t
     if name:
         _record(name, errs)
     bad = int(np.count_nonzero(~(ratio <= tol)))
-    assert bad == 0, (f"{name}: {bad} of {err.size} elements exceed {tol} * norm bound; "
-                      f"worst err/bound {worst:.3g}, max abs err {errs.max_abs:.3g}")
+    assert bad == 0, (
+        f"{name}: {bad} of {err.size} elements exceed {tol} * norm bound; "
+        f"worst err/bound {worst:.3g}, max abs err {errs.max_abs:.3g}"
+    )
     return errs
 
 
 # ---- engine inputs with a chosen memory layout ----
+
 
 def _ggml_perm(ndim: int) -> tuple[int, int, int, int]:
     """A permutation of the ggml axes that moves every used axis (axis 3 stays put for 3-D arrays)."""
@@ -148,7 +162,7 @@ def engine_input(ctx: ggml.Context, arr: np.ndarray, layout: str = "contiguous")
         r4 = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
         axes = [3 - p[3 - a] for a in range(4)]
         src = np.ascontiguousarray(r4.transpose(axes))
-        src = src.reshape(src.shape[4 - arr.ndim:])
+        src = src.reshape(src.shape[4 - arr.ndim :])
         t = ctx.permute(ctx.tensor(src), p)
     elif layout == "padded":
         pad, lead = 3, 5
@@ -172,8 +186,14 @@ def engine_input(ctx: ggml.Context, arr: np.ndarray, layout: str = "contiguous")
     return t
 
 
-def run_engine(build: Callable[..., ggml.Tensor], inputs: Sequence[np.ndarray], *, threads: int = 1,
-               layouts: Sequence[str] | None = None, mem_size: int = 16 << 20) -> np.ndarray:
+def run_engine(
+    build: Callable[..., ggml.Tensor],
+    inputs: Sequence[np.ndarray],
+    *,
+    threads: int = 1,
+    layouts: Sequence[str] | None = None,
+    mem_size: int = 16 << 20,
+) -> np.ndarray:
     """Builds ``build(ctx, *tensors)`` in a fresh context, computes it with ``threads`` and returns the output."""
     lays = list(layouts) if layouts is not None else ["contiguous"] * len(inputs)
     with ggml.Context(mem_size, threads=threads) as ctx:
@@ -183,8 +203,9 @@ def run_engine(build: Callable[..., ggml.Tensor], inputs: Sequence[np.ndarray], 
         return out.numpy()
 
 
-def run_torch(reference: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray],
-              dtype: torch.dtype = torch.float32) -> np.ndarray:
+def run_torch(
+    reference: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray], dtype: torch.dtype = torch.float32
+) -> np.ndarray:
     """The reference result, computed in ``dtype`` and rounded to f32 (the engine's output type): an f64
     reference rounded once is the ideal f32 answer, overflow to inf included."""
     with torch.no_grad():
@@ -194,10 +215,19 @@ def run_torch(reference: Callable[..., torch.Tensor], inputs: Sequence[np.ndarra
     return out.detach().numpy()
 
 
-def check_op(name: str, build: Callable[..., ggml.Tensor], reference: Callable[..., torch.Tensor],
-             inputs: Sequence[np.ndarray], *, rtol: float, atol: float, threads: int = 1,
-             layouts: Sequence[str] | None = None, ref_dtype: torch.dtype = torch.float32,
-             reference_shape: Sequence[int] | None = None) -> Errors:
+def check_op(
+    name: str,
+    build: Callable[..., ggml.Tensor],
+    reference: Callable[..., torch.Tensor],
+    inputs: Sequence[np.ndarray],
+    *,
+    rtol: float,
+    atol: float,
+    threads: int = 1,
+    layouts: Sequence[str] | None = None,
+    ref_dtype: torch.dtype = torch.float32,
+    reference_shape: Sequence[int] | None = None,
+) -> Errors:
     """Runs ``build`` on our engine and ``reference`` in PyTorch on the same inputs and compares them.
 
     ``reference_shape`` reshapes the reference output (for ops whose engine shape keeps a trailing 1 that
@@ -217,4 +247,3 @@ def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def report_lines() -> list[str]:
     return [f"{name:60s} max_abs {e[0]:.3g}  max_rel {e[1]:.3g}" for name, e in sorted(OBSERVED.items())]
-

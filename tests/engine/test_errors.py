@@ -8,6 +8,9 @@ computed again once the input is fixed. The raw C API is also checked with NULL 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
 import numpy as np
 import pytest
 
@@ -27,7 +30,7 @@ from .helpers import rand
 
 
 @pytest.fixture
-def ctx() -> ggml.Context:
+def ctx() -> Iterator[ggml.Context]:
     c = ggml.Context(1 << 20, threads=2)
     yield c
     c.close()
@@ -47,11 +50,14 @@ def q8(c: ggml.Context, rows: int = 2, k: int = 32) -> ggml.Tensor:
     return c.external(raw, engine_type=ggml.Q8_0, ne=[k, rows])
 
 
-def raises(cls: type[RwkvGgmlError], match: str):  # noqa: ANN201 - a pytest.raises context
+def raises(
+    cls: type[RwkvGgmlError], match: str
+) -> AbstractContextManager[pytest.ExceptionInfo[RwkvGgmlError]]:
     return pytest.raises(cls, match=match)
 
 
 # ---- shapes ----
+
 
 def test_binary_shapes_that_do_not_broadcast(ctx: ggml.Context) -> None:
     with raises(ShapeError, r"add: shapes \(5, 3, 1, 1\) and \(4, 3, 1, 1\) do not broadcast \(dim 0\)"):
@@ -133,13 +139,19 @@ def test_view_and_reshape_errors(ctx: ggml.Context) -> None:
         ctx.permute(t, [0, 1, 2, 4])
 
 
-@pytest.mark.parametrize(("ne", "nb", "offset"), [
-    ([1, 3], [4, 1 << 63], 0),             # (3 - 1) * 2^63 wraps to 0
-    ([2, 2], [4, (1 << 64) - 4], 0),       # a "negative" stride
-    ([4], [4], (1 << 64) - 8),             # an offset that wraps the end back into bounds
-    ([1, 1 << 41], [4, 0], 0),             # more elements than any tensor may have
-], ids=["stride-wraps", "negative-stride", "offset-wraps", "too-many-elements"])
-def test_view_with_wrapping_strides_or_offset(ctx: ggml.Context, ne: list[int], nb: list[int], offset: int) -> None:
+@pytest.mark.parametrize(
+    ("ne", "nb", "offset"),
+    [
+        ([1, 3], [4, 1 << 63], 0),  # (3 - 1) * 2^63 wraps to 0
+        ([2, 2], [4, (1 << 64) - 4], 0),  # a "negative" stride
+        ([4], [4], (1 << 64) - 8),  # an offset that wraps the end back into bounds
+        ([1, 1 << 41], [4, 0], 0),  # more elements than any tensor may have
+    ],
+    ids=["stride-wraps", "negative-stride", "offset-wraps", "too-many-elements"],
+)
+def test_view_with_wrapping_strides_or_offset(
+    ctx: ggml.Context, ne: list[int], nb: list[int], offset: int
+) -> None:
     """Sizes, strides and offsets come from the caller: arithmetic that wraps around must not slip a view
     that reaches outside its tensor past the bounds check (reading it would crash or leak memory)."""
     t = f32(ctx, 4, 6)
@@ -189,6 +201,7 @@ def test_map_errors(ctx: ggml.Context) -> None:
 
 # ---- types ----
 
+
 @pytest.mark.parametrize("op", ["neg", "exp", "sigmoid", "tanh", "sqrt", "layer_norm", "sum_rows"])
 def test_integer_tensor_in_a_float_op(ctx: ggml.Context, op: str) -> None:
     with raises(DTypeError, f"{op}: input .* is I32; element-wise ops take F32 or F16"):
@@ -206,7 +219,10 @@ def test_unsupported_types(ctx: ggml.Context) -> None:
     with raises(UnsupportedError, "get_rows: table type I32 is not supported"):
         ctx.get_rows(ctx.tensor(np.zeros((3, 4), np.int32)), i32(ctx, 0))
     # a quantized type whose codec is not built yet must be refused, not read as garbage
-    if not lib.rg_type_is_quantized(ggml.Q8_0) or lib.rg_type_to_f32(ggml.Q8_0, ffi.NULL, ffi.NULL, 0) != lib.RG_OK:
+    if (
+        not lib.rg_type_is_quantized(ggml.Q8_0)
+        or lib.rg_type_to_f32(ggml.Q8_0, ffi.NULL, ffi.NULL, 0) != lib.RG_OK
+    ):
         with raises(UnsupportedError, "mul_mat: weight type Q8_0 is not supported"):
             ctx.mul_mat(q8(ctx), f32(ctx, 1, 32))
         with raises(UnsupportedError, "cont: type Q8_0 is not supported"):
@@ -256,9 +272,12 @@ def test_get_rows_id_out_of_range_at_compute(bad_id: int) -> None:
 
 # ---- arena, contexts, pools, graphs ----
 
+
 def test_arena_exhausted() -> None:
     with ggml.Context(4096) as ctx:
-        with raises(OutOfMemoryError, r"context arena exhausted: \d+ bytes requested, \d+ of 4096 bytes free"):
+        with raises(
+            OutOfMemoryError, r"context arena exhausted: \d+ bytes requested, \d+ of 4096 bytes free"
+        ):
             ctx.new_tensor(ggml.F32, (1024, 1024))
         # the failed request took nothing: small tensors still fit
         used = ctx.used
@@ -321,7 +340,9 @@ def test_graph_without_outputs(ctx: ggml.Context) -> None:
 
 def test_graph_with_too_many_threads(ctx: ggml.Context) -> None:
     g = ctx.graph([ctx.neg(f32(ctx, 2))])
-    with raises(EngineArgumentError, r"cannot compute with 8 threads \(graph built for up to 2, pool has 2\)"):
+    with raises(
+        EngineArgumentError, r"cannot compute with 8 threads \(graph built for up to 2, pool has 2\)"
+    ):
         g.compute(threads=8)
 
 
@@ -370,9 +391,8 @@ def test_copied_tensor_in_a_no_alloc_context_keeps_its_values() -> None:
 def test_numpy_of_tensors_without_numpy_form(ctx: ggml.Context) -> None:
     with raises(EngineArgumentError, "Q8_0 tensors have no numpy dtype"):
         q8(ctx).numpy()
-    with ggml.Context(1 << 16, no_alloc=True) as m:
-        with raises(EngineArgumentError, "the tensor has no data"):
-            m.new_tensor(ggml.F32, (4,)).numpy()
+    with ggml.Context(1 << 16, no_alloc=True) as m, raises(EngineArgumentError, "the tensor has no data"):
+        m.new_tensor(ggml.F32, (4,)).numpy()
 
 
 def test_new_tensor_shape_errors(ctx: ggml.Context) -> None:
@@ -401,6 +421,7 @@ def test_closed_objects() -> None:
 
 
 # ---- the raw C API with NULLs: statuses, never a crash ----
+
 
 def test_c_api_null_arguments() -> None:
     assert lib.rg_ctx_status(ffi.NULL) == lib.RG_E_ARG

@@ -42,8 +42,9 @@ def assert_widening_matches_numpy(half_bits: np.ndarray, got: np.ndarray) -> Non
     gb, wb = got.view(np.uint32), want.view(np.uint32)
     nan = np.isnan(want)
     bad = np.flatnonzero((gb != wb) & ~nan)
-    assert bad.size == 0, ("F16 -> F32 differs from numpy for halves "
-                           + ", ".join(f"{half_bits[i]:#06x}: got {gb[i]:#010x} want {wb[i]:#010x}" for i in bad[:8]))
+    assert bad.size == 0, "F16 -> F32 differs from numpy for halves " + ", ".join(
+        f"{half_bits[i]:#06x}: got {gb[i]:#010x} want {wb[i]:#010x}" for i in bad[:8]
+    )
     # NaN: still NaN, same sign, same payload apart from the quiet bit (bit 22)
     assert np.isnan(got[nan]).all()
     assert ((gb[nan] ^ wb[nan]) & ~np.uint32(0x00400000)).max(initial=0) == 0, "NaN sign or payload changed"
@@ -55,9 +56,9 @@ def assert_narrowing_matches_numpy(f: np.ndarray, got: np.ndarray) -> None:
     gb, wb = got.view(np.uint16), want.view(np.uint16)
     nan = np.isnan(f)
     bad = np.flatnonzero((gb != wb) & ~nan)
-    assert bad.size == 0, ("F32 -> F16 differs from numpy for "
-                           + ", ".join(f"{f[i]!r} ({f.view(np.uint32)[i]:#010x}): got {gb[i]:#06x} want {wb[i]:#06x}"
-                                       for i in bad[:8]))
+    assert bad.size == 0, "F32 -> F16 differs from numpy for " + ", ".join(
+        f"{f[i]!r} ({f.view(np.uint32)[i]:#010x}): got {gb[i]:#06x} want {wb[i]:#06x}" for i in bad[:8]
+    )
     assert np.isnan(got[nan]).all(), "NaN must stay NaN"
     np.testing.assert_array_equal(gb[nan] & 0x8000, wb[nan] & 0x8000, err_msg="NaN sign changed")
 
@@ -74,11 +75,51 @@ def half_midpoints() -> np.ndarray:
 
 
 def edge_values() -> np.ndarray:
-    u = np.array([0x00000001, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
-                  0x7F800001, 0x7FA00000, 0xFFBFFFFF, 0x80000001, 0x80000000, 0x00000000], dtype=np.uint32)
-    v = np.array([65504.0, 65519.996, 65520.0, 65536.0, 1e5, 2.0**-14, 2.0**-14 * (1 - 2.0**-11), 2.0**-24,
-                  2.0**-25, 2.0**-25 * (1 + 2.0**-23), 3 * 2.0**-25, 2.0**-26, 1.0, 1.0 + 2.0**-11,
-                  1.0 + 3 * 2.0**-11, 0.1, 1 / 3, 2049.0, 4097.0, 6.1e-5, 5.96e-8], dtype=np.float32)
+    u = np.array(
+        [
+            0x00000001,
+            0x007FFFFF,
+            0x00800000,
+            0x7F7FFFFF,
+            0x7F800000,
+            0xFF800000,
+            0x7FC00000,
+            0xFFC00000,
+            0x7F800001,
+            0x7FA00000,
+            0xFFBFFFFF,
+            0x80000001,
+            0x80000000,
+            0x00000000,
+        ],
+        dtype=np.uint32,
+    )
+    v = np.array(
+        [
+            65504.0,
+            65519.996,
+            65520.0,
+            65536.0,
+            1e5,
+            2.0**-14,
+            2.0**-14 * (1 - 2.0**-11),
+            2.0**-24,
+            2.0**-25,
+            2.0**-25 * (1 + 2.0**-23),
+            3 * 2.0**-25,
+            2.0**-26,
+            1.0,
+            1.0 + 2.0**-11,
+            1.0 + 3 * 2.0**-11,
+            0.1,
+            1 / 3,
+            2049.0,
+            4097.0,
+            6.1e-5,
+            5.96e-8,
+        ],
+        dtype=np.float32,
+    )
     return np.concatenate([u.view(np.float32), v, -v])
 
 
@@ -91,6 +132,7 @@ def random_f32(n: int, seed: int) -> np.ndarray:
 
 
 # ---- F16 -> F32 ----
+
 
 def test_every_half_widens_exactly(simd_level: int) -> None:
     # + 13: a length that leaves a tail after the 8- and 16-lane loops
@@ -115,7 +157,9 @@ def test_every_half_through_a_graph_copy(layout: str, simd_level: int) -> None:
     element path."""
     h = ALL_HALF_BITS.view(np.float16).reshape(256, 256)
     with ggml.Context(4 << 20, threads=2) as ctx:
-        src = ctx.tensor(h) if layout == "contiguous" else ctx.transpose(ctx.tensor(np.ascontiguousarray(h.T)))
+        src = (
+            ctx.tensor(h) if layout == "contiguous" else ctx.transpose(ctx.tensor(np.ascontiguousarray(h.T)))
+        )
         dst = ctx.new_tensor(ggml.F32, (256, 256))
         node = ctx.cpy(src, dst)
         ctx.graph([node]).compute()
@@ -125,9 +169,12 @@ def test_every_half_through_a_graph_copy(layout: str, simd_level: int) -> None:
 
 # ---- F32 -> F16 ----
 
+
 @pytest.mark.parametrize("values", ["midpoints", "edges", "random"])
 def test_narrowing_rounds_like_numpy(values: str, simd_level: int) -> None:
-    f = {"midpoints": half_midpoints, "edges": edge_values, "random": lambda: random_f32(100_003, 5)}[values]()
+    f = {"midpoints": half_midpoints, "edges": edge_values, "random": lambda: random_f32(100_003, 5)}[
+        values
+    ]()
     assert_narrowing_matches_numpy(f, to_f16(f))
 
 
@@ -170,7 +217,9 @@ def test_simd_levels_agree_bit_for_bit() -> None:
         results = []
         for level in range(ggml.simd_max_level() + 1):
             ggml.simd_select(level)
-            results.append((to_f16(f).view(np.uint16).copy(), to_f32(ALL_HALF_BITS.view(np.float16)).view(np.uint32)))
+            results.append(
+                (to_f16(f).view(np.uint16).copy(), to_f32(ALL_HALF_BITS.view(np.float16)).view(np.uint32))
+            )
     finally:
         ggml.simd_select(before)
     nan_h = np.isnan(ALL_HALF_BITS.view(np.float16))

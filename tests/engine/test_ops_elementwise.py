@@ -75,8 +75,16 @@ def _unary_input(u: Unary, shape: tuple[int, ...], seed: int, dtype: type) -> np
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_unary(u: Unary, shape: tuple[int, ...], dtype: type, threads: int) -> None:
     x = _unary_input(u, shape, seed=len(shape) * 100 + shape[-1], dtype=dtype)
-    check_op(f"unary/{u.name}", u.build, u.ref, [x], rtol=u.rtol, atol=UNDERFLOW_ATOL, threads=threads,
-             ref_dtype=u.ref_dtype)
+    check_op(
+        f"unary/{u.name}",
+        u.build,
+        u.ref,
+        [x],
+        rtol=u.rtol,
+        atol=UNDERFLOW_ATOL,
+        threads=threads,
+        ref_dtype=u.ref_dtype,
+    )
 
 
 @pytest.mark.parametrize("u", UNARY, ids=UNARY_IDS)
@@ -84,8 +92,17 @@ def test_unary(u: Unary, shape: tuple[int, ...], dtype: type, threads: int) -> N
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_unary_non_contiguous(u: Unary, layout: str, dtype: type) -> None:
     x = _unary_input(u, (3, 5, 33), seed=7, dtype=dtype)
-    check_op(f"unary/{u.name}", u.build, u.ref, [x], rtol=u.rtol, atol=UNDERFLOW_ATOL, threads=2,
-             layouts=[layout], ref_dtype=u.ref_dtype)
+    check_op(
+        f"unary/{u.name}",
+        u.build,
+        u.ref,
+        [x],
+        rtol=u.rtol,
+        atol=UNDERFLOW_ATOL,
+        threads=2,
+        layouts=[layout],
+        ref_dtype=u.ref_dtype,
+    )
 
 
 @pytest.mark.parametrize("u", UNARY, ids=UNARY_IDS)
@@ -93,12 +110,22 @@ def test_unary_f16_every_simd_level(u: Unary, simd_level: int) -> None:
     # F16 rows are widened by the dispatched f16_to_f32 kernel: row lengths around the 8/16 lane counts.
     for n in (1, 15, 16, 17, 4097):
         x = _unary_input(u, (3, n), seed=n, dtype=np.float16)
-        check_op(f"unary/{u.name}/f16", u.build, u.ref, [x], rtol=u.rtol, atol=UNDERFLOW_ATOL, threads=2,
-                 ref_dtype=u.ref_dtype)
+        check_op(
+            f"unary/{u.name}/f16",
+            u.build,
+            u.ref,
+            [x],
+            rtol=u.rtol,
+            atol=UNDERFLOW_ATOL,
+            threads=2,
+            ref_dtype=u.ref_dtype,
+        )
 
 
-SPECIAL = np.array([-np.inf, -100.0, -88.0, -20.0, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 20.0, 88.0, 100.0, np.inf],
-                   dtype=np.float32)
+SPECIAL = np.array(
+    [-np.inf, -100.0, -88.0, -20.0, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 20.0, 88.0, 100.0, np.inf],
+    dtype=np.float32,
+)
 
 
 @pytest.mark.parametrize("u", UNARY, ids=UNARY_IDS)
@@ -122,6 +149,7 @@ def test_unary_propagates_nan(u: Unary) -> None:
 
 
 # ---- binary ops with broadcasting ----
+
 
 @dataclass(frozen=True)
 class Binary:
@@ -163,8 +191,14 @@ def _divisor_safe(b: np.ndarray, seed: int) -> np.ndarray:
     return (sign * (0.5 + np.abs(b.astype(np.float32)) * 0.75)).astype(b.dtype)
 
 
-def _binary_inputs(op: Binary, a_shape: tuple[int, ...], b_shape: tuple[int, ...], seed: int,
-                   a_dtype: type = np.float32, b_dtype: type = np.float32) -> list[np.ndarray]:
+def _binary_inputs(
+    op: Binary,
+    a_shape: tuple[int, ...],
+    b_shape: tuple[int, ...],
+    seed: int,
+    a_dtype: type = np.float32,
+    b_dtype: type = np.float32,
+) -> list[np.ndarray]:
     a = rand(a_shape, seed, dtype=a_dtype)
     b = rand(b_shape, seed + 1, dtype=b_dtype)
     if op.name == "div":
@@ -190,33 +224,61 @@ def test_binary_row_lengths(op: Binary, n: int, b_kind: str) -> None:
 
 
 @pytest.mark.parametrize("op", BINARY, ids=BINARY_IDS)
-@pytest.mark.parametrize("dtypes", [(np.float16, np.float32), (np.float32, np.float16), (np.float16, np.float16)],
-                         ids=["f16-f32", "f32-f16", "f16-f16"])
-@pytest.mark.parametrize("shapes", [((5, 33), (5, 33)), ((5, 33), (33,)), ((5, 33), (5, 1))],
-                         ids=["same", "row", "column"])
-def test_binary_f16_inputs(op: Binary, dtypes: tuple[type, type],
-                           shapes: tuple[tuple[int, ...], tuple[int, ...]], simd_level: int) -> None:
+@pytest.mark.parametrize(
+    "dtypes",
+    [(np.float16, np.float32), (np.float32, np.float16), (np.float16, np.float16)],
+    ids=["f16-f32", "f32-f16", "f16-f16"],
+)
+@pytest.mark.parametrize(
+    "shapes", [((5, 33), (5, 33)), ((5, 33), (33,)), ((5, 33), (5, 1))], ids=["same", "row", "column"]
+)
+def test_binary_f16_inputs(
+    op: Binary, dtypes: tuple[type, type], shapes: tuple[tuple[int, ...], tuple[int, ...]], simd_level: int
+) -> None:
     inputs = _binary_inputs(op, shapes[0], shapes[1], seed=11, a_dtype=dtypes[0], b_dtype=dtypes[1])
     check_op(f"binary/{op.name}/f16", op.build, op.ref, inputs, rtol=EXACT_RTOL, atol=0.0, threads=2)
 
 
 @pytest.mark.parametrize("op", BINARY, ids=BINARY_IDS)
-@pytest.mark.parametrize("layouts", [("transposed", "contiguous"), ("contiguous", "transposed"),
-                                     ("permuted", "padded"), ("padded", "permuted")],
-                         ids=lambda ls: "-".join(ls))
+@pytest.mark.parametrize(
+    "layouts",
+    [
+        ("transposed", "contiguous"),
+        ("contiguous", "transposed"),
+        ("permuted", "padded"),
+        ("padded", "permuted"),
+    ],
+    ids=lambda ls: "-".join(ls),
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_binary_non_contiguous(op: Binary, layouts: tuple[str, str], dtype: type) -> None:
     inputs = _binary_inputs(op, (3, 5, 33), (3, 5, 33), seed=5, a_dtype=dtype, b_dtype=dtype)
-    check_op(f"binary/{op.name}", op.build, op.ref, inputs, rtol=EXACT_RTOL, atol=0.0, threads=2,
-             layouts=list(layouts))
+    check_op(
+        f"binary/{op.name}",
+        op.build,
+        op.ref,
+        inputs,
+        rtol=EXACT_RTOL,
+        atol=0.0,
+        threads=2,
+        layouts=list(layouts),
+    )
 
 
 @pytest.mark.parametrize("op", BINARY, ids=BINARY_IDS)
 def test_binary_non_contiguous_broadcast(op: Binary) -> None:
     """A strided operand broadcast against a transposed one."""
     inputs = _binary_inputs(op, (4, 3, 9), (4, 1, 9), seed=9)
-    check_op(f"binary/{op.name}", op.build, op.ref, inputs, rtol=EXACT_RTOL, atol=0.0, threads=2,
-             layouts=["transposed", "padded"])
+    check_op(
+        f"binary/{op.name}",
+        op.build,
+        op.ref,
+        inputs,
+        rtol=EXACT_RTOL,
+        atol=0.0,
+        threads=2,
+        layouts=["transposed", "padded"],
+    )
 
 
 @pytest.mark.parametrize("op", [b for b in BINARY if b.name in ("add", "mul", "max")], ids=lambda b: b.name)
@@ -226,7 +288,9 @@ def test_binary_propagates_nan(op: Binary) -> None:
     b = np.array([1.0, np.nan, 3.0, np.nan], dtype=np.float32)
     got = run_engine(op.build, [a, b])
     want = op.ref(torch.from_numpy(a), torch.from_numpy(b)).numpy()
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{op.name}: got {got}, PyTorch {want}")
+    np.testing.assert_array_equal(
+        np.isnan(got), np.isnan(want), err_msg=f"{op.name}: got {got}, PyTorch {want}"
+    )
 
 
 def test_results_identical_for_every_thread_count() -> None:

@@ -27,6 +27,7 @@ def _compute(ctx: ggml.Context, out: ggml.Tensor, threads: int = 1) -> np.ndarra
 
 # ---- views, reshape, permute, transpose ----
 
+
 def test_view_is_a_slice() -> None:
     base = rand((6, 10), 1)
     with ggml.Context(1 << 20) as ctx:
@@ -94,8 +95,9 @@ def test_transpose(shape: tuple[int, ...]) -> None:
         assert t.shape == want.shape
         np.testing.assert_array_equal(_compute(ctx, ctx.cont(t)), want)
         # transposing twice is the identity
-        np.testing.assert_array_equal(_compute(ctx, ctx.cont(ctx.transpose(t))), x.reshape(t.shape[::-1])
-                                      if x.ndim == 1 else x)
+        np.testing.assert_array_equal(
+            _compute(ctx, ctx.cont(ctx.transpose(t))), x.reshape(t.shape[::-1]) if x.ndim == 1 else x
+        )
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -109,10 +111,36 @@ def test_cont_of_every_layout(layout: str, dtype: type, threads: int, simd_level
 
 # ---- cpy with conversion ----
 
+
 def _f16_edge_values() -> np.ndarray:
-    v = [0.0, -0.0, 1.0, -1.0, 65504.0, -65504.0, 65519.99, 65520.0, -65520.0, 1e6, np.inf, -np.inf,
-         2.0 ** -14, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26, 3 * 2.0 ** -25, 1e-40, -1e-40,
-         1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 2049.0, 2051.0, 0.1, 1 / 3]
+    v = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        -65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        1e6,
+        np.inf,
+        -np.inf,
+        2.0**-14,
+        2.0**-24,
+        2.0**-25,
+        1.5 * 2.0**-25,
+        2.0**-26,
+        3 * 2.0**-25,
+        1e-40,
+        -1e-40,
+        1.0 + 2.0**-11,
+        1.0 + 3 * 2.0**-11,
+        2049.0,
+        2051.0,
+        0.1,
+        1 / 3,
+    ]
     return np.array(v, dtype=np.float32)
 
 
@@ -127,7 +155,9 @@ def test_cpy_f32_to_f16_rounds_like_numpy(n: int, threads: int, simd_level: int)
         assert bits_equal(dst.numpy(), got)
     with np.errstate(over="ignore"):
         want = x.astype(np.float16)
-    assert bits_equal(got, want), f"F32 -> F16 differs from numpy at {np.flatnonzero(got.view(np.uint16) != want.view(np.uint16))[:10]}"
+    assert bits_equal(got, want), (
+        f"F32 -> F16 differs from numpy at {np.flatnonzero(got.view(np.uint16) != want.view(np.uint16))[:10]}"
+    )
 
 
 @pytest.mark.parametrize("n", [1, 7, 33, 4097])
@@ -141,8 +171,11 @@ def test_cpy_f16_to_f32_is_exact(n: int, threads: int, simd_level: int) -> None:
 
 
 @pytest.mark.parametrize("src_layout", ["contiguous", "transposed", "padded"])
-@pytest.mark.parametrize("conv", [(np.float32, ggml.F32), (np.float32, ggml.F16), (np.float16, ggml.F32),
-                                  (np.float16, ggml.F16)], ids=["f32-f32", "f32-f16", "f16-f32", "f16-f16"])
+@pytest.mark.parametrize(
+    "conv",
+    [(np.float32, ggml.F32), (np.float32, ggml.F16), (np.float16, ggml.F32), (np.float16, ggml.F16)],
+    ids=["f32-f32", "f32-f16", "f16-f32", "f16-f16"],
+)
 def test_cpy_into_a_strided_destination(src_layout: str, conv: tuple[type, int]) -> None:
     """Writing into a transposed view of a caller-owned buffer: the buffer ends up holding the transpose,
     and nothing outside the view is touched."""
@@ -159,7 +192,7 @@ def test_cpy_into_a_strided_destination(src_layout: str, conv: tuple[type, int])
         assert dst.shape == (5, 33)
         _compute(ctx, ctx.cpy(engine_input(ctx, x, src_layout), dst), 2)
     np.testing.assert_array_equal(buf[: 5 * 33].reshape(33, 5), x.T.astype(dst_np))
-    np.testing.assert_array_equal(buf[5 * 33:], np.full(3, 7.0, dtype=dst_np))
+    np.testing.assert_array_equal(buf[5 * 33 :], np.full(3, 7.0, dtype=dst_np))
 
 
 def test_cpy_between_different_shapes() -> None:
@@ -190,9 +223,13 @@ def test_cpy_orders_later_reads() -> None:
 
 # ---- concat ----
 
+
 @pytest.mark.parametrize("dim", [0, 1, 2, 3])
-@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float16, np.float32), (np.float32, np.float16)],
-                         ids=["f32", "f16-f32", "f32-f16"])
+@pytest.mark.parametrize(
+    "dtypes",
+    [(np.float32, np.float32), (np.float16, np.float32), (np.float32, np.float16)],
+    ids=["f32", "f16-f32", "f32-f16"],
+)
 def test_concat(dim: int, dtypes: tuple[type, type], threads: int) -> None:
     shape_a = [2, 3, 5, 7]
     shape_b = list(shape_a)
@@ -202,14 +239,18 @@ def test_concat(dim: int, dtypes: tuple[type, type], threads: int) -> None:
     b = rand(shape_b, dim + 10, dtype=dtypes[1])
     with ggml.Context(1 << 20, threads=threads) as ctx:
         got = _compute(ctx, ctx.concat(ctx.tensor(a), ctx.tensor(b), dim), threads)
-    want = torch.cat([torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32))],
-                     dim=3 - dim).numpy()
+    want = torch.cat(
+        [torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32))], dim=3 - dim
+    ).numpy()
     assert_close(got, want, rtol=0.0, atol=0.0, name="concat")
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2])
-@pytest.mark.parametrize("layouts", [("transposed", "padded"), ("permuted", "contiguous"), ("padded", "permuted")],
-                         ids=lambda ls: "-".join(ls))
+@pytest.mark.parametrize(
+    "layouts",
+    [("transposed", "padded"), ("permuted", "contiguous"), ("padded", "permuted")],
+    ids=lambda ls: "-".join(ls),
+)
 def test_concat_non_contiguous(dim: int, layouts: tuple[str, str]) -> None:
     a = rand((3, 5, 33), 1, dtype=np.float16)
     b = rand((3, 5, 33), 2)
@@ -240,6 +281,7 @@ def test_concat_along_a_new_dimension() -> None:
 
 # ---- get_rows ----
 
+
 @pytest.mark.parametrize("c", [1, 7, 33, 4097])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_get_rows(c: int, dtype: type, threads: int) -> None:
@@ -248,8 +290,9 @@ def test_get_rows(c: int, dtype: type, threads: int) -> None:
     ids = np.array([0, 10, 3, 3, 7, 0, 1, 9, 10], dtype=np.int32)
     with ggml.Context(1 << 20, threads=threads) as ctx:
         got = _compute(ctx, ctx.get_rows(ctx.tensor(table), ctx.tensor(ids)), threads)
-    want = torch.nn.functional.embedding(torch.from_numpy(ids.astype(np.int64)),
-                                         torch.from_numpy(table.astype(np.float32))).numpy()
+    want = torch.nn.functional.embedding(
+        torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(table.astype(np.float32))
+    ).numpy()
     assert_close(got, want, rtol=0.0, atol=0.0, name="get_rows")
 
 
@@ -272,6 +315,7 @@ def test_get_rows_single_id() -> None:
 
 # ---- sum_rows ----
 
+
 @pytest.mark.parametrize("shape", [(1,), (7,), (5, 33), (2, 3, 4097), (2, 2, 3, 5)], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_sum_rows(shape: tuple[int, ...], dtype: type, threads: int) -> None:
@@ -288,17 +332,19 @@ def test_sum_rows_non_contiguous(layout: str) -> None:
     x = rand((3, 5, 33), 12)
     got = run_engine(lambda c, t: c.sum_rows(t), [x], threads=2, layouts=[layout])
     want = x.astype(np.float64).sum(axis=-1, keepdims=True)
-    assert_norm_close(got, want, np.abs(x.astype(np.float64)).sum(axis=-1, keepdims=True), tol=1e-6,
-                      name="sum_rows")
+    assert_norm_close(
+        got, want, np.abs(x.astype(np.float64)).sum(axis=-1, keepdims=True), tol=1e-6, name="sum_rows"
+    )
 
 
 # ---- data at unaligned addresses (tensors mapped from a file sit at any byte offset) ----
+
 
 def _misaligned(ctx: ggml.Context, arr: np.ndarray, shift: int = 1) -> ggml.Tensor:
     """An external tensor with ``arr``'s values whose data starts ``shift`` bytes past an aligned address."""
     raw = np.zeros(arr.nbytes + 64, dtype=np.uint8)
     start = (-raw.ctypes.data) % 64 + shift
-    view = raw[start:start + arr.nbytes]
+    view = raw[start : start + arr.nbytes]
     view[:] = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
     engine_type = {np.dtype(np.float32): ggml.F32, np.dtype(np.float16): ggml.F16}[arr.dtype]
     return ctx.external(view, engine_type=engine_type, ne=list(reversed(arr.shape)))

@@ -11,6 +11,7 @@ against PyTorch computing the same expression in f32).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -34,9 +35,10 @@ def _hypot_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(a * a + b * b)
 
 
-def _affine_c(userdata: object):  # noqa: ANN202 - builder closure
+def _affine_c(userdata: object) -> Callable[[ggml.Context, ggml.Tensor], ggml.Tensor]:
     def build(c: ggml.Context, x: ggml.Tensor) -> ggml.Tensor:
         return c.map_unary(x, ffi.addressof(lib, "rg_test_map_affine"), userdata)
+
     return build
 
 
@@ -44,15 +46,30 @@ def _affine_c(userdata: object):  # noqa: ANN202 - builder closure
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 def test_map_unary_compiled_callback(shape: tuple[int, ...], dtype: type, threads: int) -> None:
     params = ffi.new("float[2]", [SCALE, OFFSET])
-    check_op("map_unary/c", _affine_c(params), _affine_ref, [rand(shape, 1, dtype=dtype)], rtol=RTOL, atol=0.0,
-             threads=threads)
+    check_op(
+        "map_unary/c",
+        _affine_c(params),
+        _affine_ref,
+        [rand(shape, 1, dtype=dtype)],
+        rtol=RTOL,
+        atol=0.0,
+        threads=threads,
+    )
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_map_unary_strided_input(layout: str) -> None:
     params = ffi.new("float[2]", [SCALE, OFFSET])
-    check_op("map_unary/c", _affine_c(params), _affine_ref, [rand((3, 5, 33), 2)], rtol=RTOL, atol=0.0, threads=2,
-             layouts=[layout])
+    check_op(
+        "map_unary/c",
+        _affine_c(params),
+        _affine_ref,
+        [rand((3, 5, 33), 2)],
+        rtol=RTOL,
+        atol=0.0,
+        threads=2,
+        layouts=[layout],
+    )
 
 
 def test_map_unary_lib_function_directly() -> None:
@@ -60,29 +77,56 @@ def test_map_unary_lib_function_directly() -> None:
     docstring of ``Context.map_unary`` promises."""
     params = ffi.new("float[2]", [SCALE, OFFSET])
     x = rand((4, 9), 3)
-    check_op("map_unary/c", lambda c, t: c.map_unary(t, lib.rg_test_map_affine, params), _affine_ref, [x],
-             rtol=RTOL, atol=0.0)
+    check_op(
+        "map_unary/c",
+        lambda c, t: c.map_unary(t, lib.rg_test_map_affine, params),
+        _affine_ref,
+        [x],
+        rtol=RTOL,
+        atol=0.0,
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float16, np.float32)], ids=["f32", "f16-f32"])
-def test_map_binary_compiled_callback(shape: tuple[int, ...], dtypes: tuple[type, type], threads: int) -> None:
+@pytest.mark.parametrize(
+    "dtypes", [(np.float32, np.float32), (np.float16, np.float32)], ids=["f32", "f16-f32"]
+)
+def test_map_binary_compiled_callback(
+    shape: tuple[int, ...], dtypes: tuple[type, type], threads: int
+) -> None:
     a = rand(shape, 4, dtype=dtypes[0])
     b = rand(shape, 5, dtype=dtypes[1])
-    check_op("map_binary/c", lambda c, x, y: c.map_binary(x, y, ffi.addressof(lib, "rg_test_map_hypot")),
-             _hypot_ref, [a, b], rtol=RTOL, atol=0.0, threads=threads)
+    check_op(
+        "map_binary/c",
+        lambda c, x, y: c.map_binary(x, y, ffi.addressof(lib, "rg_test_map_hypot")),
+        _hypot_ref,
+        [a, b],
+        rtol=RTOL,
+        atol=0.0,
+        threads=threads,
+    )
 
 
-@pytest.mark.parametrize("layouts", [("transposed", "padded"), ("permuted", "contiguous")],
-                         ids=lambda ls: "-".join(ls))
+@pytest.mark.parametrize(
+    "layouts", [("transposed", "padded"), ("permuted", "contiguous")], ids=lambda ls: "-".join(ls)
+)
 def test_map_binary_strided_inputs(layouts: tuple[str, str]) -> None:
     a = rand((3, 5, 33), 6)
     b = rand((3, 5, 33), 7, dtype=np.float16)
-    check_op("map_binary/c", lambda c, x, y: c.map_binary(x, y, ffi.addressof(lib, "rg_test_map_hypot")),
-             _hypot_ref, [a, b], rtol=RTOL, atol=0.0, threads=2, layouts=list(layouts))
+    check_op(
+        "map_binary/c",
+        lambda c, x, y: c.map_binary(x, y, ffi.addressof(lib, "rg_test_map_hypot")),
+        _hypot_ref,
+        [a, b],
+        rtol=RTOL,
+        atol=0.0,
+        threads=2,
+        layouts=list(layouts),
+    )
 
 
 # ---- Python callables ----
+
 
 @pytest.mark.parametrize("shape", [(1,), (5, 33), (2, 3, 7)], ids=str)
 def test_map_unary_python_callable(shape: tuple[int, ...], threads: int) -> None:
@@ -95,8 +139,16 @@ def test_map_unary_python_callable(shape: tuple[int, ...], threads: int) -> None
         dst[:] = np.tanh(src) * 2.0
 
     x = rand(shape, 8)
-    check_op("map_unary/py", lambda c, t: c.map_unary(t, fn), lambda t: torch.tanh(t) * 2.0, [x], rtol=RTOL,
-             atol=1e-7, threads=threads, layouts=["transposed" if len(shape) > 1 else "contiguous"])
+    check_op(
+        "map_unary/py",
+        lambda c, t: c.map_unary(t, fn),
+        lambda t: torch.tanh(t) * 2.0,
+        [x],
+        rtol=RTOL,
+        atol=1e-7,
+        threads=threads,
+        layouts=["transposed" if len(shape) > 1 else "contiguous"],
+    )
     n_rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     assert row_lengths == [shape[-1]] * n_rows, "the callback must be called once per row with the row length"
 
@@ -107,9 +159,16 @@ def test_map_binary_python_callable(threads: int) -> None:
 
     a = rand((4, 33), 9)
     b = rand((4, 33), 10, dtype=np.float16)
-    check_op("map_binary/py", lambda c, x, y: c.map_binary(x, y, fn),
-             lambda x, y: torch.maximum(x, y) - x * y, [a, b], rtol=RTOL, atol=1e-7, threads=threads,
-             layouts=["padded", "transposed"])
+    check_op(
+        "map_binary/py",
+        lambda c, x, y: c.map_binary(x, y, fn),
+        lambda x, y: torch.maximum(x, y) - x * y,
+        [a, b],
+        rtol=RTOL,
+        atol=1e-7,
+        threads=threads,
+        layouts=["padded", "transposed"],
+    )
 
 
 def test_map_ops_compose_with_other_nodes() -> None:
@@ -119,8 +178,11 @@ def test_map_ops_compose_with_other_nodes() -> None:
     y = rand((3, 17), 12)
     with ggml.Context(1 << 20, threads=2) as ctx:
         tx, ty = ctx.tensor(x), ctx.tensor(y)
-        h = ctx.map_binary(ctx.map_unary(tx, ffi.addressof(lib, "rg_test_map_affine"), params), ctx.neg(ty),
-                           ffi.addressof(lib, "rg_test_map_hypot"))
+        h = ctx.map_binary(
+            ctx.map_unary(tx, ffi.addressof(lib, "rg_test_map_affine"), params),
+            ctx.neg(ty),
+            ffi.addressof(lib, "rg_test_map_hypot"),
+        )
         out = ctx.sigmoid(h)
         ctx.graph([out]).compute()
         got = out.numpy()

@@ -44,8 +44,14 @@ def reference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return want, np.broadcast_to(bound, want.shape)
 
 
-def check_mul_mat(name: str, a: np.ndarray, b: np.ndarray, *, threads: int = 1,
-                  layouts: tuple[str, str] = ("contiguous", "contiguous")) -> np.ndarray:
+def check_mul_mat(
+    name: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    threads: int = 1,
+    layouts: tuple[str, str] = ("contiguous", "contiguous"),
+) -> np.ndarray:
     got = run_engine(_mul_mat, [a, b], threads=threads, layouts=list(layouts))
     want, bound = reference(a, b)
     assert_norm_close(got, want, bound, tol=TOL, name=name)
@@ -104,8 +110,9 @@ BATCHED = [
 ]
 
 
-@pytest.mark.parametrize("shapes", BATCHED, ids=lambda s: "{}-{}".format("x".join(map(str, s[0])),
-                                                                       "x".join(map(str, s[1]))))
+@pytest.mark.parametrize(
+    "shapes", BATCHED, ids=lambda s: "{}-{}".format("x".join(map(str, s[0])), "x".join(map(str, s[1])))
+)
 @pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
 def test_mul_mat_batched(shapes: tuple[tuple[int, ...], tuple[int, ...]], wtype: type, threads: int) -> None:
     a_shape, b_shape = shapes
