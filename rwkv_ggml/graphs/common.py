@@ -50,6 +50,24 @@ def token_shift(ctx: Context, x: Tensor, prev: Tensor, T: int) -> Tensor:
     return ctx.concat(prev, head, 1)
 
 
+def embed(ctx: Context, w: Mapping[str, Tensor], io: GraphIO) -> Tensor:
+    """(S1) x = LN(emb[tok]; ln0) for the graph's tokens: (C, T)."""
+    x = ctx.get_rows(w["emb.weight"], io.ids)
+    return ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+
+
+def norm_and_shift(ctx: Context, io: GraphIO, x: Tensor, weight: Tensor, bias: Tensor, state_offset: int
+                   ) -> tuple[Tensor, Tensor]:
+    """The input of a mixing block and its token shift: a = LN(x), s = the previous token's a (from the
+    state at ``state_offset`` for the first token), and state <- a of the last token (V4.1, CM4.1, ...).
+    Returns (a, s)."""
+    C, T = x.ne[0], io.T
+    a = ctx.layer_norm(x, weight, bias, LN_EPS)
+    s = token_shift(ctx, a, state_slice(ctx, io.state_in, state_offset, C), T)
+    write_state(ctx, io, column(ctx, a, T - 1), state_offset)
+    return a, s
+
+
 def write_state(ctx: Context, io: GraphIO, value: Tensor, offset_floats: int) -> None:
     """Schedules value (n, k) to be written into state_out at offset_floats."""
     n = value.ne[0] * (value.ne[1] if len(value.ne) > 1 else 1)
@@ -87,15 +105,11 @@ def plane(ctx: Context, x: Tensor, i: int) -> Tensor:
     return ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES)
 
 
-def channel_mix_v4(ctx: Context, w: Mapping[str, Tensor], io: GraphIO, x: Tensor, p: str, base: int, T: int
-                   ) -> Tensor:
+def channel_mix_v4(ctx: Context, w: Mapping[str, Tensor], io: GraphIO, x: Tensor, p: str, base: int) -> Tensor:
     """x + ChannelMix(LN(x; ln2)) with the v4/v5 parameters (CM4.1)-(CM4.3); ffn_x at ``base`` of the
     state."""
-    C = x.ne[0]
-    b = ctx.layer_norm(x, w[p + "ln2.weight"], w[p + "ln2.bias"], LN_EPS)
-    # (CM4.1) s = state.ffn_x; state.ffn_x <- b
-    s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
-    write_state(ctx, io, column(ctx, b, T - 1), base)
+    # (CM4.1) b = LN(x); s = state.ffn_x; state.ffn_x <- b
+    b, s = norm_and_shift(ctx, io, x, w[p + "ln2.weight"], w[p + "ln2.bias"], base)
     # (CM4.2) x_k, x_r = s + (b - s)*mu'
     xs = lerp_stacked(ctx, s, b, stack_vectors(ctx, [w[p + "ffn.time_mix_k"], w[p + "ffn.time_mix_r"]]))
     # (CM4.3) out = sigmoid(W'_r x_r) * (W'_v relu(W'_k x_k)^2)

@@ -10,35 +10,29 @@ from collections.abc import Mapping
 from ..arch import Hyper
 from ..ggml import Context, Tensor
 from .common import (
-    LN_EPS,
     GraphIO,
     channel_mix_v4,
-    column,
+    embed,
     lerp_stacked,
+    norm_and_shift,
     plane,
     stack_vectors,
     state_slice,
-    token_shift,
     write_state,
 )
-
 
 
 def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tensor:
     """Builds the layers; returns x (C, T), the residual stream after the last block (before ln_out).
     The state writes are appended to io.state_writes."""
     C, T = hp.n_embed, io.T
-    # (S1) x = LN(emb[tok]; ln0)
-    x = ctx.get_rows(w["emb.weight"], io.ids)
-    x = ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+    x = embed(ctx, w, io)  # (S1)
     for layer in range(hp.n_layer):
         p = f"blocks.{layer}."
         base = 5 * C * layer  # §7: ffn_x, att_x, aa, bb, pp
         # ---- time mixing ----
-        a = ctx.layer_norm(x, w[p + "ln1.weight"], w[p + "ln1.bias"], LN_EPS)
-        # (V4.1) s = state.att_x; state.att_x <- a
-        s = token_shift(ctx, a, state_slice(ctx, io.state_in, base + C, C), T)
-        write_state(ctx, io, column(ctx, a, T - 1), base + C)
+        # (V4.1) a = LN(x); s = state.att_x; state.att_x <- a
+        a, s = norm_and_shift(ctx, io, x, w[p + "ln1.weight"], w[p + "ln1.bias"], base + C)
         # (V4.2) x_f = a*mu_f + s*(1-mu_f) = s + (a - s)*mu_f, for f = r, k, v at once -> (C, T, 3)
         xs = lerp_stacked(ctx, s, a, stack_vectors(ctx, [w[p + "att.time_mix_" + f] for f in ("r", "k", "v")]))
         # (V4.3) r = sigmoid(W_r x_r); k = W_k x_k; v = W_v x_v
@@ -53,5 +47,5 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         # (V4.6) out = W_o (r * wkv)
         x = ctx.add(x, ctx.mul_mat(w[p + "att.output.weight"], ctx.mul(r, wkv)))
         # ---- channel mixing (CM4.1-CM4.3) ----
-        x = channel_mix_v4(ctx, w, io, x, p, base, T)
+        x = channel_mix_v4(ctx, w, io, x, p, base)
     return x

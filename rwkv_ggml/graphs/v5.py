@@ -15,15 +15,14 @@ from collections.abc import Mapping
 from ..arch import Hyper
 from ..ggml import Context, Tensor
 from .common import (
-    LN_EPS,
     GraphIO,
     channel_mix_v4,
-    column,
+    embed,
     lerp_stacked,
+    norm_and_shift,
     plane,
     stack_vectors,
     state_slice,
-    token_shift,
     write_state,
 )
 
@@ -37,17 +36,13 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
     gated = "blocks.0.att.gate.weight" in w
     bonus = "att.time_faaaa" if "blocks.0.att.time_faaaa" in w else "att.time_first"
     mix_names = ("r", "k", "v", "g") if gated else ("r", "k", "v")
-    # (S1) x = LN(emb[tok]; ln0)
-    x = ctx.get_rows(w["emb.weight"], io.ids)
-    x = ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+    x = embed(ctx, w, io)  # (S1)
     for layer in range(hp.n_layer):
         p = f"blocks.{layer}."
         base = (2 + N) * C * layer  # §7: ffn_x, att_x, S
         # ---- time mixing ----
-        a = ctx.layer_norm(x, w[p + "ln1.weight"], w[p + "ln1.bias"], LN_EPS)
-        # (V5.1) s = state.att_x; state.att_x <- a
-        s = token_shift(ctx, a, state_slice(ctx, io.state_in, base + C, C), T)
-        write_state(ctx, io, column(ctx, a, T - 1), base + C)
+        # (V5.1) a = LN(x); s = state.att_x; state.att_x <- a
+        a, s = norm_and_shift(ctx, io, x, w[p + "ln1.weight"], w[p + "ln1.bias"], base + C)
         # (V5.2) x_f = a*mu_f + s*(1 - mu_f) = s + (a - s)*mu_f, for all f at once -> (C, T, 3 or 4)
         mus = stack_vectors(ctx, [w[p + "att.time_mix_" + f] for f in mix_names])
         xs = lerp_stacked(ctx, s, a, mus)
@@ -67,5 +62,5 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         # (V5.7) out = W_o z
         x = ctx.add(x, ctx.mul_mat(w[p + "att.output.weight"], z))
         # ---- channel mixing (as v4) ----
-        x = channel_mix_v4(ctx, w, io, x, p, base, T)
+        x = channel_mix_v4(ctx, w, io, x, p, base)
     return x

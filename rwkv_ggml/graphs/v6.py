@@ -16,15 +16,14 @@ from collections.abc import Mapping
 from ..arch import Hyper
 from ..ggml import Context, Tensor
 from .common import (
-    LN_EPS,
     GraphIO,
-    column,
+    embed,
     flat,
     lerp_stacked,
+    norm_and_shift,
     plane,
     stack_vectors,
     state_slice,
-    token_shift,
     write_state,
 )
 
@@ -36,17 +35,13 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
     """Builds the layers; returns x (C, T), the residual stream after the last block (before ln_out).
     The state writes are appended to io.state_writes."""
     C, T, H, N = hp.n_embed, io.T, hp.n_head, hp.head_size
-    # (S1) x = LN(emb[tok]; ln0)
-    x = ctx.get_rows(w["emb.weight"], io.ids)
-    x = ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+    x = embed(ctx, w, io)  # (S1)
     for layer in range(hp.n_layer):
         p = f"blocks.{layer}."
         base = (2 + N) * C * layer  # §7: ffn_x, att_x, S
         # ---- time mixing ----
-        a = ctx.layer_norm(x, w[p + "ln1.weight"], w[p + "ln1.bias"], LN_EPS)
-        # (V6.1) s = state.att_x; state.att_x <- a; d = s - a
-        s = token_shift(ctx, a, state_slice(ctx, io.state_in, base + C, C), T)
-        write_state(ctx, io, column(ctx, a, T - 1), base + C)
+        # (V6.1) a = LN(x); s = state.att_x; state.att_x <- a; d = s - a
+        a, s = norm_and_shift(ctx, io, x, w[p + "ln1.weight"], w[p + "ln1.bias"], base + C)
         d = ctx.sub(s, a)
         # (V6.2) t = tanh(W1 (a + d*maa_x)), 5*D_m values per token
         t = ctx.tanh(ctx.mul_mat(w[p + "att.time_maa_w1"], ctx.add(ctx.mul(d, w[p + "att.time_maa_x"]), a)))
@@ -79,10 +74,8 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         z = ctx.group_norm(y, H, w[p + "att.ln_x.weight"], w[p + "att.ln_x.bias"], hp.gn_eps)
         x = ctx.add(x, ctx.mul_mat(w[p + "att.output.weight"], ctx.mul(z, g)))
         # ---- channel mixing ----
-        b = ctx.layer_norm(x, w[p + "ln2.weight"], w[p + "ln2.bias"], LN_EPS)
-        # (CM6.1) s = state.ffn_x; state.ffn_x <- b
-        s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
-        write_state(ctx, io, column(ctx, b, T - 1), base)
+        # (CM6.1) b = LN(x); s = state.ffn_x; state.ffn_x <- b
+        b, s = norm_and_shift(ctx, io, x, w[p + "ln2.weight"], w[p + "ln2.bias"], base)
         # (CM6.2) x_k, x_r = b + (s - b)*maa'
         xs = lerp_stacked(ctx, b, s, stack_vectors(ctx, [w[p + "ffn.time_maa_k"], w[p + "ffn.time_maa_r"]]))
         # (CM6.3) out = sigmoid(W'_r x_r) * (W'_v relu(W'_k x_k)^2)

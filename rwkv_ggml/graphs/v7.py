@@ -17,7 +17,15 @@ import numpy as np
 
 from ..arch import Hyper
 from ..ggml import Context, Tensor
-from .common import LN_EPS, GraphIO, column, flat, plane, state_slice, token_shift, write_state
+from .common import (
+    GraphIO,
+    embed,
+    flat,
+    norm_and_shift,
+    plane,
+    state_slice,
+    write_state,
+)
 
 F32_BYTES = 4
 L2_EPS = 1e-12  # (V7.7): F.normalize's eps
@@ -28,18 +36,14 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
     """Builds the layers; returns x (C, T), the residual stream after the last block (before ln_out).
     The state writes are appended to io.state_writes."""
     C, T, H, N = hp.n_embed, io.T, hp.n_head, hp.head_size
-    # (S1) x = LN(emb[tok]; ln0)
-    x = ctx.get_rows(w["emb.weight"], io.ids)
-    x = ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
+    x = embed(ctx, w, io)  # (S1)
     v_first: Tensor | None = None
     for layer in range(hp.n_layer):
         p = f"blocks.{layer}.att."
         base = (2 + N) * C * layer  # §7: ffn_x, att_x, S
         # ---- time mixing ----
-        a = ctx.layer_norm(x, w[f"blocks.{layer}.ln1.weight"], w[f"blocks.{layer}.ln1.bias"], LN_EPS)
-        # (V7.1) s = state.att_x; state.att_x <- a; d = s - a
-        s = token_shift(ctx, a, state_slice(ctx, io.state_in, base + C, C), T)
-        write_state(ctx, io, column(ctx, a, T - 1), base + C)
+        # (V7.1) a = LN(x); s = state.att_x; state.att_x <- a; d = s - a
+        a, s = norm_and_shift(ctx, io, x, w[f"blocks.{layer}.ln1.weight"], w[f"blocks.{layer}.ln1.bias"], base + C)
         d = ctx.sub(s, a)
         # (V7.2) x_f = a + d*x_f-param for f = r, w, k, v, a, g at once: x_rwkvag is (C, 1, 6) -> (C, T, 6)
         xs = ctx.add(ctx.mul(d, w[p + "x_rwkvag"]), a)
@@ -85,10 +89,8 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         x = ctx.add(x, ctx.mul_mat(w[p + "output.weight"], ctx.mul(z, g)))
         # ---- channel mixing ----
         q = f"blocks.{layer}."
-        b = ctx.layer_norm(x, w[q + "ln2.weight"], w[q + "ln2.bias"], LN_EPS)
-        # (CM7.1) s = state.ffn_x; state.ffn_x <- b; d = s - b
-        s = token_shift(ctx, b, state_slice(ctx, io.state_in, base, C), T)
-        write_state(ctx, io, column(ctx, b, T - 1), base)
+        # (CM7.1) b = LN(x); s = state.ffn_x; state.ffn_x <- b; d = s - b
+        b, s = norm_and_shift(ctx, io, x, w[q + "ln2.weight"], w[q + "ln2.bias"], base)
         # (CM7.2) out = W'_v relu(W'_k (b + d*x'_k))^2
         xk = ctx.add(ctx.mul(ctx.sub(s, b), flat(ctx, w[q + "ffn.x_k"])), b)
         kk = ctx.sqr(ctx.relu(ctx.mul_mat(w[q + "ffn.key.weight"], xk)))
