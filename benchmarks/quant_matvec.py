@@ -3,7 +3,9 @@
 For each weight type the matrix is replicated until the copies span ``--budget`` MB (far beyond the
 caches) and every compute reads a different copy, so the figure is memory throughput: weight bytes
 streamed per second. The read bandwidth of the same kind of pages (2 MiB huge pages) is measured in the
-same run with the engine's own pool, and so is the F16 path, so the ratios compare like with like.
+same run with the engine's own pool, and so is the F16 path, so the ratios compare like with like. The
+cases and the bandwidth probe run interleaved in rounds and the best of each is kept, so a noisy
+neighbour on a shared machine hits them all alike.
 
     python benchmarks/quant_matvec.py [--shape 2048 8192] [--threads 1 2] [--types f16 q8_0 q5_1 q4_0]
 """
@@ -20,10 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import anonymous_buffer, read_bandwidth  # noqa: E402
+from machine import anonymous_buffer, read_bandwidth
 
-from rwkv_ggml import ggml  # noqa: E402
-from rwkv_ggml._lib import ffi, lib  # noqa: E402
+from rwkv_ggml import ggml
+from rwkv_ggml._lib import ffi, lib
 
 TYPES = {"f32": ggml.F32, "f16": ggml.F16, "q8_0": ggml.Q8_0, "q5_1": ggml.Q5_1, "q5_0": ggml.Q5_0,
          "q4_1": ggml.Q4_1, "q4_0": ggml.Q4_0}

@@ -27,6 +27,18 @@ __version__ = "0.1.0"
 _LAZY = {
     "Model": ("rwkv_ggml.model", "Model"),
     "State": ("rwkv_ggml.state", "State"),
+    "Tokenizer": ("rwkv_ggml.tokenizer", "Tokenizer"),
+    "SamplingParams": ("rwkv_ggml.sampling", "SamplingParams"),
+    "Sampler": ("rwkv_ggml.sampling", "Sampler"),
+    "quantize": ("rwkv_ggml.quantize", "quantize"),
+    "convert": ("rwkv_ggml.convert", "convert"),
+    "merge_lora": ("rwkv_ggml.convert", "merge_lora"),
+    "generate": ("rwkv_ggml.generate", "generate"),
+    "complete": ("rwkv_ggml.generate", "complete"),
+    "embed": ("rwkv_ggml.generate", "embed"),
+    "Generation": ("rwkv_ggml.generate", "Generation"),
+    "ChatSession": ("rwkv_ggml.generate", "ChatSession"),
+    "default_model_path": ("rwkv_ggml.generate", "default_model_path"),
 }
 
 

@@ -346,26 +346,16 @@ class ChatSession:
         self._state = self.model._check_state(value, "state").copy()
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves the conversation state as a ``.npy`` float32 array."""
-        try:
-            with open(path, "wb") as f:
-                np.save(f, self._state, allow_pickle=False)
-        except OSError as exc:
-            raise ModelIOError(f"cannot write state file '{os.fspath(path)}': {exc.strerror or exc}") from exc
+        """Saves the conversation state as a state file (:class:`rwkv_ggml.state.State`)."""
+        from .state import State
+
+        State.from_array(self.model, self._state).save(path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Restores a state saved by :meth:`save` (it must belong to a model of the same shape)."""
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except OSError as exc:
-            raise ModelIOError(f"cannot read state file '{os.fspath(path)}': {exc.strerror or exc}") from exc
-        except ValueError as exc:
-            raise ModelIOError(f"'{os.fspath(path)}' is not a saved state (.npy): {exc}") from exc
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != (self.model.state_size,):
-            raise ModelIOError(f"'{os.fspath(path)}' holds {getattr(arr, 'dtype', '?')} "
-                               f"{getattr(arr, 'shape', '?')}, not this model's state "
-                               f"(float32, ({self.model.state_size},))")
-        self._state = np.ascontiguousarray(arr)
+        """Restores a state saved by :meth:`save`; it must come from this model (same weights)."""
+        from .state import State
+
+        self._state = State.load(path, self.model).array.copy()
 
     def send(self, message: str, max_tokens: int = 200) -> Iterator[str]:
         """Streams the reply to ``message``; the state is updated when the stream ends (or is closed)."""

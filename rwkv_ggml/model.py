@@ -71,10 +71,17 @@ class Model:
     ``gn_eps``: the GroupNorm epsilon of v5+ (``att.ln_x``); default rwkv.cpp's value, which the test data
     needs: 1e-5 for v5, 64e-5 for v6/v7 (architecture.md §9.2; the official package uses 64e-5 for v5
     too). Ignored for v4, which has no GroupNorm.
+    ``bf16``: opt-in faster prompts. Sequence mode's matrix products with F32/F16 weights use bf16
+    operands (f32 accumulation) on CPUs with AVX512_BF16, about twice the arithmetic rate; logits then
+    differ from the exact f32 result by up to ~1e-2 relative (tests/model/test_bf16.py states the
+    bound). Per-token evals and quantized weights are unaffected; without AVX512_BF16 it does nothing.
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
-                 placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None) -> None:
+                 placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None, bf16: bool = False) -> None:
+        if not isinstance(bf16, bool):
+            raise EngineArgumentError(f"bf16 must be True or False, got {bf16!r}")
+        self.bf16 = bf16
         if threads is None:
             threads = ggml.default_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 512:
@@ -180,7 +187,7 @@ class Model:
             return g
         # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
         # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
-        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool)
+        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, bf16_matmul=self.bf16 and T > 1)
         try:
             io, hidden, logits, writes = self._build(ctx, T, self._scratch_state, self._scratch_state, key[1])
             # The state writes come first in the outputs, so everything they need precedes the rest
@@ -540,3 +547,24 @@ class Model:
         state = "closed" if self._closed else f"{self.dtype}, {self.threads} threads"
         return (f"Model({self.path!r}, v{self.hparams.version}, n_embed={self.n_embed}, n_layer={self.n_layer}, "
                 f"n_vocab={self.n_vocab}, {state})")
+
+    # ---- text in, text out (implemented in rwkv_ggml.generate; see there for the arguments) ----
+    def generate(self, prompt: Any, max_tokens: int = 100, **kwargs: Any) -> Any:
+        """Streams text chunks after ``prompt``: :func:`rwkv_ggml.generate.generate`."""
+        from .generate import generate
+        return generate(self, prompt, max_tokens, **kwargs)
+
+    def complete(self, prompt: Any, max_tokens: int = 100, **kwargs: Any) -> str:
+        """The continuation of ``prompt`` as one string: :func:`rwkv_ggml.generate.complete`."""
+        from .generate import complete
+        return complete(self, prompt, max_tokens, **kwargs)
+
+    def embed(self, text_or_tokens: Any, tokenizer: Any = None, **kwargs: Any) -> FloatArray:
+        """L2-normalised final hidden vector of the text: :func:`rwkv_ggml.generate.embed`."""
+        from .generate import embed
+        return embed(self, text_or_tokens, tokenizer, **kwargs)
+
+    def chat_session(self, tokenizer: Any = None, **kwargs: Any) -> Any:
+        """A conversation that keeps its state between turns: :class:`rwkv_ggml.generate.ChatSession`."""
+        from .generate import ChatSession
+        return ChatSession(self, tokenizer, **kwargs)

@@ -160,6 +160,14 @@ rg_tensor *rg_mul_mat(rg_ctx *ctx, rg_tensor *a, rg_tensor *b) {
     return t;
 }
 
+rg_tensor *rg_mul_mat_bf16(rg_ctx *ctx, rg_tensor *a, rg_tensor *b) {
+    rg_tensor *t = rg_mul_mat(ctx, a, b);
+    if (t == NULL) return NULL;
+    t->iparams[0] = RG_MUL_MAT_BF16;
+    t->prepare = rg_mul_mat_needs_prepare(t);
+    return t;
+}
+
 rg_tensor *rg_get_rows(rg_ctx *ctx, rg_tensor *table, rg_tensor *ids) {
     if (!usable(ctx, table, ids, 1, "get_rows")) return NULL;
     if (rg_traits(table->type)->to_f32 == NULL || table->type == RG_TYPE_I32) {

@@ -24,5 +24,7 @@ RG_INTERNAL_API void rg_fwd_l2_norm(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API rg_work rg_work_rows2(const rg_tensor *dst, int nth);
 RG_INTERNAL_API rg_work rg_work_mul_mat(const rg_tensor *dst, int nth);
 RG_INTERNAL_API bool rg_mul_mat_needs_prepare(const rg_tensor *dst);
+/* mul_mat's iparams[0]: bf16 operands allowed for mat-mat (rg_mul_mat_bf16) */
+#define RG_MUL_MAT_BF16 1
 
 #endif

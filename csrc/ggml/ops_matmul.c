@@ -13,9 +13,22 @@ static size_t quant_b_bytes(const rg_tensor *dst);
 static void quantize_b(const rg_compute_params *p, const rg_tensor *dst);
 static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst);
 
+/* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
+ * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
+ * so the node always reserves room for both routes. */
+static bool bf16_node(const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    return dst->iparams[0] == RG_MUL_MAT_BF16 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] > 1 &&
+           a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+}
+
+static int64_t bf16_padded(int64_t k) { return (k + 31) / 32 * 32; }
+
 bool rg_mul_mat_needs_prepare(const rg_tensor *dst) {
     /* Quantized weights: the activations are quantized to the weights' vec_dot type first. */
     if (quantized_weights(dst->src[0])) return true;
+    /* bf16 route: the activations are converted to bf16 rows first. */
+    if (bf16_node(dst)) return true;
     /* Activations whose elements are strided are packed into contiguous rows first. */
     return dst->src[1]->nb[0] != sizeof(float) || dst->src[1]->nb[1] % sizeof(float) != 0;
 }
@@ -27,9 +40,16 @@ static size_t packed_b_bytes(const rg_tensor *b) {
 rg_work rg_work_mul_mat(const rg_tensor *dst, int nth) {
     (void)nth;
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const size_t shared = !dst->prepare ? 0 : quantized_weights(a) ? quant_b_bytes(dst) : packed_b_bytes(b);
-    /* per thread: a tile of weight rows made f32 (mat-mat) */
-    return (rg_work){shared, RG_GEMM_MR * (size_t)a->ne[0] * sizeof(float) + 64};
+    size_t shared = !dst->prepare ? 0 : quantized_weights(a) ? quant_b_bytes(dst) : packed_b_bytes(b);
+    /* per thread: a tile of weight rows made f32 (mat-mat), and for the bf16 route the same tile in bf16 */
+    size_t per_thread = RG_GEMM_MR * (size_t)a->ne[0] * sizeof(float) + 64;
+    if (bf16_node(dst)) {
+        const size_t kp = (size_t)bf16_padded(a->ne[0]);
+        const size_t b16 = (size_t)b->ne[1] * kp * sizeof(uint16_t);
+        if (b16 > shared) shared = b16;
+        per_thread += RG_GEMM_MR * kp * sizeof(uint16_t) + 64;
+    }
+    return (rg_work){shared, per_thread};
 }
 
 static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
@@ -117,7 +137,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             /* b rows of this plane: either the packed copy or b itself */
             const float *b_plane;
             int64_t ldb;
-            if (dst->prepare) {
+            if (b->nb[0] != sizeof(float) || b->nb[1] % sizeof(float) != 0) { /* packed in phase 0 */
                 b_plane = (const float *)p->wdata + (i3 * b->ne[2] + i2) * b->ne[1] * K;
                 ldb = K;
             } else {
@@ -134,6 +154,48 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
+/* bf16 route, phase 0: every activation row to a zero-padded bf16 row in the shared region. */
+static void bf16_b(const rg_compute_params *p, const rg_tensor *b) {
+    const int64_t K = b->ne[0], kp = bf16_padded(K);
+    uint16_t *out = p->wdata;
+    float *buf = rg_thread_scratch(p);
+    int64_t r0, r1;
+    rg_split(b->ne[1], p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) rg_kernels.f32_to_bf16_padded(rg_load_row_f32(b, r, 0, 0, buf), out + r * kp, K, kp);
+}
+
+/* bf16 route, phase 1: as mat_mat_float, with the weight tile converted to bf16 once per tile. */
+static void mat_mat_bf16(const rg_compute_params *p, const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], kp = bf16_padded(K);
+    const rg_type_traits *ta = rg_traits(a->type);
+    float *row_f32 = rg_thread_scratch(p);
+    uint16_t *tile = (uint16_t *)((uint8_t *)row_f32 + (RG_GEMM_MR * (size_t)K * sizeof(float) + 63) / 64 * 64);
+    const uint16_t *bb = p->wdata;
+    float out[RG_GEMM_MR * RG_GEMM_NR];
+    int64_t g0, g1;
+    rg_split((M + RG_GEMM_MR - 1) / RG_GEMM_MR, p->ith, p->nth, &g0, &g1);
+    for (int64_t m = g0 * RG_GEMM_MR; m < M && m < g1 * RG_GEMM_MR; m += RG_GEMM_MR) {
+        const int mr = M - m < RG_GEMM_MR ? (int)(M - m) : RG_GEMM_MR;
+        for (int j = 0; j < mr; j++) {
+            const uint8_t *row = (const uint8_t *)a->data + (m + j) * a->nb[1];
+            const float *f = (const float *)row;
+            if (a->type != RG_TYPE_F32 || ((uintptr_t)row & 3u) != 0) {
+                ta->to_f32(row, row_f32, K);
+                f = row_f32;
+            }
+            rg_kernels.f32_to_bf16_padded(f, tile + j * kp, K, kp);
+        }
+        for (int64_t t = 0; t < T; t += RG_GEMM_NR) {
+            const int nr = T - t < RG_GEMM_NR ? (int)(T - t) : RG_GEMM_NR;
+            rg_kernels.gemm_bf16_tile(tile, kp, mr, bb + t * kp, kp, nr, kp, out, RG_GEMM_MR);
+            for (int j = 0; j < nr; j++)
+                memcpy((uint8_t *)dst->data + (size_t)(t + j) * dst->nb[1] + (size_t)m * sizeof(float),
+                       out + j * RG_GEMM_MR, (size_t)mr * sizeof(float));
+        }
+    }
+}
+
 void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     if (quantized_weights(a)) {
@@ -144,8 +206,16 @@ void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
         }
         return;
     }
+    if (bf16_node(dst) && rg_kernels.gemm_bf16_tile != NULL) {
+        if (p->phase == 0) {
+            bf16_b(p, b);
+        } else {
+            mat_mat_bf16(p, dst);
+        }
+        return;
+    }
     if (p->phase == 0) {
-        pack_b(p, b);
+        if (b->nb[0] != sizeof(float) || b->nb[1] % sizeof(float) != 0) pack_b(p, b);
         return;
     }
     mul_mat_float(p, dst);

@@ -172,3 +172,49 @@ def test_mul_mat_large_dynamic_range_f16() -> None:
     a = (mags * np.where(r.random((4, k)) < 0.5, -1, 1)).astype(np.float16)
     b = (r.standard_normal((5, k)) * 2.0 ** r.uniform(-10, 10, size=(5, 1))).astype(np.float32)
     check_mul_mat("mul_mat/f16-range", a, b, threads=2)
+
+
+def _bf16_round(x: np.ndarray) -> np.ndarray:
+    """float32 -> nearest bf16 (ties to even), returned as float64."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+@pytest.mark.skipif(not ggml.cpu_features()["avx512_bf16"] or ggml.simd_max_level() < 2,
+                    reason="this CPU has no AVX512_BF16")
+@pytest.mark.parametrize("wtype", [np.float32, np.float16])
+@pytest.mark.parametrize("k, t", [(1, 2), (33, 7), (64, 6), (777, 13), (2048, 64)])
+def test_mul_mat_bf16_computes_with_bf16_operands(wtype: type, k: int, t: int) -> None:
+    """rg_mul_mat_bf16: the exact sum of bf16-rounded products, accumulated in f32."""
+    ggml.simd_select(ggml.simd_max_level())
+    rng = np.random.default_rng(k + t)
+    w = rng.standard_normal((37, k)).astype(wtype)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    with ggml.Context(threads=2) as ctx:
+        y = ctx.mul_mat(ctx.tensor(w), ctx.tensor(x), bf16=True)
+        ctx.graph([y]).compute()
+        got = y.numpy()
+    want = _bf16_round(x) @ _bf16_round(w.astype(np.float32)).T
+    scale = np.abs(_bf16_round(x)) @ np.abs(_bf16_round(w.astype(np.float32))).T
+    assert np.all(np.abs(got - want) <= 1e-6 * scale + 1e-30)
+
+
+def test_mul_mat_bf16_falls_back_to_f32() -> None:
+    """T = 1, quantized weights or a CPU without AVX512_BF16: the same numbers as rg_mul_mat."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((20, 64)).astype(np.float32)
+    level = ggml.simd_level()
+    try:
+        for lvl in sorted({0, 1, ggml.simd_max_level()}):
+            ggml.simd_select(lvl)
+            for t in (1, 5):
+                x = rng.standard_normal((t, 64)).astype(np.float32)
+                with ggml.Context(threads=1) as ctx:
+                    wt, xt = ctx.tensor(w), ctx.tensor(x)
+                    a, b = ctx.mul_mat(wt, xt), ctx.mul_mat(wt, xt, bf16=True)
+                    ctx.graph([a, b]).compute()
+                    if t == 1 or lvl < 2 or not ggml.cpu_features()["avx512_bf16"]:
+                        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    finally:
+        ggml.simd_select(level)

@@ -65,7 +65,7 @@ static void apply_level(int level) {
         rg_kernels_fill_avx512(&rg_kernels);
         rg_kernels_fill_quant_avx512(&rg_kernels, g_features);
     }
-    rg_kernels_fill_gemm(&rg_kernels, level);
+    rg_kernels_fill_gemm(&rg_kernels, level, g_features);
     g_level = level;
 }
 

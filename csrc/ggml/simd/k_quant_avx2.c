@@ -258,8 +258,9 @@ RG_AVX2_INLINE float f16_round(float v) {
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT)));
 }
 
-/* The activation quantizer, bit-identical to rg_quantize_act_ref: the same f32 operations per element;
- * cvtps2dq rounds half to even and the packs saturate like the scalar clamp. */
+/* The activation quantizer, bit-identical to rg_quantize_act_ref for finite input (with a NaN the max
+ * differs, and the row is garbage either way): the same f32 operations per element; cvtps2dq rounds
+ * half to even and the packs saturate like the scalar clamp. */
 RG_AVX2 static void quantize_act_avx2(const float *x, void *vy, int64_t n) {
     uint8_t *y = vy;
     const int64_t nb = n / RG_QK;

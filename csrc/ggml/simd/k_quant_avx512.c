@@ -60,7 +60,8 @@ RG_VNNI_INLINE void pair_codes(const uint8_t *wa, const qtype t, __m256i *lo, __
 }
 
 RG_VNNI_INLINE __m256i single_codes(const uint8_t *w, const qtype t) {
-    if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
+    if (t.kind == 2)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
     const __m128i q = load128(w + t.qs);
     __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
     if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
@@ -100,7 +101,8 @@ RG_VNNI_INLINE __m512 dot_group(const wgroup *g, const uint8_t *xr, int64_t p, c
     for (int i = 0; i < 8; i++) {
         if (i < np) {
             const int8_t *xq = (const int8_t *)xr + 64 * (p + i);
-            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), g->lo[i], _mm256_loadu_si256((const __m256i *)xq));
+            const __m256i s =
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), g->lo[i], _mm256_loadu_si256((const __m256i *)xq));
             r[i] = _mm256_dpbusd_epi32(s, g->hi[i], _mm256_loadu_si256((const __m256i *)(xq + 32)));
         } else if (odd && i == np) {
             /* block 2 np of the group is pair np's block A: its 8 lanes summed into lanes 0-3 */

@@ -32,6 +32,11 @@ typedef struct {
      * t < nr <= RG_GEMM_NR; an element's value does not depend on mr, nr. */
     void (*gemm_f32_tile)(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
                           float *c, int64_t ldc);
+    /* The same with bf16 operands of kp elements (a multiple of 32, zero-padded), f32 accumulation; and
+     * the conversion of a float row to such a padded bf16 row. NULL without AVX512_BF16. */
+    void (*gemm_bf16_tile)(const uint16_t *a, int64_t lda, int mr, const uint16_t *b, int64_t ldb, int nr,
+                           int64_t kp, float *c, int64_t ldc);
+    void (*f32_to_bf16_padded)(const float *src, uint16_t *dst, int64_t n, int64_t kp);
 
     /* ---- block-quantized weights (csrc/ggml/quant, k_quant_*.c) ---- */
     /* One activation row of n floats (a multiple of 32) quantized for the integer dot products
@@ -59,7 +64,7 @@ RG_KERNELS_API void rg_kernels_fill_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx512(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_init(void);
-RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level);
+RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features);
 #define RG_GEMM_MR 4
 #define RG_GEMM_NR 6
 /* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
