@@ -76,8 +76,13 @@ if __name__ == "__main__":
     out = ffibuilder.compile(verbose=False, tmpdir=str(ROOT / "build" / "cffi"))
     target = ROOT / "rwkv_ggml" / Path(out).name
     # An editable install leaves _core.abi3.so; remove every other build so exactly one is imported.
+    # Write beside and rename: a process that has the old library mapped keeps its (unlinked) copy
+    # instead of crashing with SIGBUS when the file under it is overwritten.
+    tmp = target.with_suffix(".so.tmp")
+    tmp.write_bytes(Path(out).read_bytes())
     for stale in (ROOT / "rwkv_ggml").glob("_core*.so"):
-        stale.unlink()
-    target.write_bytes(Path(out).read_bytes())
+        if stale != target:
+            stale.unlink()
+    os.replace(tmp, target)
     print(target)
     sys.exit(0)

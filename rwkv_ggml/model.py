@@ -11,6 +11,7 @@ released while the engine computes, so other Python threads keep running meanwhi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import arch, ggml
-from .errors import ClosedError, EngineArgumentError, ModelIOError
+from .errors import ClosedError, EngineArgumentError, ModelFormatError
 from .fileformat import DType, read_model_file
 from .graphs import common as gcommon
 from .graphs import v4 as graph_v4
@@ -89,6 +90,8 @@ class Model:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._closed = True
+        self._initial_state: FloatArray | None = None  # load_initial_state
+        self._fingerprint: str | None = None  # computed on first use
         mf = read_model_file(path)
         try:
             self.hparams = arch.validate(mf)
@@ -209,9 +212,8 @@ class Model:
         :meth:`load_initial_state`, a copy of the trained initial state instead (until
         :meth:`reset_initial_state`). ``state=None`` in the evals starts from this state."""
         self._check_open()
-        initial = getattr(self, "_initial_state", None)  # set by load_initial_state
-        if initial is not None:
-            return initial.copy()
+        if self._initial_state is not None:
+            return self._initial_state.copy()
         state = np.zeros(self.state_size, dtype=np.float32)
         if self.version == "4":
             C = self.n_embed
@@ -462,7 +464,6 @@ class Model:
         UnsupportedError for v4 (it has no trainable state).
         """
         from .checkpoint import initial_state_from_checkpoint
-        from .errors import ModelFormatError
 
         self._check_open()
         state = initial_state_from_checkpoint(source, self.version, n_layer=self.n_layer,
@@ -490,10 +491,8 @@ class Model:
         changes it in practice. It does not depend on ``placement``, ``threads`` or ``gn_eps``.
         :class:`rwkv_ggml.State` uses it to refuse a state made by another model.
         """
-        fp: str | None = getattr(self, "_fingerprint", None)
+        fp = self._fingerprint
         if fp is None:
-            import hashlib
-
             self._check_open()
             hp = self.hparams
             h = hashlib.sha256(f"rwkv_ggml weights v1|{hp.version}|{hp.n_vocab}|{hp.n_embed}|{hp.n_layer}|"

@@ -17,22 +17,25 @@ static inline float load_f32(const uint8_t *p) {
     return v;
 }
 
-/* Exact sum_e code_e * x_e of weight block w against activation block b of a row of nb blocks. */
+/* Exact sum_e code_e * x_e of weight block w against activation block b of a row of nb blocks. The
+ * codes are unpacked first, so the multiply-add loop is plain enough for the compiler to vectorize. */
 static inline int32_t block_isum(const uint8_t *w, const int8_t *xq, int64_t b, int64_t nb, const qtype t) {
     const int8_t *lo = xq + rg_act_pos(b, 0, nb), *hi = xq + rg_act_pos(b, 16, nb);
-    int32_t isum = 0;
+    int16_t c[RG_QK];
     if (t.kind == 2) {
-        const int8_t *q = (const int8_t *)(w + t.qs);
-        for (int j = 0; j < 16; j++) isum += q[j] * lo[j] + q[j + 16] * hi[j];
-        return isum;
+        for (int e = 0; e < RG_QK; e++) c[e] = (int8_t)w[t.qs + e];
+    } else {
+        for (int j = 0; j < 16; j++) {
+            c[j] = (int16_t)(w[t.qs + j] & 0xF);
+            c[j + 16] = (int16_t)(w[t.qs + j] >> 4);
+        }
+        if (t.kind == 1) {
+            const uint32_t qh = rg_load_u32(w + t.qh);
+            for (int e = 0; e < RG_QK; e++) c[e] = (int16_t)(c[e] | (int16_t)(((qh >> e) & 1u) << 4));
+        }
     }
-    const uint32_t qh = t.kind == 1 ? rg_load_u32(w + t.qh) : 0;
-    for (int j = 0; j < 16; j++) {
-        const uint8_t q = w[t.qs + j];
-        const int32_t q0 = (int32_t)((q & 0xFu) | (((qh >> j) & 1u) << 4));
-        const int32_t q1 = (int32_t)(((uint32_t)q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        isum += q0 * lo[j] + q1 * hi[j];
-    }
+    int32_t isum = 0;
+    for (int j = 0; j < 16; j++) isum += c[j] * lo[j] + c[j + 16] * hi[j];
     return isum;
 }
 
