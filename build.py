@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,7 +74,11 @@ ffibuilder.set_source(
 if __name__ == "__main__":
     # Developer build: compiles the extension next to the package sources (rwkv_ggml/_core*.so),
     # which is what an editable install would do, in a few seconds.
-    out = ffibuilder.compile(verbose=False, tmpdir=str(ROOT / "build" / "cffi"))
+    # A fresh folder per build: distutils reuses any object newer than its .c file, so objects built
+    # with other flags (the sanitizer build) or before a header changed would be linked in silently.
+    work = ROOT / "build" / "cffi"
+    shutil.rmtree(work, ignore_errors=True)
+    out = ffibuilder.compile(verbose=False, tmpdir=str(work))
     target = ROOT / "rwkv_ggml" / Path(out).name
     # An editable install leaves _core.abi3.so; remove every other build so exactly one is imported.
     # Write beside and rename: a process that has the old library mapped keeps its (unlinked) copy

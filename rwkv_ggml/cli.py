@@ -203,11 +203,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     return 0
                 continue
             _write(sys.stdout, f"{args.assistant_name}:")
-            first = True
+            started = False
             for chunk in session.send(line, args.max_tokens):
-                if first:  # the reply usually starts with the space after "Assistant:"
-                    chunk = " " + chunk.lstrip(" ")
-                    first = not chunk.strip()
+                if not started:  # print exactly one space after "Assistant:", whatever the model put there
+                    chunk = chunk.lstrip(" ")
+                    if not chunk:
+                        continue
+                    chunk, started = " " + chunk, True
                 _write(sys.stdout, chunk)
             _write(sys.stdout, "\n")
 
