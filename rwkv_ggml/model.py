@@ -58,6 +58,7 @@ class _Graphs:
     ctx: ggml.Context
     io: gcommon.GraphIO
     ids_view: np.ndarray
+    logits_view: np.ndarray  # (T or 1, V) view of the logits' planned memory: read without a round trip
     logits: ggml.Tensor
     hidden: ggml.Tensor
     graph: ggml.Graph
@@ -199,10 +200,11 @@ class Model:
             graph = ctx.graph(writes + [hidden, logits])
             n_state_nodes = 1 + max(graph.node_indices(writes))
             ids_view = io.ids.data_view()
+            logits_view = logits.data_view().reshape(-1, self.n_vocab)
         except BaseException:
             ctx.close()
             raise
-        g = _Graphs(ctx, io, ids_view, logits, hidden, graph, n_state_nodes)
+        g = _Graphs(ctx, io, ids_view, logits_view, logits, hidden, graph, n_state_nodes)
         self._graphs[key] = g
         return g
 
@@ -251,10 +253,8 @@ class Model:
                 np.copyto(out, target)
             logits = None
             if compute_logits:
-                logits = g.logits.numpy().reshape(self.n_vocab)
-                if logits_out is not None:
-                    np.copyto(logits_out, logits)
-                    logits = logits_out
+                logits = logits_out if logits_out is not None else np.empty(self.n_vocab, dtype=np.float32)
+                np.copyto(logits, g.logits_view[0])
         return logits, out
 
     @staticmethod
@@ -311,7 +311,8 @@ class Model:
     def _chunks(self, toks: np.ndarray, state_in: np.ndarray, out: np.ndarray, chunk: int, all_logits: bool,
                 compute_logits: bool) -> Iterator[tuple[int, int, np.ndarray | None]]:
         """Runs toks through the graphs chunk by chunk, carrying the state from state_in to out; yields
-        (start, length, logits of the chunk's tokens as (length, V) or None). Caller holds the lock.
+        (start, length, logits of the chunk's tokens as (length, V) or None). The logits are a view of the
+        graph's memory, valid until the generator resumes. Caller holds the lock.
 
         Lengths: full chunks, then the remainder split into powers of two, so at most log2(chunk) + 1
         graphs are ever built whatever the lengths the caller uses."""
@@ -331,10 +332,7 @@ class Model:
             g.ids_view[:] = toks[start:start + length]
             need_logits = compute_logits and (all_logits or last)
             self._run(g, cur, target, need_logits)
-            logits = None
-            if need_logits:
-                logits = g.logits.numpy().reshape(-1, self.n_vocab)
-            yield start, length, logits
+            yield start, length, g.logits_view if need_logits else None
             cur = target
             start += length
         if cur is not out:
