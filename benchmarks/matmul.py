@@ -29,7 +29,8 @@ from rwkv_ggml._lib import ffi, lib  # noqa: E402
 
 # (out, in): rows x row length of the weight, as in an nn.Linear weight; names after RWKV shapes
 SHAPES = [(2048, 2048), (3072, 768), (8192, 2048), (2048, 8192)]
-TYPES = {"f32": ggml.F32, "f16": ggml.F16, "q8_0": ggml.Q8_0, "q5_1": ggml.Q5_1, "q5_0": ggml.Q5_0,
+# "+bf16": the opt-in bf16 mat-mat route (rg_mul_mat_bf16; mat-vec is unaffected)
+TYPES = {"f32": ggml.F32, "f16": ggml.F16, "f32+bf16": ggml.F32, "f16+bf16": ggml.F16, "q8_0": ggml.Q8_0, "q5_1": ggml.Q5_1, "q5_0": ggml.Q5_0,
          "q4_1": ggml.Q4_1, "q4_0": ggml.Q4_0}
 
 
@@ -46,7 +47,7 @@ def encode(weights: np.ndarray, etype: int) -> np.ndarray:
 
 
 def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: int, threads_list: list[int],
-               budget_bytes: int = 512 << 20) -> dict[int, tuple[float, float]]:
+               budget_bytes: int = 512 << 20, bf16: bool = False) -> dict[int, tuple[float, float]]:
     """For each thread count: (seconds per mul_mat, read bandwidth in GB/s measured right after it).
 
     Both are best-of-several. The bandwidth is re-measured per case because on shared machines it
@@ -61,10 +62,12 @@ def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: 
     all_w[:] = enc
     x = rng.standard_normal((columns, in_dim)).astype(np.float32)
     results: dict[int, tuple[float, float]] = {}
-    mem = (1 << 20) + copies * (4 * out_dim * columns + 8192) + x.nbytes
+    # per graph: the output, its node list and its work buffer (activation copies, weight tiles)
+    mem = (16 << 20) + copies * (4 * out_dim * columns + 6 * in_dim * columns + 64 * in_dim + 65536) + x.nbytes
     with ggml.Context(mem, pool=pool) as ctx:
         xt = ctx.tensor(x)
-        graphs = [ctx.graph([ctx.mul_mat(ctx.external(all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt)])
+        graphs = [ctx.graph([ctx.mul_mat(ctx.external(all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt,
+                                         bf16=bf16)])
                   for i in range(copies)]
         for threads in threads_list:
             for g in graphs:
@@ -102,7 +105,7 @@ def main() -> None:
         for out_dim, in_dim in SHAPES:
             for cols in (1, args.columns):
                 try:
-                    res = bench_case(pool, out_dim, in_dim, etype, cols, args.threads)
+                    res = bench_case(pool, out_dim, in_dim, etype, cols, args.threads, bf16=name.endswith("+bf16"))
                 except RuntimeError as exc:
                     print(f"{name} {out_dim}x{in_dim}: skipped ({exc})")
                     break

@@ -2,7 +2,7 @@
 
 Weights are random (the benchmarks measure speed, not text), drawn with realistic magnitudes so no
 kernel sees denormals or infinities. Other formats are derived from the F32 file with our converter
-rules (F16) and quantizer (block types). An official-layout ``.pth`` of the same weights can be written
+rules (F16), and the block types from the F16 file with our quantizer (so emb and head stay F16). An official-layout ``.pth`` of the same weights can be written
 for the official ``rwkv`` package (needs torch).
 """
 
@@ -100,7 +100,8 @@ def model_file(name: str, fmt: str) -> Path:
     else:
         from rwkv_ggml.quantize import quantize
 
-        quantize(src, path, fmt, progress=False)
+        # from the F16 file, as people quantize real models: emb and head then stay F16 (formats.md §4.2)
+        quantize(model_file(name, "F16"), path, fmt, progress=False)
     return path
 
 
