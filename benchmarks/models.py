@@ -131,3 +131,17 @@ def streamed_bytes(path: Path) -> int:
     with read_model_file(path) as mf:
         emb = mf.tensors["emb.weight"]
         return sum(r.nbytes for n, r in mf.tensors.items() if n != "emb.weight") + emb.nbytes // emb.shape[0]
+
+
+def load_official(name: str, strategy: str, threads: int):
+    """The official ``rwkv`` package's model of the same weights (None when torch or rwkv is missing)."""
+    try:
+        import torch
+
+        os.environ.setdefault("RWKV_JIT_ON", "1")
+        os.environ.setdefault("RWKV_CUDA_ON", "0")
+        from rwkv.model import RWKV
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return RWKV(model=str(official_pth(name)), strategy=strategy, verbose=False)

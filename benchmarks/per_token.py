@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import read_bandwidth  # noqa: E402
-from models import SHAPES, model_file, official_pth, streamed_bytes  # noqa: E402
+from models import SHAPES, load_official, model_file, streamed_bytes  # noqa: E402
 
 from rwkv_ggml import Model, ggml  # noqa: E402
 
@@ -46,16 +45,9 @@ def median_latency(model: Model, tokens: int) -> float:
 
 
 def official_latency(name: str, threads: int, tokens: int) -> float | None:
-    try:
-        import torch
-        os.environ.setdefault("RWKV_JIT_ON", "1")
-        os.environ.setdefault("RWKV_CUDA_ON", "0")
-        from rwkv.model import RWKV
-    except ImportError:
+    model = load_official(name, "cpu fp32", threads)
+    if model is None:
         return None
-    torch.set_num_threads(threads)
-    path = official_pth(name)
-    model = RWKV(model=str(path), strategy="cpu fp32", verbose=False)
     state = None
     for t in range(3):
         _, state = model.forward([t], state)

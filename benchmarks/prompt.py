@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import fma_peak  # noqa: E402
-from models import SHAPES, model_file, official_pth  # noqa: E402
+from models import SHAPES, load_official, model_file  # noqa: E402
 
 from rwkv_ggml import Model, ggml  # noqa: E402
 from rwkv_ggml.fileformat import read_model_file  # noqa: E402
@@ -48,15 +47,9 @@ def best_time(fn, repeats: int) -> float:
 
 
 def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) -> float | None:
-    try:
-        import torch
-        os.environ.setdefault("RWKV_JIT_ON", "1")
-        os.environ.setdefault("RWKV_CUDA_ON", "0")
-        from rwkv.model import RWKV
-    except ImportError:
+    model = load_official(name, strategy, threads)
+    if model is None:
         return None
-    torch.set_num_threads(threads)
-    model = RWKV(model=str(official_pth(name)), strategy=strategy, verbose=False)
     tokens = list(np.random.default_rng(0).integers(0, 50000, T))
     model.forward(tokens[:16], None)
     sec = best_time(lambda: model.forward(tokens, None), repeats)

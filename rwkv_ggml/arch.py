@@ -50,8 +50,9 @@ class Hyper:
 
 
 def detect_version(names: Mapping[str, object] | set[str]) -> str:
-    """The architecture of a file from the tensors present (architecture.md §1.1, refined by §1.3)."""
-    if "blocks.0.att.r_k" in names:
+    """The architecture of a model file or checkpoint from the tensor names present (architecture.md
+    §1.1, refined by §1.3; rwkv.cpp's converter knows v7 by ``k_k``, its loader by ``r_k``: either)."""
+    if "blocks.0.att.r_k" in names or "blocks.0.att.k_k" in names:
         return "7"
     if "blocks.0.att.time_maa_x" in names:
         return "6"

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .arch import detect_version
 from .checkpoint import load_checkpoint
 from .errors import ModelFormatError, UnsupportedError
 from .fileformat import DType, write_model_file
@@ -107,21 +108,13 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _detect_version(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    """Version by features (architecture.md §1.1 order, refined for v5 by §1.3)."""
-    if "blocks.0.att.r_k" in shapes or "blocks.0.att.k_k" in shapes:
-        return "7"
-    if "blocks.0.att.time_maa_x" in shapes:
-        return "6"
-    if "blocks.0.att.ln_x.weight" in shapes:
-        gated = "blocks.0.att.gate.weight" in shapes
-        if "blocks.0.att.time_faaaa" in shapes:
-            return "5.2"
-        if "blocks.0.att.time_first" in shapes:
-            return "5.1-gated" if gated else "5.1"
+    """Version by features (arch.detect_version), refusing a v5 checkpoint with neither bonus tensor."""
+    version = detect_version(shapes)
+    if version.startswith("5.1") and "blocks.0.att.time_first" not in shapes:
         raise ModelFormatError(
             "RWKV-5 checkpoint (has blocks.0.att.ln_x.weight) without blocks.0.att.time_first or time_faaaa"
         )
-    return "4"
+    return version
 
 
 def _required(version: str, layer: int) -> list[str]:

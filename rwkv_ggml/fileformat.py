@@ -21,13 +21,13 @@ import os
 import pathlib
 import stat
 import struct
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._atomic import atomic_output
 from .errors import ClosedError, DTypeError, ModelFormatError, ModelIOError
 
 __all__ = [
@@ -463,24 +463,6 @@ def _encode_tensor(item: Any, index: int) -> tuple[str, DType, tuple[int, ...], 
     return name, dtype, ne, data
 
 
-def _new_file_mode() -> int:
-    """Permissions a plain ``open(path, 'w')`` would give (0o666 minus umask).
-
-    mkstemp creates 0o600 files; without this a model written through the temporary file
-    would be unreadable by other users, unlike every other file the user creates.
-    """
-    umask = 0o022
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    umask = int(line.split()[1], 8)
-                    break
-    except (OSError, ValueError):
-        pass
-    return 0o666 & ~umask
-
-
 def write_model_file(
     path: str | os.PathLike[str],
     *,
@@ -504,40 +486,23 @@ def write_model_file(
     if problem is not None:
         raise ModelFormatError(f"cannot write '{path}': {problem}")
     header = _HEADER.pack(FILE_MAGIC, int(version), int(n_vocab), int(n_embed), int(n_layer), int(data_type))
-    directory = path.parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise ModelIOError(f"cannot create a temporary file next to '{path}': {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
+    with atomic_output(path, "model file") as out:
+        out.write(header)
+        out.flush()
+        names: set[str] = set()
+        for index, item in enumerate(tensors):
+            name, dtype, ne, data = _encode_tensor(item, index)
+            if name in names:
+                raise ModelFormatError(f"cannot write '{path}': duplicate tensor name {name!r}")
+            if dtype.is_quantized and version != CURRENT_VERSION:
+                raise ModelFormatError(f"cannot write '{path}': quantized tensor {name!r} needs "
+                                       f"version {CURRENT_VERSION}, not {version}")
+            names.add(name)
+            key = name.encode("utf-8")
+            out.write(_RECORD_HEAD.pack(len(ne), len(key), int(dtype)))
+            out.write(struct.pack(f"<{len(ne)}i", *ne))
+            out.write(key)
+            out.write(data)
+            # Flushing per tensor keeps memory flat and surfaces a full disk early.
             out.flush()
-            names: set[str] = set()
-            for index, item in enumerate(tensors):
-                name, dtype, ne, data = _encode_tensor(item, index)
-                if name in names:
-                    raise ModelFormatError(f"cannot write '{path}': duplicate tensor name {name!r}")
-                if dtype.is_quantized and version != CURRENT_VERSION:
-                    raise ModelFormatError(f"cannot write '{path}': quantized tensor {name!r} needs "
-                                           f"version {CURRENT_VERSION}, not {version}")
-                names.add(name)
-                key = name.encode("utf-8")
-                out.write(_RECORD_HEAD.pack(len(ne), len(key), int(dtype)))
-                out.write(struct.pack(f"<{len(ne)}i", *ne))
-                out.write(key)
-                out.write(data)
-                # Flushing per tensor keeps memory flat and surfaces a full disk early.
-                out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, _new_file_mode())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError) and not isinstance(exc, ModelIOError):
-            raise ModelIOError(f"writing model file '{path}' failed: {exc.strerror or exc}") from exc
-        raise
 

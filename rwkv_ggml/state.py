@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import pathlib
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ._atomic import atomic_output
 from .errors import EngineArgumentError, ModelFormatError, ModelIOError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -226,27 +226,9 @@ class State:
         payload = self._array.astype("<f4", copy=False).tobytes()
         crc = zlib.crc32(payload, zlib.crc32(header))
         header = header[:_CRC_OFFSET] + struct.pack("<I", crc) + header[_CRC_OFFSET + 4:]
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            raise ModelIOError(f"cannot create a temporary file next to '{path}': "
-                               f"{exc.strerror or exc}") from exc
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(header)
-                out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp_name, 0o666 & ~_umask())
-            os.replace(tmp_name, path)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            if isinstance(exc, OSError):
-                raise ModelIOError(f"cannot write state file '{path}': {exc.strerror or exc}") from exc
-            raise
+        with atomic_output(path, "state file") as out:
+            out.write(header)
+            out.write(payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Model | None = None, *, strict: bool = True) -> State:
@@ -307,16 +289,3 @@ class State:
                                        f"{info.describe()}, the model '{model.path}' is {own.describe()}")
             info = own
         return cls(array, info)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (mkstemp makes 0o600 files; a saved state should
-    get the permissions a plain open() would give)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022

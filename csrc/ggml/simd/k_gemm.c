@@ -13,19 +13,7 @@
 static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
                              float *c, int64_t ldc) {
     for (int t = 0; t < nr; t++)
-        for (int m = 0; m < mr; m++) {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            const float *am = a + m * lda, *bt = b + t * ldb;
-            int64_t i = 0;
-            for (; i + 4 <= k; i += 4) {
-                s0 += rg_ld_f32(am + i) * bt[i];
-                s1 += rg_ld_f32(am + i + 1) * bt[i + 1];
-                s2 += rg_ld_f32(am + i + 2) * bt[i + 2];
-                s3 += rg_ld_f32(am + i + 3) * bt[i + 3];
-            }
-            for (; i < k; i++) s0 += rg_ld_f32(am + i) * bt[i];
-            c[t * ldc + m] = (s0 + s1) + (s2 + s3);
-        }
+        for (int m = 0; m < mr; m++) c[t * ldc + m] = rg_dot_f32_ref(a + m * lda, b + t * ldb, k);
 }
 
 #if defined(__x86_64__) || defined(_M_X64)

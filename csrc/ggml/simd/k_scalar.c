@@ -53,7 +53,7 @@ float rg_f16_to_f32_scalar(uint16_t h) {
     return f;
 }
 
-static float dot_f32_scalar(const float *a, const float *b, int64_t n) {
+float rg_dot_f32_ref(const float *a, const float *b, int64_t n) {
     /* Four partial sums: the same association as a short SIMD loop, and faster than one chain. */
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t i = 0;
@@ -89,11 +89,11 @@ static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {
 }
 
 static void dot_f32_x4_scalar(const float *a, const float *b, int64_t ldb, int nb, int64_t n, float *out) {
-    for (int j = 0; j < nb; j++) out[j] = dot_f32_scalar(a, b + j * ldb, n);
+    for (int j = 0; j < nb; j++) out[j] = rg_dot_f32_ref(a, b + j * ldb, n);
 }
 
 static void dot_f32_rows4_scalar(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
-    for (int j = 0; j < nr; j++) out[j] = dot_f32_scalar(a + j * lda, x, n);
+    for (int j = 0; j < nr; j++) out[j] = rg_dot_f32_ref(a + j * lda, x, n);
 }
 
 static void dot_f16_rows4_scalar(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
@@ -101,7 +101,7 @@ static void dot_f16_rows4_scalar(const uint16_t *a, int64_t lda, const float *x,
 }
 
 void rg_kernels_fill_scalar(rg_kernel_table *k) {
-    k->dot_f32 = dot_f32_scalar;
+    k->dot_f32 = rg_dot_f32_ref;
     k->dot_f16_f32 = dot_f16_f32_scalar;
     k->f16_to_f32 = f16_to_f32_scalar;
     k->f32_to_f16 = f32_to_f16_scalar;

@@ -87,6 +87,9 @@ static inline uint16_t rg_ld_u16(const void *p) {
     return v;
 }
 
+/* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
+RG_KERNELS_API float rg_dot_f32_ref(const float *a, const float *b, int64_t n);
+
 /* Scalar conversions, exact (round to nearest even, subnormals, overflow to inf). */
 RG_KERNELS_API uint16_t rg_f32_to_f16_scalar(float f);
 RG_KERNELS_API float rg_f16_to_f32_scalar(uint16_t h);
