@@ -12,7 +12,6 @@ random weights in the same run (RWKV-4 shapes).
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
@@ -53,8 +52,6 @@ def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) 
     tokens = list(np.random.default_rng(0).integers(0, 50000, T))
     model.forward(tokens[:16], None)
     sec = best_time(lambda: model.forward(tokens, None), repeats)
-    del model
-    gc.collect()
     return T / sec
 
 
