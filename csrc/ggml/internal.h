@@ -167,6 +167,12 @@ static inline void rg_split(int64_t n, int ith, int nth, int64_t *start, int64_t
     *start = per * ith < n ? per * ith : n;
     *end = *start + per < n ? *start + per : n;
 }
+/* The (i1, i2, i3) coordinates of row r of t (rows numbered with dim 1 fastest). */
+static inline void rg_row_coords(const rg_tensor *t, int64_t r, int64_t *i1, int64_t *i2, int64_t *i3) {
+    *i1 = r % t->ne[1];
+    *i2 = (r / t->ne[1]) % t->ne[2];
+    *i3 = r / (t->ne[1] * t->ne[2]);
+}
 static inline void *rg_row_ptr(const rg_tensor *t, int64_t i1, int64_t i2, int64_t i3) {
     return (uint8_t *)t->data + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
 }

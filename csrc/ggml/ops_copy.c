@@ -3,12 +3,6 @@
 
 #include <inttypes.h>
 
-static inline void row_index(const rg_tensor *t, int64_t r, int64_t *i1, int64_t *i2, int64_t *i3) {
-    *i1 = r % t->ne[1];
-    *i2 = (r / t->ne[1]) % t->ne[2];
-    *i3 = r / (t->ne[1] * t->ne[2]);
-}
-
 /* Writes n floats into a row of dst (any float layout, or a contiguous quantized row). */
 static void store_row(const rg_tensor *dst, void *row, const float *x, int64_t n) {
     const rg_type_traits *tr = rg_traits(dst->type);
@@ -33,7 +27,7 @@ static void copy_rows(const rg_compute_params *p, const rg_tensor *src, const rg
         rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
         for (int64_t r = r0; r < r1; r++) {
             int64_t i1, i2, i3;
-            row_index(dst, r, &i1, &i2, &i3);
+            rg_row_coords(dst, r, &i1, &i2, &i3);
             store_row(dst, rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(src, i1, i2, i3, buf), dst->ne[0]);
         }
         return;
@@ -66,7 +60,7 @@ void rg_fwd_concat(const rg_compute_params *p, rg_tensor *dst) {
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         int64_t i[4] = {0};
-        row_index(dst, r, &i[1], &i[2], &i[3]);
+        rg_row_coords(dst, r, &i[1], &i[2], &i[3]);
         float *y = rg_row_ptr(dst, i[1], i[2], i[3]);
         if (dim == 0) {
             memcpy(y, rg_load_row_f32(a, i[1], i[2], i[3], buf), (size_t)a->ne[0] * sizeof(float));

@@ -48,7 +48,8 @@ void rg_fwd_unary(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         unary_row(dst->op, dst->fparams[0], dst->ne[0], rg_row_ptr(dst, i1, i2, i3), x);
     }
@@ -84,7 +85,8 @@ void rg_fwd_binary(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         const float *ra = rg_load_row_f32(a, i1 % a->ne[1], i2 % a->ne[2], i3 % a->ne[3], buf_a);
         const float *rb = rg_load_row_f32(b, i1 % b->ne[1], i2 % b->ne[2], i3 % b->ne[3], buf_b);
         binary_row(dst->op, dst->ne[0], rg_row_ptr(dst, i1, i2, i3), ra, a->ne[0] == 1 ? 0 : 1, rb, b->ne[0] == 1 ? 0 : 1);
@@ -98,7 +100,8 @@ void rg_fwd_map_unary(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         fn(dst->ne[0], rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(src, i1, i2, i3, buf), dst->userdata);
     }
 }
@@ -111,7 +114,8 @@ void rg_fwd_map_binary(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         fn(dst->ne[0], rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(a, i1, i2, i3, buf_a),
            rg_load_row_f32(b, i1, i2, i3, buf_b), dst->userdata);
     }

@@ -31,7 +31,8 @@ void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         float *y = rg_row_ptr(dst, i1, i2, i3);
         for (int64_t g = 0; g < groups; g++) normalize(gs, y + g * gs, x + g * gs, dst->fparams[0]);
@@ -52,7 +53,8 @@ void rg_fwd_sum_rows(const rg_compute_params *p, rg_tensor *dst) {
     int64_t r0, r1;
     rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i1 = r % dst->ne[1], i2 = (r / dst->ne[1]) % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+        int64_t i1, i2, i3;
+        rg_row_coords(dst, r, &i1, &i2, &i3);
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         double s = 0.0;
         for (int64_t i = 0; i < src->ne[0]; i++) s += x[i];
