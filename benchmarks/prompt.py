@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--bf16", action="store_true", help="also run F32/F16 models with Model(bf16=True)")
     ap.add_argument("--official", action="store_true")
     args = ap.parse_args()
 
@@ -69,19 +70,23 @@ def main() -> None:
     peak = fma_peak(pool, args.threads)
     pool.close()
     print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, F32 FMA peak {peak:.0f} GFLOP/s")
-    print(f"{'model':<10}{'format':<8}{'T':>6}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}")
+    print(f"{'model':<10}{'format':<9}{'T':>5}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}")
     for name in args.models:
-        for fmt in args.formats:
+        runs = [(fmt, False) for fmt in args.formats]
+        if args.bf16:
+            runs += [(fmt, True) for fmt in args.formats if fmt in ("F32", "F16")]
+        for fmt, bf16 in runs:
             path = model_file(name, fmt)
             flops_per_token = 2 * matrix_params(path)
-            with Model(path, threads=args.threads) as m:
+            label = fmt + ("+bf16" if bf16 else "")
+            with Model(path, threads=args.threads, bf16=bf16) as m:
                 for T in args.lengths:
                     tokens = np.random.default_rng(T).integers(0, m.n_vocab, T)
                     m.eval_sequence(tokens[:64], chunk_size=args.chunk_size)  # builds the graphs
                     repeats = 3 if T * flops_per_token < 2e11 else 1
                     sec = best_time(lambda: m.eval_sequence(tokens, chunk_size=args.chunk_size), repeats)
                     gflops = T * flops_per_token / sec / 1e9
-                    print(f"{name:<10}{fmt:<8}{T:>6}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%",
+                    print(f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%",
                           flush=True)
         if args.official and SHAPES[name][0] == "4":
             for strategy in ("cpu fp32", "cpu bf16"):
@@ -90,7 +95,7 @@ def main() -> None:
                     if rate is None:
                         print("official rwkv package not installed (pip install .[bench])")
                         break
-                    print(f"{name:<10}{strategy.split()[1] + '*':<8}{T:>6}{rate:>10.1f}   (official rwkv, torch)",
+                    print(f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
                           flush=True)
 
 
