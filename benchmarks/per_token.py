@@ -44,6 +44,22 @@ def median_latency(model: Model, tokens: int) -> float:
     return statistics.median(times)
 
 
+def paired_rounds(model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int = 3
+                  ) -> tuple[float, float, float]:
+    """(median latency, median floor, median ratio) over rounds of [bandwidth, latency] measured back to
+    back. On shared machines the bandwidth drifts (seen here: 35 to 65 GB/s from one minute to the
+    next), so each ratio pairs two numbers taken within a second of each other."""
+    lats, floors, ratios = [], [], []
+    for _ in range(rounds):
+        bw = read_bandwidth(pool, threads, nbytes=512 << 20, repeats=3)
+        lat = median_latency(model, max(10, tokens // rounds))
+        floor = nbytes / (bw * 1e9)
+        lats.append(lat)
+        floors.append(floor)
+        ratios.append(lat / floor)
+    return statistics.median(lats), statistics.median(floors), statistics.median(ratios)
+
+
 def official_latency(name: str, threads: int, tokens: int) -> float | None:
     model = load_official(name, "cpu fp32", threads)
     if model is None:
@@ -72,8 +88,8 @@ def main() -> None:
     args = ap.parse_args()
 
     pool = ggml.Pool(max(args.threads))
-    print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; "
-          "floor = streamed bytes / read bandwidth (2 MiB pages) re-measured after each case")
+    print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
+          "read bandwidth (2 MiB pages); ratio = median of 3 rounds of [bandwidth, latency] measured back to back")
     print(f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
           f"{'GB/s':>7}")
     for name in args.models:
@@ -84,11 +100,9 @@ def main() -> None:
             for placement in args.placements:
                 for threads in args.threads:
                     with Model(path, threads=threads, placement=placement) as m:
-                        lat = median_latency(m, tokens)
-                    bw = read_bandwidth(pool, threads, nbytes=512 << 20, repeats=5)
-                    floor = nbytes / (bw * 1e9)
+                        lat, floor, ratio = paired_rounds(m, pool, threads, nbytes, tokens)
                     print(f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
-                          f"{lat / floor:>7.2f}{nbytes / lat / 1e9:>7.1f}", flush=True)
+                          f"{ratio:>7.2f}{nbytes / lat / 1e9:>7.1f}", flush=True)
         if args.official:
             for threads in args.threads:
                 lat = official_latency(name, threads, max(10, (args.tokens or 40) // 2))
