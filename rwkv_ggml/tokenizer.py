@@ -669,7 +669,7 @@ class _PyTrie:
 def _core() -> tuple[Any, Any] | None:
     """The compiled core's (ffi, lib) if it is built and has the tokenizer trie, else None."""
     try:
-        from rwkv_ggml._core import ffi, lib  # type: ignore[import-not-found]
+        from ._lib import ffi, lib  # the one module that imports the compiled core
     except ImportError:
         return None
     if not hasattr(lib, "rwkv_tok_trie_new"):
