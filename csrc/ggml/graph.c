@@ -11,6 +11,7 @@ struct rg_graph {
     int n_nodes; /* tensors with a forward function, in dependency order */
     rg_tensor **nodes;
     bool *solo; /* nodes computed by thread 0 alone (see RG_SOLO_MAX_ELEMENTS) */
+    _Atomic int64_t *counters; /* one work counter per node (rg_claim), a cache line apart */
     int n_views; /* views, in dependency order: their data pointer is refreshed before each compute */
     rg_tensor **views;
     int max_threads;
@@ -48,6 +49,8 @@ static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
 static bool is_solo(const rg_tensor *t) {
     return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && rg_tensor_n_elements(t) <= RG_SOLO_MAX_ELEMENTS;
 }
+
+#define RG_COUNTER_STRIDE 8 /* int64 per counter: one cache line each, so threads don't false-share */
 
 static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
 
@@ -95,8 +98,9 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
     }
     g->nodes = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(rg_tensor *));
     g->solo = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(bool));
+    g->counters = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * RG_COUNTER_STRIDE * sizeof(int64_t));
     g->views = rg_ctx_alloc(ctx, (size_t)(n_views ? n_views : 1) * sizeof(rg_tensor *));
-    if (g->nodes == NULL || g->solo == NULL || g->views == NULL) return NULL;
+    if (g->nodes == NULL || g->solo == NULL || g->counters == NULL || g->views == NULL) return NULL;
     size_t wsize = 0;
     for (int i = 0; i < n; i++) {
         rg_tensor *t = order[i];
@@ -155,6 +159,7 @@ static void compute_thread(void *arg, int ith, int nth) {
             rg_compute_params p = {
                 .ith = solo ? 0 : ith, .nth = solo ? 1 : nth, .phase = 1, .wdata = g->wdata, .wshared = 0,
                 .wthread = 0, .error_flag = &g->error_flag, .error_msg = g->error_msg,
+                .counter = &g->counters[(size_t)i * RG_COUNTER_STRIDE],
             };
             if (info->work != NULL) {
                 const rg_work w = info->work(node, p.nth);
@@ -208,6 +213,8 @@ rg_status rg_graph_compute_partial(rg_graph *g, rg_pool *pool, int n_threads, in
             }
         }
         if (st == RG_OK) {
+            for (int i = 0; i < n_nodes; i++)
+                atomic_store_explicit(&g->counters[(size_t)i * RG_COUNTER_STRIDE], 0, memory_order_relaxed);
             compute_job job = {g, pool, n_nodes};
             rg_pool_run(pool, compute_thread, &job, n_threads);
             if (g->error_flag) st = RG_E_ARG;

@@ -9,6 +9,7 @@
 #include "../include/rwkv_ggml.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,7 +105,21 @@ typedef struct {
     /* A compute-time failure (e.g. a token id out of range) sets this, first writer wins. */
     volatile int *error_flag;
     char *error_msg;
+    /* This node's work counter for dynamic splits (rg_claim), zeroed before each compute. */
+    _Atomic int64_t *counter;
 } rg_compute_params;
+
+/* Dynamic split: claims the next `chunk` items of n (threads that finish early take more, so a node
+ * ends when its work does, not when its slowest thread's fixed share does). Every item is still
+ * computed whole by one thread with the same kernel, so results do not depend on who computed it.
+ * Use it for at most one loop per node (one counter per node and compute). */
+static inline bool rg_claim(const rg_compute_params *p, int64_t n, int64_t chunk, int64_t *start, int64_t *end) {
+    const int64_t s = atomic_fetch_add_explicit(p->counter, chunk, memory_order_relaxed);
+    if (s >= n) return false;
+    *start = s;
+    *end = s + chunk < n ? s + chunk : n;
+    return true;
+}
 
 static inline void *rg_thread_scratch(const rg_compute_params *p) {
     return (uint8_t *)p->wdata + p->wshared + (size_t)p->ith * p->wthread;

@@ -73,11 +73,26 @@ static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
  * longer stays in L1 and loading it once for four rows wins (measured: 2048x8192 F16 went from 40% to
  * ~95% of the read bandwidth). The choice depends on the shape only, never on the thread count. */
 #define RG_ROWS4_MIN_ROW_BYTES (16 << 10)
-static void mat_vec_float(const rg_compute_params *p, const rg_tensor *a, const uint8_t *a_plane,
+#define RG_MATVEC_CHUNK_GROUPS 16 /* groups of 4 rows claimed at a time (dynamic split) */
+
+/* The range of row groups this thread computes next: claimed dynamically when the node has one plane
+ * (the usual case: memory-bound threads finish unevenly), else this thread's fixed share once. */
+static bool next_groups(const rg_compute_params *p, const rg_tensor *dst, int64_t n, bool *first, int64_t *g0,
+                        int64_t *g1) {
+    if (dst->ne[2] * dst->ne[3] == 1) return rg_claim(p, n, RG_MATVEC_CHUNK_GROUPS, g0, g1);
+    if (!*first) return false;
+    *first = false;
+    rg_split(n, p->ith, p->nth, g0, g1);
+    return *g0 < *g1;
+}
+
+static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, const uint8_t *a_plane,
                           const float *x, float *out) {
+    const rg_tensor *a = dst->src[0];
     const int64_t K = a->ne[0], M = a->ne[1];
     int64_t g0, g1;
-    rg_split((M + 3) / 4, p->ith, p->nth, &g0, &g1);
+    bool first = true;
+    while (next_groups(p, dst, (M + 3) / 4, &first, &g0, &g1))
     for (int64_t m = g0 * 4; m < M && m < g1 * 4; m += 4) {
         const int nr = M - m < 4 ? (int)(M - m) : 4;
         const void *rows = a_plane + m * a->nb[1];
@@ -146,7 +161,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             }
             uint8_t *d_plane = (uint8_t *)dst->data + i2 * dst->nb[2] + i3 * dst->nb[3];
             if (T == 1 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16)) {
-                mat_vec_float(p, a, a_plane, b_plane, (float *)d_plane);
+                mat_vec_float(p, dst, a_plane, b_plane, (float *)d_plane);
             } else {
                 mat_mat_float(p, a, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
             }
@@ -271,7 +286,10 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
             uint8_t *d_plane = (uint8_t *)dst->data + i2 * dst->nb[2] + i3 * dst->nb[3];
             if (T == 1) {
                 float *out = (float *)d_plane;
-                for (int64_t m = m0; m < m1; m++) out[m] = ta->vec_dot(K, a_plane + m * a->nb[1], x_plane);
+                int64_t g0, g1;
+                bool first = true;
+                while (next_groups(p, dst, (M + 3) / 4, &first, &g0, &g1))
+                    for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) out[m] = ta->vec_dot(K, a_plane + m * a->nb[1], x_plane);
                 continue;
             }
             for (int64_t t0 = 0; t0 < T; t0 += tile) {
