@@ -59,7 +59,11 @@ class WeightStore:
             offset += rec.nbytes
         # huge pages pay only for the big weight copy; a small copy stays a plain 4 KiB-page mapping
         size = (offset + _HUGE - 1) // _HUGE * _HUGE if offset >= _HUGE else max(offset, 1)
-        anon = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            anon = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError as exc:
+            raise ModelIOError(f"cannot allocate {size} bytes to load '{mf.path}' ({exc.strerror or exc}); "
+                               "placement='mmap' maps the file instead of copying it") from exc
         if hasattr(mmap, "MADV_HUGEPAGE"):
             try:
                 anon.madvise(mmap.MADV_HUGEPAGE)
