@@ -38,11 +38,11 @@ void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
         for (int64_t g = 0; g < groups; g++) normalize(gs, y + g * gs, x + g * gs, dst->fparams[0]);
         /* w and b may be external vectors at any byte offset: read them alignment-safe */
         if (w && b) {
-            for (int64_t i = 0; i < n; i++) y[i] = y[i] * rg_ld_f32(w + i) + rg_ld_f32(b + i);
+            for (int64_t i = 0; i < n; i++) y[i] = y[i] * rg_load_f32(w + i) + rg_load_f32(b + i);
         } else if (w) {
-            for (int64_t i = 0; i < n; i++) y[i] *= rg_ld_f32(w + i);
+            for (int64_t i = 0; i < n; i++) y[i] *= rg_load_f32(w + i);
         } else if (b) {
-            for (int64_t i = 0; i < n; i++) y[i] += rg_ld_f32(b + i);
+            for (int64_t i = 0; i < n; i++) y[i] += rg_load_f32(b + i);
         }
     }
 }

@@ -5,8 +5,8 @@
 
 float rg_get_f32_1d(const rg_tensor *t, const void *row, int64_t i0) {
     const uint8_t *p = (const uint8_t *)row + i0 * t->nb[0];
-    if (t->type == RG_TYPE_F32) return rg_ld_f32(p);
-    return rg_f16_to_f32_scalar(rg_ld_u16(p));
+    if (t->type == RG_TYPE_F32) return rg_load_f32(p);
+    return rg_f16_to_f32_scalar(rg_load_u16(p));
 }
 
 const float *rg_load_row_f32(const rg_tensor *t, int64_t i1, int64_t i2, int64_t i3, float *buf) {

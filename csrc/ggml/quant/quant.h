@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../unaligned.h"
+
 #define RG_QK 32
 
 /* Weight blocks (also the file layouts). d and m are IEEE half floats. */
@@ -103,19 +105,6 @@ RG_QUANT_API void rg_dequantize_q8_0(const void *x, float *y, int64_t n);
 RG_QUANT_API void rg_quantize_act_ref(const float *x, void *y, int64_t n);
 RG_QUANT_API void rg_dequantize_act(const void *x, float *y, int64_t n);
 
-/* ---- small helpers shared by the codecs and the kernels ---- */
-static inline uint16_t rg_load_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline uint32_t rg_load_u32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void rg_store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
-static inline void rg_store_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
 
 /* C's float -> int conversion is undefined out of range; x86's cvttss2si (what ggml's casts compile to)
  * returns INT32_MIN there and for NaN, and so does numpy on x86, which the reference quantizer uses.

@@ -27,7 +27,7 @@ RG_AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += rg_ld_f32(a + i) * b[i];
+    for (; i < n; i++) s += rg_load_f32(a + i) * b[i];
     return s;
 }
 
@@ -43,14 +43,14 @@ RG_AVX2 static float dot_f16_f32_avx2(const uint16_t *a, const float *b, int64_t
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(b + i), s0);
     float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += rg_f16_to_f32_scalar(rg_ld_u16(a + i)) * b[i];
+    for (; i < n; i++) s += rg_f16_to_f32_scalar(rg_load_u16(a + i)) * b[i];
     return s;
 }
 
 RG_AVX2 static void f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = rg_f16_to_f32_scalar(rg_ld_u16(src + i));
+    for (; i < n; i++) dst[i] = rg_f16_to_f32_scalar(rg_load_u16(src + i));
 }
 
 RG_AVX2 static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
@@ -77,7 +77,7 @@ RG_AVX2 static void dot_f32_x4_avx2(const float *a, const float *b, int64_t ldb,
     }
     float r[4] = {hsum256(s0), hsum256(s1), hsum256(s2), hsum256(s3)};
     for (; i < n; i++)
-        for (int j = 0; j < 4; j++) r[j] += rg_ld_f32(a + i) * b[j * ldb + i];
+        for (int j = 0; j < 4; j++) r[j] += rg_load_f32(a + i) * b[j * ldb + i];
     for (int j = 0; j < 4; j++) out[j] = r[j];
 }
 
@@ -105,9 +105,9 @@ RG_AVX2 static void dot_f32_x4_avx2(const float *a, const float *b, int64_t ldb,
     }
 
 #define RG_LOAD8_F32(p, i) _mm256_loadu_ps((p) + (i))
-#define RG_SCALAR_F32(p, t) rg_ld_f32((p) + (t))
+#define RG_SCALAR_F32(p, t) rg_load_f32((p) + (t))
 #define RG_LOAD8_F16(p, i) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((p) + (i))))
-#define RG_SCALAR_F16(p, t) rg_f16_to_f32_scalar(rg_ld_u16((p) + (t)))
+#define RG_SCALAR_F16(p, t) rg_f16_to_f32_scalar(rg_load_u16((p) + (t)))
 
 RG_AVX2 static void dot_f32_rows4_avx2(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out) {
     RG_ROWS4_BODY2(RG_LOAD8_F32, RG_SCALAR_F32)

@@ -87,7 +87,7 @@ RG_AVX2 static void gemm_tile_avx2(const float *a, int64_t lda, int mr, const fl
         for (int t = 0; t < nt; t++)
             for (int m = 0; m < mr; m++) {
                 float s = hsum8(acc[m][t]);
-                for (int64_t j = i; j < k; j++) s += rg_ld_f32(a + m * lda + j) * b[(t0 + t) * ldb + j];
+                for (int64_t j = i; j < k; j++) s += rg_load_f32(a + m * lda + j) * b[(t0 + t) * ldb + j];
                 c[(t0 + t) * ldc + m] = s;
             }
     }

@@ -58,12 +58,12 @@ float rg_dot_f32_ref(const float *a, const float *b, int64_t n) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        s0 += rg_ld_f32(a + i) * b[i];
-        s1 += rg_ld_f32(a + i + 1) * b[i + 1];
-        s2 += rg_ld_f32(a + i + 2) * b[i + 2];
-        s3 += rg_ld_f32(a + i + 3) * b[i + 3];
+        s0 += rg_load_f32(a + i) * b[i];
+        s1 += rg_load_f32(a + i + 1) * b[i + 1];
+        s2 += rg_load_f32(a + i + 2) * b[i + 2];
+        s3 += rg_load_f32(a + i + 3) * b[i + 3];
     }
-    for (; i < n; i++) s0 += rg_ld_f32(a + i) * b[i];
+    for (; i < n; i++) s0 += rg_load_f32(a + i) * b[i];
     return (s0 + s1) + (s2 + s3);
 }
 
@@ -71,17 +71,17 @@ static float dot_f16_f32_scalar(const uint16_t *a, const float *b, int64_t n) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        s0 += rg_f16_to_f32_scalar(rg_ld_u16(a + i)) * b[i];
-        s1 += rg_f16_to_f32_scalar(rg_ld_u16(a + i + 1)) * b[i + 1];
-        s2 += rg_f16_to_f32_scalar(rg_ld_u16(a + i + 2)) * b[i + 2];
-        s3 += rg_f16_to_f32_scalar(rg_ld_u16(a + i + 3)) * b[i + 3];
+        s0 += rg_f16_to_f32_scalar(rg_load_u16(a + i)) * b[i];
+        s1 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 1)) * b[i + 1];
+        s2 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 2)) * b[i + 2];
+        s3 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 3)) * b[i + 3];
     }
-    for (; i < n; i++) s0 += rg_f16_to_f32_scalar(rg_ld_u16(a + i)) * b[i];
+    for (; i < n; i++) s0 += rg_f16_to_f32_scalar(rg_load_u16(a + i)) * b[i];
     return (s0 + s1) + (s2 + s3);
 }
 
 static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = rg_f16_to_f32_scalar(rg_ld_u16(src + i));
+    for (int64_t i = 0; i < n; i++) dst[i] = rg_f16_to_f32_scalar(rg_load_u16(src + i));
 }
 
 static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {

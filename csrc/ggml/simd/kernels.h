@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../unaligned.h"
+
 #define RG_KERNELS_API __attribute__((visibility("hidden")))
 
 typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
@@ -72,20 +74,6 @@ RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned
 RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
-
-/* Weights may sit at any byte offset of a memory-mapped file (the format aligns nothing), so scalar
- * code reads them through memcpy: a plain load on x86, and defined behaviour everywhere. */
-static inline float rg_ld_f32(const void *p) {
-    float v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint16_t rg_ld_u16(const void *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 /* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
 RG_KERNELS_API float rg_dot_f32_ref(const float *a, const float *b, int64_t n);
