@@ -19,8 +19,6 @@ Either way the process holds exactly one copy of the weights.
 from __future__ import annotations
 
 import mmap
-import os
-from typing import Any
 
 import numpy as np
 
@@ -111,14 +109,3 @@ class WeightStore:
             except BufferError:  # pragma: no cover - a view is still alive somewhere; the GC frees it later
                 pass
             self._anon = None
-
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    return os.stat(path).st_size
-
-
-def as_engine_args(store: WeightStore, name: str) -> tuple[np.ndarray, int, list[int]]:
-    """(array, engine type id, ggml ne) for making an engine tensor over a stored weight."""
-    rec = store.record(name)
-    arr: Any = store.raw(name)
-    return arr, int(rec.dtype), list(rec.ne)
