@@ -115,7 +115,7 @@ class Model:
                 self._weights[name] = t
             self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32
             self._graphs: dict[tuple[int, bool], _Graphs] = {}
-            self._scratch_state = np.empty(self.state_size, dtype=np.float32)
+            # Output buffers for when the caller's output aliases the input (evals hold the lock).
             self._scratch_states = (np.empty(self.state_size, dtype=np.float32),
                                     np.empty(self.state_size, dtype=np.float32))
             self._graph_for(1)
@@ -193,7 +193,7 @@ class Model:
         # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
         ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, bf16_matmul=self.bf16 and T > 1)
         try:
-            io, hidden, logits, writes = self._build(ctx, T, self._scratch_state, self._scratch_state, key[1])
+            io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1], key[1])
             # The state writes come first in the outputs, so everything they need precedes the rest
             # (the last layer's residual update, ln_out, the head) in the dependency order: the
             # state-only eval computes the prefix ending at the last write.
@@ -246,7 +246,7 @@ class Model:
             # The graph's output must not alias its input (layers read the old state while others
             # write the new one): write to scratch and copy when the caller passes the same buffer.
             alias = np.shares_memory(state_in, out)
-            target = self._scratch_state if alias else out
+            target = self._scratch_states[0] if alias else out
             g.ids_view[0] = tok
             self._run(g, state_in, target, compute_logits)
             if alias:
