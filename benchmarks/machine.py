@@ -44,11 +44,16 @@ def read_bandwidth(pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: 
     return nbytes / best / 1e9
 
 
-def fma_peak(pool: ggml.Pool, threads: int, iters: int = 20_000_000, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of independent FMA chains in registers (the compute ceiling)."""
+PEAK_KINDS = {"f32": 0, "bf16": 1, "int8": 2}
+
+
+def fma_peak(pool: ggml.Pool, threads: int, iters: int = 20_000_000, repeats: int = 5, kind: str = "f32") -> float:
+    """Best-of-``repeats`` G-ops/s of independent multiply-add chains in registers (the compute ceiling):
+    f32 FMA, bf16 pair dot products or int8 quad dot products (2 ops per multiply-add); 0.0 where the CPU
+    lacks the instruction."""
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        flops = lib.rg_bench_fma(iters, pool.ptr, threads)
+        flops = lib.rg_bench_peak(PEAK_KINDS[kind], iters, pool.ptr, threads)
         best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     return best

@@ -13,6 +13,7 @@ typedef struct {
     size_t nbytes;
     double partial[512];
     int64_t iters;
+    int kind;
 } bench_job;
 
 #if defined(__x86_64__)
@@ -92,6 +93,29 @@ __attribute__((target("avx512f"))) static double fma_avx512(int64_t iters) {
     return _mm512_reduce_add_ps(s) != 12345.0f ? (double)iters * 8 * 16 * 2 : 0.0;
 }
 
+/* Independent chains of vdpbf16ps / vpdpbusd: 2 multiply-adds per f32 lane, or 4 per i32 lane. */
+__attribute__((target("avx512f,avx512bf16"))) static double bf16_avx512(int64_t iters) {
+    __m512 a[12];
+    const __m512bh m = (__m512bh)_mm512_set1_epi32(0x3f803f80), c = (__m512bh)_mm512_set1_epi32(0x33d633d6);
+    for (int j = 0; j < 12; j++) a[j] = _mm512_set1_ps((float)j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm512_dpbf16_ps(a[j], m, c);
+    __m512 s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_ps(s, a[j]);
+    return _mm512_reduce_add_ps(s) != 12345.0f ? (double)iters * 12 * 16 * 4 : 0.0;
+}
+
+__attribute__((target("avx512f,avx512vnni"))) static double vnni_avx512(int64_t iters) {
+    __m512i a[12];
+    const __m512i m = _mm512_set1_epi8(3), c = _mm512_set1_epi8(-2);
+    for (int j = 0; j < 12; j++) a[j] = _mm512_set1_epi32(j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm512_dpbusd_epi32(a[j], m, c);
+    __m512i s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_epi32(s, a[j]);
+    return _mm512_reduce_add_epi32(s) != 12345 ? (double)iters * 12 * 16 * 8 : 0.0;
+}
+
 __attribute__((target("avx2,fma"))) static double fma_avx2(int64_t iters) {
     __m256 a[8];
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
@@ -112,15 +136,29 @@ static void fma_thread(void *arg, int ith, int nth) {
     double r = 0;
 #if defined(__x86_64__)
     const int level = rg_simd_level();
-    if (level >= 2) r = fma_avx512(job->iters);
-    else if (level == 1) r = fma_avx2(job->iters);
+    const unsigned f = rg_cpu_features();
+    if (job->kind == RG_PEAK_BF16) {
+        if (level >= 2 && (f & 256u)) r = bf16_avx512(job->iters);
+    } else if (job->kind == RG_PEAK_INT8) {
+        if (level >= 2 && (f & 64u)) r = vnni_avx512(job->iters);
+    } else if (level >= 2) {
+        r = fma_avx512(job->iters);
+    } else if (level == 1) {
+        r = fma_avx2(job->iters);
+    }
 #endif
     job->partial[ith] = r;
 }
 
 double rg_bench_fma(int64_t iters, rg_pool *pool, int n_threads) {
-    if (iters < 0 || n_threads < 1 || n_threads > 512 || (pool == NULL && n_threads > 1)) return -1.0;
-    bench_job job = {.iters = iters};
+    return rg_bench_peak(RG_PEAK_F32, iters, pool, n_threads);
+}
+
+double rg_bench_peak(int kind, int64_t iters, rg_pool *pool, int n_threads) {
+    if (kind < RG_PEAK_F32 || kind > RG_PEAK_INT8 || iters < 0 || n_threads < 1 || n_threads > 512 ||
+        (pool == NULL && n_threads > 1))
+        return -1.0;
+    bench_job job = {.iters = iters, .kind = kind};
     rg_pool_run(pool, fma_thread, &job, n_threads);
     double s = 0;
     for (int i = 0; i < n_threads; i++) s += job.partial[i];

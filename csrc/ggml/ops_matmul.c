@@ -5,6 +5,7 @@
  * kernel streams each weight row once against the activation vector, which is memory-bound; with
  * T > 1 a weight row is made f32 once and reused against four activation rows at a time. */
 #include "ops_kernels.h"
+#include "quant/quant.h"
 #include "simd/kernels.h"
 
 /* Weights with an integer dot product (the block-quantized types): see the section at the end. */
@@ -12,10 +13,33 @@ static bool quantized_weights(const rg_tensor *a) { return rg_traits(a->type)->v
 static size_t quant_b_bytes(const rg_tensor *dst);
 static void quantize_b(const rg_compute_params *p, const rg_tensor *dst);
 static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst);
+static bool fpanel_shape(const rg_tensor *dst);
+static rg_work fpanel_work(const rg_tensor *dst);
+static void fpanel_b(const rg_compute_params *p, const rg_tensor *dst, bool bf16);
+static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16);
+static bool qpanel_shape(const rg_tensor *dst);
+static size_t qpanel_b_bytes(const rg_tensor *dst);
+static size_t qpanel_thread_bytes(const rg_tensor *dst);
+static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst);
+static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst);
 
 /* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
  * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
  * so the node always reserves room for both routes. */
+static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* Asks for rows [m, m + n) of a (clamped to the matrix) in the L2 cache. The panel routes read a tile
+ * of weight rows from memory and then compute on it for far longer; fetching the next tile's rows in
+ * the background meanwhile keeps the compute from waiting on memory. */
+static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n) {
+    if (m + n > a->ne[1]) n = a->ne[1] - m;
+    const size_t row_bytes = rg_type_row_bytes(a->type, a->ne[0]);
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
+        for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+    }
+}
+
 static bool bf16_node(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     return dst->iparams[0] == RG_MUL_MAT_BF16 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] > 1 &&
@@ -25,6 +49,8 @@ static bool bf16_node(const rg_tensor *dst) {
 static int64_t bf16_padded(int64_t k) { return (k + 31) / 32 * 32; }
 
 bool rg_mul_mat_needs_prepare(const rg_tensor *dst) {
+    /* Float panel route: the activations are transposed into panels first. */
+    if (fpanel_shape(dst)) return true;
     /* Quantized weights: the activations are quantized to the weights' vec_dot type first. */
     if (quantized_weights(dst->src[0])) return true;
     /* bf16 route: the activations are converted to bf16 rows first. */
@@ -43,6 +69,15 @@ rg_work rg_work_mul_mat(const rg_tensor *dst, int nth) {
     size_t shared = !dst->prepare ? 0 : quantized_weights(a) ? quant_b_bytes(dst) : packed_b_bytes(b);
     /* per thread: a tile of weight rows made f32 (mat-mat), and for the bf16 route the same tile in bf16 */
     size_t per_thread = RG_GEMM_MR * (size_t)a->ne[0] * sizeof(float) + 64;
+    if (fpanel_shape(dst)) { /* the panel routes may be taken at compute time: room for every route */
+        const rg_work f = fpanel_work(dst);
+        if (f.shared > shared) shared = f.shared;
+        if (f.per_thread > per_thread) per_thread = f.per_thread;
+    }
+    if (qpanel_shape(dst)) {
+        if (qpanel_b_bytes(dst) > shared) shared = qpanel_b_bytes(dst);
+        if (qpanel_thread_bytes(dst) > per_thread) per_thread = qpanel_thread_bytes(dst);
+    }
     if (bf16_node(dst)) {
         const size_t kp = (size_t)bf16_padded(a->ne[0]);
         const size_t b16 = (size_t)b->ne[1] * kp * sizeof(uint16_t);
@@ -213,6 +248,14 @@ static void mat_mat_bf16(const rg_compute_params *p, const rg_tensor *dst) {
 
 void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    if (quantized_weights(a) && qpanel_shape(dst) && rg_kernels.qgemm_tile != NULL) {
+        if (p->phase == 0) {
+            qpanel_b(p, dst);
+        } else {
+            mul_mat_qpanel(p, dst);
+        }
+        return;
+    }
     if (quantized_weights(a)) {
         if (p->phase == 0) {
             quantize_b(p, dst);
@@ -220,6 +263,17 @@ void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
             mul_mat_quant(p, dst);
         }
         return;
+    }
+    if (fpanel_shape(dst)) {
+        const bool bf16 = bf16_node(dst);
+        if (bf16 ? rg_kernels.gemm_bf16_panel != NULL : rg_kernels.gemm_f32_panel != NULL) {
+            if (p->phase == 0) {
+                fpanel_b(p, dst, bf16);
+            } else {
+                mul_mat_fpanel(p, dst, bf16);
+            }
+            return;
+        }
     }
     if (bf16_node(dst) && rg_kernels.gemm_bf16_tile != NULL) {
         if (p->phase == 0) {
@@ -304,6 +358,214 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
                     }
                 }
             }
+        }
+    }
+}
+
+/* ---- block-quantized weights against many columns: the panel route (layouts in quant/quant.h) ----
+ * Phase 0 quantizes each activation row as above and scatters it into a lane of a column panel; phase 1
+ * decodes RG_QT_ROWS weight rows at a time into a tile in the thread's scratch (once per tile, then used
+ * against every panel), prefetches the next tile and runs the panel kernel. Each thread takes a
+ * contiguous range of tiles; every output element is computed whole by one kernel call in a fixed
+ * order, so the result does not depend on the thread count.
+ * Below RG_QPANEL_MIN_T columns the 16-lane panels would be mostly padding and the one-row kernels win. */
+#define RG_QPANEL_MIN_T 8
+
+static bool qpanel_shape(const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    return quantized_weights(a) && b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+}
+
+static int64_t qpanel_count(const rg_tensor *dst) { return (dst->src[1]->ne[1] + RG_QP_LANES - 1) / RG_QP_LANES; }
+
+static size_t qpanel_b_bytes(const rg_tensor *dst) {
+    return (size_t)qpanel_count(dst) * (size_t)(dst->src[0]->ne[0] / RG_QK) * RG_QP_REC_BYTES;
+}
+
+/* phase 0: a row of floats and its activation row; phase 1: a tile (64-byte aligned) */
+static size_t qpanel_thread_bytes(const rg_tensor *dst) {
+    const size_t k = (size_t)dst->src[0]->ne[0];
+    const size_t rows = k * sizeof(float) + quant_b_row_bytes(dst) + 64;
+    const size_t tile = k / RG_QK * RG_QT_REC_BYTES + 64;
+    return (rows > tile ? rows : tile) + 64;
+}
+
+static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
+    const int64_t K = b->ne[0], T = b->ne[1], nb = K / RG_QK;
+    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES;
+    float *buf = align64(rg_thread_scratch(p));
+    uint8_t *act = align64(buf + K);
+    uint8_t *panels = p->wdata;
+    int64_t t0, t1;
+    rg_split(qpanel_count(dst) * RG_QP_LANES, p->ith, p->nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        uint8_t *panel = panels + (size_t)(t / RG_QP_LANES) * panel_bytes;
+        if (t < T) {
+            tq->from_f32(rg_load_row_f32(b, t, 0, 0, buf), act, K);
+            rg_qpanel_put(act, nb, panel, (int)(t % RG_QP_LANES));
+        } else {
+            rg_qpanel_put(NULL, nb, panel, (int)(t % RG_QP_LANES));
+        }
+    }
+}
+
+static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], nb = K / RG_QK, n_panels = qpanel_count(dst);
+    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES;
+    const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1;
+    uint8_t *tile = align64(rg_thread_scratch(p));
+    const uint8_t *panels = p->wdata;
+    float out[RG_QT_ROWS * RG_QP_LANES];
+    int64_t i0, i1;
+    rg_split((M + RG_QT_ROWS - 1) / RG_QT_ROWS, p->ith, p->nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t m = i * RG_QT_ROWS;
+        const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
+        rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1], a->nb[1], rows, nb, tile);
+        if (i + 1 < i1) prefetch_rows(a, m + RG_QT_ROWS, RG_QT_ROWS);
+        for (int64_t q = 0; q < n_panels; q++) {
+            rg_kernels.qgemm_tile(tile, panels + (size_t)q * panel_bytes, nb, has_min, out);
+            const int lanes = T - q * RG_QP_LANES < RG_QP_LANES ? (int)(T - q * RG_QP_LANES) : RG_QP_LANES;
+            for (int c = 0; c < lanes; c++) {
+                float *d = (float *)((uint8_t *)dst->data + (size_t)(q * RG_QP_LANES + c) * dst->nb[1]) + m;
+                for (int r = 0; r < rows; r++) d[r] = out[r * RG_QP_LANES + c];
+            }
+        }
+    }
+}
+
+/* ---- float weights against many columns: the panel routes (simd/k_gemm_panel.c) ----
+ * Phase 0 transposes the activation rows into panels of RG_PANEL_LANES columns (f32, or bf16 pairs for
+ * the bf16 route); phase 1 gives each thread a contiguous range of tiles of RG_PANEL_ROWS weight rows,
+ * prefetches the next tile, and walks k in blocks: F32 rows are read in place, other rows (and every
+ * row on the bf16 route) are converted a k-block at a time, and the kernel runs on up to
+ * RG_PANEL_MAX_NP panels at once. Every output element is one chain over k in a fixed order: the result
+ * does not depend on the thread count. */
+#define RG_FPANEL_MIN_T 8
+/* Elements of k per step of a tile (a multiple of 32): converting a tile's rows a k-block at a time lets
+ * the hardware prefetcher stream them in while the kernel computes, instead of the kernel waiting for a
+ * burst of whole rows. */
+#define RG_FPANEL_KC 512
+
+static bool fpanel_shape(const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    return (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] >= RG_FPANEL_MIN_T &&
+           a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+}
+
+static int64_t fpanel_count(const rg_tensor *dst) {
+    return (dst->src[1]->ne[1] + RG_PANEL_LANES - 1) / RG_PANEL_LANES;
+}
+
+/* elements (f32 route) or halves (bf16 route) of one panel */
+static size_t fpanel_elems(const rg_tensor *dst, bool bf16) {
+    const int64_t k = dst->src[0]->ne[0];
+    return (size_t)RG_PANEL_LANES * (size_t)(bf16 ? bf16_padded(k) : k);
+}
+
+static rg_work fpanel_work(const rg_tensor *dst) {
+    const size_t k = (size_t)dst->src[0]->ne[0], kp = (size_t)bf16_padded((int64_t)k);
+    const size_t n = (size_t)fpanel_count(dst);
+    const size_t f32_shared = n * fpanel_elems(dst, false) * sizeof(float);
+    const size_t b16_shared = n * fpanel_elems(dst, true) * sizeof(uint16_t);
+    /* phase 0: a row of floats + its bf16 copy; phase 1: a k-block of the tile in f32 and bf16, and the
+     * outputs of every group of panels */
+    const size_t groups = (n + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
+    const size_t rows = k * sizeof(float) + kp * sizeof(uint16_t);
+    const size_t tile = RG_PANEL_ROWS * RG_FPANEL_KC * (sizeof(float) + sizeof(uint16_t)) +
+                        groups * RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES * sizeof(float);
+    const size_t per_thread = (rows > tile ? rows : tile) + 256;
+    return (rg_work){f32_shared > b16_shared ? f32_shared : b16_shared, per_thread};
+}
+
+static void fpanel_b(const rg_compute_params *p, const rg_tensor *dst, bool bf16) {
+    const rg_tensor *b = dst->src[1];
+    const int64_t K = b->ne[0], T = b->ne[1], kp = bf16_padded(K);
+    const size_t pe = fpanel_elems(dst, bf16);
+    float *buf = align64(rg_thread_scratch(p));
+    uint32_t *pairs = align64(buf + K);
+    int64_t t0, t1;
+    rg_split(fpanel_count(dst) * RG_PANEL_LANES, p->ith, p->nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t q = t / RG_PANEL_LANES, c = t % RG_PANEL_LANES;
+        const float *row = NULL;
+        if (t < T) row = rg_load_row_f32(b, t, 0, 0, buf);
+        if (!bf16) {
+            float *panel = (float *)p->wdata + (size_t)q * pe;
+            for (int64_t i = 0; i < K; i++) panel[i * RG_PANEL_LANES + c] = row ? row[i] : 0.0f;
+        } else {
+            uint32_t *panel = (uint32_t *)((uint16_t *)p->wdata + (size_t)q * pe);
+            if (row) {
+                rg_kernels.f32_to_bf16_padded(row, (uint16_t *)pairs, K, kp);
+            } else {
+                memset(pairs, 0, (size_t)kp * sizeof(uint16_t));
+            }
+            for (int64_t i = 0; i < kp / 2; i++) panel[i * RG_PANEL_LANES + c] = pairs[i];
+        }
+    }
+}
+
+static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], kp = bf16_padded(K), n_panels = fpanel_count(dst);
+    const int64_t n_groups = (n_panels + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
+    const int64_t k_end = bf16 ? kp : K; /* bf16 rows run to the zero padding */
+    const rg_type_traits *ta = rg_traits(a->type);
+    const size_t pe = fpanel_elems(dst, bf16), group_out = RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES;
+    float *tile = align64(rg_thread_scratch(p));
+    uint16_t *tile16 = align64(tile + RG_PANEL_ROWS * RG_FPANEL_KC);
+    float *outs = align64(tile16 + RG_PANEL_ROWS * RG_FPANEL_KC);
+    const bool in_place = a->type == RG_TYPE_F32 && !bf16 && a->nb[1] % sizeof(float) == 0;
+    int64_t i0, i1;
+    rg_split((M + RG_PANEL_ROWS - 1) / RG_PANEL_ROWS, p->ith, p->nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t m = i * RG_PANEL_ROWS;
+        const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
+        if (i + 1 < i1) prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS);
+        for (int64_t k0 = 0; k0 < k_end; k0 += RG_FPANEL_KC) {
+            const int64_t kc = k_end - k0 < RG_FPANEL_KC ? k_end - k0 : RG_FPANEL_KC;
+            const int64_t valid = K - k0 < kc ? K - k0 : kc; /* < kc only in a bf16 row's padding */
+            /* this k-block of the tile's rows: F32 rows in place (a partial tile is copied, zero-padded),
+             * others made f32 (and bf16) */
+            const float *w = tile;
+            int64_t ldw = RG_FPANEL_KC;
+            if (in_place && rows == RG_PANEL_ROWS) {
+                w = (const float *)((const uint8_t *)a->data + m * a->nb[1]) + k0;
+                ldw = (int64_t)(a->nb[1] / sizeof(float));
+            } else {
+                for (int r = 0; r < RG_PANEL_ROWS; r++) {
+                    if (r < rows) {
+                        const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
+                        ta->to_f32(row + rg_type_row_bytes(a->type, k0), tile + r * RG_FPANEL_KC, valid);
+                    } else {
+                        memset(tile + r * RG_FPANEL_KC, 0, (size_t)valid * sizeof(float));
+                    }
+                }
+            }
+            if (bf16)
+                for (int r = 0; r < RG_PANEL_ROWS; r++)
+                    rg_kernels.f32_to_bf16_padded(w + r * ldw, tile16 + r * RG_FPANEL_KC, valid, kc);
+            for (int64_t g = 0; g < n_groups; g++) {
+                const int64_t q = g * RG_PANEL_MAX_NP;
+                const int np = n_panels - q >= RG_PANEL_MAX_NP ? RG_PANEL_MAX_NP : (int)(n_panels - q);
+                float *out = outs + g * group_out;
+                /* a panel's k-block starts 16 k0 elements (f32) or halves (bf16 pairs) in */
+                if (bf16) {
+                    rg_kernels.gemm_bf16_panel(tile16, RG_FPANEL_KC, (const uint16_t *)p->wdata + q * pe + k0 * 16, pe,
+                                               np, kc / 2, k0 > 0, out);
+                } else {
+                    rg_kernels.gemm_f32_panel(w, ldw, (const float *)p->wdata + q * pe + k0 * 16, pe, np, kc, k0 > 0,
+                                              out);
+                }
+            }
+        }
+        for (int64_t t = 0; t < T; t++) {
+            const float *o = outs + (t / (RG_PANEL_MAX_NP * RG_PANEL_LANES)) * group_out + (t / RG_PANEL_LANES) % RG_PANEL_MAX_NP * RG_PANEL_LANES + t % RG_PANEL_LANES;
+            float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
+            for (int r = 0; r < rows; r++) d[r] = o[r * RG_PANEL_MAX_NP * RG_PANEL_LANES];
         }
     }
 }

@@ -38,3 +38,19 @@ void rg_dequantize_act(const void *vx, float *y, int64_t n) {
         for (int e = 0; e < RG_QK; e++) y[e] = (float)(int8_t)x[rg_act_pos(b, e, nb)] * d;
     }
 }
+
+void rg_qpanel_put(const void *vact, int64_t nb, uint8_t *panel, int lane) {
+    const uint8_t *act = vact;
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *rec = panel + b * RG_QP_REC_BYTES;
+        for (int k = 0; k < 8; k++) {
+            /* four consecutive codes of a block are adjacent in the row layout too (16-code halves) */
+            const uint32_t v = act ? rg_load_u32(act + rg_act_pos(b, 4 * k, nb)) ^ 0x80808080u : 0x80808080u;
+            rg_store_u32(rec + 64 * k + 4 * lane, v);
+        }
+        const float d = act ? rg_load_f32(act + rg_act_d_off(nb) + 4 * b) : 0.0f;
+        const float s = act ? rg_load_f32(act + rg_act_s_off(nb) + 4 * b) : 0.0f;
+        memcpy(rec + RG_QP_DX + 4 * lane, &d, sizeof d);
+        memcpy(rec + RG_QP_SX + 4 * lane, &s, sizeof s);
+    }
+}

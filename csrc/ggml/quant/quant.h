@@ -68,6 +68,29 @@ static inline size_t rg_act_d_off(int64_t nb) { return (size_t)(32 * nb); }
 static inline size_t rg_act_s_off(int64_t nb) { return (size_t)(36 * nb); }
 static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 
+/* ---- the column-panel mat-mat (ops_matmul.c, simd/k_qgemm.c) ----
+ * Integer dot products with the activation columns in the vector lanes: per block, vpdpbusd multiplies
+ * 16 columns' unsigned codes by one weight row's four codes broadcast from memory, so no weight data is
+ * shuffled and no per-block horizontal sums are needed.
+ *
+ * A panel holds RG_QP_LANES activation columns, one record of RG_QP_REC_BYTES per block:
+ *   uint8 codes[8][16][4]   slot k, lane c: column c's codes 4k..4k+3 of the block, plus 128 (unsigned)
+ *   float dx[16], sx[16]    the columns' d and s (as in the activation rows)
+ * A tile holds RG_QT_ROWS decoded weight rows, one record of RG_QT_REC_BYTES per block:
+ *   int8  codes[12][32]     signed codes, natural element order (the _0 types' offset subtracted)
+ *   float dw[12], mw[12]    the rows' d and m (m = 0 for the _0 types)
+ *   int32 corr[12]          -128 * sum of the row's codes: undoes the +128 of the activation codes
+ * Rows past the matrix and lanes past the activations are zeros (their results are discarded). */
+#define RG_QP_LANES 16
+#define RG_QP_REC_BYTES 640
+#define RG_QP_DX 512
+#define RG_QP_SX 576
+#define RG_QT_ROWS 12
+#define RG_QT_REC_BYTES 528
+#define RG_QT_DW 384
+#define RG_QT_MW 432
+#define RG_QT_CORR 480
+
 /* Block sizes in bytes and the byte offsets of the fields inside a block. */
 #define RG_Q4_0_BYTES 18
 #define RG_Q4_1_BYTES 20
@@ -104,6 +127,9 @@ RG_QUANT_API void rg_dequantize_q8_0(const void *x, float *y, int64_t n);
  * bit-identical. */
 RG_QUANT_API void rg_quantize_act_ref(const float *x, void *y, int64_t n);
 RG_QUANT_API void rg_dequantize_act(const void *x, float *y, int64_t n);
+
+/* Column `lane` of a panel of nb blocks from one activation row (RG_TYPE_Q8_ACT), or zeros for act NULL. */
+RG_QUANT_API void rg_qpanel_put(const void *act, int64_t nb, uint8_t *panel, int lane);
 
 
 /* C's float -> int conversion is undefined out of range; x86's cvttss2si (what ggml's casts compile to)

@@ -66,6 +66,8 @@ static void apply_level(int level) {
         rg_kernels_fill_quant_avx512(&rg_kernels, g_features);
     }
     rg_kernels_fill_gemm(&rg_kernels, level, g_features);
+    rg_kernels_fill_gemm_panel(&rg_kernels, level, g_features);
+    rg_kernels_fill_qgemm(&rg_kernels, level >= 2 ? g_features : 0u);
     g_level = level;
 }
 

@@ -39,6 +39,16 @@ typedef struct {
     void (*gemm_bf16_tile)(const uint16_t *a, int64_t lda, int mr, const uint16_t *b, int64_t ldb, int nr,
                            int64_t kp, float *c, int64_t ldc);
     void (*f32_to_bf16_padded)(const float *src, uint16_t *dst, int64_t n, int64_t kp);
+    /* Column-panel mat-mat (k_gemm_panel.c; NULL below AVX-512, the bf16 one without AVX512_BF16):
+     * out[(r * RG_PANEL_MAX_NP + j) * RG_PANEL_LANES + c] = row r . column c of panel j, for RG_PANEL_ROWS
+     * weight rows w + r * ldw (f32 at any alignment, or bf16) and np (1..4) panels of 16 columns, the
+     * next xstride elements after each. f32 panels are k-major (x[i * 16 + c]), bf16 panels hold
+     * pairs (x[(i / 2) * 32 + 2 c + i % 2]); k elements, or kpairs pairs. With accumulate, the sums
+     * continue from the values in out (a product split along k gives the same result as one call). */
+    void (*gemm_f32_panel)(const float *w, int64_t ldw, const float *x, size_t xstride, int np, int64_t k,
+                           int accumulate, float *out);
+    void (*gemm_bf16_panel)(const uint16_t *w, int64_t ldw, const uint16_t *x, size_t xstride, int np,
+                            int64_t kpairs, int accumulate, float *out);
 
     /* ---- block-quantized weights (csrc/ggml/quant, k_quant_*.c) ---- */
     /* One activation row of n floats (a multiple of 32) quantized for the integer dot products
@@ -58,6 +68,11 @@ typedef struct {
     rg_vec_dot_x4_fn vec_dot_q5_0_x4;
     rg_vec_dot_x4_fn vec_dot_q5_1_x4;
     rg_vec_dot_x4_fn vec_dot_q8_0_x4;
+    /* Mat-mat of the block types by column panels (k_qgemm.c; layouts in quant/quant.h; NULL without
+     * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
+     * id), ldw bytes apart, into a tile. qgemm_tile: out[r * RG_QP_LANES + c] = tile row r . panel lane c. */
+    void (*qgemm_decode)(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile);
+    void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, int64_t nb, int has_min, float *out);
 } rg_kernel_table;
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
@@ -67,6 +82,10 @@ RG_KERNELS_API void rg_kernels_fill_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_avx512(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_init(void);
 RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features);
+#define RG_PANEL_ROWS 6
+#define RG_PANEL_MAX_NP 4
+#define RG_PANEL_LANES 16
 #define RG_GEMM_MR 4
 #define RG_GEMM_NR 6
 /* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
@@ -74,6 +93,7 @@ RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned
 RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features);
 
 /* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
 RG_KERNELS_API float rg_dot_f32_ref(const float *a, const float *b, int64_t n);

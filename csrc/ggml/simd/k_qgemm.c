@@ -1,0 +1,123 @@
+/* Column-panel mat-mat kernels for the block-quantized types (AVX512_VNNI; layouts in quant/quant.h).
+ *
+ * The one-row kernels (k_quant_avx512.c) put a weight row's codes in the vector lanes, so every block ends
+ * in a horizontal sum; against many activation columns that reduction and the unpacking cost more than
+ * the dot products. Here the lanes hold 16 activation columns instead: per block and weight row, eight
+ * vpdpbusd multiply the columns' codes (unsigned, +128) by the row's codes broadcast four at a time
+ * straight from the decoded tile, giving 16 exact integer sums at once; the scales are then applied in
+ * three vector operations, fp32(d_w d_x) * isum (+ m_w s_x), the numbers of formats.md §5.4. Twelve rows
+ * share each loaded activation vector (24 accumulators of the 32 registers).
+ *
+ * Per output element the blocks are added in order with the same operations whatever the tile, panel
+ * or thread, so results do not depend on the thread count; they differ from the one-row kernels only in
+ * the order of the f32 additions. */
+#include "kernels.h"
+#include "../quant/quant.h"
+#include "../../include/rwkv_ggml.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define RG_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define RG_VNNI __attribute__((target(RG_VNNI_TARGET)))
+#define RG_VNNI_INLINE __attribute__((target(RG_VNNI_TARGET), always_inline)) static inline
+
+/* A weight type as the decoder sees it: block bytes, field offsets, 4-bit / 5-bit / 8-bit codes, the
+ * offset of the _0 types and whether blocks carry a minimum. */
+typedef struct {
+    int wbytes, qs, qh, kind, off, has_min;
+} qtype;
+
+/* The 32 codes of one block, unsigned (u = signed code + off), natural element order. */
+RG_VNNI_INLINE __m256i block_codes_u(const uint8_t *w, const qtype t) {
+    if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
+    const __m128i q = _mm_loadu_si128((const __m128i *)(w + t.qs));
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+    if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
+    return u;
+}
+
+RG_VNNI_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile, const qtype t) {
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *rec = tile + b * RG_QT_REC_BYTES;
+        float *dw = (float *)(rec + RG_QT_DW), *mw = (float *)(rec + RG_QT_MW);
+        int32_t *corr = (int32_t *)(rec + RG_QT_CORR);
+        for (int r = 0; r < RG_QT_ROWS; r++) {
+            if (r >= rows) {
+                _mm256_storeu_si256((__m256i *)(rec + 32 * r), _mm256_setzero_si256());
+                dw[r] = mw[r] = 0.0f;
+                corr[r] = 0;
+                continue;
+            }
+            const uint8_t *blk = w + (size_t)r * ldw + b * t.wbytes;
+            const __m256i u = block_codes_u(blk, t);
+            _mm256_storeu_si256((__m256i *)(rec + 32 * r), _mm256_sub_epi8(u, _mm256_set1_epi8((char)t.off)));
+            const __m256i s4 = _mm256_sad_epu8(u, _mm256_setzero_si256());
+            const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+            const int32_t sum_u = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1));
+            corr[r] = -128 * (sum_u - 32 * t.off);
+            dw[r] = _cvtsh_ss(rg_load_u16(blk));
+            mw[r] = t.has_min ? _cvtsh_ss(rg_load_u16(blk + 2)) : 0.0f;
+        }
+    }
+}
+
+RG_VNNI static void qgemm_decode_vnni(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile) {
+    switch (type) {
+    case RG_TYPE_Q4_0: decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0}); break;
+    case RG_TYPE_Q4_1: decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q4_1_BYTES, RG_Q4_1_QS, 0, 0, 0, 1}); break;
+    case RG_TYPE_Q5_0:
+        decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q5_0_BYTES, RG_Q5_0_QS, RG_Q5_0_QH, 1, 16, 0});
+        break;
+    case RG_TYPE_Q5_1:
+        decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1});
+        break;
+    default: decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0}); break;
+    }
+}
+
+RG_VNNI_INLINE void tile_body(const uint8_t *tile, const uint8_t *panel, int64_t nb, const int has_min, float *out) {
+    __m512 acc[RG_QT_ROWS];
+    for (int r = 0; r < RG_QT_ROWS; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wt = tile + b * RG_QT_REC_BYTES, *xp = panel + b * RG_QP_REC_BYTES;
+        const int32_t *corr = (const int32_t *)(wt + RG_QT_CORR);
+        const float *dw = (const float *)(wt + RG_QT_DW), *mw = (const float *)(wt + RG_QT_MW);
+        __m512i s[RG_QT_ROWS];
+        for (int r = 0; r < RG_QT_ROWS; r++) s[r] = _mm512_set1_epi32(corr[r]);
+        for (int k = 0; k < 8; k++) {
+            const __m512i xk = _mm512_loadu_si512(xp + 64 * k);
+            for (int r = 0; r < RG_QT_ROWS; r++)
+                s[r] = _mm512_dpbusd_epi32(s[r], xk, _mm512_set1_epi32(*(const int32_t *)(wt + 32 * r + 4 * k)));
+        }
+        const __m512 dx = _mm512_loadu_ps(xp + RG_QP_DX);
+        for (int r = 0; r < RG_QT_ROWS; r++)
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r]), _mm512_mul_ps(dx, _mm512_set1_ps(dw[r])), acc[r]);
+        if (has_min) {
+            const __m512 sx = _mm512_loadu_ps(xp + RG_QP_SX);
+            for (int r = 0; r < RG_QT_ROWS; r++) acc[r] = _mm512_fmadd_ps(sx, _mm512_set1_ps(mw[r]), acc[r]);
+        }
+    }
+    for (int r = 0; r < RG_QT_ROWS; r++) _mm512_storeu_ps(out + RG_QP_LANES * r, acc[r]);
+}
+
+RG_VNNI static void qgemm_tile_vnni(const uint8_t *tile, const uint8_t *panel, int64_t nb, int has_min, float *out) {
+    if (has_min) {
+        tile_body(tile, panel, nb, 1, out);
+    } else {
+        tile_body(tile, panel, nb, 0, out);
+    }
+}
+
+void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features) {
+    const int vnni = (features & 64u) != 0;
+    k->qgemm_decode = vnni ? qgemm_decode_vnni : NULL;
+    k->qgemm_tile = vnni ? qgemm_tile_vnni : NULL;
+}
+#else
+void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features) {
+    (void)features;
+    k->qgemm_decode = NULL;
+    k->qgemm_tile = NULL;
+}
+#endif
