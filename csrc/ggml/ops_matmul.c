@@ -28,15 +28,16 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst);
  * so the node always reserves room for both routes. */
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-/* Asks for rows [m, m + n) of a (clamped to the matrix) in the L2 cache. The panel routes read a tile
- * of weight rows from memory and then compute on it for far longer; fetching the next tile's rows in
- * the background meanwhile keeps the compute from waiting on memory. */
-static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n) {
+/* Asks for bytes [off, off + len) of rows [m, m + n) of a (clamped to the matrix) in the L2 cache. The
+ * panel routes compute on a tile of weight rows for far longer than reading it takes; asking for the
+ * next tile's k-block while computing on this one's keeps the kernels from waiting on memory. (Asking
+ * for a whole tile at once measured no better than not asking: the requests queue up and stall.) */
+static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n, size_t off, size_t len) {
+    if (m >= a->ne[1]) return;
     if (m + n > a->ne[1]) n = a->ne[1] - m;
-    const size_t row_bytes = rg_type_row_bytes(a->type, a->ne[0]);
     for (int64_t r = 0; r < n; r++) {
         const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-        for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+        for (size_t o = off; o < off + len; o += 64) __builtin_prefetch(row + o, 0, 2);
     }
 }
 
@@ -364,12 +365,19 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
 
 /* ---- block-quantized weights against many columns: the panel route (layouts in quant/quant.h) ----
  * Phase 0 quantizes each activation row as above and scatters it into a lane of a column panel; phase 1
- * decodes RG_QT_ROWS weight rows at a time into a tile in the thread's scratch (once per tile, then used
- * against every panel), prefetches the next tile and runs the panel kernel. Each thread takes a
- * contiguous range of tiles; every output element is computed whole by one kernel call in a fixed
- * order, so the result does not depend on the thread count.
+ * decodes RG_QT_ROWS weight rows at a time into a tile in the thread's scratch, a k-block at a time
+ * (decoded once, then used against every panel) while prefetching the next tile's block. Each thread
+ * takes a contiguous range of tiles; every output element is one chain over the blocks in order, so
+ * the result does not depend on the thread count.
  * Below RG_QPANEL_MIN_T columns the 16-lane panels would be mostly padding and the one-row kernels win. */
 #define RG_QPANEL_MIN_T 8
+/* Blocks of k per step of a tile: a tile's rows are decoded and multiplied a k-block at a time (16 KB of
+ * activation records per panel, the decoded block in L1) while the next tile's block is prefetched. */
+#define RG_QPANEL_KB 16
+
+static const uint8_t *panels_at(const rg_compute_params *p, int64_t q, size_t panel_bytes) {
+    return (const uint8_t *)p->wdata + (size_t)q * panel_bytes;
+}
 
 static bool qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
@@ -382,11 +390,12 @@ static size_t qpanel_b_bytes(const rg_tensor *dst) {
     return (size_t)qpanel_count(dst) * (size_t)(dst->src[0]->ne[0] / RG_QK) * RG_QP_REC_BYTES;
 }
 
-/* phase 0: a row of floats and its activation row; phase 1: a tile (64-byte aligned) */
+/* phase 0: a row of floats and its activation row; phase 1: a k-block of a tile and every panel's outputs */
 static size_t qpanel_thread_bytes(const rg_tensor *dst) {
     const size_t k = (size_t)dst->src[0]->ne[0];
     const size_t rows = k * sizeof(float) + quant_b_row_bytes(dst) + 64;
-    const size_t tile = k / RG_QK * RG_QT_REC_BYTES + 64;
+    const size_t tile = RG_QPANEL_KB * RG_QT_REC_BYTES + 64 +
+                        (size_t)qpanel_count(dst) * RG_QT_ROWS * RG_QP_LANES * sizeof(float);
     return (rows > tile ? rows : tile) + 64;
 }
 
@@ -414,25 +423,30 @@ static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst) {
 static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], nb = K / RG_QK, n_panels = qpanel_count(dst);
-    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES;
+    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES, block_bytes = rg_type_row_bytes(a->type, RG_QK);
     const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1;
     uint8_t *tile = align64(rg_thread_scratch(p));
-    const uint8_t *panels = p->wdata;
-    float out[RG_QT_ROWS * RG_QP_LANES];
+    float *outs = align64(tile + RG_QPANEL_KB * RG_QT_REC_BYTES);
+    const size_t tile_out = RG_QT_ROWS * RG_QP_LANES;
     int64_t i0, i1;
     rg_split((M + RG_QT_ROWS - 1) / RG_QT_ROWS, p->ith, p->nth, &i0, &i1);
     for (int64_t i = i0; i < i1; i++) {
         const int64_t m = i * RG_QT_ROWS;
         const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
-        rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1], a->nb[1], rows, nb, tile);
-        if (i + 1 < i1) prefetch_rows(a, m + RG_QT_ROWS, RG_QT_ROWS);
-        for (int64_t q = 0; q < n_panels; q++) {
-            rg_kernels.qgemm_tile(tile, panels + (size_t)q * panel_bytes, nb, has_min, out);
-            const int lanes = T - q * RG_QP_LANES < RG_QP_LANES ? (int)(T - q * RG_QP_LANES) : RG_QP_LANES;
-            for (int c = 0; c < lanes; c++) {
-                float *d = (float *)((uint8_t *)dst->data + (size_t)(q * RG_QP_LANES + c) * dst->nb[1]) + m;
-                for (int r = 0; r < rows; r++) d[r] = out[r * RG_QP_LANES + c];
-            }
+        for (int64_t b0 = 0; b0 < nb; b0 += RG_QPANEL_KB) {
+            const int64_t nbc = nb - b0 < RG_QPANEL_KB ? nb - b0 : RG_QPANEL_KB;
+            if (i + 1 < i1)
+                prefetch_rows(a, m + RG_QT_ROWS, RG_QT_ROWS, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes);
+            rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + (size_t)b0 * block_bytes,
+                                    a->nb[1], rows, nbc, tile);
+            for (int64_t q = 0; q < n_panels; q += 2)
+                rg_kernels.qgemm_tile(tile, panels_at(p, q, panel_bytes) + (size_t)b0 * RG_QP_REC_BYTES, panel_bytes,
+                                      n_panels - q >= 2 ? 2 : 1, nbc, has_min, b0 > 0, outs + q * tile_out);
+        }
+        for (int64_t t = 0; t < T; t++) {
+            const float *o = outs + (t / RG_QP_LANES) * tile_out + t % RG_QP_LANES;
+            float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
+            for (int r = 0; r < rows; r++) d[r] = o[r * RG_QP_LANES];
         }
     }
 }
@@ -448,7 +462,7 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
 /* Elements of k per step of a tile (a multiple of 32): converting a tile's rows a k-block at a time lets
  * the hardware prefetcher stream them in while the kernel computes, instead of the kernel waiting for a
  * burst of whole rows. */
-#define RG_FPANEL_KC 512
+#define RG_FPANEL_KC 128
 
 static bool fpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
@@ -524,10 +538,12 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
     for (int64_t i = i0; i < i1; i++) {
         const int64_t m = i * RG_PANEL_ROWS;
         const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
-        if (i + 1 < i1) prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS);
         for (int64_t k0 = 0; k0 < k_end; k0 += RG_FPANEL_KC) {
             const int64_t kc = k_end - k0 < RG_FPANEL_KC ? k_end - k0 : RG_FPANEL_KC;
             const int64_t valid = K - k0 < kc ? K - k0 : kc; /* < kc only in a bf16 row's padding */
+            if (i + 1 < i1)
+                prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS, rg_type_row_bytes(a->type, k0),
+                              rg_type_row_bytes(a->type, valid));
             /* this k-block of the tile's rows: F32 rows in place (a partial tile is copied, zero-padded),
              * others made f32 (and bf16) */
             const float *w = tile;

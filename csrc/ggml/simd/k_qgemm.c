@@ -5,8 +5,8 @@
  * the dot products. Here the lanes hold 16 activation columns instead: per block and weight row, eight
  * vpdpbusd multiply the columns' codes (unsigned, +128) by the row's codes broadcast four at a time
  * straight from the decoded tile, giving 16 exact integer sums at once; the scales are then applied in
- * three vector operations, fp32(d_w d_x) * isum (+ m_w s_x), the numbers of formats.md §5.4. Twelve rows
- * share each loaded activation vector (24 accumulators of the 32 registers).
+ * three vector operations, fp32(d_w d_x) * isum (+ m_w s_x), the numbers of formats.md §5.4. Six rows
+ * share each loaded activation vector and each broadcast serves two panels (24 accumulators).
  *
  * Per output element the blocks are added in order with the same operations whatever the tile, panel
  * or thread, so results do not depend on the thread count; they differ from the one-row kernels only in
@@ -76,36 +76,54 @@ RG_VNNI static void qgemm_decode_vnni(int type, const uint8_t *w, size_t ldw, in
     }
 }
 
-RG_VNNI_INLINE void tile_body(const uint8_t *tile, const uint8_t *panel, int64_t nb, const int has_min, float *out) {
-    __m512 acc[RG_QT_ROWS];
-    for (int r = 0; r < RG_QT_ROWS; r++) acc[r] = _mm512_setzero_ps();
+/* Rows r0 .. r0+5 of the tile against NP (1 or 2) panels: each broadcast weight quad feeds NP vpdpbusd
+ * (a broadcast costs a vector-pipe slot on Zen 4), 6 x 2 integer and 6 x 2 float accumulators. */
+#define HALF 6
+RG_VNNI_INLINE void tile_body(const uint8_t *tile, int r0, const uint8_t *panel, size_t panel_bytes, const int np,
+                               int64_t nb, const int has_min, int accumulate, float *out) {
+    __m512 acc[HALF][2];
+    for (int r = 0; r < HALF; r++)
+        for (int j = 0; j < np; j++)
+            acc[r][j] = accumulate ? _mm512_loadu_ps(out + (j * RG_QT_ROWS + r0 + r) * RG_QP_LANES) : _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wt = tile + b * RG_QT_REC_BYTES, *xp = panel + b * RG_QP_REC_BYTES;
-        const int32_t *corr = (const int32_t *)(wt + RG_QT_CORR);
-        const float *dw = (const float *)(wt + RG_QT_DW), *mw = (const float *)(wt + RG_QT_MW);
-        __m512i s[RG_QT_ROWS];
-        for (int r = 0; r < RG_QT_ROWS; r++) s[r] = _mm512_set1_epi32(corr[r]);
+        const int32_t *corr = (const int32_t *)(wt + RG_QT_CORR) + r0;
+        const float *dw = (const float *)(wt + RG_QT_DW) + r0, *mw = (const float *)(wt + RG_QT_MW) + r0;
+        const uint8_t *codes = wt + 32 * r0;
+        __m512i s[HALF][2];
+        for (int r = 0; r < HALF; r++) s[r][0] = s[r][1] = _mm512_set1_epi32(corr[r]);
         for (int k = 0; k < 8; k++) {
-            const __m512i xk = _mm512_loadu_si512(xp + 64 * k);
-            for (int r = 0; r < RG_QT_ROWS; r++)
-                s[r] = _mm512_dpbusd_epi32(s[r], xk, _mm512_set1_epi32(*(const int32_t *)(wt + 32 * r + 4 * k)));
+            __m512i xk[2];
+            for (int j = 0; j < np; j++) xk[j] = _mm512_loadu_si512(xp + j * panel_bytes + 64 * k);
+            for (int r = 0; r < HALF; r++) {
+                const __m512i wv = _mm512_set1_epi32(*(const int32_t *)(codes + 32 * r + 4 * k));
+                for (int j = 0; j < np; j++) s[r][j] = _mm512_dpbusd_epi32(s[r][j], xk[j], wv);
+            }
         }
-        const __m512 dx = _mm512_loadu_ps(xp + RG_QP_DX);
-        for (int r = 0; r < RG_QT_ROWS; r++)
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r]), _mm512_mul_ps(dx, _mm512_set1_ps(dw[r])), acc[r]);
-        if (has_min) {
-            const __m512 sx = _mm512_loadu_ps(xp + RG_QP_SX);
-            for (int r = 0; r < RG_QT_ROWS; r++) acc[r] = _mm512_fmadd_ps(sx, _mm512_set1_ps(mw[r]), acc[r]);
+        for (int j = 0; j < np; j++) {
+            const __m512 dx = _mm512_loadu_ps(xp + j * panel_bytes + RG_QP_DX);
+            for (int r = 0; r < HALF; r++)
+                acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][j]), _mm512_mul_ps(dx, _mm512_set1_ps(dw[r])), acc[r][j]);
+            if (has_min) {
+                const __m512 sx = _mm512_loadu_ps(xp + j * panel_bytes + RG_QP_SX);
+                for (int r = 0; r < HALF; r++) acc[r][j] = _mm512_fmadd_ps(sx, _mm512_set1_ps(mw[r]), acc[r][j]);
+            }
         }
     }
-    for (int r = 0; r < RG_QT_ROWS; r++) _mm512_storeu_ps(out + RG_QP_LANES * r, acc[r]);
+    for (int r = 0; r < HALF; r++)
+        for (int j = 0; j < np; j++) _mm512_storeu_ps(out + (j * RG_QT_ROWS + r0 + r) * RG_QP_LANES, acc[r][j]);
 }
 
-RG_VNNI static void qgemm_tile_vnni(const uint8_t *tile, const uint8_t *panel, int64_t nb, int has_min, float *out) {
-    if (has_min) {
-        tile_body(tile, panel, nb, 1, out);
-    } else {
-        tile_body(tile, panel, nb, 0, out);
+RG_VNNI static void qgemm_tile_vnni(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb,
+                                    int has_min, int accumulate, float *out) {
+    for (int r0 = 0; r0 < RG_QT_ROWS; r0 += HALF) {
+        if (np == 2) {
+            if (has_min) tile_body(tile, r0, panel, panel_bytes, 2, nb, 1, accumulate, out);
+            else tile_body(tile, r0, panel, panel_bytes, 2, nb, 0, accumulate, out);
+        } else {
+            if (has_min) tile_body(tile, r0, panel, panel_bytes, 1, nb, 1, accumulate, out);
+            else tile_body(tile, r0, panel, panel_bytes, 1, nb, 0, accumulate, out);
+        }
     }
 }
 

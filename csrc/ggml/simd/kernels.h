@@ -70,9 +70,12 @@ typedef struct {
     rg_vec_dot_x4_fn vec_dot_q8_0_x4;
     /* Mat-mat of the block types by column panels (k_qgemm.c; layouts in quant/quant.h; NULL without
      * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
-     * id), ldw bytes apart, into a tile. qgemm_tile: out[r * RG_QP_LANES + c] = tile row r . panel lane c. */
+     * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
+     * r . lane c of panel j (np = 1 or 2 panels, panel_bytes apart) over nb blocks, continuing from the
+     * values in out with accumulate (blocks added in order either way). */
     void (*qgemm_decode)(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile);
-    void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, int64_t nb, int has_min, float *out);
+    void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb, int has_min,
+                       int accumulate, float *out);
 } rg_kernel_table;
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
