@@ -34,9 +34,10 @@ from .weights import DEFAULT_PLACEMENT, WeightStore
 
 FloatArray = npt.NDArray[np.float32]
 
-# Tokens per sequence-mode graph: large enough that a chunk's mat-mat products reuse each weight many
-# times, small enough that the activations stay in the caches.
-DEFAULT_CHUNK_SIZE = 64
+# Tokens per sequence-mode graph: each chunk reads every weight from memory once, so long chunks
+# amortise that (on a 1.5B model 256 ingests ~10-30% faster than 64) at the price of activation memory
+# (about 40 MB more for 1.5B RWKV-4, 10 MB for 169M).
+DEFAULT_CHUNK_SIZE = 256
 # Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
 # so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
 _METADATA_BYTES = 64 << 20

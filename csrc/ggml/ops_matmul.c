@@ -485,39 +485,58 @@ static rg_work fpanel_work(const rg_tensor *dst) {
     const size_t n = (size_t)fpanel_count(dst);
     const size_t f32_shared = n * fpanel_elems(dst, false) * sizeof(float);
     const size_t b16_shared = n * fpanel_elems(dst, true) * sizeof(uint16_t);
-    /* phase 0: a row of floats + its bf16 copy; phase 1: a k-block of the tile in f32 and bf16, and the
-     * outputs of every group of panels */
+    /* phase 0: a panel's rows (f32 or bf16 pairs) and a row buffer; phase 1: a k-block of the tile in f32
+     * and bf16, and the outputs of every group of panels */
     const size_t groups = (n + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
-    const size_t rows = k * sizeof(float) + kp * sizeof(uint16_t);
+    const size_t units = k > kp / 2 ? k : kp / 2; /* 32-bit units of a row: floats or bf16 pairs */
+    const size_t rows = (RG_PANEL_LANES * units + k) * sizeof(float) + 128;
     const size_t tile = RG_PANEL_ROWS * RG_FPANEL_KC * (sizeof(float) + sizeof(uint16_t)) +
                         groups * RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES * sizeof(float);
     const size_t per_thread = (rows > tile ? rows : tile) + 256;
     return (rg_work){f32_shared > b16_shared ? f32_shared : b16_shared, per_thread};
 }
 
+/* Phase 0: each thread builds whole panels. The 16 rows of a panel are loaded (as f32, or converted to
+ * bf16 pairs) into the thread's scratch, then transposed in k-blocks small enough that the block of the
+ * panel being written stays in L1. Lanes past T are zeros. */
+#define RG_FPANEL_TRANSPOSE_K 64
+
 static void fpanel_b(const rg_compute_params *p, const rg_tensor *dst, bool bf16) {
     const rg_tensor *b = dst->src[1];
     const int64_t K = b->ne[0], T = b->ne[1], kp = bf16_padded(K);
+    const int64_t n = bf16 ? kp / 2 : K; /* 32-bit units per row: floats or bf16 pairs */
     const size_t pe = fpanel_elems(dst, bf16);
-    float *buf = align64(rg_thread_scratch(p));
-    uint32_t *pairs = align64(buf + K);
-    int64_t t0, t1;
-    rg_split(fpanel_count(dst) * RG_PANEL_LANES, p->ith, p->nth, &t0, &t1);
-    for (int64_t t = t0; t < t1; t++) {
-        const int64_t q = t / RG_PANEL_LANES, c = t % RG_PANEL_LANES;
-        const float *row = NULL;
-        if (t < T) row = rg_load_row_f32(b, t, 0, 0, buf);
-        if (!bf16) {
-            float *panel = (float *)p->wdata + (size_t)q * pe;
-            for (int64_t i = 0; i < K; i++) panel[i * RG_PANEL_LANES + c] = row ? row[i] : 0.0f;
-        } else {
-            uint32_t *panel = (uint32_t *)((uint16_t *)p->wdata + (size_t)q * pe);
-            if (row) {
-                rg_kernels.f32_to_bf16_padded(row, (uint16_t *)pairs, K, kp);
-            } else {
-                memset(pairs, 0, (size_t)kp * sizeof(uint16_t));
+    uint32_t *units = align64(rg_thread_scratch(p)); /* 16 rows of n units */
+    float *buf = align64(units + RG_PANEL_LANES * n);
+    const uint32_t *rows[RG_PANEL_LANES];
+    int64_t q0, q1;
+    rg_split(fpanel_count(dst), p->ith, p->nth, &q0, &q1);
+    for (int64_t q = q0; q < q1; q++) {
+        for (int c = 0; c < RG_PANEL_LANES; c++) {
+            const int64_t t = q * RG_PANEL_LANES + c;
+            uint32_t *u = units + c * n;
+            if (t >= T) {
+                memset(u, 0, (size_t)n * sizeof(uint32_t));
+                rows[c] = u;
+                continue;
             }
-            for (int64_t i = 0; i < kp / 2; i++) panel[i * RG_PANEL_LANES + c] = pairs[i];
+            const float *row = rg_load_row_f32(b, t, 0, 0, buf);
+            if (bf16) {
+                rg_kernels.f32_to_bf16_padded(row, (uint16_t *)u, K, kp);
+                rows[c] = u;
+            } else {
+                rows[c] = (const uint32_t *)row;
+                if (row == buf) {
+                    memcpy(u, row, (size_t)K * sizeof(float));
+                    rows[c] = u;
+                }
+            }
+        }
+        uint32_t *panel = (uint32_t *)p->wdata + (size_t)q * pe / (bf16 ? 2 : 1);
+        for (int64_t i0 = 0; i0 < n; i0 += RG_FPANEL_TRANSPOSE_K) {
+            const int64_t i1 = n - i0 < RG_FPANEL_TRANSPOSE_K ? n : i0 + RG_FPANEL_TRANSPOSE_K;
+            for (int c = 0; c < RG_PANEL_LANES; c++)
+                for (int64_t i = i0; i < i1; i++) panel[i * RG_PANEL_LANES + c] = rows[c][i];
         }
     }
 }

@@ -7,7 +7,8 @@ Tolerance: a dot product's rounding error scales with the norms of its operands,
 (which may cancel to ~0), so each output element must satisfy |err| <= 1e-5 * ||a_row|| * ||b_row||
 against the f64 product of the same values. F16 weights enter the reference already rounded to f16, so
 the check isolates the kernel from the (intended) weight rounding. Covered: mat-vec and mat-mat with
-T = 1, 2, 3, 4, 5, 17, 64, K = 1, 7, 33, 4097, F32 and F16 weights, batched 3-D/4-D operands with a
+T = 1, 2, 3, 4, 5, 17, 64, 100 (from 8 columns on, with AVX-512, the column-panel kernels: partial
+panels and tiles, several panel groups, k walked in blocks), K = 1, 7, 33, 4097, F32 and F16 weights, batched 3-D/4-D operands with a
 broadcast, transposed / permuted / padded b (which the kernel packs or reads with a row stride), padded a
 rows, 1/2/4 threads (bit-identical) and every SIMD level.
 """
@@ -24,7 +25,7 @@ from .helpers import assert_norm_close, bits_equal, rand, run_engine
 
 TOL = 1e-5
 KS = [1, 7, 33, 4097]
-TS = [1, 2, 3, 4, 5, 17, 64]
+TS = [1, 2, 3, 4, 5, 17, 64, 100]
 WTYPES = [np.float32, np.float16]
 WTYPE_IDS = ["f32", "f16"]
 
@@ -184,7 +185,7 @@ def _bf16_round(x: np.ndarray) -> np.ndarray:
 @pytest.mark.skipif(not ggml.cpu_features()["avx512_bf16"] or ggml.simd_max_level() < 2,
                     reason="this CPU has no AVX512_BF16")
 @pytest.mark.parametrize("wtype", [np.float32, np.float16])
-@pytest.mark.parametrize("k, t", [(1, 2), (33, 7), (64, 6), (777, 13), (2048, 64)])
+@pytest.mark.parametrize("k, t", [(1, 2), (33, 7), (64, 6), (777, 13), (2048, 64), (4097, 100)])
 def test_mul_mat_bf16_computes_with_bf16_operands(wtype: type, k: int, t: int) -> None:
     """rg_mul_mat_bf16: the exact sum of bf16-rounded products, accumulated in f32."""
     ggml.simd_select(ggml.simd_max_level())

@@ -13,6 +13,14 @@ from tests.conftest import tiny_path
 from tests.model.formats import FORMATS, model_in_format
 
 SERIAL_BOUND = 1e-4  # relative to the largest |value|: F32 sums in a different order in mat-mat kernels
+# Block-quantized weights: the activations are re-quantized to int8 per 32-block before every product,
+# so a last-bit difference from the mat-mat kernels' summation order can flip one activation code,
+# which moves what follows by about d_x |w| (d_x = a block's largest activation / 127): up to ~1e-2 of
+# the largest value in the tiny models, where one code is a large share of a layer. Kernel arithmetic
+# itself is checked against an emulation to rounding in tests/engine/test_quant_engine.py.
+FLIP_BOUND = 2e-2
+# In the random model here flips stay isolated: the median difference is still float rounding.
+FLIP_MEDIAN_BOUND = 1e-6
 
 
 def serial(model: Model, tokens: list[int], state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -24,10 +32,17 @@ def serial(model: Model, tokens: list[int], state: np.ndarray | None = None) -> 
     return np.stack(logits_all), state
 
 
-def assert_close(got: np.ndarray, want: np.ndarray, bound: float = SERIAL_BOUND) -> None:
-    finite = want[np.abs(want) < 1e29]  # v4's pp starts at -1e30 and stays huge for unused channels
-    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
-    err = float(np.abs(got - want).max())
+def assert_close(got: np.ndarray, want: np.ndarray, bound: float = SERIAL_BOUND, quantized: bool = False,
+                 median: bool = False) -> None:
+    finite = np.abs(want) < 1e29  # v4's pp starts at -1e30 and stays huge for unused channels
+    scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
+    diff = np.abs(got - want)
+    err = float(diff.max())
+    if quantized:
+        if median:
+            mid = float(np.median(diff[finite])) if finite.any() else 0.0
+            assert mid <= FLIP_MEDIAN_BOUND * scale, f"median error {mid} > {FLIP_MEDIAN_BOUND} * {scale}"
+        bound = max(bound, FLIP_BOUND)
     assert err <= bound * scale, f"max error {err} > {bound} * {scale}"
 
 
@@ -50,12 +65,13 @@ def test_sequence_equals_serial(v4_path: Path, tmp_path_factory: pytest.TempPath
         start = m.eval(3)[1]  # not the initial state: the carried-in state must be used
         want_logits, want_state = serial(m, tokens, start)
         logits, state = m.eval_sequence(tokens, start)
+        quantized = fmt not in ("F32", "F16")
         assert logits.shape == (m.n_vocab,)
-        assert_close(logits, want_logits[-1])
-        assert_close(state, want_state)
+        assert_close(logits, want_logits[-1], quantized=quantized, median=True)
+        assert_close(state, want_state, quantized=quantized, median=True)
         all_logits, state2 = m.eval_sequence(tokens, start, all_logits=True)
         assert all_logits.shape == (T, m.n_vocab)
-        assert_close(all_logits, want_logits)
+        assert_close(all_logits, want_logits, quantized=quantized, median=True)
         np.testing.assert_array_equal(state2, state)
 
 
