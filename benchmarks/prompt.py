@@ -2,7 +2,8 @@
 
 For each model shape, format and prompt length T: tokens per second of ``Model.eval_sequence`` on a
 fresh state, the achieved GFLOP/s (2 flops per weight per token for the matrix products, which
-dominate) and its share of the machine's F32 FMA peak. With ``--official`` and the official ``rwkv``
+dominate) and its share of the machine's F32 FMA peak and of the peak of the unit the products run on
+(bf16 or int8 dot products, measured by rg_bench_peak). With ``--official`` and the official ``rwkv``
 package installed (``pip install .[bench]``): its 'cpu fp32' and 'cpu bf16' strategies on the same
 random weights in the same run (RWKV-4 shapes).
 
@@ -67,10 +68,14 @@ def main() -> None:
     args = ap.parse_args()
 
     pool = ggml.Pool(args.threads)
-    peak = fma_peak(pool, args.threads)
+    peaks = {kind: fma_peak(pool, args.threads, kind=kind) for kind in ("f32", "bf16", "int8")}
     pool.close()
-    print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, F32 FMA peak {peak:.0f} GFLOP/s")
-    print(f"{'model':<10}{'format':<9}{'T':>5}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}")
+    peak = peaks["f32"]
+    print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): F32 FMA {peak:.0f}, "
+          f"bf16 dot {peaks['bf16']:.0f}, int8 dot {peaks['int8']:.0f}")
+    print("'% peak': of the F32 FMA peak; '% unit': of the peak of the unit the products run on "
+          "(F32 FMA, bf16 dot for +bf16, int8 dot for the quantized formats)")
+    print(f"{'model':<10}{'format':<9}{'T':>5}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}{'% unit':>8}")
     for name in args.models:
         runs = [(fmt, False) for fmt in args.formats]
         if args.bf16:
@@ -86,8 +91,10 @@ def main() -> None:
                     repeats = 3 if T * flops_per_token < 2e11 else 1
                     sec = best_time(lambda: m.eval_sequence(tokens, chunk_size=args.chunk_size), repeats)
                     gflops = T * flops_per_token / sec / 1e9
-                    print(f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%",
-                          flush=True)
+                    unit = peaks["bf16"] if bf16 else peak if fmt in ("F32", "F16") else peaks["int8"]
+                    unit_share = f"{100 * gflops / unit:>7.0f}%" if unit > 0 else f"{'-':>8}"
+                    print(f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%"
+                          f"{unit_share}", flush=True)
         if args.official and SHAPES[name][0] == "4":
             for strategy in ("cpu fp32", "cpu bf16"):
                 for T in args.lengths:

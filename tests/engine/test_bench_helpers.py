@@ -1,0 +1,38 @@
+"""The benchmark helpers of rwkv_ggml_bench.h count what they do (timing is the caller's business):
+rg_bench_peak returns the multiply-add operations it ran, 0 where the CPU lacks the unit, -1 for bad
+arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from rwkv_ggml import ggml
+from rwkv_ggml._lib import ffi, lib
+
+# (kind, ops per iteration per thread, the CPU feature it needs beyond AVX-512)
+KINDS = [(lib.RG_PEAK_F32, 8 * 16 * 2, None), (lib.RG_PEAK_BF16, 12 * 16 * 4, "avx512_bf16"),
+         (lib.RG_PEAK_INT8, 12 * 16 * 8, "avx512_vnni")]
+
+
+@pytest.mark.parametrize("kind, ops, feature", KINDS, ids=["f32", "bf16", "int8"])
+def test_peak_counts_its_operations(kind: int, ops: int, feature: str | None) -> None:
+    if ggml.simd_max_level() < 2:
+        pytest.skip("counts below are for the AVX-512 loops")
+    pool = ggml.Pool(2)
+    try:
+        got = lib.rg_bench_peak(kind, 1000, pool.ptr, 2)
+    finally:
+        pool.close()
+    has_unit = feature is None or ggml.cpu_features()[feature]
+    assert got == (2 * 1000 * ops if has_unit else 0.0)
+
+
+def test_peak_rejects_bad_arguments() -> None:
+    pool = ggml.Pool(2)
+    try:
+        assert lib.rg_bench_peak(7, 10, pool.ptr, 2) == -1.0
+        assert lib.rg_bench_peak(lib.RG_PEAK_F32, -1, pool.ptr, 2) == -1.0
+        assert lib.rg_bench_peak(lib.RG_PEAK_F32, 10, pool.ptr, 0) == -1.0
+        assert lib.rg_bench_peak(lib.RG_PEAK_F32, 10, ffi.NULL, 2) == -1.0
+    finally:
+        pool.close()
