@@ -1,6 +1,7 @@
 """Per-token (RNN mode) latency beside the memory-bandwidth floor, measured in the same run.
 
-A token reads every weight once, so the best possible latency is the bytes streamed per token divided
+A token reads every weight once and reads and writes the recurrent state (a few MB for v5-v7, whose
+state holds a matrix per head; negligible for v4), so the best possible latency is those bytes divided
 by the machine's read bandwidth from huge pages (the floor). The table gives our median latency, the
 floor, and their ratio, per model shape, format, weight placement and thread count; and, when the
 official ``rwkv`` package (PyTorch) is installed (``pip install .[bench]``), its latency on the same
@@ -100,9 +101,10 @@ def main() -> None:
             for placement in args.placements:
                 for threads in args.threads:
                     with Model(path, threads=threads, placement=placement) as m:
-                        lat, floor, ratio = paired_rounds(m, pool, threads, nbytes, tokens)
+                        moved = nbytes + 2 * 4 * m.state_size  # weights + state read and written
+                        lat, floor, ratio = paired_rounds(m, pool, threads, moved, tokens)
                     print(f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
-                          f"{ratio:>7.2f}{nbytes / lat / 1e9:>7.1f}", flush=True)
+                          f"{ratio:>7.2f}{moved / lat / 1e9:>7.1f}", flush=True)
         if args.official:
             for threads in args.threads:
                 lat = official_latency(name, threads, max(10, (args.tokens or 40) // 2))
