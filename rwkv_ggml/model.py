@@ -195,10 +195,12 @@ class Model:
         ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, bf16_matmul=self.bf16 and T > 1)
         try:
             io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1], key[1])
-            # The state writes come first in the outputs, so everything they need precedes the rest
-            # (the last layer's residual update, ln_out, the head) in the dependency order: the
-            # state-only eval computes the prefix ending at the last write.
-            graph = ctx.graph(writes + [hidden, logits])
+            # The state's readers, then its writes, come first in the outputs: every read of the old
+            # state precedes every write of the new one (so an eval may update a state in place), and
+            # what the writes need precedes the rest (the last layer's channel mix, ln_out, the head)
+            # in the dependency order, so the state-only eval computes the prefix ending at the last
+            # write.
+            graph = ctx.graph(io.state_reads + writes + [hidden, logits])
             n_state_nodes = 1 + max(graph.node_indices(writes))
             ids_view = io.ids.data_view()
             logits_view = logits.data_view().reshape(-1, self.n_vocab)
@@ -244,13 +246,14 @@ class Model:
         with self._lock:
             self._check_open()
             g = self._graph_for(1)
-            # The graph's output must not alias its input (layers read the old state while others
-            # write the new one): write to scratch and copy when the caller passes the same buffer.
+            # The graph reads all of the old state before it writes any of the new (_graph_for), so
+            # the state can be updated in place; a partial overlap is written to scratch and copied.
             alias = np.shares_memory(state_in, out)
-            target = self._scratch_states[0] if alias else out
+            in_place = alias and state_in.ctypes.data == out.ctypes.data
+            target = self._scratch_states[0] if alias and not in_place else out
             g.ids_view[0] = tok
             self._run(g, state_in, target, compute_logits)
-            if alias:
+            if target is not out:
                 np.copyto(out, target)
             logits = None
             if compute_logits:
@@ -261,7 +264,8 @@ class Model:
     @staticmethod
     def _run(g: _Graphs, state_in: np.ndarray, state_out: np.ndarray, compute_logits: bool) -> None:
         """One compute of a built graph (ids already written): the engine reads state_in and writes
-        state_out in place (they must not alias); with compute_logits=False the head is skipped."""
+        state_out (the same buffer, or two that do not overlap); with compute_logits=False the head is
+        skipped."""
         g.io.state_in.set_data(state_in)
         g.io.state_out.set_data(state_out)
         g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)

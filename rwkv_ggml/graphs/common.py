@@ -27,6 +27,11 @@ class GraphIO:
     state_in: Tensor     # F32 (state_size,): external, repointed per eval
     state_out: Tensor    # F32 (state_size,): external, repointed per eval
     state_writes: list[Tensor] = field(default_factory=list)
+    # The nodes that read a token-shift slot of state_in (each slot has one). A graph whose outputs list
+    # them before state_writes orders every read of the old state before every write of the new one
+    # (the WKV ops' state writes depend on the op that reads that slot anyway), so state_in and
+    # state_out may then be one buffer.
+    state_reads: list[Tensor] = field(default_factory=list)
 
 
 def state_slice(ctx: Context, state: Tensor, offset_floats: int, n_floats: int, cols: int = 1) -> Tensor:
@@ -64,6 +69,9 @@ def norm_and_shift(ctx: Context, io: GraphIO, x: Tensor, weight: Tensor, bias: T
     C, T = x.ne[0], io.T
     a = ctx.layer_norm(x, weight, bias, LN_EPS)
     s = token_shift(ctx, a, state_slice(ctx, io.state_in, state_offset, C), T)
+    if T == 1:
+        s = ctx.cont(s)  # one node reads the state slot, whatever uses s (see GraphIO.state_reads)
+    io.state_reads.append(s)
     write_state(ctx, io, column(ctx, a, T - 1), state_offset)
     return a, s
 

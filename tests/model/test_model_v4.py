@@ -131,6 +131,9 @@ def test_output_buffers_and_in_place_state(small_model_path) -> None:
         assert got_state is state and got_logits is logits_out
         np.testing.assert_array_equal(state, ref_state)
         np.testing.assert_array_equal(logits_out, ref_logits)
+        state = m.eval(3)[1]
+        m.eval(7, state, state_out=state, compute_logits=False)  # in place, state-only prefix
+        np.testing.assert_array_equal(state, ref_state)
 
 
 def test_skipping_logits_gives_the_same_state(small_model_path) -> None:

@@ -278,8 +278,17 @@ def test_state_round_trip_and_initial_state(small_models: dict[str, Path], versi
         np.testing.assert_array_equal(sab, sab2)
         # in place (state_out = state) and skipping the head give the same state
         inplace = saved.copy()
-        m.eval(9, inplace, state_out=inplace)
+        l_in, _ = m.eval(9, inplace, state_out=inplace)
         np.testing.assert_array_equal(inplace, sab)
+        np.testing.assert_array_equal(l_in, la)
+        inplace = saved.copy()
+        m.eval(9, inplace, state_out=inplace, compute_logits=False)
+        np.testing.assert_array_equal(inplace, sab)
+        # a partial overlap of input and output goes through scratch
+        buf = np.empty(saved.size + 8, dtype=np.float32)
+        buf[:-8] = saved
+        m.eval(9, buf[:-8], state_out=buf[8:])
+        np.testing.assert_array_equal(buf[8:], sab)
         _, no_head = m.eval(9, saved, compute_logits=False)
         np.testing.assert_array_equal(no_head, sab)
         # every layer's att_x / ffn_x / S region is written (a graph that forgot one would leave zeros)
