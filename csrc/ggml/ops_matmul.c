@@ -2,8 +2,10 @@
  *
  * Threads split the weight rows m, so every output element is one dot product computed by one thread
  * in a fixed order: the result does not depend on the thread count. With T = 1 (per-token mode) the
- * kernel streams each weight row once against the activation vector, which is memory-bound; with
- * T > 1 a weight row is made f32 once and reused against four activation rows at a time. */
+ * kernel streams each weight row once against the activation vector, which is memory-bound. With
+ * T >= 8 columns of one plane and an AVX-512 CPU the column-panel kernels run (activations transposed
+ * so that 16 columns fill a vector: see the two panel sections at the end); otherwise a weight row is
+ * made f32 once and reused against four activation rows at a time. */
 #include "ops_kernels.h"
 #include "quant/quant.h"
 #include "simd/kernels.h"
@@ -23,9 +25,6 @@ static size_t qpanel_thread_bytes(const rg_tensor *dst);
 static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst);
 static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst);
 
-/* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
- * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
- * so the node always reserves room for both routes. */
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
 /* Asks for bytes [off, off + len) of rows [m, m + n) of a (clamped to the matrix) in the L2 cache. The
@@ -41,6 +40,9 @@ static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n, size_t off, 
     }
 }
 
+/* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
+ * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
+ * so the node always reserves room for both routes. */
 static bool bf16_node(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     return dst->iparams[0] == RG_MUL_MAT_BF16 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] > 1 &&
@@ -375,10 +377,6 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
  * activation records per panel, the decoded block in L1) while the next tile's block is prefetched. */
 #define RG_QPANEL_KB 16
 
-static const uint8_t *panels_at(const rg_compute_params *p, int64_t q, size_t panel_bytes) {
-    return (const uint8_t *)p->wdata + (size_t)q * panel_bytes;
-}
-
 static bool qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     return quantized_weights(a) && b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
@@ -427,6 +425,7 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
     const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1;
     uint8_t *tile = align64(rg_thread_scratch(p));
     float *outs = align64(tile + RG_QPANEL_KB * RG_QT_REC_BYTES);
+    const uint8_t *panels = p->wdata;
     const size_t tile_out = RG_QT_ROWS * RG_QP_LANES;
     int64_t i0, i1;
     rg_split((M + RG_QT_ROWS - 1) / RG_QT_ROWS, p->ith, p->nth, &i0, &i1);
@@ -439,9 +438,10 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
                 prefetch_rows(a, m + RG_QT_ROWS, RG_QT_ROWS, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes);
             rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + (size_t)b0 * block_bytes,
                                     a->nb[1], rows, nbc, tile);
-            for (int64_t q = 0; q < n_panels; q += 2)
-                rg_kernels.qgemm_tile(tile, panels_at(p, q, panel_bytes) + (size_t)b0 * RG_QP_REC_BYTES, panel_bytes,
-                                      n_panels - q >= 2 ? 2 : 1, nbc, has_min, b0 > 0, outs + q * tile_out);
+            for (int64_t q = 0; q < n_panels; q += 2) /* the kernel takes up to two panels */
+                rg_kernels.qgemm_tile(tile, panels + (size_t)q * panel_bytes + (size_t)b0 * RG_QP_REC_BYTES,
+                                      panel_bytes, n_panels - q >= 2 ? 2 : 1, nbc, has_min, b0 > 0,
+                                      outs + q * tile_out);
         }
         for (int64_t t = 0; t < T; t++) {
             const float *o = outs + (t / RG_QP_LANES) * tile_out + t % RG_QP_LANES;
@@ -454,8 +454,8 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
 /* ---- float weights against many columns: the panel routes (simd/k_gemm_panel.c) ----
  * Phase 0 transposes the activation rows into panels of RG_PANEL_LANES columns (f32, or bf16 pairs for
  * the bf16 route); phase 1 gives each thread a contiguous range of tiles of RG_PANEL_ROWS weight rows,
- * prefetches the next tile, and walks k in blocks: F32 rows are read in place, other rows (and every
- * row on the bf16 route) are converted a k-block at a time, and the kernel runs on up to
+ * prefetches the next tile, and walks k in blocks: F32 rows are read in place, F16 rows made f32 (and
+ * every row made bf16 on the bf16 route) a k-block at a time, and the kernel runs on up to
  * RG_PANEL_MAX_NP panels at once. Every output element is one chain over k in a fixed order: the result
  * does not depend on the thread count. */
 #define RG_FPANEL_MIN_T 8
@@ -551,7 +551,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
     float *tile = align64(rg_thread_scratch(p));
     uint16_t *tile16 = align64(tile + RG_PANEL_ROWS * RG_FPANEL_KC);
     float *outs = align64(tile16 + RG_PANEL_ROWS * RG_FPANEL_KC);
-    const bool in_place = a->type == RG_TYPE_F32 && !bf16 && a->nb[1] % sizeof(float) == 0;
+    const bool in_place = a->type == RG_TYPE_F32 && a->nb[1] % sizeof(float) == 0;
     int64_t i0, i1;
     rg_split((M + RG_PANEL_ROWS - 1) / RG_PANEL_ROWS, p->ith, p->nth, &i0, &i1);
     for (int64_t i = i0; i < i1; i++) {
@@ -563,8 +563,8 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
             if (i + 1 < i1)
                 prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS, rg_type_row_bytes(a->type, k0),
                               rg_type_row_bytes(a->type, valid));
-            /* this k-block of the tile's rows: F32 rows in place (a partial tile is copied, zero-padded),
-             * others made f32 (and bf16) */
+            /* this k-block of the tile's rows: F32 rows read in place (a partial tile is copied,
+             * zero-padded), F16 rows made f32; on the bf16 route then made bf16 */
             const float *w = tile;
             int64_t ldw = RG_FPANEL_KC;
             if (in_place && rows == RG_PANEL_ROWS) {
@@ -598,7 +598,8 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
             }
         }
         for (int64_t t = 0; t < T; t++) {
-            const float *o = outs + (t / (RG_PANEL_MAX_NP * RG_PANEL_LANES)) * group_out + (t / RG_PANEL_LANES) % RG_PANEL_MAX_NP * RG_PANEL_LANES + t % RG_PANEL_LANES;
+            const int64_t g = t / (RG_PANEL_MAX_NP * RG_PANEL_LANES), j = t / RG_PANEL_LANES % RG_PANEL_MAX_NP;
+            const float *o = outs + g * group_out + j * RG_PANEL_LANES + t % RG_PANEL_LANES;
             float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
             for (int r = 0; r < rows; r++) d[r] = o[r * RG_PANEL_MAX_NP * RG_PANEL_LANES];
         }

@@ -30,7 +30,8 @@ typedef struct {
 
 /* The 32 codes of one block, unsigned (u = signed code + off), natural element order. */
 RG_VNNI_INLINE __m256i block_codes_u(const uint8_t *w, const qtype t) {
-    if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), flip);
     const __m128i q = _mm_loadu_si128((const __m128i *)(w + t.qs));
     __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
     if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
@@ -84,7 +85,8 @@ RG_VNNI_INLINE void tile_body(const uint8_t *tile, int r0, const uint8_t *panel,
     __m512 acc[HALF][2];
     for (int r = 0; r < HALF; r++)
         for (int j = 0; j < np; j++)
-            acc[r][j] = accumulate ? _mm512_loadu_ps(out + (j * RG_QT_ROWS + r0 + r) * RG_QP_LANES) : _mm512_setzero_ps();
+            acc[r][j] = accumulate ? _mm512_loadu_ps(out + (j * RG_QT_ROWS + r0 + r) * RG_QP_LANES)
+                                   : _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wt = tile + b * RG_QT_REC_BYTES, *xp = panel + b * RG_QP_REC_BYTES;
         const int32_t *corr = (const int32_t *)(wt + RG_QT_CORR) + r0;
@@ -102,8 +104,10 @@ RG_VNNI_INLINE void tile_body(const uint8_t *tile, int r0, const uint8_t *panel,
         }
         for (int j = 0; j < np; j++) {
             const __m512 dx = _mm512_loadu_ps(xp + j * panel_bytes + RG_QP_DX);
-            for (int r = 0; r < HALF; r++)
-                acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][j]), _mm512_mul_ps(dx, _mm512_set1_ps(dw[r])), acc[r][j]);
+            for (int r = 0; r < HALF; r++) {
+                const __m512 scale = _mm512_mul_ps(dx, _mm512_set1_ps(dw[r])); /* fp32(d_w d_x) per column */
+                acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][j]), scale, acc[r][j]);
+            }
             if (has_min) {
                 const __m512 sx = _mm512_loadu_ps(xp + j * panel_bytes + RG_QP_SX);
                 for (int r = 0; r < HALF; r++) acc[r][j] = _mm512_fmadd_ps(sx, _mm512_set1_ps(mw[r]), acc[r][j]);
