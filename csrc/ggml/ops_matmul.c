@@ -567,7 +567,18 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
              * zero-padded), F16 rows made f32; on the bf16 route then made bf16 */
             const float *w = tile;
             int64_t ldw = RG_FPANEL_KC;
-            if (in_place && rows == RG_PANEL_ROWS) {
+            if (bf16 && a->type == RG_TYPE_F16) { /* F16 straight to bf16 */
+                for (int r = 0; r < RG_PANEL_ROWS; r++) {
+                    uint16_t *d16 = tile16 + r * RG_FPANEL_KC;
+                    if (r < rows) {
+                        const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
+                        rg_kernels.f16_to_bf16_padded((const uint16_t *)(row + rg_type_row_bytes(a->type, k0)), d16,
+                                                      valid, kc);
+                    } else {
+                        memset(d16, 0, (size_t)kc * sizeof(uint16_t));
+                    }
+                }
+            } else if (in_place && rows == RG_PANEL_ROWS) {
                 w = (const float *)((const uint8_t *)a->data + m * a->nb[1]) + k0;
                 ldw = (int64_t)(a->nb[1] / sizeof(float));
             } else {
@@ -580,7 +591,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
                     }
                 }
             }
-            if (bf16)
+            if (bf16 && a->type != RG_TYPE_F16)
                 for (int r = 0; r < RG_PANEL_ROWS; r++)
                     rg_kernels.f32_to_bf16_padded(w + r * ldw, tile16 + r * RG_FPANEL_KC, valid, kc);
             for (int64_t g = 0; g < n_groups; g++) {

@@ -145,11 +145,25 @@ RG_BF16 static void f32_to_bf16_padded_avx512(const float *src, uint16_t *dst, i
     }
 }
 
+/* n halves to bf16 (each half is exact in f32, then rounded to nearest even), then zeros up to kp: one
+ * pass instead of f16 -> f32 -> bf16 through memory. */
+RG_BF16 static void f16_to_bf16_padded_avx512(const uint16_t *src, uint16_t *dst, int64_t n, int64_t kp) {
+    for (int64_t i = 0; i < kp; i += 32) {
+        const int64_t left = n - i;
+        const __mmask16 lo = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1u) : 0;
+        const __mmask16 hi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1u) : 0;
+        const __m512 f_lo = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lo, src + i));
+        const __m512 f_hi = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(hi, src + i + 16));
+        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(f_hi, f_lo));
+    }
+}
+
 void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_tile = level >= 2 ? gemm_tile_avx512 : level == 1 ? gemm_tile_avx2 : gemm_tile_scalar;
     const int bf16 = level >= 2 && (features & 256u);
     k->gemm_bf16_tile = bf16 ? gemm_bf16_tile_avx512 : NULL;
     k->f32_to_bf16_padded = bf16 ? f32_to_bf16_padded_avx512 : NULL;
+    k->f16_to_bf16_padded = bf16 ? f16_to_bf16_padded_avx512 : NULL;
 }
 #else
 void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
@@ -158,5 +172,6 @@ void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_tile = gemm_tile_scalar;
     k->gemm_bf16_tile = NULL;
     k->f32_to_bf16_padded = NULL;
+    k->f16_to_bf16_padded = NULL;
 }
 #endif

@@ -39,6 +39,7 @@ typedef struct {
     void (*gemm_bf16_tile)(const uint16_t *a, int64_t lda, int mr, const uint16_t *b, int64_t ldb, int nr,
                            int64_t kp, float *c, int64_t ldc);
     void (*f32_to_bf16_padded)(const float *src, uint16_t *dst, int64_t n, int64_t kp);
+    void (*f16_to_bf16_padded)(const uint16_t *src, uint16_t *dst, int64_t n, int64_t kp);
     /* Column-panel mat-mat (k_gemm_panel.c; NULL below AVX-512, the bf16 one without AVX512_BF16):
      * out[(r * RG_PANEL_MAX_NP + j) * RG_PANEL_LANES + c] = row r . column c of panel j, for RG_PANEL_ROWS
      * weight rows w + r * ldw (f32 at any alignment, or bf16) and np (1..4) panels of 16 columns, the
