@@ -219,3 +219,38 @@ def test_mul_mat_bf16_falls_back_to_f32() -> None:
                         np.testing.assert_array_equal(a.numpy(), b.numpy())
     finally:
         ggml.simd_select(level)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["f32-acc", "bf16"])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_panel_kernels_stay_inside_the_weights(wtype: type, bf16: bool) -> None:
+    """The column-panel routes (T >= 8) read weight rows in place or a k-block at a time: against weights
+    that end right before an inaccessible page, and at an odd start address (as in a mapped file), the
+    result is the same."""
+    from .test_quant_engine import _guarded_buffer
+
+    if bf16 and not (ggml.cpu_features()["avx512_bf16"] and ggml.simd_level() >= 2):
+        pytest.skip("this CPU has no AVX512_BF16")
+    k, m = 777, 13  # two full tiles of 6 rows and a partial one; k-blocks with a tail
+    w = rand((m, k), seed=21, dtype=wtype)
+    x = rand((9, k), seed=22)
+    engine_type = ggml.F32 if wtype is np.float32 else ggml.F16
+    raw = w.view(np.uint8).reshape(-1)
+
+    def run(buf: np.ndarray) -> np.ndarray:
+        with ggml.Context(32 << 20, threads=2) as ctx:
+            y = ctx.mul_mat(ctx.external(buf, engine_type=engine_type, ne=[k, m]), ctx.tensor(x), bf16=bf16)
+            ctx.graph([y]).compute(2)
+            return y.numpy().copy()
+
+    want = run(raw.copy())
+    guarded, region = _guarded_buffer(raw.nbytes)
+    guarded[:] = raw
+    assert bits_equal(run(guarded), want)
+    odd = np.zeros(raw.nbytes + 1, dtype=np.uint8)[1:]
+    odd[:] = raw
+    assert bits_equal(run(odd), want)
+    if not bf16:
+        ref, bound = reference(w, x)
+        assert_norm_close(want, ref, bound, tol=TOL, name="mul_mat/panel")
+    del guarded, region
