@@ -12,31 +12,10 @@
  * or thread, so results do not depend on the thread count; they differ from the one-row kernels only in
  * the order of the f32 additions. */
 #include "kernels.h"
-#include "../quant/quant.h"
 #include "../../include/rwkv_ggml.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-
-#define RG_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#define RG_VNNI __attribute__((target(RG_VNNI_TARGET)))
-#define RG_VNNI_INLINE __attribute__((target(RG_VNNI_TARGET), always_inline)) static inline
-
-/* A weight type as the decoder sees it: block bytes, field offsets, 4-bit / 5-bit / 8-bit codes, the
- * offset of the _0 types and whether blocks carry a minimum. */
-typedef struct {
-    int wbytes, qs, qh, kind, off, has_min;
-} qtype;
-
-/* The 32 codes of one block, unsigned (u = signed code + off), natural element order. */
-RG_VNNI_INLINE __m256i block_codes_u(const uint8_t *w, const qtype t) {
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    if (t.kind == 2) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), flip);
-    const __m128i q = _mm_loadu_si128((const __m128i *)(w + t.qs));
-    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
-    if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
-    return u;
-}
+#include "k_vnni.h"
 
 RG_VNNI_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile, const qtype t) {
     for (int64_t b = 0; b < nb; b++) {
@@ -51,7 +30,7 @@ RG_VNNI_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t 
                 continue;
             }
             const uint8_t *blk = w + (size_t)r * ldw + b * t.wbytes;
-            const __m256i u = block_codes_u(blk, t);
+            const __m256i u = single_codes(blk, t);
             _mm256_storeu_si256((__m256i *)(rec + 32 * r), _mm256_sub_epi8(u, _mm256_set1_epi8((char)t.off)));
             const __m256i s4 = _mm256_sad_epu8(u, _mm256_setzero_si256());
             const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));

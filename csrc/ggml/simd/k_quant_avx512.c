@@ -16,22 +16,9 @@
  * ones and cross-lane shuffles more, and the in-lane version measured faster (about 0.65 ns per Q4_0
  * block there, enough for one core to keep up with memory). */
 #include "kernels.h"
-#include "../quant/quant.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-
-#define RG_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#define RG_VNNI __attribute__((target(RG_VNNI_TARGET)))
-#define RG_VNNI_INLINE __attribute__((target(RG_VNNI_TARGET), always_inline)) static inline
-
-/* Parameters of a weight type, compile-time constants after inlining.
- * kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8 codes (Q8_0). */
-typedef struct {
-    int wbytes, qs, qh, kind, off, has_min;
-} qtype;
-
-RG_VNNI_INLINE __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+#include "k_vnni.h"
 
 /* The weights of one group: up to 8 pairs' codes, [A0..15 | B0..15] in lo and [A16..31 | B16..31] in hi
  * (the order of the two 32-byte halves of an activation pair; an odd last block as [A0..15 | A16..31] in
@@ -57,15 +44,6 @@ RG_VNNI_INLINE void pair_codes(const uint8_t *wa, const qtype t, __m256i *lo, __
         *lo = _mm256_mask_add_epi8(*lo, (__mmask32)((a & 0xFFFFu) | (b << 16)), *lo, _mm256_set1_epi8(16));
         *hi = _mm256_mask_add_epi8(*hi, (__mmask32)((a >> 16) | (b & 0xFFFF0000u)), *hi, _mm256_set1_epi8(16));
     }
-}
-
-RG_VNNI_INLINE __m256i single_codes(const uint8_t *w, const qtype t) {
-    if (t.kind == 2)
-        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + t.qs)), _mm256_set1_epi8((char)0x80));
-    const __m128i q = load128(w + t.qs);
-    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
-    if (t.kind == 1) u = _mm256_mask_add_epi8(u, (__mmask32)rg_load_u32(w + t.qh), u, _mm256_set1_epi8(16));
-    return u;
 }
 
 /* np pairs from pair p and, with odd, the plain last block after them (nbk = 2 np + odd blocks). */
