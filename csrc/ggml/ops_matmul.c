@@ -552,6 +552,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
     uint16_t *tile16 = align64(tile + RG_PANEL_ROWS * RG_FPANEL_KC);
     float *outs = align64(tile16 + RG_PANEL_ROWS * RG_FPANEL_KC);
     const bool in_place = a->type == RG_TYPE_F32 && a->nb[1] % sizeof(float) == 0;
+    const size_t esize = a->type == RG_TYPE_F32 ? sizeof(float) : sizeof(uint16_t); /* F32 or F16 */
     int64_t i0, i1;
     rg_split((M + RG_PANEL_ROWS - 1) / RG_PANEL_ROWS, p->ith, p->nth, &i0, &i1);
     for (int64_t i = i0; i < i1; i++) {
@@ -561,8 +562,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
             const int64_t kc = k_end - k0 < RG_FPANEL_KC ? k_end - k0 : RG_FPANEL_KC;
             const int64_t valid = K - k0 < kc ? K - k0 : kc; /* < kc only in a bf16 row's padding */
             if (i + 1 < i1)
-                prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS, rg_type_row_bytes(a->type, k0),
-                              rg_type_row_bytes(a->type, valid));
+                prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS, (size_t)k0 * esize, (size_t)valid * esize);
             /* this k-block of the tile's rows: F32 rows read in place (a partial tile is copied,
              * zero-padded), F16 rows made f32; on the bf16 route then made bf16 */
             const float *w = tile;
@@ -572,7 +572,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
                     uint16_t *d16 = tile16 + r * RG_FPANEL_KC;
                     if (r < rows) {
                         const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-                        rg_kernels.f16_to_bf16_padded((const uint16_t *)(row + rg_type_row_bytes(a->type, k0)), d16,
+                        rg_kernels.f16_to_bf16_padded((const uint16_t *)(row + (size_t)k0 * esize), d16,
                                                       valid, kc);
                     } else {
                         memset(d16, 0, (size_t)kc * sizeof(uint16_t));
@@ -585,7 +585,7 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
                 for (int r = 0; r < RG_PANEL_ROWS; r++) {
                     if (r < rows) {
                         const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-                        ta->to_f32(row + rg_type_row_bytes(a->type, k0), tile + r * RG_FPANEL_KC, valid);
+                        ta->to_f32(row + (size_t)k0 * esize, tile + r * RG_FPANEL_KC, valid);
                     } else {
                         memset(tile + r * RG_FPANEL_KC, 0, (size_t)valid * sizeof(float));
                     }
