@@ -44,6 +44,22 @@ def read_bandwidth(pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: 
     return nbytes / best / 1e9
 
 
+def read_bandwidth_of(pool: ggml.Pool, threads: int, buffer, repeats: int = 2) -> float:
+    """Best-of-``repeats`` read bandwidth in GB/s over an existing buffer (e.g. a model's own weight
+    pages: on a virtual machine a fresh buffer can land in faster or slower host memory than the
+    weights did, so only the weights' own pages give their true floor)."""
+    arr = np.frombuffer(buffer, dtype=np.uint8)
+    ptr = ffi.from_buffer(arr, require_writable=False)
+    nbytes = arr.nbytes
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        lib.rg_bench_read(ptr, nbytes, pool.ptr, threads)
+        best = min(best, time.perf_counter() - t0)
+    del ptr, arr
+    return nbytes / best / 1e9
+
+
 PEAK_KINDS = {"f32": 0, "bf16": 1, "int8": 2}
 
 

@@ -88,7 +88,7 @@ def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--columns", type=int, default=64, help="activation columns of the mat-mat cases")
+    ap.add_argument("--columns", type=int, default=64, help="activation columns of the mat-mat cases (1: none)")
     ap.add_argument("--types", nargs="+", default=["f32", "f16"], choices=list(TYPES))
     args = ap.parse_args()
     pool = ggml.Pool(max(args.threads))
@@ -103,7 +103,7 @@ def main() -> None:
     for name in args.types:
         etype = TYPES[name]
         for out_dim, in_dim in SHAPES:
-            for cols in (1, args.columns):
+            for cols in sorted({1, args.columns}):  # --columns 1: mat-vec only
                 try:
                     res = bench_case(pool, out_dim, in_dim, etype, cols, args.threads, bf16=name.endswith("+bf16"))
                 except RuntimeError as exc:

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import read_bandwidth  # noqa: E402
+from machine import read_bandwidth, read_bandwidth_of  # noqa: E402
 from models import SHAPES, load_official, model_file, streamed_bytes  # noqa: E402
 
 from rwkv_ggml import Model, ggml  # noqa: E402
@@ -45,20 +45,26 @@ def median_latency(model: Model, tokens: int) -> float:
     return statistics.median(times)
 
 
-def paired_rounds(model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int = 3
-                  ) -> tuple[float, float, float]:
-    """(median latency, median floor, median ratio) over rounds of [bandwidth, latency] measured back to
-    back. On shared machines the bandwidth drifts (seen here: 35 to 65 GB/s from one minute to the
-    next), so each ratio pairs two numbers taken within a second of each other."""
-    lats, floors, ratios = [], [], []
+def paired_rounds(model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int
+                  ) -> tuple[float, float, float, float | None]:
+    """(median latency, median floor, median ratio, median ratio to the own-pages floor) over rounds of
+    [bandwidth, latency] measured back to back. On shared machines the bandwidth drifts (seen here: 35
+    to 65 GB/s from one minute to the next), so each ratio pairs numbers taken within a second of each
+    other. The own-pages floor reads the model's weight copy itself (hugepage placement): a fresh buffer
+    may sit in faster or slower host memory than the weights (this VM's bandwidth is bimodal)."""
+    own = getattr(model._store, "_anon", None) if model.placement == "hugepage" else None
+    lats, floors, ratios, own_ratios = [], [], [], []
     for _ in range(rounds):
         bw = read_bandwidth(pool, threads, nbytes=512 << 20, repeats=3)
         lat = median_latency(model, max(10, tokens // rounds))
+        if own is not None:
+            own_ratios.append(lat / (nbytes / (read_bandwidth_of(pool, threads, own) * 1e9)))
         floor = nbytes / (bw * 1e9)
         lats.append(lat)
         floors.append(floor)
         ratios.append(lat / floor)
-    return statistics.median(lats), statistics.median(floors), statistics.median(ratios)
+    own_ratio = statistics.median(own_ratios) if own_ratios else None
+    return statistics.median(lats), statistics.median(floors), statistics.median(ratios), own_ratio
 
 
 def official_latency(name: str, threads: int, tokens: int) -> float | None:
@@ -86,25 +92,29 @@ def main() -> None:
     ap.add_argument("--placements", nargs="+", default=["hugepage", "mmap"])
     ap.add_argument("--tokens", type=int, default=0, help="tokens timed per case (default: by model size)")
     ap.add_argument("--official", action="store_true", help="also time the official rwkv package (fp32)")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="rounds of [bandwidth, latency] per case (more: steadier ratios on a noisy host)")
     args = ap.parse_args()
 
     pool = ggml.Pool(max(args.threads))
     print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
-          "read bandwidth (2 MiB pages); ratio = median of 3 rounds of [bandwidth, latency] measured back to back")
+          f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] measured "
+          "back to back; own = the same against the read bandwidth of the model's own weight pages")
     print(f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
-          f"{'GB/s':>7}")
+          f"{'own':>7}{'GB/s':>7}")
     for name in args.models:
         for fmt in args.formats:
             path = model_file(name, fmt)
             nbytes = streamed_bytes(path)
-            tokens = args.tokens or (40 if nbytes > 1e9 else 150)
+            tokens = args.tokens or (70 if nbytes > 1e9 else 150)
             for placement in args.placements:
                 for threads in args.threads:
                     with Model(path, threads=threads, placement=placement) as m:
                         moved = nbytes + 2 * 4 * m.state_size  # weights + state read and written
-                        lat, floor, ratio = paired_rounds(m, pool, threads, moved, tokens)
+                        lat, floor, ratio, own = paired_rounds(m, pool, threads, moved, tokens, args.rounds)
+                    own_text = f"{own:>7.2f}" if own is not None else f"{'-':>7}"
                     print(f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
-                          f"{ratio:>7.2f}{moved / lat / 1e9:>7.1f}", flush=True)
+                          f"{ratio:>7.2f}{own_text}{moved / lat / 1e9:>7.1f}", flush=True)
         if args.official:
             for threads in args.threads:
                 lat = official_latency(name, threads, max(10, (args.tokens or 40) // 2))

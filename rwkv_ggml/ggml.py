@@ -257,6 +257,13 @@ class Graph:
         self._ctx._check_open()
         return int(lib.rg_graph_n_nodes(self._ptr))
 
+    @property
+    def n_barriers(self) -> int:
+        """How many times the threads meet during one compute (only where a node depends on another's
+        memory; see csrc/ggml/graph_sync.c)."""
+        self._ctx._check_open()
+        return int(lib.rg_graph_n_barriers(self._ptr))
+
     def node_ops(self) -> list[str]:
         self._ctx._check_open()
         return [c_string(lib.rg_tensor_op_name(lib.rg_graph_node(self._ptr, i))) for i in range(self.n_nodes)]
@@ -396,16 +403,19 @@ class Context:
             return self.external(arr)
         if self.no_alloc:
             # tensors of a no_alloc context get no memory: keep a private copy and point at it
-            return self.external(np.array(arr, copy=True))
+            return self.external(np.array(arr, copy=True), constant=True)
         t = self._wrap(lib.rg_new_tensor(self.ptr, etype, len(ne), ffi.new("int64_t[]", ne)))
         data = lib.rg_tensor_data(t.ptr)
         if data != ffi.NULL:
             ffi.memmove(data, ffi.from_buffer(arr, require_writable=False), arr.nbytes)
         return t
 
-    def external(self, array: np.ndarray, *, engine_type: int | None = None, ne: Sequence[int] | None = None) -> Tensor:
+    def external(self, array: np.ndarray, *, engine_type: int | None = None, ne: Sequence[int] | None = None,
+                 constant: bool = False) -> Tensor:
         """A tensor whose data is ``array``'s memory. With ``engine_type`` and ``ne`` the bytes of a uint8
-        array are interpreted as that type (e.g. quantized weight blocks)."""
+        array are interpreted as that type (e.g. quantized weight blocks). ``constant=True`` promises that
+        no graph writes this memory (weights): graphs then need fewer barriers between the nodes reading it.
+        Without it, every external buffer is taken to possibly alias every other one."""
         if engine_type is None:
             arr = _require_array(array)
             etype = _NUMPY_TYPES[arr.dtype]
@@ -418,8 +428,11 @@ class Context:
             ne_list = [int(x) for x in (ne or ())]
         self._keep(arr)
         buf = ffi.from_buffer(arr, require_writable=False)
-        return self._wrap(lib.rg_new_tensor_ext(self.ptr, etype, len(ne_list), ffi.new("int64_t[]", ne_list), buf,
-                                                arr.nbytes))
+        t = self._wrap(lib.rg_new_tensor_ext(self.ptr, etype, len(ne_list), ffi.new("int64_t[]", ne_list), buf,
+                                             arr.nbytes))
+        if constant and lib.rg_tensor_set_constant(self.ptr, t.ptr) != lib.RG_OK:  # cannot fail for an external
+            raise_status(lib.RG_E_INTERNAL, self._error())
+        return t
 
     # ---- layout ----
     def view(self, src: Tensor, ne: Sequence[int], nb: Sequence[int] | None = None, offset: int = 0) -> Tensor:

@@ -111,7 +111,7 @@ class Model:
             self._weights = {}
             for name in mf.tensors:
                 arr, etype, ne = self._engine_args(name)
-                t = self._weights_ctx.external(arr, engine_type=etype, ne=ne)
+                t = self._weights_ctx.external(arr, engine_type=etype, ne=ne, constant=True)
                 t.name = name
                 self._weights[name] = t
             self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32

@@ -2,6 +2,7 @@
  * buffer, and compute node by node on the thread pool with a barrier between nodes. */
 #include "internal.h"
 #include "graph_plan.h"
+#include "graph_sync.h"
 #include "pool.h"
 
 #include <stdatomic.h>
@@ -11,6 +12,13 @@ struct rg_graph {
     int n_nodes; /* tensors with a forward function, in dependency order */
     rg_tensor **nodes;
     bool *solo; /* nodes computed by thread 0 alone (see RG_SOLO_MAX_ELEMENTS) */
+    bool *barrier_before; /* threads meet before this node (graph_sync.c) */
+    int n_barriers;
+    /* Work buffer layout: each node's shared region at its own offset (or all at 0 when that would
+     * take too much memory), then one private slice per thread, the same for every node, so nodes
+     * without a barrier between them never share scratch. */
+    size_t *work_offs;
+    size_t thread_offs, thread_stride;
     _Atomic int64_t *counters; /* one work counter per node (rg_claim), a cache line apart */
     int n_views; /* views, in dependency order: their data pointer is refreshed before each compute */
     rg_tensor **views;
@@ -49,6 +57,9 @@ static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
 static bool is_solo(const rg_tensor *t) {
     return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && rg_tensor_n_elements(t) <= RG_SOLO_MAX_ELEMENTS;
 }
+
+/* Total of the nodes' shared work regions up to which each node gets its own. */
+#define RG_PRIVATE_WORK_MAX ((size_t)16 << 20)
 
 #define RG_COUNTER_STRIDE 8 /* int64 per counter: one cache line each, so threads don't false-share */
 
@@ -96,26 +107,52 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
         if (rg_op_table[order[i]->op].forward != NULL) n_nodes++;
         if (order[i]->view_src != NULL) n_views++;
     }
-    g->nodes = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(rg_tensor *));
-    g->solo = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * sizeof(bool));
-    g->counters = rg_ctx_alloc(ctx, (size_t)(n_nodes ? n_nodes : 1) * RG_COUNTER_STRIDE * sizeof(int64_t));
+    const size_t nn = (size_t)(n_nodes ? n_nodes : 1);
+    g->nodes = rg_ctx_alloc(ctx, nn * sizeof(rg_tensor *));
+    g->solo = rg_ctx_alloc(ctx, nn * sizeof(bool));
+    g->barrier_before = rg_ctx_alloc(ctx, nn * sizeof(bool));
+    bool *common_work = rg_ctx_alloc(ctx, nn * sizeof(bool));
+    g->work_offs = rg_ctx_alloc(ctx, nn * sizeof(size_t));
+    g->counters = rg_ctx_alloc(ctx, nn * RG_COUNTER_STRIDE * sizeof(int64_t));
     g->views = rg_ctx_alloc(ctx, (size_t)(n_views ? n_views : 1) * sizeof(rg_tensor *));
-    if (g->nodes == NULL || g->solo == NULL || g->counters == NULL || g->views == NULL) return NULL;
-    size_t wsize = 0;
+    if (g->nodes == NULL || g->solo == NULL || g->barrier_before == NULL || common_work == NULL ||
+        g->work_offs == NULL || g->counters == NULL || g->views == NULL)
+        return NULL;
+    size_t shared_sum = 0, shared_max = 0, per_thread = 0;
     for (int i = 0; i < n; i++) {
         rg_tensor *t = order[i];
         const rg_op_info *info = &rg_op_table[t->op];
         if (t->view_src != NULL) g->views[g->n_views++] = t; /* views and cpy nodes follow their target */
         if (info->forward != NULL) {
-            g->solo[g->n_nodes] = is_solo(t);
-            g->nodes[g->n_nodes++] = t;
+            const int k = g->n_nodes++;
+            g->solo[k] = is_solo(t);
+            g->nodes[k] = t;
+            g->work_offs[k] = 0;
             if (info->work != NULL) {
-                const rg_work w = info->work(t, max_threads);
-                const size_t need = align_cl(w.shared) + (size_t)max_threads * align_cl(w.per_thread);
-                if (need > wsize) wsize = need;
+                /* a solo node computes as one thread: its needs for one thread and for all count */
+                const rg_work w1 = info->work(t, 1), wn = info->work(t, max_threads);
+                const size_t shared = align_cl(w1.shared > wn.shared ? w1.shared : wn.shared);
+                const size_t pt = align_cl(w1.per_thread > wn.per_thread ? w1.per_thread : wn.per_thread);
+                g->work_offs[k] = shared; /* the size, for now */
+                shared_sum += shared;
+                if (shared > shared_max) shared_max = shared;
+                if (pt > per_thread) per_thread = pt;
             }
         }
     }
+    /* Private shared regions when they cost little (per-token graphs: a few KB per product); sequence
+     * graphs' panels are megabytes each, so there they share one region and their users are ordered. */
+    const bool private_shared = shared_sum <= RG_PRIVATE_WORK_MAX || shared_sum <= 2 * shared_max;
+    size_t at = 0;
+    for (int k = 0; k < g->n_nodes; k++) {
+        const size_t size = g->work_offs[k];
+        common_work[k] = size > 0 && !private_shared;
+        g->work_offs[k] = private_shared ? at : 0;
+        at += private_shared ? size : 0;
+    }
+    g->thread_offs = private_shared ? at : shared_max;
+    g->thread_stride = per_thread;
+    const size_t wsize = g->thread_offs + (size_t)max_threads * per_thread;
     g->wsize = wsize;
     if (ctx->no_alloc) {
         /* Tensors without memory get it from the graph's plan; the work buffer lives after them. */
@@ -126,6 +163,7 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
         g->wdata = rg_ctx_alloc(ctx, wsize);
         if (g->wdata == NULL) return NULL;
     }
+    g->n_barriers = rg_graph_plan_sync(g->nodes, g->solo, common_work, g->n_nodes, g->barrier_before);
     atomic_flag_clear(&g->busy);
     return g;
 }
@@ -133,6 +171,7 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
 int rg_graph_n_nodes(const rg_graph *g) { return g ? g->n_nodes : 0; }
 rg_tensor *rg_graph_node(const rg_graph *g, int i) { return g && i >= 0 && i < g->n_nodes ? g->nodes[i] : NULL; }
 size_t rg_graph_work_size(const rg_graph *g) { return g ? g->wsize : 0; }
+int rg_graph_n_barriers(const rg_graph *g) { return g ? g->n_barriers : 0; }
 const char *rg_graph_error(const rg_graph *g) { return g ? g->error_msg : "NULL graph"; }
 
 void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...) {
@@ -149,32 +188,27 @@ void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...) {
 static void compute_thread(void *arg, int ith, int nth) {
     compute_job *job = arg;
     rg_graph *g = job->g;
+    uint8_t *const wdata = g->wdata;
     for (int i = 0; i < job->n_nodes; i++) {
+        if (g->barrier_before[i]) rg_pool_barrier(job->pool, nth);
         rg_tensor *node = g->nodes[i];
         const rg_op_info *info = &rg_op_table[node->op];
         const bool solo = g->solo[i];
-        /* A solo node runs on thread 0 as if it were alone; the others go straight to the barrier. A
-         * solo node followed by another needs no barrier: the same thread computes both in order. */
-        if (!solo || ith == 0) {
-            rg_compute_params p = {
-                .ith = solo ? 0 : ith, .nth = solo ? 1 : nth, .phase = 1, .wdata = g->wdata, .wshared = 0,
-                .wthread = 0, .error_flag = &g->error_flag, .error_msg = g->error_msg,
-                .counter = &g->counters[(size_t)i * RG_COUNTER_STRIDE],
-            };
-            if (info->work != NULL) {
-                const rg_work w = info->work(node, p.nth);
-                p.wshared = align_cl(w.shared);
-                p.wthread = align_cl(w.per_thread);
-            }
-            if (info->n_phases == 2 && node->prepare) {
-                p.phase = 0;
-                info->forward(&p, node);
-                rg_pool_barrier(job->pool, nth);
-                p.phase = 1;
-            }
+        /* A solo node runs on thread 0 as if it were alone; the others go on to the next node. */
+        if (solo && ith != 0) continue;
+        rg_compute_params p = {
+            .ith = solo ? 0 : ith, .nth = solo ? 1 : nth, .phase = 1, .wdata = wdata + g->work_offs[i],
+            .wshared = g->thread_offs - g->work_offs[i], .wthread = g->thread_stride,
+            .error_flag = &g->error_flag, .error_msg = g->error_msg,
+            .counter = &g->counters[(size_t)i * RG_COUNTER_STRIDE],
+        };
+        if (info->n_phases == 2 && node->prepare) {
+            p.phase = 0;
             info->forward(&p, node);
+            rg_pool_barrier(job->pool, nth);
+            p.phase = 1;
         }
-        if (!(solo && i + 1 < job->n_nodes && g->solo[i + 1])) rg_pool_barrier(job->pool, nth);
+        info->forward(&p, node);
     }
 }
 

@@ -78,6 +78,7 @@ struct rg_tensor {
     bool external; /* leaf with caller-owned data (rg_new_tensor_ext) */
     bool prepare;  /* ops with a prepare phase: this node needs it (e.g. its input must be repacked) */
     bool planned;  /* its data was placed by a graph's memory plan (no_alloc contexts) */
+    bool constant; /* external whose memory no compute writes (weights): rg_tensor_set_constant */
     uint32_t visit;
     char name[RG_NAME_LEN];
 };

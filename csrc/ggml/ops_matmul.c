@@ -111,13 +111,20 @@ static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
  * longer stays in L1 and loading it once for four rows wins (measured: 2048x8192 F16 went from 40% to
  * ~95% of the read bandwidth). The choice depends on the shape only, never on the thread count. */
 #define RG_ROWS4_MIN_ROW_BYTES (16 << 10)
-#define RG_MATVEC_CHUNK_GROUPS 16 /* groups of 4 rows claimed at a time (dynamic split) */
+/* Groups of 4 rows claimed at a time (dynamic split): at most this many, and few enough that each
+ * thread claims about 8 times, so a small product (a LoRA's 64-row half) still ends evenly. */
+#define RG_MATVEC_CHUNK_GROUPS 16
+#define RG_MATVEC_CLAIMS_PER_THREAD 8
 
 /* The range of row groups this thread computes next: claimed dynamically when the node has one plane
  * (the usual case: memory-bound threads finish unevenly), else this thread's fixed share once. */
 static bool next_groups(const rg_compute_params *p, const rg_tensor *dst, int64_t n, bool *first, int64_t *g0,
                         int64_t *g1) {
-    if (dst->ne[2] * dst->ne[3] == 1) return rg_claim(p, n, RG_MATVEC_CHUNK_GROUPS, g0, g1);
+    if (dst->ne[2] * dst->ne[3] == 1) {
+        int64_t chunk = n / ((int64_t)p->nth * RG_MATVEC_CLAIMS_PER_THREAD);
+        chunk = chunk < 1 ? 1 : chunk > RG_MATVEC_CHUNK_GROUPS ? RG_MATVEC_CHUNK_GROUPS : chunk;
+        return rg_claim(p, n, chunk, g0, g1);
+    }
     if (!*first) return false;
     *first = false;
     rg_split(n, p->ith, p->nth, g0, g1);

@@ -125,6 +125,15 @@ rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbyte
     return RG_OK;
 }
 
+rg_status rg_tensor_set_constant(rg_ctx *ctx, rg_tensor *t) {
+    if (t == NULL || !t->external) {
+        rg_set_error(ctx, RG_E_ARG, "tensor_set_constant: '%s' was not made by new_tensor_ext", t ? t->name : "NULL");
+        return RG_E_ARG;
+    }
+    t->constant = true;
+    return RG_OK;
+}
+
 int rg_tensor_type(const rg_tensor *t) { return t ? t->type : -1; }
 int rg_tensor_n_dims(const rg_tensor *t) { return t ? t->n_dims : 0; }
 int64_t rg_tensor_ne(const rg_tensor *t, int dim) { return t && dim >= 0 && dim < RG_MAX_DIMS ? t->ne[dim] : 0; }

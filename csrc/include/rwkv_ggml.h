@@ -127,6 +127,10 @@ rg_tensor *rg_new_tensor_ext(rg_ctx *ctx, int type, int n_dims, const int64_t *n
 /* Repoints a tensor made by rg_new_tensor_ext (not a view, not an op result); views of it follow
  * at the next compute. Lets one built graph read and write different buffers on each compute. */
 rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbytes);
+/* Declares that no compute writes the memory of t (made by rg_new_tensor_ext), e.g. model weights.
+ * Graphs then run nodes that read it beside other nodes without a barrier; other external buffers are
+ * assumed to possibly alias each other (an eval may read and write one state buffer). */
+rg_status rg_tensor_set_constant(rg_ctx *ctx, rg_tensor *t);
 int rg_tensor_type(const rg_tensor *t);
 int rg_tensor_n_dims(const rg_tensor *t);
 int64_t rg_tensor_ne(const rg_tensor *t, int dim);
@@ -230,6 +234,9 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
 int rg_graph_n_nodes(const rg_graph *g);
 rg_tensor *rg_graph_node(const rg_graph *g, int i);
 size_t rg_graph_work_size(const rg_graph *g);
+/* Barriers one compute passes between nodes: threads meet only where a node depends on memory that
+ * another thread may still be writing or reading (graph_sync.c). */
+int rg_graph_n_barriers(const rg_graph *g);
 /* Computes every node with n_threads threads of the pool (n_threads <= the graph's max_threads and
  * <= the pool's size). Allocation-free. Returns RG_E_BUSY if the graph is being computed by another
  * thread. Results are bit-identical for any n_threads. */

@@ -98,7 +98,7 @@ def stack_vectors(ctx: Context, vectors: list[Tensor]) -> Tensor:
     is built (into a numpy array the context keeps alive): one broadcasting op then serves all n of them
     (a graph node costs a barrier per eval, which matters in per-token mode)."""
     rows = [np.asarray(v.numpy(), dtype=np.float32).reshape(-1) for v in vectors]
-    return ctx.external(np.ascontiguousarray(np.stack(rows)[:, None, :]))
+    return ctx.external(np.ascontiguousarray(np.stack(rows)[:, None, :]), constant=True)
 
 
 def lerp_stacked(ctx: Context, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:

@@ -66,7 +66,7 @@ def build(ctx: Context, w: Mapping[str, Tensor], hp: Hyper, io: GraphIO) -> Tens
         # (V7.8) k <- k*(1 + (alpha - 1)*k_a), computed as k*((1 - k_a) + alpha*k_a)
         k_a = flat(ctx, w[p + "k_a"])
         one_minus_ka = ctx.external(np.ascontiguousarray(1.0 - w[p + "k_a"].numpy().reshape(-1),
-                                                         dtype=np.float32))
+                                                         dtype=np.float32), constant=True)
         k = ctx.mul(k, ctx.add(ctx.mul(alpha, k_a), one_minus_ka))
         # (V7.9) layer 0 makes v_first; later layers mix it in through a sigmoid gate
         if v_first is None:

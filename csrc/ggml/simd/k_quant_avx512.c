@@ -103,11 +103,18 @@ RG_VNNI_INLINE __m512 dot_group(const wgroup *g, const uint8_t *xr, int64_t p, c
     return acc;
 }
 
+/* Bytes ahead of the mat-vec loop that each group asks the cache for. The hardware prefetcher alone
+ * restarts at every claimed chunk of rows (tens of KB for 2048-long rows) and lags behind two threads
+ * streaming; asking 4 KB ahead measured 7-10% more bandwidth on 2048-long Q4_0/Q5_1 rows at 2 threads
+ * (2048 and 8192 bytes: less and the same). Prefetches never fault, so reaching past the matrix is fine. */
+#define RG_QDOT_PREFETCH 4096
 /* The mat-vec loop: each pair's codes go straight into vpdpbusd (keeping a whole group's codes for later
  * costs registers the single row does not need). */
 RG_VNNI_INLINE __m512 dot_group_streaming(const uint8_t *w, const uint8_t *x, int64_t p, int64_t nb, const qtype t,
                                           __m512 acc) {
     __m256i r[8];
+    for (int i = 0; i < 16 * t.wbytes; i += 64)
+        _mm_prefetch((const char *)w + 2 * p * t.wbytes + RG_QDOT_PREFETCH + i, _MM_HINT_T0);
     for (int i = 0; i < 8; i++) {
         __m256i lo, hi;
         pair_codes(w + 2 * (p + i) * t.wbytes, t, &lo, &hi);
