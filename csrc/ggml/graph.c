@@ -61,7 +61,8 @@ static bool is_solo(const rg_tensor *t) {
 /* Total of the nodes' shared work regions up to which each node gets its own. */
 #define RG_PRIVATE_WORK_MAX ((size_t)16 << 20)
 
-#define RG_COUNTER_STRIDE 8 /* int64 per counter: one cache line each, so threads don't false-share */
+#define RG_COUNTER_STRIDE 8 /* int64 per node: one cache line each, so nodes' counters don't false-share */
+_Static_assert(RG_NODE_COUNTERS <= RG_COUNTER_STRIDE, "a node's counters fit its stride");
 
 static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
 
@@ -248,7 +249,8 @@ rg_status rg_graph_compute_partial(rg_graph *g, rg_pool *pool, int n_threads, in
         }
         if (st == RG_OK) {
             for (int i = 0; i < n_nodes; i++)
-                atomic_store_explicit(&g->counters[(size_t)i * RG_COUNTER_STRIDE], 0, memory_order_relaxed);
+                for (int c = 0; c < RG_NODE_COUNTERS; c++)
+                    atomic_store_explicit(&g->counters[(size_t)i * RG_COUNTER_STRIDE + c], 0, memory_order_relaxed);
             compute_job job = {g, pool, n_nodes};
             rg_pool_run(pool, compute_thread, &job, n_threads);
             if (g->error_flag) st = RG_E_ARG;

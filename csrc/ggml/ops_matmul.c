@@ -117,16 +117,19 @@ static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
 #define RG_MATVEC_CLAIMS_PER_THREAD 8
 
 /* The range of row groups this thread computes next: claimed dynamically when the node has one plane
- * (the usual case: memory-bound threads finish unevenly), else this thread's fixed share once. */
-static bool next_groups(const rg_compute_params *p, const rg_tensor *dst, int64_t n, bool *first, int64_t *g0,
+ * (the usual case: memory-bound threads finish unevenly), else this thread's fixed share once. The
+ * dynamic claims walk each thread's own contiguous part first (rg_claim_parts): one unbroken stream per
+ * thread measured 7-8% faster per token than chunks dealt out alternately (RWKV-7 0.1B F16, 1.5B F16
+ * and Q4_0, A/B in one process on the same pages). */
+static bool next_groups(const rg_compute_params *p, const rg_tensor *dst, int64_t n, int *cursor, int64_t *g0,
                         int64_t *g1) {
     if (dst->ne[2] * dst->ne[3] == 1) {
         int64_t chunk = n / ((int64_t)p->nth * RG_MATVEC_CLAIMS_PER_THREAD);
         chunk = chunk < 1 ? 1 : chunk > RG_MATVEC_CHUNK_GROUPS ? RG_MATVEC_CHUNK_GROUPS : chunk;
-        return rg_claim(p, n, chunk, g0, g1);
+        return rg_claim_parts(p, n, chunk, cursor, g0, g1);
     }
-    if (!*first) return false;
-    *first = false;
+    if (*cursor != 0) return false;
+    *cursor = 1;
     rg_split(n, p->ith, p->nth, g0, g1);
     return *g0 < *g1;
 }
@@ -136,8 +139,8 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
     const rg_tensor *a = dst->src[0];
     const int64_t K = a->ne[0], M = a->ne[1];
     int64_t g0, g1;
-    bool first = true;
-    while (next_groups(p, dst, (M + 3) / 4, &first, &g0, &g1))
+    int cursor = 0;
+    while (next_groups(p, dst, (M + 3) / 4, &cursor, &g0, &g1))
     for (int64_t m = g0 * 4; m < M && m < g1 * 4; m += 4) {
         const int nr = M - m < 4 ? (int)(M - m) : 4;
         const void *rows = a_plane + m * a->nb[1];
@@ -351,8 +354,8 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
             if (T == 1) {
                 float *out = (float *)d_plane;
                 int64_t g0, g1;
-                bool first = true;
-                while (next_groups(p, dst, (M + 3) / 4, &first, &g0, &g1))
+                int cursor = 0;
+                while (next_groups(p, dst, (M + 3) / 4, &cursor, &g0, &g1))
                     for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) out[m] = ta->vec_dot(K, a_plane + m * a->nb[1], x_plane);
                 continue;
             }

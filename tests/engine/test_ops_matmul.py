@@ -254,3 +254,22 @@ def test_mul_mat_panel_kernels_stay_inside_the_weights(wtype: type, bf16: bool) 
         ref, bound = reference(w, x)
         assert_norm_close(want, ref, bound, tol=TOL, name="mul_mat/panel")
     del guarded, region
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1001, 4099])
+def test_mat_vec_row_claims_cover_every_row_for_any_thread_count(rows: int) -> None:
+    """Mat-vec rows are claimed per thread part (rg_claim_parts) with up to 8 threads and from one shared
+    counter beyond: every row computed exactly once, whatever the thread count (odd ones split unevenly),
+    and the same bits as one thread."""
+    w = rand((rows, 96), 5).astype(np.float16)
+    x = rand((1, 96), 6)
+    want = (w.astype(np.float64) @ x[0].astype(np.float64)).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 3, 5, 8, 9, 12):
+        with ggml.Context(1 << 20, threads=threads) as ctx:
+            out = ctx.mul_mat(ctx.external(w, constant=True), ctx.tensor(x))
+            ctx.graph([out]).compute()  # a row no thread computes would stay 0
+            results[threads] = out.numpy()[0].copy()
+    np.testing.assert_allclose(results[1], want, rtol=1e-4, atol=1e-5)
+    for threads, got in results.items():
+        assert bits_equal(got, results[1]), f"{threads} threads"
