@@ -32,10 +32,10 @@ from models import SHAPES, load_official, model_file, streamed_bytes  # noqa: E4
 from rwkv_ggml import Model, ggml  # noqa: E402
 
 
-def median_latency(model: Model, tokens: int) -> float:
+def median_latency(model: Model, tokens: int, warm_up: int = 5) -> float:
     state = model.init_state()
     logits = np.empty(model.n_vocab, dtype=np.float32)
-    for t in range(5):  # warm-up: first touches, thread wake-up
+    for t in range(warm_up):  # first touches, thread wake-up
         model.eval(t, state, state_out=state, logits_out=logits)
     times = []
     for t in range(tokens):
@@ -47,23 +47,30 @@ def median_latency(model: Model, tokens: int) -> float:
 
 def paired_rounds(model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int
                   ) -> tuple[float, float, float, float | None]:
-    """(median latency, median floor, median ratio, median ratio to the own-pages floor) over rounds of
-    [bandwidth, latency] measured back to back. On shared machines the bandwidth drifts (seen here: 35
-    to 65 GB/s from one minute to the next), so each ratio pairs numbers taken within a second of each
-    other. The own-pages floor reads the model's weight copy itself (hugepage placement): a fresh buffer
-    may sit in faster or slower host memory than the weights (this VM's bandwidth is bimodal)."""
-    own = getattr(model._store, "_anon", None) if model.placement == "hugepage" else None
-    lats, floors, ratios, own_ratios = [], [], [], []
+    """(median latency, median floor, median ratio, median ratio to the own-pages floor).
+
+    The floor and ratio: rounds of [bandwidth of a fresh buffer, latency] measured back to back; on
+    shared machines the bandwidth drifts (seen here: 35 to 65 GB/s from one minute to the next), so each
+    ratio pairs numbers taken within a second of each other. The own-pages ratio (hugepage placement)
+    pairs finer still: many [one read of the model's own weight pages, three tokens] pairs, each a
+    fraction of a second, the median of their ratios; and reading the weights' own pages removes the
+    other uncertainty of a fresh buffer, which on this VM can land in faster or slower host memory."""
+    lats, floors, ratios = [], [], []
     for _ in range(rounds):
         bw = read_bandwidth(pool, threads, nbytes=512 << 20, repeats=3)
         lat = median_latency(model, max(10, tokens // rounds))
-        if own is not None:
-            own_ratios.append(lat / (nbytes / (read_bandwidth_of(pool, threads, own) * 1e9)))
         floor = nbytes / (bw * 1e9)
         lats.append(lat)
         floors.append(floor)
         ratios.append(lat / floor)
-    own_ratio = statistics.median(own_ratios) if own_ratios else None
+    own = getattr(model._store, "_anon", None) if model.placement == "hugepage" else None
+    own_ratio = None
+    if own is not None:
+        own_ratios = []
+        for _ in range(max(10, tokens // 3)):
+            floor_now = nbytes / (read_bandwidth_of(pool, threads, own, repeats=1) * 1e9)
+            own_ratios.append(median_latency(model, 3, warm_up=1) / floor_now)
+        own_ratio = statistics.median(own_ratios)
     return statistics.median(lats), statistics.median(floors), statistics.median(ratios), own_ratio
 
 
@@ -99,7 +106,7 @@ def main() -> None:
     pool = ggml.Pool(max(args.threads))
     print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
           f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] measured "
-          "back to back; own = the same against the read bandwidth of the model's own weight pages")
+          "back to back; own = median ratio of many [read of the model's own weight pages, 3 tokens] pairs")
     print(f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
           f"{'own':>7}{'GB/s':>7}")
     for name in args.models:
