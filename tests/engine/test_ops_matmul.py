@@ -273,3 +273,32 @@ def test_mat_vec_row_claims_cover_every_row_for_any_thread_count(rows: int) -> N
     np.testing.assert_allclose(results[1], want, rtol=1e-4, atol=1e-5)
     for threads, got in results.items():
         assert bits_equal(got, results[1]), f"{threads} threads"
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["f32", "bf16"])
+@pytest.mark.parametrize("wtype", WTYPES, ids=WTYPE_IDS)
+def test_mul_mat_panel_blocks_of_tiles(wtype: type, bf16: bool) -> None:
+    """1000 rows x 300 columns: each thread's tiles form several blocks (the panel routes keep a block
+    of tiles' outputs while the k-blocks of the panels pass) with a partial last block, over several
+    k-blocks. Against float64 (bf16: on bf16-rounded operands), and 1 and 3 threads bit for bit."""
+    if bf16 and (not ggml.cpu_features()["avx512_bf16"] or ggml.simd_max_level() < 2):
+        pytest.skip("this CPU has no AVX512_BF16")
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((1000, 300)).astype(wtype)
+    x = rng.standard_normal((300, 300)).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 3):
+        with ggml.Context(64 << 20, threads=threads) as ctx:
+            y = ctx.mul_mat(ctx.tensor(w), ctx.tensor(x), bf16=bf16)
+            ctx.graph([y]).compute()
+            results[threads] = y.numpy()
+    wf, xf = w.astype(np.float32), x
+    if bf16:
+        want = _bf16_round(xf) @ _bf16_round(wf).T
+        scale = np.abs(_bf16_round(xf)) @ np.abs(_bf16_round(wf)).T
+    else:
+        want = xf.astype(np.float64) @ wf.astype(np.float64).T
+        scale = np.abs(xf.astype(np.float64)) @ np.abs(wf.astype(np.float64)).T
+    assert np.all(np.abs(results[2] - want) <= 1e-5 * scale + 1e-30)
+    for threads in (1, 3):
+        assert bits_equal(results[threads], results[2]), f"{threads} threads"

@@ -489,3 +489,18 @@ def test_get_rows_of_quantized_table(dtype: DType) -> None:
         ctx.graph([y]).compute()
         got = y.numpy()
     assert np.array_equal(got, dequantize_ref(table, dtype, (k, v))[ids])
+
+
+@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q5_1, DType.Q8_0], ids=["Q4_0", "Q5_1", "Q8_0"])
+def test_mul_mat_many_tiles_in_blocks(dtype: DType) -> None:
+    """Enough rows that each thread's tiles form several blocks of tiles (and a partial last one), and
+    enough k for several k-blocks: the panel route keeps a block's outputs while the k-blocks pass.
+    Matches the ggml-arithmetic emulation within rounding, every thread count bit for bit."""
+    k, m, t = 1056, 1000, 300
+    w = weights_for(dtype, m, k, seed=21)
+    x = np.random.default_rng(22).standard_normal((t, k)).astype(F32)
+    got = run_mul_mat(w, dtype, k, m, x, threads=2)
+    want, mag = emulate_mul_mat(w, dtype, k, x)
+    assert np.all(np.abs(got - want) <= rounding_tol(k, mag))
+    for threads in (1, 3):
+        assert np.array_equal(run_mul_mat(w, dtype, k, m, x, threads=threads), got), f"{threads} threads"
