@@ -8,7 +8,11 @@ for the official ``rwkv`` package (needs torch).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +110,42 @@ def model_file(name: str, fmt: str) -> Path:
 
 
 def official_pth(name: str) -> Path:
-    """The same weights as an official RWKV-4 checkpoint (undoing the rwkv.cpp preprocessing), for the
-    official ``rwkv`` package. Needs torch."""
+    """The same weights as an official checkpoint (undoing the rwkv.cpp preprocessing), for the official
+    ``rwkv`` package. Needs torch."""
     import torch
 
     path = CACHE / f"{name}-official.pth"
     if path.exists():
         return path
     with read_model_file(f32_model(name)) as mf:
-        sd = {}
-        for n in mf.tensors:
-            a = np.array(mf.array(n))
-            if n.endswith("att.time_decay"):
-                a = np.log(-a)  # the file holds -exp(raw)
-            if ".time_mix_" in n:
-                a = a.reshape(1, 1, -1)
-            sd[n] = torch.from_numpy(a)
-        torch.save(sd, path)
+        tensors = _official_v4(mf) if SHAPES[name][0] == "4" else _official_v7(mf)
+        torch.save({n: torch.from_numpy(a) for n, a in tensors}, path)
     return path
+
+
+def _official_v4(mf):
+    for n in mf.tensors:
+        a = np.array(mf.array(n))
+        if n.endswith("att.time_decay"):
+            a = np.log(-a)  # the file holds -exp(raw)
+        if ".time_mix_" in n:
+            a = a.reshape(1, 1, -1)
+        yield n, a
+
+
+def _official_v7(mf):
+    """Our converter's v7 rules backwards: the stacked token-shift mixes split into x_r ... x_g, the LoRA
+    matrices transposed back to (in, out)."""
+    for n in mf.tensors:
+        a = np.array(mf.array(n))
+        if n.endswith("att.x_rwkvag"):
+            prefix = n[: -len("x_rwkvag")]
+            for i, c in enumerate("rwkvag"):
+                yield prefix + "x_" + c, np.ascontiguousarray(a.reshape(6, -1)[i].reshape(1, 1, -1))
+            continue
+        if re.fullmatch(r"blocks\.\d+\.att\.[wavg][12]", n):
+            a = np.ascontiguousarray(a.T)
+        yield n, a
 
 
 def streamed_bytes(path: Path) -> int:
@@ -134,14 +156,27 @@ def streamed_bytes(path: Path) -> int:
 
 
 def load_official(name: str, strategy: str, threads: int):
-    """The official ``rwkv`` package's model of the same weights (None when torch or rwkv is missing)."""
+    """The official ``rwkv`` package's model of the same weights (None when torch or rwkv is missing).
+
+    The package picks its architecture when ``rwkv.model`` is imported (RWKV_V7_ON=1 makes ``RWKV`` the
+    RWKV-7 class), so the module is re-imported when the version asked for changes."""
     try:
         import torch
 
         os.environ.setdefault("RWKV_JIT_ON", "1")
         os.environ.setdefault("RWKV_CUDA_ON", "0")
-        from rwkv.model import RWKV
+        import rwkv.model
     except ImportError:
         return None
+    v7 = SHAPES[name][0] == "7"
+    if (os.environ.get("RWKV_V7_ON") == "1") != v7 or not hasattr(rwkv.model.RWKV, "_rwkv_ggml_v7"):
+        os.environ["RWKV_V7_ON"] = "1" if v7 else "0"
+        with contextlib.redirect_stdout(io.StringIO()):  # the RWKV-7 module announces itself
+            importlib.reload(rwkv.model)
+        rwkv.model.RWKV._rwkv_ggml_v7 = v7
     torch.set_num_threads(threads)
-    return RWKV(model=str(official_pth(name)), strategy=strategy, verbose=False)
+    path = official_pth(name)
+    if v7:  # the RWKV-7 class appends ".pth" itself and takes no verbose argument
+        with contextlib.redirect_stdout(io.StringIO()):
+            return rwkv.model.RWKV(model=str(path.with_suffix("")), strategy=strategy)
+    return rwkv.model.RWKV(model=str(path), strategy=strategy, verbose=False)

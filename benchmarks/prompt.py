@@ -5,7 +5,8 @@ fresh state, the achieved GFLOP/s (2 flops per weight per token for the matrix p
 dominate) and its share of the machine's F32 FMA peak and of the peak of the unit the products run on
 (bf16 or int8 dot products, measured by rg_bench_peak). With ``--official`` and the official ``rwkv``
 package installed (``pip install .[bench]``): its 'cpu fp32' and 'cpu bf16' strategies on the same
-random weights in the same run (RWKV-4 shapes).
+random weights in the same run (RWKV-4 and RWKV-7 shapes); with ``--paired N`` also F16+bf16 and
+the official 'cpu bf16' alternately, N rounds, and the median of the per-round ratios.
 
     python benchmarks/prompt.py --models v4-169m --formats F32 F16 Q8_0 --lengths 256 1024
 """
@@ -13,6 +14,8 @@ random weights in the same run (RWKV-4 shapes).
 from __future__ import annotations
 
 import argparse
+import gc
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,6 +59,31 @@ def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) 
     return T / sec
 
 
+def paired_with_official(name: str, fmt: str, bf16: bool, threads: int, lengths: list[int], rounds: int) -> None:
+    """Our model and the official one ('cpu bf16') alternately, one pass each per round: the median of
+    the per-round ratios is steady on a host whose speed drifts between minutes."""
+    official = load_official(name, "cpu bf16", threads)
+    if official is None:
+        print("official rwkv package not installed (pip install .[bench])")
+        return
+    label = fmt + ("+bf16" if bf16 else "")
+    with Model(model_file(name, fmt), threads=threads, bf16=bf16) as m:
+        for T in lengths:
+            tokens = np.random.default_rng(T).integers(0, min(m.n_vocab, 50000), T)
+            m.eval_sequence(tokens)
+            official.forward(list(tokens[:16]), None)
+            ours, theirs, ratios = [], [], []
+            for _ in range(rounds):
+                ours.append(T / best_time(lambda: m.eval_sequence(tokens), 1))
+                theirs.append(T / best_time(lambda: official.forward(list(tokens), None), 1))
+                ratios.append(ours[-1] / theirs[-1])
+            print(f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
+                  f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
+                  f"(median of {rounds} alternating rounds)", flush=True)
+    del official
+    gc.collect()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["v4-169m", "v4-1.5b"], choices=list(SHAPES))
@@ -65,6 +93,9 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--bf16", action="store_true", help="also run F32/F16 models with Model(bf16=True)")
     ap.add_argument("--official", action="store_true")
+    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                    help="with --official: also time F16+bf16 (F16 without --bf16) and the official 'cpu bf16' "
+                         "alternately for this many rounds")
     args = ap.parse_args()
 
     pool = ggml.Pool(args.threads)
@@ -97,7 +128,7 @@ def main() -> None:
                     unit_share = f"{100 * gflops / unit:>7.0f}%" if unit > 0 else f"{'-':>8}"
                     print(f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%"
                           f"{unit_share}", flush=True)
-        if args.official and SHAPES[name][0] == "4":
+        if args.official:
             for strategy in ("cpu fp32", "cpu bf16"):
                 for T in args.lengths:
                     rate = official_rate(name, strategy, args.threads, T, 1)
@@ -106,6 +137,8 @@ def main() -> None:
                         break
                     print(f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
                           flush=True)
+            if args.paired > 0:
+                paired_with_official(name, "F16", args.bf16, args.threads, args.lengths, args.paired)
 
 
 if __name__ == "__main__":
