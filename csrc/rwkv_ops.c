@@ -1,6 +1,7 @@
 /* RWKV-specific fused kernels, exposed as engine ops. They exist where a chain of generic ops would
  * cost a barrier and a pass over memory per step for what is one short loop per channel. */
 #include "ggml/ops_kernels.h"
+#include "ggml/simd/kernels.h"
 
 #include <math.h>
 
@@ -39,7 +40,11 @@ rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time
     return t;
 }
 
-/* Channels are independent, so threads split channels and scan all T tokens for their share. */
+/* Channels are independent, so threads split channels and scan all T tokens for their share, a block
+ * of RG_WKV4_BLOCK channels at a time: each token's k and v of the block are contiguous, and the four
+ * exponentials of each step go through the SIMD exp (rg_kernels.vec_exp) together. */
+#define RG_WKV4_BLOCK 64
+
 void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst) {
     const float *k = dst->src[0]->data, *v = dst->src[1]->data;
     const float *u = dst->src[2]->data, *w = dst->src[3]->data;
@@ -49,26 +54,43 @@ void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst) {
     float *aa_out = out + T * C, *bb_out = aa_out + C, *pp_out = bb_out + C;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
-    for (int64_t c = c0; c < c1; c++) {
-        float aa = st[c], bb = st[C + c], pp = st[2 * C + c];
-        for (int64_t t = 0; t < T; t++) {
-            const float kt = k[t * C + c], vt = v[t * C + c];
-            /* (V4.4) output with the bonus u for the current token */
-            float ww = u[c] + kt;
-            float q = pp > ww ? pp : ww;
-            float e1 = expf(pp - q), e2 = expf(ww - q);
-            out[t * C + c] = (e1 * aa + e2 * vt) / (e1 * bb + e2);
-            /* (V4.5) decay the history by w and add this token */
-            ww = pp + w[c];
-            q = ww > kt ? ww : kt;
-            e1 = expf(ww - q);
-            e2 = expf(kt - q);
-            aa = e1 * aa + e2 * vt;
-            bb = e1 * bb + e2;
-            pp = q;
+    for (int64_t b0 = c0; b0 < c1; b0 += RG_WKV4_BLOCK) {
+        const int n = c1 - b0 < RG_WKV4_BLOCK ? (int)(c1 - b0) : RG_WKV4_BLOCK;
+        float aa[RG_WKV4_BLOCK], bb[RG_WKV4_BLOCK], pp[RG_WKV4_BLOCK], q2[RG_WKV4_BLOCK];
+        float e[4 * RG_WKV4_BLOCK]; /* the exponents, then their exponentials: e1, e2 of (V4.4), of (V4.5) */
+        for (int j = 0; j < n; j++) {
+            aa[j] = st[b0 + j];
+            bb[j] = st[C + b0 + j];
+            pp[j] = st[2 * C + b0 + j];
         }
-        aa_out[c] = aa;
-        bb_out[c] = bb;
-        pp_out[c] = pp;
+        for (int64_t t = 0; t < T; t++) {
+            const float *kt = k + t * C + b0, *vt = v + t * C + b0;
+            for (int j = 0; j < n; j++) {
+                /* (V4.4) output with the bonus u for the current token */
+                const float ww = u[b0 + j] + kt[j], q = pp[j] > ww ? pp[j] : ww;
+                e[j] = pp[j] - q;
+                e[RG_WKV4_BLOCK + j] = ww - q;
+                /* (V4.5) decay the history by w and add this token */
+                const float wd = pp[j] + w[b0 + j];
+                q2[j] = wd > kt[j] ? wd : kt[j];
+                e[2 * RG_WKV4_BLOCK + j] = wd - q2[j];
+                e[3 * RG_WKV4_BLOCK + j] = kt[j] - q2[j];
+            }
+            for (int part = 0; part < 4; part++) rg_kernels.vec_exp(e + part * RG_WKV4_BLOCK, e + part * RG_WKV4_BLOCK, n);
+            float *o = out + t * C + b0;
+            for (int j = 0; j < n; j++) {
+                const float e1 = e[j], e2 = e[RG_WKV4_BLOCK + j], e3 = e[2 * RG_WKV4_BLOCK + j],
+                            e4 = e[3 * RG_WKV4_BLOCK + j];
+                o[j] = (e1 * aa[j] + e2 * vt[j]) / (e1 * bb[j] + e2);
+                aa[j] = e3 * aa[j] + e4 * vt[j];
+                bb[j] = e3 * bb[j] + e4;
+                pp[j] = q2[j];
+            }
+        }
+        for (int j = 0; j < n; j++) {
+            aa_out[b0 + j] = aa[j];
+            bb_out[b0 + j] = bb[j];
+            pp_out[b0 + j] = pp[j];
+        }
     }
 }

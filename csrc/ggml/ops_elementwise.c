@@ -2,6 +2,7 @@
  * Work is split by rows; each row is computed by one thread, so results do not depend on the
  * thread count. */
 #include "ops_kernels.h"
+#include "simd/kernels.h"
 
 #include <math.h>
 
@@ -14,16 +15,14 @@ static void unary_row(int op, float param, int64_t n, float *restrict y, const f
         for (int64_t i = 0; i < n; i++) y[i] = -x[i];
         break;
     case RG_OP_EXP:
-        for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+        rg_kernels.vec_exp(x, y, n);
         break;
     case RG_OP_ONE_MINUS_X:
         for (int64_t i = 0; i < n; i++) y[i] = 1.0f - x[i];
         break;
     case RG_OP_SIGMOID:
-        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
-        break;
     case RG_OP_SILU:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+        rg_kernels.vec_sigmoid(x, y, n, op == RG_OP_SILU);
         break;
     case RG_OP_RELU:
         for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN passes through */

@@ -23,6 +23,43 @@ RG_AVX512 static float dot_f32_avx512(const float *a, const float *b, int64_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+/* exp(x) as Cephes' expf: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so r is exact enough),
+ * exp(r) by a degree-6 polynomial, times 2^n by vscalefps, which also gives inf and 0 beyond the
+ * float range. The clamps keep NaN (min/max return their second operand when one is NaN) and keep
+ * n finite for infinite x. */
+RG_AVX512 static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+RG_AVX512 static void vec_exp_avx512(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, m, exp_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+RG_AVX512 static void vec_sigmoid_avx512(const float *x, float *y, int64_t n, int times_x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        const __m512 d = _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(times_x ? v : one, d));
+    }
+}
+
 RG_AVX512 static inline __m512 load_f16x16(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
@@ -143,6 +180,8 @@ RG_AVX512 static void dot_f16_rows4_avx512(const uint16_t *a, int64_t lda, const
 void rg_kernels_fill_avx512(rg_kernel_table *k) {
     k->dot_f32 = dot_f32_avx512;
     k->dot_f16_f32 = dot_f16_f32_avx512;
+    k->vec_exp = vec_exp_avx512;
+    k->vec_sigmoid = vec_sigmoid_avx512;
     k->f16_to_f32 = f16_to_f32_avx512;
     k->f32_to_f16 = f32_to_f16_avx512;
     k->dot_f32_x4 = dot_f32_x4_avx512;

@@ -1,6 +1,8 @@
 /* Portable reference kernels: plain C, built on every platform, forced with RWKV_GGML_FORCE_SCALAR=1. */
 #include "kernels.h"
 
+#include <math.h>
+
 #include <string.h>
 
 uint16_t rg_f32_to_f16_scalar(float f) {
@@ -100,7 +102,17 @@ static void dot_f16_rows4_scalar(const uint16_t *a, int64_t lda, const float *x,
     for (int j = 0; j < nr; j++) out[j] = dot_f16_f32_scalar(a + j * lda, x, n);
 }
 
+static void vec_exp_scalar(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void vec_sigmoid_scalar(const float *x, float *y, int64_t n, int times_x) {
+    for (int64_t i = 0; i < n; i++) y[i] = (times_x ? x[i] : 1.0f) / (1.0f + expf(-x[i]));
+}
+
 void rg_kernels_fill_scalar(rg_kernel_table *k) {
+    k->vec_exp = vec_exp_scalar;
+    k->vec_sigmoid = vec_sigmoid_scalar;
     k->dot_f32 = rg_dot_f32_ref;
     k->dot_f16_f32 = dot_f16_f32_scalar;
     k->f16_to_f32 = f16_to_f32_scalar;

@@ -21,6 +21,11 @@ typedef struct {
     /* sum_i f16(a[i]) * b[i]: F16 weights against F32 activations (activations stay F32) */
     float (*dot_f16_f32)(const uint16_t *a, const float *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    /* y[i] = exp(x[i]); and y[i] = 1 / (1 + exp(-x[i])) (sigmoid), times x[i] when times_x (silu).
+     * Within 2 ulp of the exact value (SIMD versions: a degree-6 polynomial on the reduced argument);
+     * inf, 0, NaN and the overflow/underflow bounds as expf. x and y may be the same array. */
+    void (*vec_exp)(const float *x, float *y, int64_t n);
+    void (*vec_sigmoid)(const float *x, float *y, int64_t n, int times_x);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     /* out[j] = sum_i a[i] * b[j][i] for nb contiguous rows b[j] = b + j * ldb (1 <= nb <= 4):
      * one weight row against several activation rows, loading the weight row once. */
