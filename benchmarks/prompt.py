@@ -5,7 +5,7 @@ fresh state, the achieved GFLOP/s (2 flops per weight per token for the matrix p
 dominate) and its share of the machine's F32 FMA peak and of the peak of the unit the products run on
 (bf16 or int8 dot products, measured by rg_bench_peak). With ``--official`` and the official ``rwkv``
 package installed (``pip install .[bench]``): its 'cpu fp32' and 'cpu bf16' strategies on the same
-random weights in the same run (RWKV-4 and RWKV-7 shapes); with ``--paired N`` also F16+bf16 and
+random weights in the same run (RWKV-4 and RWKV-7 shapes); with ``--paired N`` also F16+bf16, F32+bf16 and
 the official 'cpu bf16' alternately, N rounds, and the median of the per-round ratios.
 
     python benchmarks/prompt.py --models v4-169m --formats F32 F16 Q8_0 --lengths 256 1024
@@ -74,13 +74,13 @@ def paired_with_official(name: str, fmt: str, bf16: bool, threads: int, lengths:
             official.forward(list(tokens[:16]), None)
             ours, theirs, ratios = [], [], []
             for _ in range(rounds):
-                ours.append(T / best_time(lambda: m.eval_sequence(tokens), 1))
-                theirs.append(T / best_time(lambda: official.forward(list(tokens), None), 1))
+                ours.append(T / best_time(lambda toks=tokens: m.eval_sequence(toks), 1))
+                theirs.append(T / best_time(lambda toks=tokens: official.forward(list(toks), None), 1))
                 ratios.append(ours[-1] / theirs[-1])
             print(f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
                   f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
                   f"(median of {rounds} alternating rounds)", flush=True)
-    del official
+    official = None  # the official model holds GBs: free it before the next one is loaded
     gc.collect()
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also run F32/F16 models with Model(bf16=True)")
     ap.add_argument("--official", action="store_true")
     ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
-                    help="with --official: also time F16+bf16 (F16 without --bf16) and the official 'cpu bf16' "
+                    help="with --official: also time F16 and F32 (+bf16 with --bf16) and the official 'cpu bf16' "
                          "alternately for this many rounds")
     args = ap.parse_args()
 
@@ -138,7 +138,8 @@ def main() -> None:
                     print(f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
                           flush=True)
             if args.paired > 0:
-                paired_with_official(name, "F16", args.bf16, args.threads, args.lengths, args.paired)
+                for fmt in ("F16", "F32"):
+                    paired_with_official(name, fmt, args.bf16, args.threads, args.lengths, args.paired)
 
 
 if __name__ == "__main__":
