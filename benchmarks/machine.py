@@ -28,20 +28,12 @@ def anonymous_buffer(nbytes: int, huge: bool) -> mmap.mmap:
 
 def read_bandwidth(pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: int = 1 << 30,
                    repeats: int = 7) -> float:
-    """Best-of-``repeats`` read bandwidth in GB/s over a buffer far larger than the caches."""
+    """Best-of-``repeats`` read bandwidth in GB/s over a fresh buffer far larger than the caches."""
     buf = anonymous_buffer(nbytes, huge)
     try:
-        arr = np.frombuffer(buf, dtype=np.uint8)
-        ptr = ffi.from_buffer(arr)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            lib.rg_bench_read(ptr, nbytes, pool.ptr, threads)
-            best = min(best, time.perf_counter() - t0)
-        del ptr, arr
+        return read_bandwidth_of(pool, threads, buf, repeats)
     finally:
         buf.close()
-    return nbytes / best / 1e9
 
 
 def read_bandwidth_of(pool: ggml.Pool, threads: int, buffer, repeats: int = 2) -> float:

@@ -48,6 +48,17 @@ static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n, size_t off, 
     }
 }
 
+/* The panel routes' next step within a block of tiles [ib, ie) of tile_rows rows, while tile i computes
+ * on bytes [off, off + len) of its rows: the next tile's same bytes, or after the block's last tile the
+ * first tile's next k-block [next_off, next_off + next_len) (none when next_len is 0). */
+static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib, int64_t i, int64_t ie, size_t off,
+                               size_t len, size_t next_off, size_t next_len) {
+    if (i + 1 < ie)
+        prefetch_rows(a, (i + 1) * tile_rows, tile_rows, off, len);
+    else if (next_len > 0)
+        prefetch_rows(a, ib * tile_rows, tile_rows, next_off, next_len);
+}
+
 /* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
  * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
  * so the node always reserves room for both routes. */
@@ -463,11 +474,9 @@ static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
             for (int64_t i = ib; i < ie; i++) {
                 const int64_t m = i * RG_QT_ROWS;
                 const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
-                if (i + 1 < ie)
-                    prefetch_rows(a, m + RG_QT_ROWS, RG_QT_ROWS, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes);
-                else if (b0 + nbc < nb)
-                    prefetch_rows(a, ib * RG_QT_ROWS, RG_QT_ROWS, (size_t)(b0 + nbc) * block_bytes,
-                                  (size_t)(nb - b0 - nbc < RG_QPANEL_KB ? nb - b0 - nbc : RG_QPANEL_KB) * block_bytes);
+                const int64_t next = nb - b0 - nbc < RG_QPANEL_KB ? nb - b0 - nbc : RG_QPANEL_KB;
+                prefetch_next_step(a, RG_QT_ROWS, ib, i, ie, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes,
+                                   (size_t)(b0 + nbc) * block_bytes, (size_t)next * block_bytes);
                 rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + (size_t)b0 * block_bytes,
                                         a->nb[1], rows, nbc, tile);
                 for (int64_t q = 0; q < n_panels; q += 2) /* the kernel takes up to two panels */
@@ -612,12 +621,9 @@ static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16
             for (int64_t i = ib; i < ie; i++) {
                 const int64_t m = i * RG_PANEL_ROWS;
                 const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
-                /* the k-block the next step reads: the next tile's, or the block's first tile's next one */
-                if (i + 1 < ie)
-                    prefetch_rows(a, m + RG_PANEL_ROWS, RG_PANEL_ROWS, (size_t)k0 * esize, (size_t)valid * esize);
-                else if (k0 + kc < K)
-                    prefetch_rows(a, ib * RG_PANEL_ROWS, RG_PANEL_ROWS, (size_t)(k0 + kc) * esize,
-                                  (size_t)(K - k0 - kc < kc ? K - k0 - kc : kc) * esize);
+                const int64_t next = K - k0 - kc <= 0 ? 0 : K - k0 - kc < kc ? K - k0 - kc : kc;
+                prefetch_next_step(a, RG_PANEL_ROWS, ib, i, ie, (size_t)k0 * esize, (size_t)valid * esize,
+                                   (size_t)(k0 + kc) * esize, (size_t)next * esize);
                 /* this k-block of the tile's rows: F32 rows read in place (a partial tile is copied,
                  * zero-padded), F16 rows made f32; on the bf16 route then made bf16 */
                 const float *w = tile;
