@@ -1,5 +1,6 @@
 /* Graphs: collect the nodes an output depends on (topological order, each once), reserve the work
- * buffer, and compute node by node on the thread pool with a barrier between nodes. */
+ * buffer, and compute node by node on the thread pool; threads meet in a barrier only before a node
+ * that depends on memory another thread may still be using (graph_sync.c). */
 #include "internal.h"
 #include "graph_plan.h"
 #include "graph_sync.h"
