@@ -4,6 +4,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 
 #define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -118,7 +119,63 @@ RG_AVX2 static void dot_f16_rows4_avx2(const uint16_t *a, int64_t lda, const flo
     RG_ROWS4_BODY2(RG_LOAD8_F16, RG_SCALAR_F16)
 }
 
+/* exp(x) (RG_EXP_* in kernels.h). Without vscalefps, 2^n is built from exponent bits in two halves,
+ * 2^n1 * 2^n2 (each in the normal range for n in [-150, 128]), so results in the subnormal range are
+ * rounded once, by the last multiply, and large ones overflow to inf. The clamps keep NaN (min/max
+ * return their second operand when one is NaN). */
+RG_AVX2 static inline __m256 exp_ps_avx2(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(RG_EXP_X_MIN), _mm256_min_ps(_mm256_set1_ps(RG_EXP_X_MAX), x));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(RG_EXP_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(RG_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(RG_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(RG_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(RG_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(RG_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(RG_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(RG_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(RG_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i ni = _mm256_cvtps_epi32(n); /* NaN lanes give INT_MIN: p is NaN there anyway */
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* Whole vectors, then the tail through a zero-padded copy, so every element takes the same path. */
+RG_AVX2 static void vec_exp_avx2(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp_ps_avx2(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float buf[8] = {0};
+        memcpy(buf, x + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(buf, exp_ps_avx2(_mm256_loadu_ps(buf)));
+        memcpy(y + i, buf, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+RG_AVX2 static inline __m256 sigmoid_ps_avx2(__m256 v, int times_x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 d = _mm256_add_ps(one, exp_ps_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v)));
+    return _mm256_div_ps(times_x ? v : one, d);
+}
+
+RG_AVX2 static void vec_sigmoid_avx2(const float *x, float *y, int64_t n, int times_x) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, sigmoid_ps_avx2(_mm256_loadu_ps(x + i), times_x));
+    if (i < n) {
+        float buf[8] = {0};
+        memcpy(buf, x + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(buf, sigmoid_ps_avx2(_mm256_loadu_ps(buf), times_x));
+        memcpy(y + i, buf, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 void rg_kernels_fill_avx2(rg_kernel_table *k) {
+    k->vec_exp = vec_exp_avx2;
+    k->vec_sigmoid = vec_sigmoid_avx2;
     k->dot_f32 = dot_f32_avx2;
     k->dot_f16_f32 = dot_f16_f32_avx2;
     k->f16_to_f32 = f16_to_f32_avx2;

@@ -23,22 +23,21 @@ RG_AVX512 static float dot_f32_avx512(const float *a, const float *b, int64_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-/* exp(x) as Cephes' expf: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so r is exact enough),
- * exp(r) by a degree-6 polynomial, times 2^n by vscalefps, which also gives inf and 0 beyond the
- * float range. The clamps keep NaN (min/max return their second operand when one is NaN) and keep
- * n finite for infinite x. */
+/* exp(x) (RG_EXP_* in kernels.h), times 2^n by vscalefps, which also gives inf and 0 beyond the float
+ * range. The clamps keep NaN (min/max return their second operand when one is NaN) and keep n finite
+ * for infinite x. */
 RG_AVX512 static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_max_ps(_mm512_set1_ps(RG_EXP_X_MIN), _mm512_min_ps(_mm512_set1_ps(RG_EXP_X_MAX), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(RG_EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(RG_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(RG_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(RG_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(RG_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(RG_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(RG_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(RG_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(RG_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }

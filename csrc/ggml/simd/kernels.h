@@ -15,6 +15,21 @@
 typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
 typedef void (*rg_vec_dot_x4_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
 
+/* The SIMD exp of every level (Cephes' expf): x = n ln2 + r, ln2 in two parts so r is exact enough,
+ * exp(r) = 1 + r + r^2 (P0 r^5 + ... + P5), then times 2^n. */
+#define RG_EXP_LOG2E 1.44269504088896341f
+#define RG_EXP_LN2_HI 0.693359375f
+#define RG_EXP_LN2_LO -2.12194440e-4f
+#define RG_EXP_P0 1.9875691500e-4f
+#define RG_EXP_P1 1.3981999507e-3f
+#define RG_EXP_P2 8.3334519073e-3f
+#define RG_EXP_P3 4.1665795894e-2f
+#define RG_EXP_P4 1.6666665459e-1f
+#define RG_EXP_P5 5.0000001201e-1f
+/* Inputs are clamped to this range first: below it exp is 0 in float, above it inf, and n stays finite. */
+#define RG_EXP_X_MIN -104.0f
+#define RG_EXP_X_MAX 89.0f
+
 typedef struct {
     /* sum_i a[i] * b[i] */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
@@ -22,8 +37,8 @@ typedef struct {
     float (*dot_f16_f32)(const uint16_t *a, const float *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     /* y[i] = exp(x[i]); and y[i] = 1 / (1 + exp(-x[i])) (sigmoid), times x[i] when times_x (silu).
-     * Within 2 ulp of the exact value (SIMD versions: a degree-6 polynomial on the reduced argument);
-     * inf, 0, NaN and the overflow/underflow bounds as expf. x and y may be the same array. */
+     * exp within 2 ulp of the exact value, sigmoid and silu within 4 (SIMD versions: RG_EXP_*); inf,
+     * 0, NaN and the overflow/underflow bounds as expf. x and y may be the same array. */
     void (*vec_exp)(const float *x, float *y, int64_t n);
     void (*vec_sigmoid)(const float *x, float *y, int64_t n, int times_x);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
