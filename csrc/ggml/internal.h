@@ -122,30 +122,6 @@ static inline bool rg_claim(const rg_compute_params *p, int64_t n, int64_t chunk
     return true;
 }
 
-/* Counters each node has (a cache line of them): rg_claim uses the first, rg_claim_parts one per thread. */
-#define RG_NODE_COUNTERS 8
-
-/* Dynamic split that keeps each thread's reads contiguous: the n items are cut into one part per
- * thread, each thread claims chunks of its own part in order (one unbroken stream for the hardware
- * prefetcher, instead of chunks interleaved with the other threads'), then helps with the other parts.
- * *cursor starts at 0 and holds the caller's position between calls. Needs nth <= RG_NODE_COUNTERS
- * (otherwise behaves as rg_claim). */
-static inline bool rg_claim_parts(const rg_compute_params *p, int64_t n, int64_t chunk, int *cursor, int64_t *start,
-                                  int64_t *end) {
-    if (p->nth > RG_NODE_COUNTERS) return *cursor == 0 ? rg_claim(p, n, chunk, start, end) : false;
-    for (; *cursor < p->nth; ++*cursor) {
-        const int part = (p->ith + *cursor) % p->nth;
-        const int64_t lo = n * part / p->nth, len = n * (part + 1) / p->nth - lo;
-        const int64_t s = atomic_fetch_add_explicit(p->counter + part, chunk, memory_order_relaxed);
-        if (s < len) {
-            *start = lo + s;
-            *end = lo + (s + chunk < len ? s + chunk : len);
-            return true;
-        }
-    }
-    return false;
-}
-
 static inline void *rg_thread_scratch(const rg_compute_params *p) {
     return (uint8_t *)p->wdata + p->wshared + (size_t)p->ith * p->wthread;
 }
@@ -207,6 +183,32 @@ static inline void rg_split(int64_t n, int ith, int nth, int64_t *start, int64_t
     *start = per * ith < n ? per * ith : n;
     *end = *start + per < n ? *start + per : n;
 }
+
+/* Counters each node has (a cache line of them): rg_claim uses the first, rg_claim_parts one per thread. */
+#define RG_NODE_COUNTERS 8
+
+/* Dynamic split that keeps each thread's reads contiguous: the n items are cut into one part per
+ * thread, each thread claims chunks of its own part in order (one unbroken stream for the hardware
+ * prefetcher, instead of chunks interleaved with the other threads'), then helps with the other parts.
+ * *cursor starts at 0 and holds the caller's position between calls. Needs nth <= RG_NODE_COUNTERS
+ * (otherwise behaves as rg_claim). */
+static inline bool rg_claim_parts(const rg_compute_params *p, int64_t n, int64_t chunk, int *cursor, int64_t *start,
+                                  int64_t *end) {
+    if (p->nth > RG_NODE_COUNTERS) return *cursor == 0 ? rg_claim(p, n, chunk, start, end) : false;
+    for (; *cursor < p->nth; ++*cursor) {
+        const int part = (p->ith + *cursor) % p->nth;
+        int64_t lo, hi;
+        rg_split(n, part, p->nth, &lo, &hi);
+        const int64_t len = hi - lo, s = atomic_fetch_add_explicit(p->counter + part, chunk, memory_order_relaxed);
+        if (s < len) {
+            *start = lo + s;
+            *end = lo + (s + chunk < len ? s + chunk : len);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The (i1, i2, i3) coordinates of row r of t (rows numbered with dim 1 fastest). */
 static inline void rg_row_coords(const rg_tensor *t, int64_t r, int64_t *i1, int64_t *i2, int64_t *i3) {
     *i1 = r % t->ne[1];
