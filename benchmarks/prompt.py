@@ -59,27 +59,29 @@ def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) 
     return T / sec
 
 
-def paired_with_official(name: str, fmt: str, bf16: bool, threads: int, lengths: list[int], rounds: int) -> None:
-    """Our model and the official one ('cpu bf16') alternately, one pass each per round: the median of
-    the per-round ratios is steady on a host whose speed drifts between minutes."""
+def paired_with_official(name: str, formats: list[str], bf16: bool, threads: int, lengths: list[int],
+                         rounds: int) -> None:
+    """Each of our formats and the official model ('cpu bf16', loaded once) alternately, one pass each per
+    round: the median of the per-round ratios is steady on a host whose speed drifts between minutes."""
     official = load_official(name, "cpu bf16", threads)
     if official is None:
         print("official rwkv package not installed (pip install .[bench])")
         return
-    label = fmt + ("+bf16" if bf16 else "")
-    with Model(model_file(name, fmt), threads=threads, bf16=bf16) as m:
-        for T in lengths:
-            tokens = np.random.default_rng(T).integers(0, min(m.n_vocab, 50000), T)
-            m.eval_sequence(tokens)
-            official.forward(list(tokens[:16]), None)
-            ours, theirs, ratios = [], [], []
-            for _ in range(rounds):
-                ours.append(T / best_time(lambda toks=tokens: m.eval_sequence(toks), 1))
-                theirs.append(T / best_time(lambda toks=tokens: official.forward(list(toks), None), 1))
-                ratios.append(ours[-1] / theirs[-1])
-            print(f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
-                  f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
-                  f"(median of {rounds} alternating rounds)", flush=True)
+    for fmt in formats:
+        label = fmt + ("+bf16" if bf16 else "")
+        with Model(model_file(name, fmt), threads=threads, bf16=bf16) as m:
+            for T in lengths:
+                tokens = np.random.default_rng(T).integers(0, min(m.n_vocab, 50000), T)
+                m.eval_sequence(tokens)
+                official.forward(list(tokens[:16]), None)
+                ours, theirs, ratios = [], [], []
+                for _ in range(rounds):
+                    ours.append(T / best_time(lambda toks=tokens: m.eval_sequence(toks), 1))
+                    theirs.append(T / best_time(lambda toks=tokens: official.forward(list(toks), None), 1))
+                    ratios.append(ours[-1] / theirs[-1])
+                print(f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
+                      f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
+                      f"(median of {rounds} alternating rounds)", flush=True)
     official = None  # the official model holds GBs: free it before the next one is loaded
     gc.collect()
 
@@ -138,8 +140,7 @@ def main() -> None:
                     print(f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
                           flush=True)
             if args.paired > 0:
-                for fmt in ("F16", "F32"):
-                    paired_with_official(name, fmt, args.bf16, args.threads, args.lengths, args.paired)
+                paired_with_official(name, ["F16", "F32"], args.bf16, args.threads, args.lengths, args.paired)
 
 
 if __name__ == "__main__":
