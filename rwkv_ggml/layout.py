@@ -39,9 +39,9 @@ RWKV_CPP_V5_GN_EPS = 1e-5
 
 VERSIONS: dict[str, VersionInfo] = {
     "4": VersionInfo("4", 0.0),
-    "5.1": VersionInfo("5", RWKV_CPP_V5_GN_EPS),
-    "5.1-gated": VersionInfo("5", RWKV_CPP_V5_GN_EPS),
-    "5.2": VersionInfo("5", RWKV_CPP_V5_GN_EPS),
+    "5.1": VersionInfo("5", OFFICIAL_GN_EPS),
+    "5.1-gated": VersionInfo("5", OFFICIAL_GN_EPS),
+    "5.2": VersionInfo("5", OFFICIAL_GN_EPS),
     "6": VersionInfo("6", OFFICIAL_GN_EPS),
     "7": VersionInfo("7", OFFICIAL_GN_EPS),
 }

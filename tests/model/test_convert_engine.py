@@ -58,6 +58,12 @@ def require_engine(version: str) -> None:
                     f"(arch.SUPPORTED_VERSIONS = {arch.SUPPORTED_VERSIONS})")
 
 
+def default_gn_eps(weights: Mapping[str, np.ndarray]) -> float | None:
+    """The GroupNorm epsilon a Model uses by default for these weights (the reference's own default is
+    rwkv.cpp's; None for v4)."""
+    return arch.DEFAULT_GN_EPS.get(arch.detect_version(set(weights)))
+
+
 def tokens(seed: int) -> list[int]:
     return np.random.default_rng(seed).integers(0, V, size=N_TOKENS).tolist()
 
@@ -74,7 +80,7 @@ def expected_weights(version: str, raw: Mapping[str, np.ndarray], dtype: str) ->
 def assert_engine_matches_reference(path: Path, weights: Mapping[str, np.ndarray], toks: list[int],
                                     what: str, initial: np.ndarray | None = None) -> None:
     """Token by token and in sequence mode, the engine's logits within BOUND of the float64 reference."""
-    ref = reference_model(weights, L)
+    ref = reference_model(weights, L, gn_eps=default_gn_eps(weights))
     ref_state = ref.init_state() if initial is None else initial.astype(np.float64)
     ref_logits = []
     for tok in toks:
@@ -148,7 +154,7 @@ def test_f16_rounding_is_beyond_the_bound(tmp_path: Path) -> None:
     with Model(dst, threads=1) as m:
         got = m.eval_sequence(toks, all_logits=True)[0]
     assert got is not None
-    ref = reference_model(expected_weights(version, raw, "f32"), L)
+    ref = reference_model(expected_weights(version, raw, "f32"), L, gn_eps=arch.DEFAULT_GN_EPS.get(version))
     state = ref.init_state()
     want = []
     for tok in toks:
