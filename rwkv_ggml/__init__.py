@@ -25,7 +25,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Model": ("rwkv_ggml.model", "Model"),
+    "Model": ("rwkv_ggml.api", "Model"),
     "State": ("rwkv_ggml.state", "State"),
     "Tokenizer": ("rwkv_ggml.tokenizer", "Tokenizer"),
     "SamplingParams": ("rwkv_ggml.sampling", "SamplingParams"),

@@ -1,28 +1,50 @@
-"""RWKV architectures: version detection and the tensors each version requires.
+"""The description of a model: version, hyper-parameters, per-layer weights, state layout, derived weights.
 
-Everything here works on the parsed file (names, types, ggml ``ne``) before any weight is used, so a
-model file that does not match its architecture fails at load with a message naming the tensor,
-never later inside a kernel. Spec: shared/spec/architecture.md §1 and formats.md §6.
+* :func:`validate` detects the version and checks every tensor a version requires on the parsed file
+  (names, types, ggml ``ne``) before any weight is used, so a model file that does not match its
+  architecture fails at load with a message naming the tensor, never later inside a kernel
+  (architecture.md §1, formats.md §6). It returns the :class:`Hyper` parameters.
+* :meth:`Hyper.layers` gives per-layer access to a model's weights (:class:`Layer`: ``layer.att["key.weight"]``
+  for ``blocks.<i>.att.key.weight``) together with the layer's slots of the state; the state layout itself
+  is :attr:`Hyper.layout` (defined in :mod:`rwkv_ggml.layout`, architecture.md §7).
+* :func:`derived_weights` computes, once at load time from the stored arrays, the constants the graphs use
+  besides the stored tensors (the stacked token-shift mixes, v7's ``1 - k_a``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from .errors import ModelFormatError, UnsupportedError
 from .fileformat import DType, ModelFile, TensorRecord
+from .layout import SUPPORTED_VERSIONS, VERSIONS, LayerSlots, StateLayout, family, state_layout
 
-SUPPORTED_VERSIONS = ("4", "5.1", "5.1-gated", "5.2", "6", "7")
+__all__ = [
+    "DEFAULT_GN_EPS",
+    "SUPPORTED_VERSIONS",
+    "Hyper",
+    "Layer",
+    "Prefixed",
+    "derived_weights",
+    "detect_version",
+    "validate",
+]
 
-# GroupNorm epsilon of att.ln_x per version, rwkv.cpp's values (architecture.md §9.2): they reproduce the
-# test data. The official package uses 64e-5 for v5 too; Model(gn_eps=...) overrides it per model.
-DEFAULT_GN_EPS = {"5.1": 1e-5, "5.1-gated": 1e-5, "5.2": 1e-5, "6": 64e-5, "7": 64e-5}
+# GroupNorm epsilon of att.ln_x per version (architecture.md §9.2): the value the official models were
+# trained with, 64e-5, for v5 too; Model(gn_eps=1e-5) gives rwkv.cpp's v5 value (its test models need it).
+DEFAULT_GN_EPS = {version: info.gn_eps for version, info in VERSIONS.items() if info.family != "4"}
 
 # Kinds of tensors: "vector"/"param" are small parameters that must stay F32 (they feed exp and
 # layer norms; rwkv.cpp never stores them otherwise), "matrix" may be F32, F16 or block-quantized.
 VECTOR = "vector"
 MATRIX = "matrix"
+
+W = TypeVar("W")  # what a model's weights are: engine tensors for the graphs, arrays elsewhere
 
 
 @dataclass(frozen=True)
@@ -42,11 +64,111 @@ class Hyper:
     gn_eps: float = 0.0  # GroupNorm epsilon of v5+ (0 for v4, which has no GroupNorm)
 
     @property
+    def family(self) -> str:
+        """"4", "5", "6" or "7": which graph builder and state layout."""
+        return family(self.version)
+
+    @property
+    def gated(self) -> bool:
+        """Whether the time mix has a gate (``att.gate.weight`` or v7's g LoRA): all but v4 and rwkv.cpp's
+        5.1 (architecture.md §1.3)."""
+        return self.version not in ("4", "5.1")
+
+    @property
+    def bonus(self) -> str:
+        """v5: the name (after ``att.``) of the bonus u: ``time_faaaa`` (raw, 5.2) or ``time_first``."""
+        return _v5_bonus(self.version)
+
+    @property
+    def layout(self) -> StateLayout:
+        """Where everything lives in the flat recurrent state (architecture.md §7)."""
+        return state_layout(self.version, self.n_layer, self.n_embed, self.head_size)
+
+    @property
     def state_size(self) -> int:
         """Floats in the flat recurrent state (architecture.md §7)."""
-        if self.version == "4":
-            return 5 * self.n_embed * self.n_layer
-        return (2 + self.head_size) * self.n_embed * self.n_layer
+        return self.layout.size
+
+    def layers(self, weights: Mapping[str, W]) -> list[Layer[W]]:
+        """Per-layer access to ``weights`` (stored and derived, by full name), with each layer's state slots."""
+        layout = self.layout
+        return [Layer(i, layout.layer(i), Prefixed(weights, f"blocks.{i}."), Prefixed(weights, f"blocks.{i}.att."),
+                      Prefixed(weights, f"blocks.{i}.ffn.")) for i in range(self.n_layer)]
+
+
+class Prefixed(Generic[W]):
+    """The weights under one name prefix: ``Prefixed(w, "blocks.3.att.")["key.weight"]`` is
+    ``w["blocks.3.att.key.weight"]``."""
+
+    __slots__ = ("_prefix", "_weights")
+
+    def __init__(self, weights: Mapping[str, W], prefix: str) -> None:
+        self._weights = weights
+        self._prefix = prefix
+
+    def __getitem__(self, name: str) -> W:
+        return self._weights[self._prefix + name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._prefix + name in self._weights
+
+
+@dataclass(frozen=True)
+class Layer(Generic[W]):
+    """One block of a model: its weights (``block["ln1.weight"]``, ``att["key.weight"]``,
+    ``ffn["key.weight"]``; derived weights under the same prefixes, see :func:`derived_weights`) and
+    where its parts of the state are (``state.ffn_x``, ``state.att_x``, ``state.recurrent``)."""
+
+    index: int
+    state: LayerSlots
+    block: Prefixed[W]
+    att: Prefixed[W]
+    ffn: Prefixed[W]
+
+    @property
+    def ln1(self) -> tuple[W, W]:
+        """The time mix's LayerNorm (weight, bias)."""
+        return self.block["ln1.weight"], self.block["ln1.bias"]
+
+    @property
+    def ln2(self) -> tuple[W, W]:
+        """The channel mix's LayerNorm (weight, bias)."""
+        return self.block["ln2.weight"], self.block["ln2.bias"]
+
+
+# ---- weights derived at load time ----
+# Per-layer names (after "blocks.<i>.") of the derived weights; no stored tensor has these names.
+ATT_MIX = "att.mix_stacked"  # the time mix's token-shift vectors stacked (C, 1, n): planes in MIX order
+FFN_MIX = "ffn.mix_stacked"  # the channel mix's: planes k, r
+ONE_MINUS_K_A = "att.one_minus_k_a"  # v7 (V7.8): 1 - k_a as a C-vector
+# The planes of ATT_MIX per family, the stored vectors' suffixes; v5 without a gate has no "g".
+ATT_MIX_ORDER = {"4": ("r", "k", "v"), "5": ("r", "k", "v", "g"), "6": ("w", "k", "v", "r", "g")}
+V6_MIX_ORDER = ATT_MIX_ORDER["6"]  # (V6.2): also the order of the five LoRA chunks and time_maa_w2's planes
+
+
+def _stack(raw: Callable[[str], npt.NDArray[np.generic]], names: list[str]) -> npt.NDArray[np.float32]:
+    """n F32 vectors of C floats as one contiguous (n, 1, C) array (ggml ne (C, 1, n)): one broadcasting op
+    then serves all n of them (a graph node costs a barrier per eval, which matters in per-token mode)."""
+    rows = [np.asarray(raw(name), dtype=np.float32).reshape(-1) for name in names]
+    return np.ascontiguousarray(np.stack(rows)[:, None, :])
+
+
+def derived_weights(hp: Hyper, raw: Callable[[str], npt.NDArray[np.generic]]) -> dict[str, npt.NDArray[np.float32]]:
+    """The constants the graphs use besides the stored tensors, by full name (``blocks.<i>.`` + ATT_MIX,
+    FFN_MIX, ONE_MINUS_K_A), computed from the stored arrays (``raw(name)``, e.g. ``WeightStore.raw``)."""
+    fam = hp.family
+    att_mix, ffn_mix = ("time_maa_", "time_maa_") if fam == "6" else ("time_mix_", "time_mix_")
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    for i in range(hp.n_layer):
+        p = f"blocks.{i}."
+        if fam == "7":
+            k_a = np.asarray(raw(p + "att.k_a"), dtype=np.float32).reshape(-1)
+            out[p + ONE_MINUS_K_A] = np.ascontiguousarray(1.0 - k_a, dtype=np.float32)
+            continue
+        order = ATT_MIX_ORDER[fam] if hp.gated else ATT_MIX_ORDER[fam][:3]  # 5.1: no g
+        out[p + ATT_MIX] = _stack(raw, [p + "att." + att_mix + f for f in order])
+        out[p + FFN_MIX] = _stack(raw, [p + "ffn." + ffn_mix + f for f in ("k", "r")])
+    return out
 
 
 def detect_version(names: Mapping[str, object] | set[str]) -> str:
@@ -150,13 +272,17 @@ def _heads(mf: ModelFile, name: str, C: int, h_dim: int) -> tuple[int, int]:
     return H, C // H
 
 
+def _v5_bonus(version: str) -> str:
+    return "time_faaaa" if version == "5.2" else "time_first"
+
+
 def _v5_tensors(version: str, C: int, V: int, F: int, L: int, H: int, N: int) -> Want:
     """architecture.md §4.1 / formats.md §6. Decay and bonus may be per head (1,1,H) or per channel (1,N,H) in
     every v5 family (the loader detects by features, §1.3); the bonus is time_first (= exp) without
     time_faaaa, time_faaaa (raw) for 5.2."""
     want = _common_tensors(C, V)
-    gated = version != "5.1"
-    bonus = "att.time_faaaa" if version == "5.2" else "att.time_first"
+    gated = version != "5.1"  # Hyper.gated
+    bonus = "att." + _v5_bonus(version)
     head_or_channel = ((1, 1, H), (1, N, H))
     for i in range(L):
         p = f"blocks.{i}."
@@ -251,8 +377,7 @@ _LAYER_NAMES: dict[str, frozenset[str]] = {
 
 def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
     """Every ``blocks.<i>.`` tensor must be of a layer below n_layer and not belong to another version."""
-    family = version.split(".")[0]
-    own = _LAYER_NAMES[family]
+    own = _LAYER_NAMES[family(version)]
     foreign: dict[str, str] = {}
     for other, names in _LAYER_NAMES.items():
         for n in names - own:
@@ -277,7 +402,7 @@ def validate(mf: ModelFile) -> Hyper:
     UnsupportedError for a recognised version this release cannot run yet.
     """
     version = detect_version(mf.tensors)
-    if version not in SUPPORTED_VERSIONS:
+    if version not in VERSIONS:
         major = version.split(".")[0].split("-")[0]
         raise UnsupportedError(f"{mf.path}: RWKV v{major} (detected '{version}') is not supported yet; "
                                f"supported: v{', v'.join(SUPPORTED_VERSIONS)}")

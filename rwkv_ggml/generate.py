@@ -4,8 +4,8 @@ Everything here composes the lower layers: :class:`~rwkv_ggml.model.Model` (sequ
 prompt, one :meth:`~rwkv_ggml.model.Model.eval` per new token), a
 :class:`~rwkv_ggml.tokenizer.Tokenizer` (picked from the model's vocabulary size unless given) and
 the :mod:`~rwkv_ggml.sampling` options. The functions take the model as their first argument; the
-Model class exposes them as methods (``model.generate(...)``, ``model.complete(...)``,
-``model.embed(...)``, ``model.chat_session(...)``).
+package's ``rwkv_ggml.Model`` (:mod:`rwkv_ggml.api`) exposes them as methods (``model.generate(...)``,
+``model.complete(...)``, ``model.embed(...)``, ``model.chat_session(...)``).
 
 State continuation. An RWKV model's whole memory of the text so far is its state vector, so a
 conversation never has to be re-read: :class:`Generation` exposes ``state`` (the model state after

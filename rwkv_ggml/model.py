@@ -1,4 +1,8 @@
-"""The public Model: load an RWKV model file and evaluate it token by token with an explicit state.
+"""The core Model: load an RWKV model file and evaluate it token by token with an explicit state.
+
+This is the model layer (load, graphs, evals, hidden vectors, perplexity); text in and text out
+(generation, completion, embeddings of text, chat) build on it in :mod:`rwkv_ggml.api`, whose Model
+subclass is the package's ``rwkv_ggml.Model``.
 
 The recurrent state is a plain float32 numpy array in rwkv.cpp's layout (architecture.md §7), so it
 can be saved, restored, copied and branched like any array, and exchanged with rwkv.cpp.
@@ -12,17 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import arch, ggml
+from . import _checks, arch, ggml
+from .checkpoint import initial_state_from_checkpoint
 from .errors import ClosedError, EngineArgumentError, ModelFormatError
 from .fileformat import DType, read_model_file
 from .graphs import common as gcommon
@@ -30,7 +35,11 @@ from .graphs import v4 as graph_v4
 from .graphs import v5 as graph_v5
 from .graphs import v6 as graph_v6
 from .graphs import v7 as graph_v7
+from .state import State
 from .weights import DEFAULT_PLACEMENT, WeightStore
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11; only read by type checkers here
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -41,14 +50,8 @@ DEFAULT_CHUNK_SIZE = 256
 # Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
 # so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
 _METADATA_BYTES = 64 << 20
-_BUILDERS = {"4": graph_v4.build, "5.1": graph_v5.build, "5.1-gated": graph_v5.build, "5.2": graph_v5.build,
-             "6": graph_v6.build, "7": graph_v7.build}
-
-
-def _check_gn_eps(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise EngineArgumentError(f"gn_eps must be a finite number > 0, got {value!r}")
-    return float(value)
+# The graph builder of each version family (arch.Hyper.family).
+_GRAPH_BUILDERS = {"4": graph_v4.build, "5": graph_v5.build, "6": graph_v6.build, "7": graph_v7.build}
 
 
 @dataclass
@@ -66,14 +69,35 @@ class _Graphs:
     n_state_nodes: int
 
 
+class _Resources:
+    """What a Model owns, released in reverse order of acquisition (graphs, then the weights' context, the
+    thread pool, the weights' memory). Separate from the Model so that weakref.finalize can release them
+    when a Model is dropped without close()."""
+
+    def __init__(self) -> None:
+        self.graphs: dict[tuple[int, bool], _Graphs] = {}
+        self._closers: list[Callable[[], None]] = []
+
+    def own(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def release(self) -> None:
+        for g in self.graphs.values():
+            g.ctx.close()
+        self.graphs.clear()
+        while self._closers:
+            self._closers.pop()()
+
+
 class Model:
     """An RWKV model loaded from an rwkv.cpp ``.bin`` file.
 
     ``threads``: compute threads (default: the physical core count). ``placement``: ``"hugepage"``
     (load the weights into 2 MiB pages: fastest) or ``"mmap"`` (map the file: lazy, shared).
-    ``gn_eps``: the GroupNorm epsilon of v5+ (``att.ln_x``); default rwkv.cpp's value, which the test data
-    needs: 1e-5 for v5, 64e-5 for v6/v7 (architecture.md §9.2; the official package uses 64e-5 for v5
-    too). Ignored for v4, which has no GroupNorm.
+    ``gn_eps``: the GroupNorm epsilon of v5+ (``att.ln_x``); default 64e-5 for every v5+ model, the value
+    the official models were trained with (architecture.md §9.2). rwkv.cpp uses 1e-5 for v5: pass
+    ``gn_eps=1e-5`` to reproduce its results (its tiny v5 test models need it). Ignored for v4, which has no
+    GroupNorm.
     ``bf16``: opt-in faster prompts. Sequence mode's matrix products with F32/F16 weights use bf16
     operands (f32 accumulation) on CPUs with AVX512_BF16, about twice the arithmetic rate; logits then
     differ from the exact f32 result by up to ~1e-2 relative (tests/model/test_bf16.py states the
@@ -82,40 +106,39 @@ class Model:
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
                  placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None, bf16: bool = False) -> None:
-        if not isinstance(bf16, bool):
-            raise EngineArgumentError(f"bf16 must be True or False, got {bf16!r}")
-        self.bf16 = bf16
-        if threads is None:
-            threads = ggml.default_threads()
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 512:
-            raise EngineArgumentError(f"threads must be an int in 1..512, got {threads!r}")
+        self.bf16 = _checks.check_bool(bf16, "bf16")
+        self.threads = _checks.check_threads(ggml.default_threads() if threads is None else threads)
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._closed = True
         self._initial_state: FloatArray | None = None  # load_initial_state
         self._fingerprint: str | None = None  # computed on first use
+        self._resources = _Resources()
+        self._release = weakref.finalize(self, self._resources.release)
+        self._graphs = self._resources.graphs
         mf = read_model_file(path)
         try:
             self.hparams = arch.validate(mf)
             if gn_eps is not None:
-                self.hparams = dataclasses.replace(self.hparams, gn_eps=_check_gn_eps(gn_eps))
+                self.hparams = dataclasses.replace(self.hparams, gn_eps=_checks.check_gn_eps(gn_eps))
             self._store = WeightStore(mf, placement)
         except BaseException:
             mf.close()
             raise
-        self.threads = threads
-        self._pool = ggml.Pool(threads)
-        self._weights_ctx = ggml.Context((1 << 16) + 512 * len(mf.tensors), pool=self._pool)
-        self._closed = False
         try:
-            self._weights = {}
-            for name in mf.tensors:
-                arr, etype, ne = self._engine_args(name)
-                t = self._weights_ctx.external(arr, engine_type=etype, ne=ne, constant=True)
-                t.name = name
-                self._weights[name] = t
+            self._resources.own(self._store.close)
+            self._pool = ggml.Pool(self.threads)
+            self._resources.own(self._pool.close)
+            derived = arch.derived_weights(self.hparams, self._store.raw)
+            self._weights_ctx = ggml.Context((1 << 16) + 512 * (len(mf.tensors) + len(derived)), pool=self._pool)
+            self._resources.own(self._weights_ctx.close)
+            self._closed = False
+            self._weights = self._place_weights(list(mf.tensors))
+            # What the graphs read: the stored tensors and the constants derived from them at load time.
+            self._graph_weights = dict(self._weights)
+            for name, arr in derived.items():
+                self._graph_weights[name] = self._weights_ctx.external(arr, constant=True)
             self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32
-            self._graphs: dict[tuple[int, bool], _Graphs] = {}
             # Output buffers for when the caller's output aliases the input (evals hold the lock).
             self._scratch_states = (np.empty(self.state_size, dtype=np.float32),
                                     np.empty(self.state_size, dtype=np.float32))
@@ -124,10 +147,16 @@ class Model:
             self.close()
             raise
 
-    def _engine_args(self, name: str) -> tuple[np.ndarray, int, list[int]]:
-        rec = self._store.record(name)
-        arr = self._store.raw(name)
-        return arr, int(rec.dtype), list(rec.ne)
+    def _place_weights(self, names: list[str]) -> dict[str, ggml.Tensor]:
+        """The stored tensors as constant engine tensors pointing into the weight store's memory."""
+        weights = {}
+        for name in names:
+            rec = self._store.record(name)
+            t = self._weights_ctx.external(self._store.raw(name), engine_type=int(rec.dtype), ne=list(rec.ne),
+                                           constant=True)
+            t.name = name
+            weights[name] = t
+        return weights
 
     # ---- properties ----
     @property
@@ -171,18 +200,18 @@ class Model:
     # ---- graphs ----
     def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray,
                all_logits: bool = False) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
-        hp = self.hparams
+        hp, w = self.hparams, self._graph_weights
         io = gcommon.GraphIO(
             T=T,
             ids=ctx.new_tensor(ggml.I32, (T,)),
             state_in=ctx.external(state_in),
             state_out=ctx.external(state_out),
         )
-        x = _BUILDERS[hp.version](ctx, self._weights, hp, io)
+        x = _GRAPH_BUILDERS[hp.family](ctx, w, hp, io)
         last = gcommon.column(ctx, x, T - 1) if T > 1 and not all_logits else x
         # (S3) logits = head . LN(x; ln_out), for the last token (or every token)
-        hidden = ctx.layer_norm(last, self._weights["ln_out.weight"], self._weights["ln_out.bias"], gcommon.LN_EPS)
-        logits = ctx.mul_mat(self._weights["head.weight"], hidden)
+        hidden = ctx.layer_norm(last, w["ln_out.weight"], w["ln_out.bias"], gcommon.LN_EPS)
+        logits = ctx.mul_mat(w["head.weight"], hidden)
         return io, hidden, logits, io.state_writes
 
     def _graph_for(self, T: int, all_logits: bool = False) -> _Graphs:
@@ -213,23 +242,28 @@ class Model:
 
     # ---- state ----
     def init_state(self) -> FloatArray:
-        """A fresh state: zeros, except v4's pp = -1e30 (architecture.md §3.4); after
+        """A fresh state: zeros, except v4's pp = -1e30 (architecture.md §3.4, layout §7); after
         :meth:`load_initial_state`, a copy of the trained initial state instead (until
         :meth:`reset_initial_state`). ``state=None`` in the evals starts from this state."""
         self._check_open()
         if self._initial_state is not None:
             return self._initial_state.copy()
-        state = np.zeros(self.state_size, dtype=np.float32)
-        if self.version == "4":
-            C = self.n_embed
-            for layer in range(self.n_layer):
-                state[5 * C * layer + 4 * C:5 * C * (layer + 1)] = -1e30
-        return state
+        return self.hparams.layout.fresh()
+
+    def _state_in(self, state: FloatArray | State | None) -> FloatArray:
+        """The state an eval starts from: the caller's (checked, never modified) or a fresh one."""
+        return self.init_state() if state is None else self._check_state(state, "state")
+
+    def _state_out(self, state_out: FloatArray | State | None) -> FloatArray:
+        """Where an eval writes the new state: the caller's buffer (checked) or a new array."""
+        if state_out is None:
+            return np.empty(self.state_size, dtype=np.float32)
+        return self._check_state(state_out, "state_out", writable=True)
 
     # ---- evaluation ----
-    def eval(self, token: int, state: FloatArray | None = None, *, state_out: FloatArray | None = None,
-             logits_out: FloatArray | None = None, compute_logits: bool = True
-             ) -> tuple[FloatArray | None, FloatArray]:
+    def eval(self, token: int, state: FloatArray | State | None = None, *,
+             state_out: FloatArray | State | None = None, logits_out: FloatArray | None = None,
+             compute_logits: bool = True) -> tuple[FloatArray | None, FloatArray]:
         """Feeds one token. Returns ``(logits, new_state)``.
 
         ``state=None`` starts from :meth:`init_state`; the caller's ``state`` is never modified.
@@ -237,12 +271,10 @@ class Model:
         itself). With ``compute_logits=False`` the head is skipped and ``logits`` is None.
         """
         self._check_open()
-        tok = self._check_token(token)
-        state_in = self.init_state() if state is None else self._check_state(state, "state")
-        out = np.empty(self.state_size, dtype=np.float32) if state_out is None else \
-            self._check_state(state_out, "state_out", writable=True)
+        tok = _checks.check_token(token, self.n_vocab)
+        state_in, out = self._state_in(state), self._state_out(state_out)
         if logits_out is not None:
-            self._check_logits(logits_out)
+            _checks.check_logits_out(logits_out, (self.n_vocab,), contiguous=False)
         with self._lock:
             self._check_open()
             g = self._graph_for(1)
@@ -270,9 +302,9 @@ class Model:
         g.io.state_out.set_data(state_out)
         g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
 
-    def eval_sequence(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+    def eval_sequence(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
                       all_logits: bool = False, chunk_size: int | None = None,
-                      state_out: FloatArray | None = None, logits_out: FloatArray | None = None,
+                      state_out: FloatArray | State | None = None, logits_out: FloatArray | None = None,
                       compute_logits: bool = True) -> tuple[FloatArray | None, FloatArray]:
         """Feeds a whole sequence at once ("GPT mode"). Returns ``(logits, new_state)``.
 
@@ -285,23 +317,17 @@ class Model:
         ``compute_logits`` behave as in :meth:`eval`.
         """
         self._check_open()
-        toks = self._check_tokens(tokens)
-        chunk = self._check_chunk_size(chunk_size)
-        state_in = self.init_state() if state is None else self._check_state(state, "state")
-        out = np.empty(self.state_size, dtype=np.float32) if state_out is None else \
-            self._check_state(state_out, "state_out", writable=True)
-        n, V = len(toks), self.n_vocab
+        toks = _checks.check_tokens(tokens, self.n_vocab)
+        chunk = _checks.check_chunk_size(chunk_size, DEFAULT_CHUNK_SIZE)
+        state_in, out = self._state_in(state), self._state_out(state_out)
+        shape = (len(toks), self.n_vocab) if all_logits else (self.n_vocab,)
         if logits_out is not None:
-            want = (n, V) if all_logits else (V,)
-            if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
-                    logits_out.shape != want or not logits_out.flags.writeable or not logits_out.flags.c_contiguous:
-                raise EngineArgumentError(f"logits_out must be a writable C-contiguous float32 array of shape {want}")
+            _checks.check_logits_out(logits_out, shape, contiguous=True)
         if all_logits and not compute_logits:
             raise EngineArgumentError("all_logits=True needs compute_logits=True")
         result = None
         if compute_logits:
-            result = logits_out if logits_out is not None else \
-                np.empty((n, V) if all_logits else (V,), dtype=np.float32)
+            result = logits_out if logits_out is not None else np.empty(shape, dtype=np.float32)
         with self._lock:
             self._check_open()
             for start, length, logits in self._chunks(toks, state_in, out, chunk, all_logits, compute_logits):
@@ -309,7 +335,7 @@ class Model:
                     continue
                 if all_logits:
                     result[start:start + length] = logits
-                elif start + length == n:
+                elif start + length == len(toks):
                     result[...] = logits[-1]
         return result, out
 
@@ -343,15 +369,14 @@ class Model:
         if cur is not out:
             np.copyto(out, cur)
 
-    def hidden(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+    def hidden(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
                chunk_size: int | None = None) -> tuple[FloatArray, FloatArray]:
         """The final hidden vector of the last token (after ``ln_out``, before the head), shape
         ``(n_embed,)``, and the state after the tokens. The basis of sentence embeddings."""
         self._check_open()
-        toks = self._check_tokens(tokens)
-        chunk = self._check_chunk_size(chunk_size)
-        state_in = self.init_state() if state is None else self._check_state(state, "state")
-        out = np.empty(self.state_size, dtype=np.float32)
+        toks = _checks.check_tokens(tokens, self.n_vocab)
+        chunk = _checks.check_chunk_size(chunk_size, DEFAULT_CHUNK_SIZE)
+        state_in, out = self._state_in(state), self._state_out(None)
         with self._lock:
             self._check_open()
             for _ in self._chunks(toks, state_in, out, chunk, False, True):
@@ -366,17 +391,16 @@ class Model:
         rest = n % chunk
         return chunk if rest == 0 else rest & -rest  # pieces shrink, so the last is the lowest set bit
 
-    def perplexity(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | None = None, *,
+    def perplexity(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
                    chunk_size: int | None = None) -> tuple[float, float]:
         """Mean negative log-likelihood (nats per token) of tokens[1:] given the tokens before them,
         and the perplexity exp(mean NLL). Runs in sequence mode, one chunk of logits at a time."""
         self._check_open()
-        toks = self._check_tokens(tokens)
+        toks = _checks.check_tokens(tokens, self.n_vocab)
         if len(toks) < 2:
             raise EngineArgumentError("perplexity needs at least 2 tokens")
-        chunk = self._check_chunk_size(chunk_size)
-        state_in = self.init_state() if state is None else self._check_state(state, "state")
-        out = np.empty(self.state_size, dtype=np.float32)
+        chunk = _checks.check_chunk_size(chunk_size, DEFAULT_CHUNK_SIZE)
+        state_in, out = self._state_in(state), self._state_out(None)
         total = 0.0
         with self._lock:
             self._check_open()
@@ -396,63 +420,12 @@ class Model:
         if self._closed:
             raise ClosedError(f"model '{self.path}' is closed")
 
-    def _check_token(self, token: Any) -> int:
-        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
-            raise EngineArgumentError(f"token must be an int, got {type(token).__name__}")
-        tok = int(token)
-        if not 0 <= tok < self.n_vocab:
-            raise EngineArgumentError(f"token id {tok} is outside the vocabulary (0..{self.n_vocab - 1})")
-        return tok
-
-    def _check_tokens(self, tokens: Any) -> np.ndarray:
-        if isinstance(tokens, (str, bytes)):
-            raise EngineArgumentError("tokens must be a sequence of ints (encode text with a Tokenizer first)")
-        try:
-            arr = np.asarray(tokens)
-        except (TypeError, ValueError) as exc:
-            raise EngineArgumentError(f"tokens must be a sequence of ints: {exc}") from None
-        if arr.ndim != 1:
-            raise EngineArgumentError(f"tokens must be a 1-D sequence of ints, got shape {arr.shape}")
-        if arr.size == 0:
-            raise EngineArgumentError("tokens is empty")
-        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-            raise EngineArgumentError(f"tokens must be ints, got {arr.dtype}")
-        bad = np.flatnonzero((arr < 0) | (arr >= self.n_vocab))
-        if bad.size:
-            i = int(bad[0])
-            raise EngineArgumentError(f"token id {int(arr[i])} at position {i} is outside the vocabulary "
-                                      f"(0..{self.n_vocab - 1})")
-        return arr.astype(np.int32)
-
-    @staticmethod
-    def _check_chunk_size(chunk_size: Any) -> int:
-        if chunk_size is None:
-            return DEFAULT_CHUNK_SIZE
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or not \
-                1 <= int(chunk_size) <= 4096:
-            raise EngineArgumentError(f"chunk_size must be an int in 1..4096, got {chunk_size!r}")
-        return int(chunk_size)
-
     def _check_state(self, state: Any, what: str, writable: bool = False) -> FloatArray:
-        if hasattr(state, "array_for"):  # a rwkv_ggml.State: must belong to this model; use its array
+        """A state array of this model: a float32 array of state_size floats, or a :class:`State`, which must
+        belong to this model (its array is used)."""
+        if isinstance(state, State):
             state = state.array_for(self)
-        if not isinstance(state, np.ndarray):
-            raise EngineArgumentError(f"{what} must be a numpy float32 array, got {type(state).__name__}")
-        if state.dtype != np.float32:
-            raise EngineArgumentError(f"{what} has dtype {state.dtype}; the state is float32")
-        if state.ndim != 1 or state.size != self.state_size:
-            raise EngineArgumentError(f"{what} has shape {state.shape}; this model's state is "
-                                      f"({self.state_size},) float32")
-        if not state.flags.c_contiguous:
-            raise EngineArgumentError(f"{what} must be C-contiguous")
-        if writable and not state.flags.writeable:
-            raise EngineArgumentError(f"{what} is read-only")
-        return state
-
-    def _check_logits(self, logits_out: Any) -> None:
-        if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
-                logits_out.shape != (self.n_vocab,) or not logits_out.flags.writeable:
-            raise EngineArgumentError(f"logits_out must be a writable float32 array of shape ({self.n_vocab},)")
+        return _checks.check_state_array(state, what, self.state_size, writable)
 
     # ---- trained initial state, weights fingerprint ----
     def load_initial_state(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> FloatArray:
@@ -466,8 +439,6 @@ class Model:
         Raises ModelFormatError if the checkpoint does not fit this model (layers, heads, head size),
         UnsupportedError for v4 (it has no trainable state).
         """
-        from .checkpoint import initial_state_from_checkpoint
-
         self._check_open()
         state = initial_state_from_checkpoint(source, self.version, n_layer=self.n_layer,
                                               n_embed=self.n_embed)
@@ -518,55 +489,18 @@ class Model:
     def close(self) -> None:
         """Frees the weights, graphs and threads. Idempotent."""
         with self._lock:
-            if getattr(self, "_closed", True) and not hasattr(self, "_pool"):
-                return
             self._closed = True
-            for g in getattr(self, "_graphs", {}).values():
-                g.ctx.close()
-            self._graphs = {}
             self._weights = {}
-            if hasattr(self, "_weights_ctx"):
-                self._weights_ctx.close()
-            if hasattr(self, "_pool"):
-                self._pool.close()
-                del self._pool
-            if hasattr(self, "_store"):
-                self._store.close()
+            self._graph_weights = {}
+            self._release()
 
-    def __enter__(self) -> Model:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.dtype}, {self.threads} threads"
         return (f"Model({self.path!r}, v{self.hparams.version}, n_embed={self.n_embed}, n_layer={self.n_layer}, "
                 f"n_vocab={self.n_vocab}, {state})")
-
-    # ---- text in, text out (implemented in rwkv_ggml.generate; see there for the arguments) ----
-    def generate(self, prompt: Any, max_tokens: int = 100, **kwargs: Any) -> Any:
-        """Streams text chunks after ``prompt``: :func:`rwkv_ggml.generate.generate`."""
-        from .generate import generate
-        return generate(self, prompt, max_tokens, **kwargs)
-
-    def complete(self, prompt: Any, max_tokens: int = 100, **kwargs: Any) -> str:
-        """The continuation of ``prompt`` as one string: :func:`rwkv_ggml.generate.complete`."""
-        from .generate import complete
-        return complete(self, prompt, max_tokens, **kwargs)
-
-    def embed(self, text_or_tokens: Any, tokenizer: Any = None, **kwargs: Any) -> FloatArray:
-        """L2-normalised final hidden vector of the text: :func:`rwkv_ggml.generate.embed`."""
-        from .generate import embed
-        return embed(self, text_or_tokens, tokenizer, **kwargs)
-
-    def chat_session(self, tokenizer: Any = None, **kwargs: Any) -> Any:
-        """A conversation that keeps its state between turns: :class:`rwkv_ggml.generate.ChatSession`."""
-        from .generate import ChatSession
-        return ChatSession(self, tokenizer, **kwargs)

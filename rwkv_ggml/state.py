@@ -43,11 +43,12 @@ import numpy.typing as npt
 
 from ._atomic import atomic_output
 from .errors import EngineArgumentError, ModelFormatError, ModelIOError, UnsupportedError
+from .layout import SUPPORTED_VERSIONS, family, state_layout
 
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["STATE_MAGIC", "STATE_FORMAT_VERSION", "State", "StateInfo"]
+__all__ = ["STATE_FORMAT_VERSION", "STATE_MAGIC", "State", "StateInfo"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -56,7 +57,6 @@ STATE_FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sII16sIIIIQQ32s")
 _HEADER_SIZE = _HEADER.size  # 96
 _CRC_OFFSET = 12
-_VERSIONS = ("4", "5.1", "5.1-gated", "5.2", "6", "7")
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class StateInfo:
     @property
     def state_size(self) -> int:
         """Floats in a state of this model (architecture.md §7)."""
-        if self.version == "4":
-            return 5 * self.n_embed * self.n_layer
-        return (2 + self.head_size) * self.n_embed * self.n_layer
+        return state_layout(self.version, self.n_layer, self.n_embed, self.head_size).size
 
     @staticmethod
     def of(model: Model) -> StateInfo:
@@ -95,7 +93,7 @@ class StateInfo:
 
         Non-strict compares only what decides the array's layout (version family and sizes), for
         a state that should carry over to a re-quantized or fine-tuned copy of the same model."""
-        if self.version != other.version and (strict or _family(self.version) != _family(other.version)):
+        if self.version != other.version and (strict or family(self.version) != family(other.version)):
             return f"version v{self.version} vs v{other.version}"
         for field in ("n_embed", "n_layer", "n_head", "head_size"):
             if getattr(self, field) != getattr(other, field):
@@ -104,11 +102,6 @@ class StateInfo:
             return (f"weights fingerprint {self.fingerprint[:12]}... vs {other.fingerprint[:12]}... "
                     "(same shape, different weights; pass strict=False to accept it anyway)")
         return None
-
-
-def _family(version: str) -> str:
-    """"5.1", "5.1-gated", "5.2" all share the v5 state layout."""
-    return version.split(".")[0]
 
 
 class State:
@@ -273,7 +266,7 @@ class State:
         # The checksum matched, so the fields are what save() wrote; still validate them, since a
         # hand-made file can have a valid checksum too.
         version = version_raw.rstrip(b"\0").decode("ascii", "replace")
-        if version not in _VERSIONS:
+        if version not in SUPPORTED_VERSIONS:
             raise ModelFormatError(f"{path}: unknown RWKV version {version!r} in state file")
         info = StateInfo(version, n_embed, n_layer, n_head, head_size, digest.hex())
         heads_ok = version == "4" or (head_size >= 1 and n_head * head_size == n_embed)

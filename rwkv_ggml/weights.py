@@ -90,9 +90,10 @@ class WeightStore:
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes: float32/float16 arrays in numpy shape, or uint8 rows for block types."""
         rec = self._mf.tensors[name]
-        if name not in self._offsets:
+        anon = self._anon
+        if name not in self._offsets or anon is None:  # left in the file (mmap placement), or closed
             return self._mf.array(name)
-        flat = np.frombuffer(self._anon, dtype=np.uint8, count=rec.nbytes, offset=self._offsets[name])
+        flat = np.frombuffer(anon, dtype=np.uint8, count=rec.nbytes, offset=self._offsets[name])
         if rec.dtype == DType.F32:
             return flat.view(np.float32).reshape(rec.shape)
         if rec.dtype == DType.F16:

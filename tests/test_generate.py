@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rwkv_ggml import Model
 from rwkv_ggml.generate import (
     DEFAULT_MODEL_FILE,
     ChatSession,
@@ -21,7 +22,6 @@ from rwkv_ggml.generate import (
     embed,
     generate,
 )
-from rwkv_ggml.model import Model
 from rwkv_ggml.sampling import SamplingParams
 from rwkv_ggml.tokenizer import Tokenizer
 from tests.conftest import tiny_path

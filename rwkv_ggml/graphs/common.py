@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from ..arch import FFN_MIX, Layer
 from ..ggml import Context, Tensor
+from ..layout import LayerSlots
 
 F32_BYTES = 4
 LN_EPS = 1e-5  # every LayerNorm of every version (E1)
@@ -93,34 +93,36 @@ def flat(ctx: Context, t: Tensor) -> Tensor:
     return ctx.reshape(t, [n])
 
 
-def stack_vectors(ctx: Context, vectors: list[Tensor]) -> Tensor:
-    """A constant (C, 1, n) tensor holding n F32/F16 weight vectors of C floats, copied once when the graph
-    is built (into a numpy array the context keeps alive): one broadcasting op then serves all n of them
-    (a graph node costs a barrier per eval, which matters in per-token mode)."""
-    rows = [np.asarray(v.numpy(), dtype=np.float32).reshape(-1) for v in vectors]
-    return ctx.external(np.ascontiguousarray(np.stack(rows)[:, None, :]), constant=True)
-
-
 def lerp_stacked(ctx: Context, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     """x0 + (x1 - x0) ⊙ t_f for every stacked vector t_f at once: x0, x1 (C, T), t (C, 1, n) -> (C, T, n).
-    The token-shift mixes of v5-v7 are all of this form (with x0, x1 the current and previous token)."""
+    The token-shift mixes of v4-v6 are all of this form (with x0, x1 the current and previous token); the
+    stacked vectors are derived weights (arch.derived_weights)."""
     return ctx.add(ctx.mul(ctx.sub(x1, x0), t), x0)
 
 
-def plane(ctx: Context, x: Tensor, i: int) -> Tensor:
-    """Plane i (dim 2) of a contiguous (C, T, n) tensor, as a contiguous (C, T) view."""
+def planes(ctx: Context, x: Tensor, n: int) -> tuple[Tensor, ...]:
+    """The n planes (dim 2) of a contiguous (C, T, n) tensor, each a contiguous (C, T) view."""
     C, T = x.ne[0], x.ne[1]
-    return ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES)
+    return tuple(ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES) for i in range(n))
 
 
-def channel_mix_v4(ctx: Context, w: Mapping[str, Tensor], io: GraphIO, x: Tensor, p: str, base: int) -> Tensor:
-    """x + ChannelMix(LN(x; ln2)) with the v4/v5 parameters (CM4.1)-(CM4.3); ffn_x at ``base`` of the
-    state."""
+def split_wkv(ctx: Context, io: GraphIO, wkv: Tensor, slots: LayerSlots) -> Tensor:
+    """A WKV op's output is its T output columns followed by the new recurrent state: schedules the state's
+    write into the layer's recurrent slot and returns the output y (C, T)."""
+    C, T = wkv.ne[0], io.T
+    y = ctx.view(wkv, [C, T], [0, C * F32_BYTES], 0)
+    rows = slots.recurrent_size // C
+    write_state(ctx, io, ctx.view(wkv, [C, rows], [0, C * F32_BYTES], T * C * F32_BYTES), slots.recurrent)
+    return y
+
+
+def channel_mix_v4(ctx: Context, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:
+    """x + ChannelMix(LN(x; ln2)) with the v4/v5 parameters (CM4.1)-(CM4.3)."""
     # (CM4.1) b = LN(x); s = state.ffn_x; state.ffn_x <- b
-    b, s = norm_and_shift(ctx, io, x, w[p + "ln2.weight"], w[p + "ln2.bias"], base)
+    b, s = norm_and_shift(ctx, io, x, *layer.ln2, layer.state.ffn_x)
     # (CM4.2) x_k, x_r = s + (b - s)*mu'
-    xs = lerp_stacked(ctx, s, b, stack_vectors(ctx, [w[p + "ffn.time_mix_k"], w[p + "ffn.time_mix_r"]]))
+    xk, xr = planes(ctx, lerp_stacked(ctx, s, b, layer.block[FFN_MIX]), 2)
     # (CM4.3) out = sigmoid(W'_r x_r) * (W'_v relu(W'_k x_k)^2)
-    r = ctx.sigmoid(ctx.mul_mat(w[p + "ffn.receptance.weight"], plane(ctx, xs, 1)))
-    kk = ctx.sqr(ctx.relu(ctx.mul_mat(w[p + "ffn.key.weight"], plane(ctx, xs, 0))))
-    return ctx.add(x, ctx.mul(r, ctx.mul_mat(w[p + "ffn.value.weight"], kk)))
+    r = ctx.sigmoid(ctx.mul_mat(layer.ffn["receptance.weight"], xr))
+    kk = ctx.sqr(ctx.relu(ctx.mul_mat(layer.ffn["key.weight"], xk)))
+    return ctx.add(x, ctx.mul(r, ctx.mul_mat(layer.ffn["value.weight"], kk)))

@@ -54,7 +54,8 @@ def test_quantized_tiny_v4_within_bounds(tmp_path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["Q5_0", "Q5_1"])
 def test_rwkv_cpp_quantized_files_load(stem: str, fmt: str) -> None:
     expected = np.fromfile(tiny_path(f"expected-logits-{stem}.bin"), dtype="<f4")
-    with Model(tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2) as m:
+    gn_eps = 1e-5 if stem.startswith("5") else None  # rwkv.cpp's v5 value, behind the expected logits
+    with Model(tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2, gn_eps=gn_eps) as m:
         logits, _ = m.eval_sequence(PROMPT)
     assert np.abs(logits - expected).max() <= BOUNDS[fmt]
 
