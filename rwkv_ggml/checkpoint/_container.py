@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ClosedError, ModelFormatError, ModelIOError
-from ._tensor import LazyTensor, _Spec
+from ._tensor import LazyTensor, _check_expansion, _Spec
 from .layouts import _to_official
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+
+def open_regular_file(path: Path) -> IO[bytes]:
+    """Open a checkpoint file for reading, refusing anything but a regular file.
+
+    A FIFO would block ``open`` (and every read) forever and a device or directory has no
+    file contents, so the file is opened without blocking and checked before anything is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise ModelIOError(f"cannot open checkpoint '{path}': {e.strerror or e}") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ModelIOError(f"checkpoint '{path}' is not a regular file (a pipe, device or folder)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Checkpoint(Mapping[str, LazyTensor]):
@@ -32,6 +55,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         self.layout = "official"
         self.metadata: dict[str, str] = {}
         self._tensors: dict[str, LazyTensor] = {}
+        self._paths: list[Path] = []  # every file mapped, in order (several for a sharded checkpoint)
         self._maps: list[mmap.mmap] = []
         self._files: list[Any] = []
         self._closed = False
@@ -79,20 +103,25 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
     # Construction helpers
     def _map_file(self, path: Path) -> mmap.mmap:
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 (kept open for the mapping; closed by close())
-        except OSError as e:
-            raise ModelIOError(f"cannot open checkpoint '{path}': {e.strerror or e}") from e
+        handle = open_regular_file(path)
         self._files.append(handle)
+        self._paths.append(path)
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise ModelFormatError(f"{path}: file is empty")
-        mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:
+            raise ModelIOError(f"cannot map checkpoint '{path}' into memory: {e}") from e
         self._maps.append(mm)
         return mm
 
     def _add(self, source_name: str, spec: _Spec, file: Path) -> None:
-        name, spec, reshape = _to_official(self.layout, source_name, spec)
+        _check_expansion(spec, f"{file}: tensor '{source_name}'")
+        try:
+            name, spec, reshape = _to_official(self.layout, source_name, spec)
+        except ModelFormatError as e:
+            raise ModelFormatError(f"{file}: {e}") from e
         if name in self._tensors:
             raise ModelFormatError(
                 f"{file}: tensors '{self._tensors[name].source_name}' and '{source_name}' "

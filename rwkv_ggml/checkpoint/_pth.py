@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..errors import ModelFormatError, UnsupportedError
 from ._container import Checkpoint
-from ._tensor import _MAX_HEADER_BYTES, _check_extent, _ElemType, _et, _Spec
+from ._tensor import _MAX_HEADER_BYTES, _check_extent, _ElemType, _et, _short, _Spec
 from .layouts import _detect_layout
 
 _ZIP_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
@@ -83,7 +83,7 @@ def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
-        raise ModelFormatError(f"data.pkl: {what} must be a tuple of integers, got {value!r}")
+        raise ModelFormatError(f"data.pkl: {what} must be a tuple of integers, got {_short(value)}")
     return tuple(value)
 
 
@@ -92,7 +92,7 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *
     if not isinstance(storage, _Storage):
         raise ModelFormatError(f"data.pkl: tensor rebuilt from {type(storage).__name__}, not a storage")
     if not isinstance(storage_offset, int) or isinstance(storage_offset, bool):
-        raise ModelFormatError(f"data.pkl: storage offset must be an integer, got {storage_offset!r}")
+        raise ModelFormatError(f"data.pkl: storage offset must be an integer, got {_short(storage_offset)}")
     spec = _Spec(
         buffer=storage.buffer,
         base=storage.base,
@@ -172,7 +172,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise ModelFormatError(
-                f"{self._file}: data.pkl references the forbidden global '{module}.{name}'; refusing to load "
+                f"{self._file}: data.pkl references the forbidden global '{_short(module)}.{_short(name)}'; refusing to load "
                 "(a checkpoint may only contain tensors; this file may be malicious)"
             ) from None
 
@@ -187,7 +187,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             or isinstance(pid[4], bool)
             or pid[4] < 0
         ):
-            raise ModelFormatError(f"{self._file}: data.pkl has a malformed storage reference {pid!r}")
+            raise ModelFormatError(f"{self._file}: data.pkl has a malformed storage reference {_short(pid)}")
         key, etype, numel = pid[2], pid[1].etype, pid[4]
         storage = self._storages.get(key)
         if storage is None:
@@ -202,10 +202,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _open_pth(ckpt: Checkpoint, path: Path) -> None:
     mm = ckpt._map_file(path)
     try:
-        zf = zipfile.ZipFile(path)  # reads the central directory only
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        # Through the handle already checked to be a regular file; reads the central directory only.
+        zf = zipfile.ZipFile(ckpt._files[-1])
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as e:
         raise ModelFormatError(
-            f"{path}: not a readable PyTorch zip checkpoint ({e}); truncated or corrupt?"
+            f"{path}: not a readable PyTorch zip checkpoint ({_short(e)}); truncated or corrupt?"
         ) from e
     ckpt._files.append(zf)
     members = {info.filename: info for info in zf.infolist()}
@@ -216,7 +224,9 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
         else:
             raise ModelFormatError(f"{path}: zip archive has no data.pkl; not a PyTorch checkpoint")
     if len(pickles) > 1:
-        raise ModelFormatError(f"{path}: zip archive has several data.pkl members ({', '.join(pickles)})")
+        raise ModelFormatError(
+            f"{path}: zip archive has several data.pkl members ({_short(', '.join(pickles))})"
+        )
     prefix = pickles[0][: -len("data.pkl")]
 
     byteorder = "little"
@@ -260,7 +270,7 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
         raise
     except Exception as e:  # any malformed pickle: truncated, bad opcode, wrong arity, ...
         raise ModelFormatError(
-            f"{path}: data.pkl is not a valid state-dict pickle ({type(e).__name__}: {e})"
+            f"{path}: data.pkl is not a valid state-dict pickle ({type(e).__name__}: {_short(e)})"
         ) from e
 
     state = _find_state_dict(obj, path)
@@ -285,7 +295,7 @@ def _find_state_dict(obj: Any, path: Path, depth: int = 0) -> dict[str, _TensorR
         raise ModelFormatError(f"{path}: data.pkl holds no tensors")
     for k in tensors:
         if not isinstance(k, str):
-            raise ModelFormatError(f"{path}: state dict key {k!r} is not a string")
+            raise ModelFormatError(f"{path}: state dict key {_short(k)} is not a string")
     return tensors
 
 
@@ -299,7 +309,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: 
             return f.read(limit)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as e:
         raise ModelFormatError(
-            f"{path}: cannot read zip member '{info.filename}' ({e}); truncated or corrupt?"
+            f"{path}: cannot read zip member '{info.filename}' ({_short(e)}); truncated or corrupt?"
         ) from e
 
 

@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFormatError, ModelIOError, UnsupportedError
-from ._container import Checkpoint
-from ._tensor import _MAX_HEADER_BYTES, _contiguous_strides, _ElemType, _et, _numel, _Spec
+from ._container import Checkpoint, open_regular_file
+from ._tensor import (
+    _MAX_HEADER_BYTES,
+    _check_shape,
+    _contiguous_strides,
+    _ElemType,
+    _et,
+    _numel,
+    _short,
+    _Spec,
+)
 from .layouts import _detect_layout
 
 # safetensors dtype strings -> element type. FP8 types are rejected (never used by RWKV).
@@ -35,30 +44,36 @@ _SAFETENSORS_TYPES: dict[str, _ElemType] = {
 # safetensors
 
 
-def _open_sharded(index_path: Path) -> Checkpoint:
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelIOError(f"cannot read '{index_path}': {e.strerror or e}") from e
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{index_path}: not valid JSON ({e})") from e
+def _open_sharded(ckpt: Checkpoint, index_path: Path) -> None:
+    """A ``*.safetensors.index.json``: its ``weight_map`` names the shards, read like one file."""
+    with open_regular_file(index_path) as f:
+        try:
+            text = f.read(_MAX_HEADER_BYTES + 1)
+        except OSError as e:
+            raise ModelIOError(f"cannot read '{index_path}': {e.strerror or e}") from e
+    if len(text) > _MAX_HEADER_BYTES:
+        raise ModelFormatError(f"{index_path}: shard index is larger than {_MAX_HEADER_BYTES} bytes")
+    index = _parse_json(text, f"{index_path}: shard index")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ModelFormatError(f"{index_path}: missing or malformed 'weight_map'")
     shards: list[Path] = []
     for shard in weight_map.values():
         shard_path = index_path.parent / shard
-        if Path(shard).name != shard:
-            raise ModelFormatError(f"{index_path}: shard name '{shard}' is not a plain file name")
+        if Path(shard).name != shard or shard in ("", ".", ".."):
+            raise ModelFormatError(f"{index_path}: shard name '{_short(shard)}' is not a plain file name")
         if shard_path not in shards:
             shards.append(shard_path)
-    ckpt = Checkpoint(index_path, "safetensors")
+    _open_safetensors(ckpt, shards)
+
+
+def _parse_json(data: bytes, what: str) -> Any:
+    """JSON from a file; malformed text, bad UTF-8 and absurd nesting are all a ModelFormatError."""
     try:
-        _open_safetensors(ckpt, shards)
-    except BaseException:
-        ckpt.close()
-        raise
-    return ckpt
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        kind = "nests too deeply" if isinstance(e, RecursionError) else "is not valid JSON"
+        raise ModelFormatError(f"{what} {kind} ({_short(e)})") from e
 
 
 def _open_safetensors(ckpt: Checkpoint, files: list[Path]) -> None:
@@ -74,10 +89,7 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path]) -> None:
                 f"{file}: safetensors header claims {header_len} bytes but the file has {size - 8} after "
                 "the length field (truncated or not a safetensors file)"
             )
-        try:
-            header = json.loads(bytes(mm[8 : 8 + header_len]).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ModelFormatError(f"{file}: safetensors header is not valid JSON ({e})") from e
+        header = _parse_json(bytes(mm[8 : 8 + header_len]), f"{file}: safetensors header")
         if not isinstance(header, dict):
             raise ModelFormatError(f"{file}: safetensors header is not a JSON object")
         data_start = 8 + header_len
@@ -110,17 +122,18 @@ def _safetensors_spec(
         raise ModelFormatError(f"{what}: missing dtype")
     etype = _SAFETENSORS_TYPES.get(dtype)
     if etype is None:
-        raise UnsupportedError(f"{what}: dtype {dtype} is not supported (use F32, F16 or BF16)")
+        raise UnsupportedError(f"{what}: dtype {_short(dtype)} is not supported (use F32, F16 or BF16)")
     if not isinstance(shape, list) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
     ):
-        raise ModelFormatError(f"{what}: malformed shape {shape!r}")
+        raise ModelFormatError(f"{what}: malformed shape {_short(shape)}")
+    _check_shape(tuple(shape), what)
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
     ):
-        raise ModelFormatError(f"{what}: malformed data_offsets {offsets!r}")
+        raise ModelFormatError(f"{what}: malformed data_offsets {_short(offsets)}")
     begin, end = offsets
     numel = _numel(tuple(shape))
     if not 0 <= begin <= end:

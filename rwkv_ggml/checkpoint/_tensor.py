@@ -8,13 +8,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, RwkvGgmlError
 
 if TYPE_CHECKING:
     from ._container import Checkpoint
 
 # A checkpoint header larger than this is not a plausible RWKV safetensors/pickle header.
 _MAX_HEADER_BYTES = 256 * 1024 * 1024
+
+# Shape limits: no RWKV tensor has more dimensions or a longer one (a model file stores each
+# dimension as an int32), and numpy cannot even describe an empty array of 2**62 x 4 bytes.
+_MAX_NDIM = 8
+_MAX_DIM = 2**31 - 1
+
+# An expanded (stride-0 or overlapping) view reads more elements than its storage holds; up to
+# this many are allowed (64 MiB as float32), beyond it a tiny file could demand gigabytes.
+_MAX_EXPANDED_ELEMENTS = 1 << 24
 
 # ---------------------------------------------------------------------------------------------
 # Element types
@@ -115,25 +124,71 @@ def _read_spec(spec: _Spec) -> np.ndarray:
         del flat
 
 
+def _check_shape(shape: tuple[int, ...], what: str) -> None:
+    """Refuse a shape no checkpoint tensor can have, even an empty one (``[0, 2**70]``)."""
+    if len(shape) > _MAX_NDIM or any(d > _MAX_DIM for d in shape):
+        raise ModelFormatError(
+            f"{what}: impossible shape {_short(list(shape))} (at most {_MAX_NDIM} dimensions "
+            f"of at most {_MAX_DIM} elements each)"
+        )
+
+
+def _short(value: object, limit: int = 200) -> str:
+    """Printable text of a value taken from a hostile file, cut to a readable length.
+
+    Strings and exceptions print as themselves, anything else as its ``repr``; an integer too
+    long for Python to print (over 4300 digits) cannot break the error message that names it.
+    """
+    try:
+        text = (
+            value
+            if isinstance(value, str)
+            else str(value)
+            if isinstance(value, BaseException)
+            else repr(value)
+        )
+    except ValueError:
+        text = f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _check_extent(spec: _Spec, what: str) -> None:
     """Refuse a tensor whose strided view reaches outside its storage (before reading it)."""
     if spec.offset < 0 or any(s < 0 for s in spec.shape) or any(s < 0 for s in spec.strides):
         raise ModelFormatError(
             f"{what}: negative storage offset, size or stride "
-            f"(offset {spec.offset}, size {list(spec.shape)}, stride {list(spec.strides)})"
+            f"(offset {_short(spec.offset)}, size {_short(list(spec.shape))}, stride {_short(list(spec.strides))})"
         )
     if len(spec.shape) != len(spec.strides):
         raise ModelFormatError(
-            f"{what}: size {list(spec.shape)} and stride {list(spec.strides)} differ in length"
+            f"{what}: size {_short(list(spec.shape))} and stride {_short(list(spec.strides))} differ in length"
         )
+    _check_shape(spec.shape, what)
     if _numel(spec.shape) == 0:
         return
     last = spec.offset + sum((d - 1) * s for d, s in zip(spec.shape, spec.strides, strict=True))
     if last >= spec.storage_numel:
         raise ModelFormatError(
-            f"{what}: tensor of size {list(spec.shape)} at storage offset {spec.offset} with stride "
-            f"{list(spec.strides)} needs element {last}, but its storage has only "
+            f"{what}: tensor of size {_short(list(spec.shape))} at storage offset {_short(spec.offset)} with "
+            f"stride {_short(list(spec.strides))} needs element {_short(last)}, but its storage has only "
             f"{spec.storage_numel} elements"
+        )
+
+
+def _check_expansion(spec: _Spec, what: str) -> None:
+    """Refuse a view that declares far more elements than its storage holds from its offset.
+
+    Reading such a view (stride 0, or strides that overlap) materialises every declared
+    element: a few bytes of storage expanded to 65536 x 65536 would allocate 16 GiB. Small
+    expansions are harmless and PyTorch writes them (``x.expand(...)``), so they stay readable.
+    """
+    numel = _numel(spec.shape)
+    available = spec.storage_numel - spec.offset
+    if numel > available and numel > _MAX_EXPANDED_ELEMENTS:
+        raise ModelFormatError(
+            f"{what}: size {list(spec.shape)} with stride {list(spec.strides)} declares {numel} elements "
+            f"but its storage holds only {max(available, 0)} from offset {spec.offset}; an expanded view "
+            f"this large (over {_MAX_EXPANDED_ELEMENTS} elements) is refused"
         )
 
 
@@ -180,7 +235,15 @@ class LazyTensor:
         """Read the tensor: a new C-contiguous array the caller owns (the file may be closed after)."""
         if self._owner is not None:
             self._owner._check_open()
-        array = _read_spec(self._spec)
+        try:
+            array = _read_spec(self._spec)
+        except RwkvGgmlError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:  # checked at load; a last line of defence
+            where = self._owner.path if self._owner is not None else "checkpoint"
+            raise ModelFormatError(
+                f"{where}: tensor '{self.source_name}' cannot be read ({_short(e)})"
+            ) from e
         if self._reshape is not None:
             array = array.reshape(self._reshape)
         return array
