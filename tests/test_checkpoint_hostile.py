@@ -96,17 +96,22 @@ def test_huge_expanded_view_converts_to_an_error_in_bounded_memory(tmp_path: Pat
 
 
 def test_expansion_limit_counts_elements_beyond_the_storage(tmp_path: Path) -> None:
-    """Just over the allowance is refused; a view covering its storage several times over but
-    declaring no more elements than the storage holds (overlapping strides) stays readable."""
+    """Just over the allowance (for the whole file) is refused; a view covering its storage several
+    times over but declaring no more elements than the storage holds (overlapping strides) reads."""
     path = tmp_path / "limit.pth"
     row, small = _FakeStorage("0", 4096), _FakeStorage("1", 16)
     tensors = {
-        "over": _FakeTensor(row, 0, (4097, 4096), (0, 1)),  # one 4096-row repeated: 16.8 M elements
+        "over": _FakeTensor(row, 0, (4098, 4096), (0, 1)),  # one row repeated: 2**24 + 4096 more elements
         "overlap": _FakeTensor(small, 0, (4, 4), (1, 1)),  # 16 elements from a 16-element storage
     }
     blobs = {"0": bytes(4 * 4096), "1": struct.pack("<16f", *range(16))}
     crafted_pth(path, tensors, blobs)
-    with pytest.raises(ModelFormatError, match=r"tensor 'over'.*16781312 elements.*holds only 4096"):
+    with pytest.raises(ModelFormatError, match=r"tensor 'over'.*16785408 elements.*holds only 4096"):
+        load_checkpoint(path)
+    # The allowance is for the whole file: two views each declaring 2**23 + 4096 elements beyond the storage.
+    half = {"a": _FakeTensor(row, 0, (2050, 4096), (0, 1)), "b": _FakeTensor(row, 0, (2050, 4096), (0, 1))}
+    crafted_pth(path, half, blobs)
+    with pytest.raises(ModelFormatError, match=r"tensor 'b'.*8396800 elements"):
         load_checkpoint(path)
     del tensors["over"]
     crafted_pth(path, tensors, blobs)

@@ -59,6 +59,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         self._maps: list[mmap.mmap] = []
         self._files: list[Any] = []
         self._closed = False
+        self._expanded = 0  # elements declared beyond their storage so far (expanded views)
 
     # Mapping protocol
     def __getitem__(self, name: str) -> LazyTensor:
@@ -117,7 +118,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         return mm
 
     def _add(self, source_name: str, spec: _Spec, file: Path) -> None:
-        _check_expansion(spec, f"{file}: tensor '{source_name}'")
+        self._expanded += _check_expansion(spec, f"{file}: tensor '{source_name}'", self._expanded)
         try:
             name, spec, reshape = _to_official(self.layout, source_name, spec)
         except ModelFormatError as e:

@@ -175,21 +175,25 @@ def _check_extent(spec: _Spec, what: str) -> None:
         )
 
 
-def _check_expansion(spec: _Spec, what: str) -> None:
-    """Refuse a view that declares far more elements than its storage holds from its offset.
+def _check_expansion(spec: _Spec, what: str, already: int = 0) -> int:
+    """The elements ``spec`` declares beyond what its storage holds from its offset (0 for an
+    ordinary view); refused once that, plus ``already`` from earlier tensors, is too many.
 
     Reading such a view (stride 0, or strides that overlap) materialises every declared
     element: a few bytes of storage expanded to 65536 x 65536 would allocate 16 GiB. Small
-    expansions are harmless and PyTorch writes them (``x.expand(...)``), so they stay readable.
+    expansions are harmless and PyTorch writes them (``x.expand(...)``), so they stay readable;
+    the allowance is shared by the whole checkpoint so that many tensors cannot add up either.
     """
     numel = _numel(spec.shape)
-    available = spec.storage_numel - spec.offset
-    if numel > available and numel > _MAX_EXPANDED_ELEMENTS:
+    available = max(spec.storage_numel - spec.offset, 0)
+    excess = max(numel - available, 0)
+    if excess and already + excess > _MAX_EXPANDED_ELEMENTS:
         raise ModelFormatError(
             f"{what}: size {list(spec.shape)} with stride {list(spec.strides)} declares {numel} elements "
-            f"but its storage holds only {max(available, 0)} from offset {spec.offset}; an expanded view "
-            f"this large (over {_MAX_EXPANDED_ELEMENTS} elements) is refused"
+            f"but its storage holds only {available} from offset {_short(spec.offset)}; expanded views "
+            f"declaring over {_MAX_EXPANDED_ELEMENTS} elements more than their storage are refused"
         )
+    return excess
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,24 @@ from __future__ import annotations
 import re
 
 from ..errors import ModelFormatError
-from ._tensor import _numel, _Spec
+from ._tensor import _numel, _short, _Spec
+
+
+def bounded_layer_index(name: str, digits: str, limit: int, where: str = "") -> int:
+    """The layer number ``digits`` taken from tensor ``name``, refused unless it is below ``limit``.
+
+    A file cannot describe more layers than it holds tensors, so callers that size anything by
+    layer numbers pass that count: every loop or array stays bounded by the file, and a 30- or
+    5000-digit index is a ModelFormatError (``where`` prefixes it: the file) instead of an
+    OverflowError, a ValueError or a 300-million-entry ``range``.
+    """
+    if len(digits) > len(str(limit)) or int(digits) >= limit:
+        raise ModelFormatError(
+            f"{where}tensor '{_short(name)}' has layer index {_short(digits, 40)}, out of range for this "
+            f"checkpoint (must be below {limit}; layers are numbered 0, 1, ... without gaps)"
+        )
+    return int(digits)
+
 
 # ---------------------------------------------------------------------------------------------
 # Key layouts -> official names

@@ -12,10 +12,15 @@ import numpy as np
 from ..errors import ModelFormatError, UnsupportedError
 from ._container import Checkpoint
 from ._load import load_checkpoint
+from ._tensor import _short
+from .layouts import bounded_layer_index
 
 # ---------------------------------------------------------------------------------------------
 # State-tuned checkpoints
 
+
+# Far beyond any model; only keeps a hostile index printable and its parsing cheap.
+_MAX_LAYER_INDEX = 1 << 20
 
 _TIME_STATE = re.compile(r"blocks\.(\d+)\.att\.time_state")
 
@@ -49,18 +54,24 @@ def initial_state_from_checkpoint(
     else:
         tensors = owned = load_checkpoint(source)
     try:
-        layers = {int(m.group(1)): name for name in tensors if (m := _TIME_STATE.fullmatch(name))}
         where = getattr(tensors, "path", "state checkpoint")
+        layers = {
+            bounded_layer_index(name, m.group(1), _MAX_LAYER_INDEX, f"{where}: "): name
+            for name in tensors
+            if (m := _TIME_STATE.fullmatch(name))
+        }
         if not layers:
             raise ModelFormatError(
                 f"{where}: no blocks.N.att.time_state tensors (not a state-tuned checkpoint)"
             )
         count = max(layers) + 1
-        missing = sorted(set(range(count)) - set(layers))
+        # Only a contiguous 0..count-1 sizes the state below; list the first gaps without ever
+        # building range(count) from a number read out of a name (blocks.300000000...).
+        missing = [i for i in range(min(count, len(layers) + 20)) if i not in layers]
         if missing or (n_layer is not None and count != n_layer):
             raise ModelFormatError(
-                f"{where}: time_state for layers {sorted(layers)}, but the model has "
-                f"{n_layer if n_layer is not None else count} layers (missing {missing})"
+                f"{where}: time_state for layers {_short(sorted(layers))}, but the model has "
+                f"{n_layer if n_layer is not None else count} layers (missing {_short(missing)})"
             )
         first = tuple(tensors[layers[0]].shape)
         if len(first) != 3 or first[1] != first[2] or first[0] < 1 or first[1] < 1:
