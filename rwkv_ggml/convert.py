@@ -6,7 +6,9 @@ The output is exactly what rwkv.cpp's own converter writes (spec: architecture.m
 * the version is detected from *features*, not names (architecture.md §1.3), so the official
   RWKV-5.1 family (gate + per-head decay) converts too. Its file keeps ``time_first`` (with
   ``exp`` applied, shape (H,1,1)) next to ``gate.weight``; that combination tells a reader it
-  is neither rwkv.cpp's 5.1 (no gate) nor 5.2 (``time_faaaa``);
+  is neither rwkv.cpp's 5.1 (no gate) nor 5.2 (``time_faaaa``). Official 5.1 files that store
+  the per-head bonus itself as a 1-D ``time_faaaa`` are written the same way (as ``time_first``,
+  value unchanged), so they too read back as 5.1 rather than 5.2;
 * v7's ``x_rwkvag`` is concatenated explicitly in r, w, k, v, a, g order instead of in
   whatever order the checkpoint happens to list the six vectors.
 
@@ -21,17 +23,27 @@ Quantized outputs are made from the FP16/FP32 file by the separate quantize step
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .arch import detect_version
+from ._conversion_rules import (
+    BLOCK_NAME,
+    F32,
+    Rules,
+    Step,
+    bonus_name,
+    detect_checkpoint_version,
+    head_count,
+    numel,
+    required_tensors,
+)
 from .checkpoint import load_checkpoint
+from .checkpoint.layouts import bounded_layer_index
 from .errors import ModelFormatError, UnsupportedError
 from .fileformat import DType, write_model_file
 
@@ -48,13 +60,6 @@ __all__ = [
 # formats.md §4.1: in an FP16 file a tensor is FP16 iff it has >= 2 dims and its name contains none of these.
 _FP32_NAME_PARTS = (".time_", ".k_k", ".k_a", ".r_k", ".x_rwkvag", ".x_k", ".w0", ".a0", ".v0")
 
-# v7's six token-shift mix vectors, in the order they are stacked into x_rwkvag (architecture.md §6.1).
-_V7_MIX_ORDER = ("r", "w", "k", "v", "a", "g")
-
-_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.(.+)")
-
-F32 = np.ndarray  # float32 arrays in PyTorch (row-major) shape
-
 
 def stored_as_fp16(name: str, ndim: int) -> bool:
     """formats.md §4.1: whether an FP16 file stores this (already preprocessed) tensor as FP16."""
@@ -63,13 +68,6 @@ def stored_as_fp16(name: str, ndim: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # The plan: what to write, from which inputs, computed from names and shapes only
-
-
-@dataclass(frozen=True)
-class _Step:
-    name: str  # output tensor name
-    sources: tuple[str, ...]  # input tensor names, in the order ``transform`` takes them
-    transform: Callable[[list[F32]], F32]
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class ConversionPlan:
     n_embed: int
     n_layer: int
     n_head: int
-    steps: tuple[_Step, ...]
+    steps: tuple[Step, ...]
     skipped: tuple[str, ...]  # input tensors that are not part of an RWKV model (not written)
 
     @property
@@ -98,78 +96,6 @@ def _shape_of(value: Any) -> tuple[int, ...]:
     if shape is None:
         shape = np.asarray(value).shape
     return tuple(int(d) for d in shape)
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _detect_version(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    """Version by features (arch.detect_version), refusing a v5 checkpoint with neither bonus tensor."""
-    version = detect_version(shapes)
-    if version.startswith("5.1") and "blocks.0.att.time_first" not in shapes:
-        raise ModelFormatError(
-            "RWKV-5 checkpoint (has blocks.0.att.ln_x.weight) without blocks.0.att.time_first or time_faaaa"
-        )
-    return version
-
-
-def _required(version: str, layer: int) -> list[str]:
-    """Per-layer tensors a version needs (formats.md §6, in checkpoint naming)."""
-    common = ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "ffn.key.weight", "ffn.value.weight"]
-    linear = ["att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight"]
-    if version == "4":
-        att = ["att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_first", "att.time_decay"]
-        ffn = ["ffn.time_mix_k", "ffn.time_mix_r", "ffn.receptance.weight"]
-    elif version.startswith("5"):
-        att = [
-            "att.time_mix_k",
-            "att.time_mix_v",
-            "att.time_mix_r",
-            "att.time_decay",
-            "att.ln_x.weight",
-            "att.ln_x.bias",
-        ]
-        att.append("att.time_faaaa" if version == "5.2" else "att.time_first")
-        if version != "5.1":
-            att += ["att.time_mix_g", "att.gate.weight"]
-        ffn = ["ffn.time_mix_k", "ffn.time_mix_r", "ffn.receptance.weight"]
-    elif version == "6":
-        att = [f"att.time_maa_{c}" for c in "xwkvrg"] + [
-            "att.time_maa_w1",
-            "att.time_maa_w2",
-            "att.time_decay",
-            "att.time_decay_w1",
-            "att.time_decay_w2",
-            "att.time_faaaa",
-            "att.gate.weight",
-            "att.ln_x.weight",
-            "att.ln_x.bias",
-        ]
-        ffn = ["ffn.time_maa_k", "ffn.time_maa_r", "ffn.receptance.weight"]
-    else:
-        att = [f"att.x_{c}" for c in _V7_MIX_ORDER] + [
-            "att.w0",
-            "att.w1",
-            "att.w2",
-            "att.a0",
-            "att.a1",
-            "att.a2",
-            "att.g1",
-            "att.g2",
-            "att.k_k",
-            "att.k_a",
-            "att.r_k",
-            "att.ln_x.weight",
-            "att.ln_x.bias",
-        ]
-        if layer > 0:
-            att += ["att.v0", "att.v1", "att.v2"]
-        ffn = ["ffn.x_k"]
-    return [f"blocks.{layer}.{suffix}" for suffix in common + linear + att + ffn]
 
 
 def plan_conversion(tensors: Mapping[str, Any]) -> ConversionPlan:
@@ -194,28 +120,37 @@ def plan_conversion(tensors: Mapping[str, Any]) -> ConversionPlan:
     ):
         if name not in shapes:
             raise ModelFormatError(f"checkpoint lacks the tensor '{name}'")
-        if _numel(shapes[name]) != _numel(want) or (len(want) == 2 and shapes[name] != want):
+        if numel(shapes[name]) != numel(want) or (len(want) == 2 and shapes[name] != want):
             raise ModelFormatError(f"tensor '{name}' has shape {list(shapes[name])}, expected {list(want)}")
 
-    layers = sorted({int(m.group(1)) for m in map(_BLOCK_NAME.fullmatch, shapes) if m})
+    _refuse_empty(shapes)
+    # Layer numbers come from names: bound them by the tensor count before sizing anything by them.
+    layers = sorted(
+        {
+            bounded_layer_index(name, m.group(1), len(shapes))
+            for name in shapes
+            if (m := BLOCK_NAME.fullmatch(name))
+        }
+    )
     if not layers:
         raise ModelFormatError("checkpoint has no 'blocks.N.*' tensors")
     n_layer = layers[-1] + 1
     if layers != list(range(n_layer)):
         missing = sorted(set(range(n_layer)) - set(layers))
-        raise ModelFormatError(f"checkpoint has blocks up to {n_layer - 1} but none for layer(s) {missing}")
+        shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+        raise ModelFormatError(f"checkpoint has blocks up to {n_layer - 1} but none for layer(s) [{shown}]")
 
-    version = _detect_version(shapes)
+    version = detect_checkpoint_version(shapes)
     needed = ["blocks.0.ln0.weight", "blocks.0.ln0.bias"]
     for layer in range(n_layer):
-        needed += _required(version, layer)
+        needed += required_tensors(version, layer, bonus_name(shapes))
     for name in needed:
         if name not in shapes:
             raise ModelFormatError(f"RWKV v{version} checkpoint lacks the tensor '{name}'")
 
-    n_head = _head_count(version, shapes, n_embed)
-    rules = _Rules(version, n_embed, n_head, list(shapes))
-    steps: list[_Step] = []
+    n_head = head_count(version, shapes, n_embed)
+    rules = Rules(version, n_embed, n_head, list(shapes))
+    steps: list[Step] = []
     skipped: list[str] = []
     for name in shapes:
         if not _is_model_tensor(name):
@@ -227,138 +162,19 @@ def plan_conversion(tensors: Mapping[str, Any]) -> ConversionPlan:
     return ConversionPlan(version, n_vocab, n_embed, n_layer, n_head, tuple(steps), tuple(skipped))
 
 
+def _refuse_empty(shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """No RWKV tensor is empty; one that is (shape [0, 16]) would reach the writer as nonsense."""
+    for name, shape in shapes.items():
+        if _is_model_tensor(name) and 0 in shape:
+            raise ModelFormatError(f"tensor '{name}' has shape {list(shape)}: an RWKV tensor cannot be empty")
+
+
 def _is_model_tensor(name: str) -> bool:
     return (
         name in ("emb.weight", "head.weight")
         or name.startswith("ln_out.")
-        or bool(_BLOCK_NAME.fullmatch(name))
+        or bool(BLOCK_NAME.fullmatch(name))
     )
-
-
-def _head_count(version: str, shapes: Mapping[str, tuple[int, ...]], n_embed: int) -> int:
-    """H from the tensors that carry it (architecture.md §1.2): v5 time_decay, v6 time_faaaa, v7 r_k."""
-    if version == "4":
-        return 0
-    if version == "7":
-        source = "blocks.0.att.r_k"
-    elif version == "6":
-        source = "blocks.0.att.time_faaaa"
-    else:
-        decay = shapes["blocks.0.att.time_decay"]
-        squeezed = [d for d in decay if d != 1]
-        # per head: (H,); per channel: (H, N). A squeezed 1-D decay is per head unless a 2-D
-        # bonus says otherwise.
-        source = "blocks.0.att.time_decay" if len(squeezed) >= 2 else ""
-        if not source:
-            bonus = shapes.get("blocks.0.att.time_faaaa", ())
-            if len([d for d in bonus if d != 1]) >= 2:
-                source = "blocks.0.att.time_faaaa"
-            else:
-                heads = squeezed[0] if squeezed else 1
-                if n_embed % heads != 0:
-                    raise ModelFormatError(
-                        f"tensor 'blocks.0.att.time_decay' has {heads} heads, "
-                        f"which do not divide n_embed {n_embed}"
-                    )
-                return heads
-    shape = shapes[source]
-    if len(shape) < 2 or shape[0] < 1 or _numel(shape) != n_embed:
-        raise ModelFormatError(
-            f"tensor '{source}' has shape {list(shape)}, expected (n_head, head_size) with "
-            f"n_head * head_size = n_embed = {n_embed}"
-        )
-    return shape[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-tensor transforms (architecture.md "rwkv.cpp conversion" columns), float32 in and out
-
-
-def _squeeze(a: F32) -> F32:
-    """PyTorch ``squeeze()``: drop every size-1 dimension (rwkv.cpp does it to all ``.time_`` tensors)."""
-    shape = [d for d in a.shape if d != 1] or [1]
-    return a.reshape(shape)
-
-
-def _transpose2(a: F32) -> F32:
-    return np.ascontiguousarray(a.T)
-
-
-class _Rules:
-    """Chooses the transform of each tensor for one detected version."""
-
-    def __init__(self, version: str, n_embed: int, n_head: int, order: Sequence[str]) -> None:
-        self.version = version
-        self.C = n_embed
-        self.H = n_head
-        self.position = {name: i for i, name in enumerate(order)}
-
-    def step(self, name: str, shapes: Mapping[str, tuple[int, ...]]) -> _Step | None:
-        shape = shapes[name]
-        m = _BLOCK_NAME.fullmatch(name)
-        suffix = m.group(2) if m else ""
-        one = (name,)
-        v = self.version
-
-        def need_ndim(n: int) -> None:
-            if len(shape) != n:
-                raise ModelFormatError(f"tensor '{name}' has shape {list(shape)}, expected {n} dimensions")
-
-        if v == "7" and suffix.startswith("att.x_") and suffix[len("att.x_") :] in _V7_MIX_ORDER:
-            # Six (1,1,C) vectors -> one (6,1,C) tensor, emitted where the first of them appears.
-            prefix = name[: -len(suffix)]
-            sources = tuple(f"{prefix}att.x_{c}" for c in _V7_MIX_ORDER)
-            first = min(sources, key=self.position.__getitem__)
-            if name != first:
-                return None
-            for s in sources:
-                if _numel(shapes[s]) != self.C:
-                    raise ModelFormatError(
-                        f"tensor '{s}' has shape {list(shapes[s])}, expected {self.C} elements"
-                    )
-            return _Step(prefix + "att.x_rwkvag", sources, self._stack_mix)
-        if v == "7" and suffix in ("att.w0", "att.a0", "att.v0", "att.k_k", "att.k_a", "ffn.x_k"):
-            self._need_numel(name, shape, self.C)
-            return _Step(name, one, lambda xs: xs[0].reshape(1, 1, -1))
-        if v == "7" and re.fullmatch(r"att\.[wavg][12]", suffix):
-            need_ndim(2)
-            return _Step(name, one, lambda xs: _transpose2(xs[0]))
-        if v == "6" and suffix in ("att.time_maa_w1", "att.time_decay_w1", "att.time_decay_w2"):
-            need_ndim(2)
-            return _Step(name, one, lambda xs: _transpose2(xs[0]))
-        if v == "6" and suffix == "att.time_maa_w2":
-            need_ndim(3)
-            return _Step(name, one, lambda xs: np.ascontiguousarray(xs[0].transpose(0, 2, 1)))
-        if v == "6" and suffix in ("att.time_decay", "att.time_faaaa"):
-            self._need_numel(name, shape, self.C)
-            return _Step(name, one, self._per_head)  # no exp for v6 (decay is data dependent)
-        if v.startswith("5") and suffix == "att.time_decay":
-            return _Step(name, one, lambda xs: self._per_head(xs, lambda a: np.exp(-np.exp(a))))
-        if v.startswith("5") and suffix == "att.time_first":
-            return _Step(name, one, lambda xs: self._per_head(xs, np.exp))
-        if v.startswith("5") and suffix == "att.time_faaaa":
-            return _Step(name, one, self._per_head)
-        if v == "4" and suffix == "att.time_decay":
-            return _Step(name, one, lambda xs: -np.exp(_squeeze(xs[0])))
-        if ".time_" in name:
-            return _Step(name, one, lambda xs: _squeeze(xs[0]))
-        return _Step(name, one, lambda xs: xs[0])
-
-    def _need_numel(self, name: str, shape: tuple[int, ...], n: int) -> None:
-        if _numel(shape) != n:
-            raise ModelFormatError(f"tensor '{name}' has shape {list(shape)}, expected {n} elements")
-
-    def _per_head(self, xs: list[F32], fn: Callable[[F32], F32] | None = None) -> F32:
-        """(H,) or (H, N) decay/bonus -> (H, 1, 1) or (H, N, 1), after ``fn`` (element-wise)."""
-        a = xs[0] if fn is None else fn(xs[0])
-        if a.size % self.H != 0:
-            raise ModelFormatError(
-                f"a decay/bonus tensor of shape {list(xs[0].shape)} does not split into {self.H} heads"
-            )
-        return a.reshape(self.H, a.size // self.H, 1)
-
-    def _stack_mix(self, xs: list[F32]) -> F32:
-        return np.stack([x.reshape(1, self.C) for x in xs])  # (6, 1, C)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +196,7 @@ def _load_f32(value: Any, name: str) -> F32:
     return np.asarray(array, dtype=np.float32)
 
 
-def _run_step(step: _Step, tensors: Mapping[str, Any]) -> F32:
+def _run_step(step: Step, tensors: Mapping[str, Any]) -> F32:
     inputs = [_load_f32(tensors[s], s) for s in step.sources]
     try:
         with np.errstate(over="ignore"):  # exp of an absurd decay is +-inf, as in PyTorch
@@ -461,7 +277,7 @@ def convert(
     data_type = _parse_dtype(dtype)
     src_path = Path(src)
     with load_checkpoint(src_path) as ckpt:
-        _write(ckpt, dst, data_type, progress, f"converting {src_path.name}")
+        _write(ckpt, dst, data_type, progress, f"converting {src_path.name}", str(src_path))
 
 
 def merge_lora(
@@ -481,10 +297,27 @@ def merge_lora(
     data_type = _parse_dtype(dtype)
     with load_checkpoint(base) as base_ckpt, load_checkpoint(lora) as lora_ckpt:
         merged = lora_merged(base_ckpt, lora_ckpt, alpha)
-        _write(merged, dst, data_type, progress, f"merging {Path(lora).name}")
+        _write(merged, dst, data_type, progress, f"merging {Path(lora).name}", f"{base} + {lora}")
 
 
 def _write(
+    tensors: Mapping[str, Any],
+    dst: str | os.PathLike[str],
+    data_type: DType,
+    progress: bool | None,
+    desc: str,
+    source: str,
+) -> None:
+    """Plan and write; a ModelFormatError about the input names ``source`` (the checkpoint)."""
+    try:
+        _write_plan(tensors, dst, data_type, progress, desc)
+    except ModelFormatError as e:
+        if str(e).startswith(source):
+            raise
+        raise ModelFormatError(f"{source}: {e}") from e
+
+
+def _write_plan(
     tensors: Mapping[str, Any],
     dst: str | os.PathLike[str],
     data_type: DType,
@@ -531,7 +364,8 @@ class _LoraMergedTensor:
         weight, lora_a, lora_b = (_load_f32(x, self._name) for x in self._parts)
         delta = lora_b @ lora_a
         delta *= np.float32(self._scale)
-        return weight + delta
+        merged: np.ndarray = weight + delta
+        return merged
 
 
 def lora_merged(base: Mapping[str, Any], lora: Mapping[str, Any], alpha: float) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Opening a checkpoint: sniff the file type (or pick one from a folder) and hand it to its reader.
+
+This is the readers' boundary: whatever a malformed file makes the standard library raise
+underneath (json, struct, zipfile, pickle, numpy) leaves here as a ModelFormatError naming the
+file, and the checkpoint is closed again.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ModelFormatError, ModelIOError, RwkvGgmlError, UnsupportedError
+from ._container import Checkpoint, open_regular_file
+from ._pth import _open_pth
+from ._safetensors import _open_safetensors, _open_sharded
+from ._tensor import _short
+
+# What a malformed file can make the libraries under the readers raise. MemoryError is not
+# among them: every size is checked against the file before anything is allocated, so a
+# MemoryError is a real shortage and stays one.
+_MALFORMED = (
+    ValueError,  # also UnicodeDecodeError, json.JSONDecodeError
+    TypeError,
+    LookupError,  # KeyError, IndexError
+    AttributeError,
+    ArithmeticError,  # OverflowError
+    RecursionError,
+    NotImplementedError,  # zipfile: an unknown "version needed" or compression method
+    EOFError,
+    struct.error,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
+
+# Enough of the start of a file to tell the formats apart (a tar header's magic is at 257).
+_SNIFF_BYTES = 262
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Open an RWKV checkpoint for lazy, torch-free reading.
+
+    Accepts a PyTorch zip ``.pth`` (any extension; the type is sniffed from the content),
+    a ``.safetensors`` file, a ``*.safetensors.index.json`` of a sharded Hugging Face
+    checkpoint, or a directory holding one of these. Raises ``ModelIOError`` when the file
+    cannot be opened or is not a regular file (a FIFO would block), ``ModelFormatError`` when it
+    is malformed (naming the file and the problem) and ``UnsupportedError`` for legacy (pre-1.6,
+    non-zip) PyTorch files.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = _pick_from_directory(p)
+    if p.name.endswith(".index.json"):
+        return _read_into(Checkpoint(p, "safetensors"), lambda ckpt: _open_sharded(ckpt, p))
+    with open_regular_file(p) as f:
+        try:
+            head = f.read(_SNIFF_BYTES)
+        except OSError as e:
+            raise ModelIOError(f"cannot read checkpoint '{p}': {e.strerror or e}") from e
+    if head[:4] == b"PK\x03\x04":
+        return _read_into(Checkpoint(p, "pth"), lambda ckpt: _open_pth(ckpt, p))
+    if len(head) >= 9 and head[8:9] == b"{":
+        return _read_into(Checkpoint(p, "safetensors"), lambda ckpt: _open_safetensors(ckpt, [p]))
+    raise _unknown_format(p, head)
+
+
+def _read_into(ckpt: Checkpoint, read: Callable[[Checkpoint], None]) -> Checkpoint:
+    """Run one reader on ``ckpt``; on any failure close it and raise a typed error naming the file."""
+    try:
+        read(ckpt)
+    except RwkvGgmlError as e:
+        ckpt.close()
+        named = [str(f) for f in (ckpt.path, *ckpt._paths)]
+        if isinstance(e, ModelFormatError) and not any(str(e).startswith(n) for n in named):
+            raise ModelFormatError(f"{ckpt.path}: {e}") from e
+        raise
+    except _MALFORMED as e:
+        ckpt.close()
+        where = ckpt._paths[-1] if ckpt._paths else ckpt.path  # the file being read when it failed
+        raise ModelFormatError(
+            f"{where}: malformed {ckpt.format} checkpoint ({type(e).__name__}: {_short(e)})"
+        ) from e
+    except OSError as e:
+        ckpt.close()
+        raise ModelIOError(f"cannot read checkpoint '{ckpt.path}': {e.strerror or e}") from e
+    except BaseException:
+        ckpt.close()
+        raise
+    return ckpt
+
+
+def _unknown_format(p: Path, head: bytes) -> Exception:
+    if not head:
+        return ModelFormatError(f"{p}: file is empty")
+    if head[:1] == b"\x80" or head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+        return UnsupportedError(
+            f"{p}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with a recent PyTorch "
+            "(torch.save(torch.load(path), new_path)) and convert that file"
+        )
+    if head[:4] == b"fmgg":
+        return ModelFormatError(f"{p}: this is already an rwkv.cpp model file (.bin), not a checkpoint")
+    return ModelFormatError(
+        f"{p}: not a PyTorch zip checkpoint (.pth) or safetensors file (first bytes {head[:8].hex()})"
+    )
+
+
+def _pick_from_directory(d: Path) -> Path:
+    """A directory: prefer a shard index, then a single safetensors file, then a single .pth."""
+    for pattern in ("*.safetensors.index.json", "*.safetensors", "*.pth"):
+        try:
+            found = sorted(d.glob(pattern))
+        except OSError as e:
+            raise ModelIOError(f"cannot list checkpoint folder '{d}': {e.strerror or e}") from e
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ModelFormatError(
+                f"{d}: several {pattern} files ({', '.join(f.name for f in found)}); pass one of them"
+            )
+    raise ModelFormatError(f"{d}: no .safetensors, .safetensors.index.json or .pth checkpoint in this folder")
