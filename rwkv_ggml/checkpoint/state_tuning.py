@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedError
+from ..layout import state_layout
 from ._container import Checkpoint
 from ._load import load_checkpoint
 from ._tensor import _short
@@ -84,8 +85,8 @@ def initial_state_from_checkpoint(
             raise ModelFormatError(
                 f"{where}: time_state has {heads} heads of size {size} (n_embed {c}), the model has {n_embed}"
             )
-        per_layer = (2 + size) * c
-        state = np.zeros(per_layer * count, dtype=np.float32)
+        layout = state_layout(version, count, c, size)
+        state = layout.fresh()
         for layer in range(count):
             name = layers[layer]
             value = tensors[name]
@@ -96,8 +97,8 @@ def initial_state_from_checkpoint(
             s = np.asarray(value, dtype=np.float32)  # a LazyTensor reads itself via __array__
             if version != "7":
                 s = s.transpose(0, 2, 1)
-            start = layer * per_layer + 2 * c  # after ffn_x and att_x
-            state[start : start + heads * size * size] = s.reshape(-1)
+            slots = layout.layer(layer)
+            state[slots.recurrent : slots.recurrent + slots.recurrent_size] = s.reshape(-1)
         return state
     finally:
         if owned is not None:
