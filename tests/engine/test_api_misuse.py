@@ -299,3 +299,23 @@ def test_a_builder_failing_without_a_status_is_reported_as_a_bug(ctx: ggml.Conte
 
     with pytest.raises(InternalError, match="without reporting why"):
         ctx._wrap(ffi.NULL)
+
+
+def test_a_model_reads_read_only_weights_and_states() -> None:
+    """The model's weights are read-only maps and a caller's input state may be read-only memory (an
+    immutable bytes object here): both only ever read, so both keep working; the results equal those of
+    a writable copy."""
+    from rwkv_ggml.model import Model
+    from tests.conftest import tiny_path
+
+    with Model(tiny_path("tiny-rwkv-5v2-730K-FP32.bin")) as m:
+        _, state = m.eval(1)
+        frozen = np.frombuffer(state.tobytes(), np.float32)
+        assert not frozen.flags.writeable
+        for tokens in ([2], [2, 3, 4]):
+            got_logits, got_state = m.eval_sequence(tokens, frozen)
+            want_logits, want_state = m.eval_sequence(tokens, state.copy())
+            assert got_logits is not None and want_logits is not None
+            np.testing.assert_array_equal(got_logits, want_logits)
+            np.testing.assert_array_equal(got_state, want_state)
+        np.testing.assert_array_equal(frozen, state)
