@@ -503,8 +503,9 @@ class Context(OpBuilders[Tensor]):
             return self.external(array)
         arr = _require_array(np.ascontiguousarray(array))
         if self.no_alloc:
-            # tensors of a no_alloc context get no memory: keep a private copy and point at it
-            return self.external(np.array(arr, copy=True), constant=True)
+            # tensors of a no_alloc context get no memory: keep a private copy and point at it (not
+            # constant: like an arena tensor, it may be written, e.g. as a cpy destination)
+            return self.external(np.array(arr, copy=True))
         ne = _ne_of_shape(arr.shape, "tensor: shape")
         t = self._wrap(lib.rg_new_tensor(self.ptr, NUMPY_TYPES[arr.dtype], len(ne), ffi.new("int64_t[]", ne)))
         data = lib.rg_tensor_data(t.ptr)

@@ -319,3 +319,11 @@ def test_a_model_reads_read_only_weights_and_states() -> None:
             np.testing.assert_array_equal(got_logits, want_logits)
             np.testing.assert_array_equal(got_state, want_state)
         np.testing.assert_array_equal(frozen, state)
+
+
+def test_a_copied_tensor_of_a_no_alloc_context_may_be_written() -> None:
+    with ggml.Context(1 << 20, no_alloc=True) as c:
+        dst = c.tensor(np.zeros(4, np.float32))
+        y = c.cpy(c.exp(c.tensor(np.zeros(4, np.float32))), dst)
+        c.graph([y]).compute()
+        np.testing.assert_array_equal(dst.numpy(), np.ones(4, np.float32))
