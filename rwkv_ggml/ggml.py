@@ -42,7 +42,7 @@ import numpy as np
 
 from ._lib import c_string, check, ffi, lib, raise_status
 from .errors import ClosedError, EngineArgumentError, ShapeError
-from .ggml_ops import C_INT, INT64, MAX_C_INT, OpBuilders, as_int, as_ints
+from .ggml_ops import C_INT, INT64, MAX_C_INT, SIZE_T, OpBuilders, as_int, as_ints
 from .ggml_types import (
     F16,
     F32,
@@ -387,6 +387,8 @@ class Context(OpBuilders[Tensor]):
         self._owns_pool = False
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size <= 0:
             raise EngineArgumentError(f"mem_size must be a positive int, got {mem_size!r}")
+        if mem_size > SIZE_T[1]:
+            raise EngineArgumentError(f"context size {mem_size} bytes is not plausible")
         if pool is not None and not isinstance(pool, Pool):
             raise EngineArgumentError(f"pool must be a Pool or None, got {type(pool).__name__}")
         if isinstance(reads, Context) or not isinstance(reads, Sequence) or \

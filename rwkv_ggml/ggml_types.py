@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._lib import c_string, lib
+from .ggml_ops import C_INT, as_int
 
 F32: int = int(lib.RG_TYPE_F32)
 F16: int = int(lib.RG_TYPE_F16)
@@ -30,23 +31,23 @@ TYPE_NUMPY: dict[int, np.dtype] = {t: d for d, t in NUMPY_TYPES.items()}
 
 
 def is_valid_type(t: int) -> bool:
-    return bool(lib.rg_type_is_valid(t))
+    return bool(lib.rg_type_is_valid(as_int(t, "is_valid_type: type id", *C_INT)))
 
 
 def type_name(t: int) -> str:
     """The engine's name of a type id ("F32", "Q5_1", ...; "invalid" for an unknown id)."""
-    return c_string(lib.rg_type_name(t))
+    return c_string(lib.rg_type_name(as_int(t, "type_name: type id", *C_INT)))
 
 
 def block_size(t: int) -> int:
     """Elements per block: 1 for F32/F16/I32, the block length for quantized types (0 for an unknown id)."""
-    return int(lib.rg_type_block_size(t))
+    return int(lib.rg_type_block_size(as_int(t, "block_size: type id", *C_INT)))
 
 
 def block_bytes(t: int) -> int:
     """Bytes per block (0 for an unknown id)."""
-    return int(lib.rg_type_block_bytes(t))
+    return int(lib.rg_type_block_bytes(as_int(t, "block_bytes: type id", *C_INT)))
 
 
 def is_quantized(t: int) -> bool:
-    return bool(lib.rg_type_is_quantized(t))
+    return bool(lib.rg_type_is_quantized(as_int(t, "is_quantized: type id", *C_INT)))

@@ -266,6 +266,9 @@ def test_bad_argument_types_name_the_argument(ctx: ggml.Context) -> None:
         (lambda: ctx.map_unary(t, lib_fn(), userdata=3), "userdata of a C callback"),
         (lambda: ggml.Context(1 << 20, pool=2), "pool must be a Pool"),  # type: ignore[arg-type]
         (lambda: ggml.simd_select("1"), "simd_select: max_level must be an int"),  # type: ignore[arg-type]
+        (lambda: ggml.Context(2**70), "context size .* is not plausible"),
+        (lambda: ggml.type_name("F32"), "type_name: type id must be an int"),  # type: ignore[arg-type]
+        (lambda: ggml.block_size(2**40), "block_size: type id must be <= "),
     ]
     for call, message in cases:
         with pytest.raises(EngineArgumentError, match=message):
@@ -327,3 +330,14 @@ def test_a_copied_tensor_of_a_no_alloc_context_may_be_written() -> None:
         y = c.cpy(c.exp(c.tensor(np.zeros(4, np.float32))), dst)
         c.graph([y]).compute()
         np.testing.assert_array_equal(dst.numpy(), np.ones(4, np.float32))
+
+
+def test_quantize_matrix_checks_its_arguments() -> None:
+    from rwkv_ggml.quantize import quantize_matrix
+
+    with pytest.raises(EngineArgumentError, match="expected a numpy array, got list"):
+        quantize_matrix([[1.0] * 32], "Q8_0")  # type: ignore[arg-type]
+    with pytest.raises(EngineArgumentError, match="pool must be a Pool"):
+        quantize_matrix(np.ones((1, 32), np.float32), "Q8_0", pool=2)  # type: ignore[arg-type]
+    blocks = quantize_matrix(np.ones((2, 64), np.float32), "Q8_0")
+    assert blocks.shape == (2, 2 * ggml.block_bytes(ggml.Q8_0))
