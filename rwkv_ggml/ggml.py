@@ -425,9 +425,12 @@ class Context(OpBuilders[Tensor]):
     def _check_open(self) -> None:
         if self._ptr is None:
             raise ClosedError("the context was closed")
-        for other in self._reads:
-            if other._ptr is None:
-                raise ClosedError("a context this one reads tensors from (reads=) was closed")
+        if not all(other._is_open() for other in self._reads):
+            raise ClosedError("a context this one reads tensors from (reads=) was closed")
+
+    def _is_open(self) -> bool:
+        # transitive: a tensor of a context read from may itself view a tensor of a context it reads
+        return self._ptr is not None and all(other._is_open() for other in self._reads)
 
     def close(self) -> None:
         if self._ptr is not None:

@@ -164,6 +164,18 @@ def test_a_context_may_read_the_tensors_of_the_contexts_it_names() -> None:
     ctx.close()
     with pytest.raises(ClosedError):
         ggml.Context(1 << 20, reads=[weights])
+    # through a chain of contexts: c reads b, whose tensor views one of a
+    a = ggml.Context(1 << 20)
+    b = ggml.Context(1 << 20, reads=[a])
+    c = ggml.Context(1 << 20, reads=[b])
+    v = b.view(a.tensor(ones(4)), [2])
+    g = c.graph([c.exp(v)])
+    g.compute()
+    a.close()
+    with pytest.raises(ClosedError, match="reads"):
+        g.compute()
+    b.close()
+    c.close()
     with pytest.raises(EngineArgumentError, match="reads"):
         ggml.Context(1 << 20, reads=[5])  # type: ignore[list-item]
 
