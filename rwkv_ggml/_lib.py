@@ -1,6 +1,10 @@
-"""The only module that touches the compiled extension: status checks and numpy <-> cdata helpers.
+"""Loads the compiled extension (``_core``) and owns the conversion of engine statuses to exceptions.
 
-Everything above this layer sees Python objects and numpy arrays, never cdata.
+The contract: this is the only module that imports ``_core``. The modules that may call its ``lib`` and
+``ffi`` are the bindings: the engine binding (:mod:`rwkv_ggml.ggml` and the ``ggml_*`` modules it is split
+into), row quantization (:mod:`rwkv_ggml.quantize`) and the tokenizer's C trie binding. Everything else
+goes through them and sees Python objects and numpy arrays, never cdata (tests/engine/test_binding_contract.py
+keeps it so).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import numpy as np
 from . import errors
 
 try:
-    from ._core import ffi, lib
+    from ._core import ffi, lib  # type: ignore[import-untyped,import-not-found,unused-ignore]
 except ImportError as exc:  # pragma: no cover - only without a built extension
     raise ImportError(
         "rwkv_ggml's C engine (rwkv_ggml._core) is not built: install the package with `pip install .` "
         "(or run `python build.py` in a source checkout)"
     ) from exc
 
-__all__ = ["ffi", "lib", "check", "raise_status", "STATUS_ERRORS", "float_ptr", "void_ptr"]
+__all__ = ["STATUS_ERRORS", "check", "ffi", "float_ptr", "lib", "raise_status", "void_ptr"]
 
 STATUS_ERRORS: dict[int, type[errors.RwkvGgmlError]] = {
     lib.RG_E_ARG: errors.EngineArgumentError,

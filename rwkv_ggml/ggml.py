@@ -15,37 +15,81 @@ Example::
         g.compute()
         print(y.numpy())
 
-Errors from the engine become the exceptions of :mod:`rwkv_ggml.errors` with the engine's message.
+Errors from the engine become the exceptions of :mod:`rwkv_ggml.errors` with the engine's message; bad
+arguments (a wrong type, a value out of range, a tensor of another context) are refused in Python with
+:class:`~rwkv_ggml.errors.EngineArgumentError` naming the argument, before the engine sees them.
+
+Ownership: a tensor or graph belongs to the context that built it and is usable while that context is open
+(afterwards every use raises :class:`~rwkv_ggml.errors.ClosedError`). Ops take tensors of their own context,
+or of the contexts it was told it reads from (``Context(reads=[weights_ctx])``): closing one of those makes
+the reading context unusable as well.
+
+Memory: an array whose numpy ``writeable`` flag is off (a read-only ``mmap``, ``bytes``) may back a
+tensor the engine only reads (an input, a weight); making it the destination of a write (``cpy``) is
+refused, and so is pointing a written tensor at it with ``set_data``.
+
+The op builders live in :mod:`rwkv_ggml.ggml_ops`, the type table in :mod:`rwkv_ggml.ggml_types`; both are
+re-exported here, so ``rwkv_ggml.ggml`` is the one module users import.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._lib import c_string, check, ffi, lib, raise_status
 from .errors import ClosedError, EngineArgumentError, ShapeError
+from .ggml_ops import C_INT, INT64, MAX_C_INT, SIZE_T, OpBuilders, as_int, as_ints
+from .ggml_types import (
+    F16,
+    F32,
+    I32,
+    NUMPY_TYPES,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    TENSOR_TYPES,
+    TYPE_NUMPY,
+    block_bytes,
+    block_size,
+    is_quantized,
+    is_valid_type,
+    type_name,
+)
 
-F32 = 0
-F16 = 1
-Q4_0 = 2
-Q4_1 = 3
-Q5_0 = 7
-Q5_1 = 8
-Q8_0 = 9
-I32 = 20
-
-_NUMPY_TYPES = {np.dtype(np.float32): F32, np.dtype(np.float16): F16, np.dtype(np.int32): I32}
-_TYPE_NUMPY = {F32: np.float32, F16: np.float16, I32: np.int32}
+__all__ = [
+    "DEFAULT_MEM_SIZE",
+    "F16",
+    "F32",
+    "I32",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "TENSOR_TYPES",
+    "Context",
+    "Graph",
+    "Pool",
+    "Tensor",
+    "block_bytes",
+    "block_size",
+    "cpu_features",
+    "default_threads",
+    "is_quantized",
+    "is_valid_type",
+    "simd_level",
+    "simd_max_level",
+    "simd_select",
+    "type_name",
+]
 
 DEFAULT_MEM_SIZE = 64 << 20
-
-
-def type_name(t: int) -> str:
-    return c_string(lib.rg_type_name(t))
 
 
 def simd_level() -> int:
@@ -59,7 +103,7 @@ def simd_max_level() -> int:
 
 def simd_select(max_level: int) -> int:
     """Caps the kernel level (process-wide; for tests and benchmarks). Returns the level in effect."""
-    return int(lib.rg_simd_select(max_level))
+    return int(lib.rg_simd_select(as_int(max_level, "simd_select: max_level", *C_INT)))
 
 
 def cpu_features() -> dict[str, bool]:
@@ -100,6 +144,8 @@ class Pool:
         self._ptr: Any = None  # set first: __del__ runs even when __init__ raises
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise EngineArgumentError(f"threads must be a positive int, got {threads!r}")
+        if threads > MAX_C_INT:
+            raise EngineArgumentError(f"threads = {threads} is not plausible")
         err = ffi.new("rg_err *")
         p = lib.rg_pool_new(threads, err)
         if p == ffi.NULL:
@@ -164,6 +210,11 @@ class Tensor:
 
     @name.setter
     def name(self, value: str) -> None:
+        """Sets the name shown in engine messages (kept to its first 47 bytes in UTF-8)."""
+        if not isinstance(value, str):
+            raise EngineArgumentError(f"a tensor name must be a str, got {type(value).__name__}")
+        if "\0" in value:
+            raise EngineArgumentError("a tensor name cannot contain a NUL character")
         lib.rg_tensor_set_name(self.ptr, value.encode())
 
     @property
@@ -177,39 +228,47 @@ class Tensor:
     def is_contiguous(self) -> bool:
         return bool(lib.rg_tensor_is_contiguous(self.ptr))
 
+    def is_readonly(self) -> bool:
+        """Whether the tensor's memory (or that of the tensor it views) is a read-only buffer."""
+        return bool(lib.rg_tensor_is_readonly(self.ptr))
+
     def numpy(self) -> np.ndarray:
         """A copy of the tensor's elements as a numpy array of shape ``self.shape``."""
         p = self.ptr
         t = self.type
-        if t not in _TYPE_NUMPY:
+        if t not in TYPE_NUMPY:
             raise EngineArgumentError(f"numpy(): {type_name(t)} tensors have no numpy dtype")
         data = lib.rg_tensor_data(p)
         if data == ffi.NULL:
             raise EngineArgumentError("numpy(): the tensor has no data (built in a no_alloc context?)")
         nbytes = self.nbytes
-        npt = np.dtype(_TYPE_NUMPY[t])
+        npt = TYPE_NUMPY[t]
         flat = np.frombuffer(ffi.buffer(data, nbytes), dtype=npt, count=nbytes // npt.itemsize)
         strides = tuple(reversed([int(lib.rg_tensor_nb(p, i)) for i in range(self.n_dims)]))
         view = np.lib.stride_tricks.as_strided(flat, shape=self.shape, strides=strides, writeable=False)
         return np.array(view, copy=True)
 
     def data_view(self) -> np.ndarray:
-        """A writable numpy view of a contiguous tensor's memory (no copy): for writing inputs in place.
-        Valid only while the context is open."""
+        """A numpy view of a contiguous tensor's memory (no copy): for writing inputs in place. Read-only
+        when the tensor's memory is (:meth:`is_readonly`). Valid only while the context is open."""
         p = self.ptr
-        if self.type not in _TYPE_NUMPY or not self.is_contiguous():
+        if self.type not in TYPE_NUMPY or not self.is_contiguous():
             raise EngineArgumentError("data_view(): only contiguous F32/F16/I32 tensors")
         data = lib.rg_tensor_data(p)
         if data == ffi.NULL:
             raise EngineArgumentError("data_view(): the tensor has no data")
-        npt = np.dtype(_TYPE_NUMPY[self.type])
-        return np.frombuffer(ffi.buffer(data, self.nbytes), dtype=npt).reshape(self.shape)
+        view = np.frombuffer(ffi.buffer(data, self.nbytes), dtype=TYPE_NUMPY[self.type]).reshape(self.shape)
+        if self.is_readonly():
+            view.flags.writeable = False
+        return view
 
     def set_data(self, array: np.ndarray) -> None:
-        """Repoints an external tensor (made by ``Context.external``) at another array of the same size."""
+        """Repoints an external tensor (made by ``Context.external``) at another array of the same size.
+        A read-only array is refused for a tensor a graph writes (a ``cpy`` destination)."""
         arr = _require_array(array, self.type)
         ctx = self._ctx
-        status = lib.rg_tensor_set_data(ctx.ptr, self.ptr, ffi.from_buffer(arr, require_writable=False), arr.nbytes)
+        fn = lib.rg_tensor_set_data if arr.flags.writeable else lib.rg_tensor_set_data_readonly
+        status = fn(ctx.ptr, self.ptr, ffi.from_buffer(arr, require_writable=False), arr.nbytes)
         if status != lib.RG_OK:
             msg = ctx._error()
             lib.rg_ctx_clear_error(ctx.ptr)  # a refused repoint leaves the context usable
@@ -228,9 +287,9 @@ class Tensor:
 def _require_array(array: np.ndarray, engine_type: int | None = None) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise EngineArgumentError(f"expected a numpy array, got {type(array).__name__}")
-    if array.dtype not in _NUMPY_TYPES:
+    if array.dtype not in NUMPY_TYPES:
         raise EngineArgumentError(f"unsupported dtype {array.dtype}; use float32, float16 or int32")
-    if engine_type is not None and _NUMPY_TYPES[array.dtype] != engine_type:
+    if engine_type is not None and NUMPY_TYPES[array.dtype] != engine_type:
         raise EngineArgumentError(f"array dtype {array.dtype} does not match the tensor type {type_name(engine_type)}")
     if not array.flags.c_contiguous:
         raise EngineArgumentError("the array must be C-contiguous (use np.ascontiguousarray)")
@@ -239,13 +298,14 @@ def _require_array(array: np.ndarray, engine_type: int | None = None) -> np.ndar
     return array
 
 
-def _ne_of_shape(shape: Sequence[int]) -> list[int]:
-    ne = [int(s) for s in reversed(tuple(shape))]
+def _ne_of_shape(shape: Sequence[int], what: str) -> list[int]:
+    ne = as_ints(shape, what, *INT64)[::-1]
     return ne if ne else [1]
 
 
 class Graph:
-    """A computation graph: built once, computed many times without allocation."""
+    """A computation graph: built once, computed many times without allocation. It belongs to the context
+    that built it: once that context (or one it reads from) is closed, every use raises ClosedError."""
 
     def __init__(self, ctx: Context, ptr: Any, outputs: Sequence[Tensor]) -> None:
         self._ctx = ctx
@@ -253,52 +313,62 @@ class Graph:
         self.outputs = list(outputs)
 
     @property
-    def n_nodes(self) -> int:
+    def ptr(self) -> Any:
         self._ctx._check_open()
-        return int(lib.rg_graph_n_nodes(self._ptr))
+        return self._ptr
+
+    @property
+    def n_nodes(self) -> int:
+        return int(lib.rg_graph_n_nodes(self.ptr))
 
     @property
     def n_barriers(self) -> int:
         """How many times the threads meet during one compute (only where a node depends on another's
         memory; see csrc/ggml/graph_sync.c)."""
-        self._ctx._check_open()
-        return int(lib.rg_graph_n_barriers(self._ptr))
+        return int(lib.rg_graph_n_barriers(self.ptr))
 
     def node_ops(self) -> list[str]:
-        self._ctx._check_open()
-        return [c_string(lib.rg_tensor_op_name(lib.rg_graph_node(self._ptr, i))) for i in range(self.n_nodes)]
+        p = self.ptr
+        return [c_string(lib.rg_tensor_op_name(lib.rg_graph_node(p, i))) for i in range(self.n_nodes)]
 
     def node_indices(self, tensors: Sequence[Tensor]) -> list[int]:
         """Positions of computed tensors in the graph's dependency order (ValueError if one is absent)."""
-        self._ctx._check_open()
-        where = {int(ffi.cast("uintptr_t", lib.rg_graph_node(self._ptr, i))): i for i in range(self.n_nodes)}
+        p = self.ptr
+        where = {int(ffi.cast("uintptr_t", lib.rg_graph_node(p, i))): i for i in range(self.n_nodes)}
         out = []
-        for t in tensors:
-            i = where.get(int(ffi.cast("uintptr_t", t.ptr)))
-            if i is None:
+        for i, t in enumerate(_tensor_list(tensors, "node_indices: tensors")):
+            node = where.get(int(ffi.cast("uintptr_t", self._ctx._arg(t, f"node_indices: tensors[{i}]"))))
+            if node is None:
                 raise EngineArgumentError(f"{t!r} is not a computed node of this graph")
-            out.append(i)
+            out.append(node)
         return out
 
     def compute(self, threads: int | None = None, n_nodes: int | None = None) -> None:
         """Computes the graph (or only its first ``n_nodes`` nodes) on the context's thread pool, with
         the GIL released while it runs."""
         ctx = self._ctx
+        g = self.ptr
         pool = ctx.pool
-        n = pool.threads if threads is None else threads
+        n = pool.threads if threads is None else as_int(threads, "compute: threads", *C_INT)
         ctx._callback_errors.clear()
         if n_nodes is None:
-            status = lib.rg_graph_compute(self._ptr, pool.ptr, n)
+            status = lib.rg_graph_compute(g, pool.ptr, n)
         else:
-            status = lib.rg_graph_compute_partial(self._ptr, pool.ptr, n, n_nodes)
-        check(status, lambda: c_string(lib.rg_graph_error(self._ptr)))
+            status = lib.rg_graph_compute_partial(g, pool.ptr, n, as_int(n_nodes, "compute: n_nodes", *C_INT))
+        check(status, lambda: c_string(lib.rg_graph_error(g)))
         if ctx._callback_errors:
             first = ctx._callback_errors[0]
             ctx._callback_errors.clear()
             raise EngineArgumentError(f"a map-op callback raised {type(first).__name__}: {first}") from first
 
 
-class Context:
+def _tensor_list(tensors: object, what: str) -> list[Any]:
+    if isinstance(tensors, (str, bytes, Tensor)) or not isinstance(tensors, Sequence):
+        raise EngineArgumentError(f"{what} must be a sequence of Tensors, got {type(tensors).__name__}")
+    return list(tensors)
+
+
+class Context(OpBuilders[Tensor]):
     """An arena of ``mem_size`` bytes holding tensors and graphs, and a pool of ``threads`` threads
     (or a borrowed ``pool`` shared with other contexts).
 
@@ -306,14 +376,27 @@ class Context:
     tells how big a normal context must be for what was built), or build a graph in it: the graph then
     places every tensor lacking memory in one buffer, reusing an intermediate's memory once its last
     reader has run (what sequence-mode graphs need to stay small). The arena then only holds metadata.
+
+    ``reads``: other contexts whose tensors this context's ops may take (a model's weights context, read by
+    each graph's context). This context is usable only while all of them are open.
     """
 
     def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False,
-                 pool: Pool | None = None, bf16_matmul: bool = False) -> None:
+                 pool: Pool | None = None, bf16_matmul: bool = False, reads: Sequence[Context] = ()) -> None:
         self._ptr: Any = None  # set first: __del__ runs even when __init__ raises
         self._owns_pool = False
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size <= 0:
             raise EngineArgumentError(f"mem_size must be a positive int, got {mem_size!r}")
+        if mem_size > SIZE_T[1]:
+            raise EngineArgumentError(f"context size {mem_size} bytes is not plausible")
+        if pool is not None and not isinstance(pool, Pool):
+            raise EngineArgumentError(f"pool must be a Pool or None, got {type(pool).__name__}")
+        if isinstance(reads, Context) or not isinstance(reads, Sequence) or \
+                not all(isinstance(c, Context) for c in reads):
+            raise EngineArgumentError("reads must be a sequence of Contexts")
+        for other in reads:
+            other._check_open()
+        self._reads: tuple[Context, ...] = tuple(reads)
         err = ffi.new("rg_err *")
         p = lib.rg_ctx_new(mem_size, 1 if no_alloc else 0, err)
         if p == ffi.NULL:
@@ -342,6 +425,12 @@ class Context:
     def _check_open(self) -> None:
         if self._ptr is None:
             raise ClosedError("the context was closed")
+        if not all(other._is_open() for other in self._reads):
+            raise ClosedError("a context this one reads tensors from (reads=) was closed")
+
+    def _is_open(self) -> bool:
+        # transitive: a tensor of a context read from may itself view a tensor of a context it reads
+        return self._ptr is not None and all(other._is_open() for other in self._reads)
 
     def close(self) -> None:
         if self._ptr is not None:
@@ -352,7 +441,7 @@ class Context:
             self._keepalive.clear()
             self._data_refs.clear()
 
-    def __enter__(self) -> Context:
+    def __enter__(self) -> Context:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -367,13 +456,29 @@ class Context:
     def _error(self) -> str:
         return c_string(lib.rg_ctx_error(self._ptr))
 
+    def _raise_ctx_error(self, what: str) -> None:
+        status = lib.rg_ctx_status(self._ptr)
+        msg = self._error()
+        lib.rg_ctx_clear_error(self._ptr)  # a refused call leaves the context usable
+        if status == lib.RG_OK:
+            raise_status(lib.RG_E_INTERNAL, f"{what}: the engine failed without reporting why (a bug)")
+        raise_status(status, msg)
+
     def _wrap(self, ptr: Any) -> Tensor:
         if ptr == ffi.NULL:
-            status = lib.rg_ctx_status(self._ptr)
-            msg = self._error()
-            lib.rg_ctx_clear_error(self._ptr)
-            raise_status(status if status != lib.RG_OK else lib.RG_E_INTERNAL, msg)
+            self._raise_ctx_error("building a tensor")
         return Tensor(self, ptr)
+
+    def _arg(self, t: object, what: str) -> Any:
+        """The engine pointer of an operand: a Tensor of this context or of one it reads from (an op
+        must not hold a tensor whose memory another context frees)."""
+        if not isinstance(t, Tensor):
+            raise EngineArgumentError(f"{what} must be a Tensor, got {type(t).__name__}")
+        owner = t._ctx
+        if owner is not self and owner not in self._reads:
+            raise EngineArgumentError(f"{what} belongs to another context; ops take tensors of their own "
+                                      "context (or of a context given in reads=)")
+        return t.ptr
 
     @property
     def used(self) -> int:
@@ -390,21 +495,24 @@ class Context:
     # ---- tensors ----
     def new_tensor(self, engine_type: int, shape: Sequence[int]) -> Tensor:
         """A zero-filled tensor of the given numpy-order shape, in the arena."""
-        ne = _ne_of_shape(shape)
-        return self._wrap(lib.rg_new_tensor(self.ptr, engine_type, len(ne), ffi.new("int64_t[]", ne)))
+        etype = as_int(engine_type, "new_tensor: engine_type", *C_INT)
+        ne = _ne_of_shape(shape, "new_tensor: shape")
+        return self._wrap(lib.rg_new_tensor(self.ptr, etype, len(ne), ffi.new("int64_t[]", ne)))
 
     def tensor(self, array: np.ndarray, *, copy: bool = True) -> Tensor:
         """A tensor holding ``array`` (float32, float16 or int32). ``copy=False`` shares the array's
         memory (zero-copy; the context keeps the array alive)."""
-        arr = _require_array(np.ascontiguousarray(array) if copy else array)
-        ne = _ne_of_shape(arr.shape)
-        etype = _NUMPY_TYPES[arr.dtype]
+        if not isinstance(array, np.ndarray):
+            raise EngineArgumentError(f"tensor: expected a numpy array, got {type(array).__name__}")
         if not copy:
-            return self.external(arr)
+            return self.external(array)
+        arr = _require_array(np.ascontiguousarray(array))
         if self.no_alloc:
-            # tensors of a no_alloc context get no memory: keep a private copy and point at it
-            return self.external(np.array(arr, copy=True), constant=True)
-        t = self._wrap(lib.rg_new_tensor(self.ptr, etype, len(ne), ffi.new("int64_t[]", ne)))
+            # tensors of a no_alloc context get no memory: keep a private copy and point at it (not
+            # constant: like an arena tensor, it may be written, e.g. as a cpy destination)
+            return self.external(np.array(arr, copy=True))
+        ne = _ne_of_shape(arr.shape, "tensor: shape")
+        t = self._wrap(lib.rg_new_tensor(self.ptr, NUMPY_TYPES[arr.dtype], len(ne), ffi.new("int64_t[]", ne)))
         data = lib.rg_tensor_data(t.ptr)
         if data != ffi.NULL:
             ffi.memmove(data, ffi.from_buffer(arr, require_writable=False), arr.nbytes)
@@ -415,206 +523,41 @@ class Context:
         """A tensor whose data is ``array``'s memory. With ``engine_type`` and ``ne`` the bytes of a uint8
         array are interpreted as that type (e.g. quantized weight blocks). ``constant=True`` promises that
         no graph writes this memory (weights): graphs then need fewer barriers between the nodes reading it.
-        Without it, every external buffer is taken to possibly alias every other one."""
+        Without it, every external buffer is taken to possibly alias every other one. A read-only array
+        (numpy ``writeable`` off) makes a read-only tensor: no op may write into it."""
         if engine_type is None:
             arr = _require_array(array)
-            etype = _NUMPY_TYPES[arr.dtype]
-            ne_list = _ne_of_shape(arr.shape)
+            etype = NUMPY_TYPES[arr.dtype]
+            ne_list = _ne_of_shape(arr.shape, "external: array shape")
         else:
+            if not isinstance(array, np.ndarray):
+                raise EngineArgumentError(f"external: expected a numpy array, got {type(array).__name__}")
+            if not array.flags.c_contiguous:
+                raise EngineArgumentError("external: the array must be C-contiguous")
+            if ne is None:
+                raise EngineArgumentError("external: engine_type needs ne (the sizes, ggml order)")
             arr = array
-            if not arr.flags.c_contiguous:
-                raise EngineArgumentError("the array must be C-contiguous")
-            etype = engine_type
-            ne_list = [int(x) for x in (ne or ())]
-        self._keep(arr)
+            etype = as_int(engine_type, "external: engine_type", *C_INT)
+            ne_list = as_ints(ne, "external: ne", *INT64)
         buf = ffi.from_buffer(arr, require_writable=False)
-        t = self._wrap(lib.rg_new_tensor_ext(self.ptr, etype, len(ne_list), ffi.new("int64_t[]", ne_list), buf,
-                                             arr.nbytes))
-        if constant and lib.rg_tensor_set_constant(self.ptr, t.ptr) != lib.RG_OK:  # cannot fail for an external
-            raise_status(lib.RG_E_INTERNAL, self._error())
-        return t
-
-    # ---- layout ----
-    def view(self, src: Tensor, ne: Sequence[int], nb: Sequence[int] | None = None, offset: int = 0) -> Tensor:
-        """A strided view: ``ne`` sizes (ggml order), ``nb`` byte strides (nb[0] ignored), byte ``offset``."""
-        nel = [int(x) for x in ne]
-        nbl = [int(x) for x in (nb if nb is not None else [0] * len(nel))]
-        if len(nbl) < len(nel):
-            raise EngineArgumentError("view: need one stride per dimension")
-        return self._wrap(lib.rg_view(self.ptr, src.ptr, len(nel), ffi.new("int64_t[]", nel), ffi.new("size_t[]", nbl),
-                                      offset))
-
-    def reshape(self, src: Tensor, ne: Sequence[int]) -> Tensor:
-        nel = [int(x) for x in ne]
-        return self._wrap(lib.rg_reshape(self.ptr, src.ptr, len(nel), ffi.new("int64_t[]", nel)))
-
-    def permute(self, src: Tensor, axes: Sequence[int]) -> Tensor:
-        """Axis i of src becomes axis axes[i] of the result (ggml order)."""
-        ax = list(axes) + list(range(len(axes), 4))
-        return self._wrap(lib.rg_permute(self.ptr, src.ptr, *ax))
-
-    def transpose(self, src: Tensor) -> Tensor:
-        return self._wrap(lib.rg_transpose(self.ptr, src.ptr))
-
-    def cont(self, src: Tensor) -> Tensor:
-        return self._wrap(lib.rg_cont(self.ptr, src.ptr))
-
-    def cpy(self, src: Tensor, dst: Tensor) -> Tensor:
-        return self._wrap(lib.rg_cpy(self.ptr, src.ptr, dst.ptr))
-
-    # ---- element-wise ----
-    def add(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._wrap(lib.rg_add(self.ptr, a.ptr, b.ptr))
-
-    def sub(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._wrap(lib.rg_sub(self.ptr, a.ptr, b.ptr))
-
-    def mul(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._wrap(lib.rg_mul(self.ptr, a.ptr, b.ptr))
-
-    def div(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._wrap(lib.rg_div(self.ptr, a.ptr, b.ptr))
-
-    def max(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._wrap(lib.rg_max(self.ptr, a.ptr, b.ptr))
-
-    def scale(self, a: Tensor, s: float) -> Tensor:
-        return self._wrap(lib.rg_scale(self.ptr, a.ptr, float(s)))
-
-    def neg(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_neg(self.ptr, a.ptr))
-
-    def exp(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_exp(self.ptr, a.ptr))
-
-    def one_minus_x(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_one_minus_x(self.ptr, a.ptr))
-
-    def sigmoid(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_sigmoid(self.ptr, a.ptr))
-
-    def silu(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_silu(self.ptr, a.ptr))
-
-    def relu(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_relu(self.ptr, a.ptr))
-
-    def sqr(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_sqr(self.ptr, a.ptr))
-
-    def sqrt(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_sqrt(self.ptr, a.ptr))
-
-    def tanh(self, a: Tensor) -> Tensor:
-        return self._wrap(lib.rg_tanh(self.ptr, a.ptr))
-
-    # ---- norms, reductions, products ----
-    def layer_norm(self, x: Tensor, w: Tensor | None = None, b: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-        return self._wrap(lib.rg_layer_norm(self.ptr, x.ptr, _ptr_or_null(w), _ptr_or_null(b), float(eps)))
-
-    def group_norm(self, x: Tensor, n_groups: int, w: Tensor | None = None, b: Tensor | None = None,
-                   eps: float = 1e-5) -> Tensor:
-        return self._wrap(lib.rg_group_norm(self.ptr, x.ptr, int(n_groups), _ptr_or_null(w), _ptr_or_null(b),
-                                            float(eps)))
-
-    def sum_rows(self, x: Tensor) -> Tensor:
-        return self._wrap(lib.rg_sum_rows(self.ptr, x.ptr))
-
-    def mul_mat(self, a: Tensor, b: Tensor, *, bf16: bool | None = None) -> Tensor:
-        """``b @ a.T`` in numpy terms. ``bf16=True`` (default: the context's ``bf16_matmul``) lets
-        matrix-matrix products with F32/F16 weights use bf16 operands where the CPU has AVX512_BF16 (about
-        twice as fast, ~1e-2 relative error per product; see rg_mul_mat_bf16)."""
-        use_bf16 = self.bf16_matmul if bf16 is None else bf16
-        fn = lib.rg_mul_mat_bf16 if use_bf16 else lib.rg_mul_mat
-        return self._wrap(fn(self.ptr, a.ptr, b.ptr))
-
-    def get_rows(self, table: Tensor, ids: Tensor) -> Tensor:
-        return self._wrap(lib.rg_get_rows(self.ptr, table.ptr, ids.ptr))
-
-    def concat(self, a: Tensor, b: Tensor, dim: int) -> Tensor:
-        return self._wrap(lib.rg_concat(self.ptr, a.ptr, b.ptr, int(dim)))
-
-    # ---- callbacks ----
-    def map_unary(self, a: Tensor, fn: Any, userdata: Any = None) -> Tensor:
-        """Applies ``fn`` to each row. ``fn`` is a C function pointer (cffi cdata of type
-        ``rg_map_unary_fn``, e.g. ``lib.rg_test_map_affine``; then ``userdata`` is a cdata pointer or
-        None) or a Python callable ``fn(dst_row: np.ndarray, src_row: np.ndarray)`` that writes dst_row
-        (slow: it holds the GIL; meant for experiments and tests)."""
-        cfn, ud = self._callback(fn, userdata, "rg_map_unary_fn", 1)
-        return self._wrap(lib.rg_map_unary(self.ptr, a.ptr, cfn, ud))
-
-    def map_binary(self, a: Tensor, b: Tensor, fn: Any, userdata: Any = None) -> Tensor:
-        """Like :meth:`map_unary` with two same-shaped inputs: ``fn(dst_row, a_row, b_row)``."""
-        cfn, ud = self._callback(fn, userdata, "rg_map_binary_fn", 2)
-        return self._wrap(lib.rg_map_binary(self.ptr, a.ptr, b.ptr, cfn, ud))
-
-    def _callback(self, fn: Any, userdata: Any, ctype: str, n_inputs: int) -> tuple[Any, Any]:
-        name = getattr(fn, "__name__", None)
-        if not isinstance(fn, ffi.CData) and isinstance(name, str) and getattr(lib, name, None) is fn:
-            fn = ffi.addressof(lib, name)  # a function of the compiled core, e.g. lib.rg_test_map_affine
-        if isinstance(fn, ffi.CData):
-            ud = ffi.NULL if userdata is None else userdata
-            self._keep(ud)
-            return ffi.cast(ctype, fn), ud
-        if not callable(fn):
-            raise EngineArgumentError("map op: fn must be a C function pointer or a Python callable")
-        py_fn: Callable[..., None] = fn
-
-        def as_array(p: Any, n: int) -> np.ndarray:
-            return np.frombuffer(ffi.buffer(p, n * 4), dtype=np.float32)
-
-        errors = self._callback_errors
-
-        # An exception cannot cross the C frames: it is kept and raised by Graph.compute afterwards.
-        if n_inputs == 1:
-            def trampoline(n: int, dst: Any, src: Any, _ud: Any) -> None:
-                try:
-                    py_fn(as_array(dst, n), as_array(src, n))
-                except BaseException as exc:
-                    errors.append(exc)
+        ne_c = ffi.new("int64_t[]", ne_list)
+        if arr.flags.writeable:
+            t = self._wrap(lib.rg_new_tensor_ext(self.ptr, etype, len(ne_list), ne_c, buf, arr.nbytes))
         else:
-            def trampoline(n: int, dst: Any, a: Any, b: Any, _ud: Any) -> None:  # type: ignore[misc]
-                try:
-                    py_fn(as_array(dst, n), as_array(a, n), as_array(b, n))
-                except BaseException as exc:
-                    errors.append(exc)
-        cb = ffi.callback(ctype, trampoline)
-        self._keep(cb)
-        return cb, ffi.NULL
-
-    # ---- RWKV fused ops ----
-    def rwkv_wkv4(self, k: Tensor, v: Tensor, time_first: Tensor, time_decay: Tensor, state: Tensor) -> Tensor:
-        return self._wrap(lib.rg_rwkv_wkv4(self.ptr, k.ptr, v.ptr, time_first.ptr, time_decay.ptr, state.ptr))
-
-    def rwkv_wkv5(self, r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor) -> Tensor:
-        """RWKV v5/v6 WKV over T tokens: r, k, v (C, T); decay w of H, C or C*T floats; bonus u of H or C
-        floats; state C*N floats. Result ne (C, T + N): T output columns, then the new state."""
-        return self._wrap(lib.rg_rwkv_wkv5(self.ptr, r.ptr, k.ptr, v.ptr, w.ptr, u.ptr, state.ptr))
-
-    def rwkv_wkv7(self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor) -> Tensor:
-        """RWKV v7 WKV over T tokens: r, decay w, k, v, a, b (C, T); state C*N floats.
-        Result ne (C, T + N): T output columns, then the new state."""
-        return self._wrap(lib.rg_rwkv_wkv7(self.ptr, r.ptr, w.ptr, k.ptr, v.ptr, a.ptr, b.ptr, state.ptr))
-
-    def l2_norm(self, x: Tensor, n_groups: int, eps: float = 1e-12) -> Tensor:
-        """Each row in n_groups groups, each divided by max(its L2 norm, eps)."""
-        return self._wrap(lib.rg_l2_norm(self.ptr, x.ptr, int(n_groups), float(eps)))
+            t = self._wrap(lib.rg_new_tensor_ext_readonly(self.ptr, etype, len(ne_list), ne_c, buf, arr.nbytes))
+        self._keep(arr)
+        if constant and lib.rg_tensor_set_constant(self.ptr, t.ptr) != lib.RG_OK:  # cannot fail for a new external
+            self._raise_ctx_error("external")
+        return t
 
     # ---- graphs ----
     def graph(self, outputs: Sequence[Tensor], max_threads: int | None = None) -> Graph:
-        outs = list(outputs)
+        outs = _tensor_list(outputs, "graph: outputs")
         if not outs:
             raise EngineArgumentError("graph: no outputs")
-        arr = ffi.new("rg_tensor *[]", [t.ptr for t in outs])
-        mt = self.threads if max_threads is None else max_threads
-        p = lib.rg_graph_build(self.ptr, arr, len(outs), mt)
+        ptrs = [self._arg(t, f"graph: outputs[{i}]") for i, t in enumerate(outs)]
+        mt = self.threads if max_threads is None else as_int(max_threads, "graph: max_threads", *C_INT)
+        p = lib.rg_graph_build(self.ptr, ffi.new("rg_tensor *[]", ptrs), len(outs), mt)
         if p == ffi.NULL:
-            status = lib.rg_ctx_status(self._ptr)
-            msg = self._error()
-            lib.rg_ctx_clear_error(self._ptr)
-            raise_status(status, msg)
+            self._raise_ctx_error("graph")
         return Graph(self, p, outs)
-
-
-def _ptr_or_null(t: Tensor | None) -> Any:
-    return ffi.NULL if t is None else t.ptr

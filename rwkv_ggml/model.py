@@ -221,7 +221,8 @@ class Model:
             return g
         # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
         # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
-        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, bf16_matmul=self.bf16 and T > 1)
+        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, reads=[self._weights_ctx],
+                           bf16_matmul=self.bf16 and T > 1)
         try:
             io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1], key[1])
             # The state's readers, then its writes, come first in the outputs: every read of the old

@@ -63,7 +63,7 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str 
         raise EngineArgumentError(f"threads must be an int in 1..512, got {threads!r}")
     with read_model_file(src_path) as mf:
         already = [r.name for r in mf.tensors.values() if r.dtype.is_quantized]
-        if already or DType._value2member_map_.get(mf.data_type, DType.F32).is_quantized:
+        if already or (mf.data_type in DType._value2member_map_ and DType(mf.data_type).is_quantized):
             raise EngineArgumentError(f"'{src_path}' is already quantized ({DType(mf.data_type).name}); "
                                       "quantize from the F32 or F16 file")
         if progress is None:
@@ -99,6 +99,10 @@ def _tensors(mf: ModelFile, target: DType, pool: Pool, progress: bool) -> Iterat
 def quantize_matrix(weights: np.ndarray, target: DType | str, pool: Pool | None = None) -> np.ndarray:
     """Quantizes a 2-D float array (rows, K) to raw blocks, uint8 of shape (rows, row_bytes)."""
     fmt = _target_format(target)
+    if not isinstance(weights, np.ndarray):
+        raise EngineArgumentError(f"expected a numpy array, got {type(weights).__name__}")
+    if pool is not None and not isinstance(pool, Pool):
+        raise EngineArgumentError(f"pool must be a Pool or None, got {type(pool).__name__}")
     if weights.ndim != 2:
         raise EngineArgumentError(f"expected a 2-D array, got shape {weights.shape}")
     rows, k = weights.shape
@@ -107,14 +111,14 @@ def quantize_matrix(weights: np.ndarray, target: DType | str, pool: Pool | None 
     src = np.ascontiguousarray(weights, dtype=np.float32)  # F16 widens exactly
     if not src.flags.aligned:  # a memory-mapped F32 tensor can start at any byte offset
         src = src.copy()
-    out = np.empty((rows, k // fmt.block_size * fmt.type_size), dtype=np.uint8)
-    own = pool is None
-    pool = Pool(default_threads()) if own else pool
+    row_bytes = int(lib.rg_type_row_bytes(int(fmt), k))  # the engine's block layout, the one it writes
+    out = np.empty((rows, row_bytes), dtype=np.uint8)
+    use = Pool(default_threads()) if pool is None else pool
     try:
         status = lib.rg_quantize_rows(int(fmt), ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out),
-                                      rows, k, pool.ptr, pool.threads)
+                                      rows, k, use.ptr, use.threads)
         check(status, f"quantizing to {fmt.name} failed")
     finally:
-        if own:
-            pool.close()
+        if pool is None:
+            use.close()
     return out

@@ -79,6 +79,8 @@ struct rg_tensor {
     bool prepare;  /* ops with a prepare phase: this node needs it (e.g. its input must be repacked) */
     bool planned;  /* its data was placed by a graph's memory plan (no_alloc contexts) */
     bool constant; /* external whose memory no compute writes (weights): rg_tensor_set_constant */
+    bool readonly; /* external over read-only memory (rg_new_tensor_ext_readonly, rg_tensor_set_data_readonly) */
+    bool written;  /* a compute writes its memory (an rg_cpy destination): it may not become read-only */
     uint32_t visit;
     char name[RG_NAME_LEN];
 };
@@ -153,6 +155,9 @@ RG_INTERNAL_API void rg_err_set(rg_err *err, rg_status st, const char *fmt, ...)
 RG_INTERNAL_API rg_tensor *rg_new_op_tensor(rg_ctx *ctx, int op, int type, int n_dims, const int64_t *ne);
 RG_INTERNAL_API rg_tensor *rg_tensor_alloc_struct(rg_ctx *ctx);
 RG_INTERNAL_API void rg_tensor_set_contiguous_strides(rg_tensor *t);
+/* Records that an op writes dst's memory (the root tensor it views); fails with a message, for the op
+ * named, when that memory is read-only or constant. */
+RG_INTERNAL_API bool rg_tensor_claim_write(rg_ctx *ctx, rg_tensor *dst, const char *op);
 
 /* ---- type table ---- */
 typedef void (*rg_to_f32_fn)(const void *src, float *dst, int64_t n);

@@ -249,6 +249,7 @@ rg_tensor *rg_cpy(rg_ctx *ctx, rg_tensor *src, rg_tensor *dst) {
         rg_set_error(ctx, RG_E_SHAPE, "cpy: a quantized dst must be contiguous");
         return NULL;
     }
+    if (!rg_tensor_claim_write(ctx, dst, "cpy")) return NULL;
     /* The node owns no memory: it stands for dst after the write, so it is a view of dst. */
     rg_tensor *t = rg_tensor_alloc_struct(ctx);
     if (t == NULL) return NULL;

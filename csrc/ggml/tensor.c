@@ -38,11 +38,11 @@ static size_t checked_size(rg_ctx *ctx, int type, int n_dims, const int64_t *ne,
             rg_set_error(ctx, RG_E_SHAPE, "%s: dimension %d has size %" PRId64 " (must be 1..2^40)", what, i, ne[i]);
             return 0;
         }
-        total *= ne[i];
-        if (total > limit) {
+        if (total > limit / ne[i]) { /* tested before multiplying: the product itself could overflow */
             rg_set_error(ctx, RG_E_SHAPE, "%s: more than 2^40 elements", what);
             return 0;
         }
+        total *= ne[i];
     }
     if (ne[0] % tr->block_size != 0) {
         rg_set_error(ctx, RG_E_SHAPE, "%s: row length %" PRId64 " is not a multiple of the %s block length %" PRId64,
@@ -107,7 +107,14 @@ rg_tensor *rg_new_tensor_ext(rg_ctx *ctx, int type, int n_dims, const int64_t *n
     return t;
 }
 
-rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbytes) {
+rg_tensor *rg_new_tensor_ext_readonly(rg_ctx *ctx, int type, int n_dims, const int64_t *ne, const void *data,
+                                      size_t nbytes) {
+    rg_tensor *t = rg_new_tensor_ext(ctx, type, n_dims, ne, (void *)data, nbytes);
+    if (t != NULL) t->readonly = true;
+    return t;
+}
+
+static rg_status set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbytes, bool readonly) {
     if (t == NULL || data == NULL) {
         rg_set_error(ctx, RG_E_ARG, "tensor_set_data: NULL tensor or data");
         return RG_E_ARG;
@@ -121,13 +128,31 @@ rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbyte
                      rg_tensor_nbytes(t));
         return RG_E_ARG;
     }
+    if (readonly && t->written) {
+        rg_set_error(ctx, RG_E_ARG, "tensor_set_data: a graph writes tensor '%s' (it is a cpy destination), so its "
+                     "memory must be writable; this buffer is read-only", t->name);
+        return RG_E_ARG;
+    }
     t->data = data;
+    t->readonly = readonly;
     return RG_OK;
+}
+
+rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbytes) {
+    return set_data(ctx, t, data, nbytes, false);
+}
+
+rg_status rg_tensor_set_data_readonly(rg_ctx *ctx, rg_tensor *t, const void *data, size_t nbytes) {
+    return set_data(ctx, t, (void *)data, nbytes, true);
 }
 
 rg_status rg_tensor_set_constant(rg_ctx *ctx, rg_tensor *t) {
     if (t == NULL || !t->external) {
         rg_set_error(ctx, RG_E_ARG, "tensor_set_constant: '%s' was not made by new_tensor_ext", t ? t->name : "NULL");
+        return RG_E_ARG;
+    }
+    if (t->written) {
+        rg_set_error(ctx, RG_E_ARG, "tensor_set_constant: a graph writes '%s' (it is a cpy destination)", t->name);
         return RG_E_ARG;
     }
     t->constant = true;
@@ -178,6 +203,23 @@ static rg_tensor *view_root(rg_tensor *t, size_t *offs) {
         t = t->view_src;
     }
     return t;
+}
+
+int rg_tensor_is_readonly(const rg_tensor *t) {
+    while (t != NULL && t->view_src != NULL) t = t->view_src;
+    return t != NULL && t->readonly;
+}
+
+bool rg_tensor_claim_write(rg_ctx *ctx, rg_tensor *dst, const char *op) {
+    size_t offs;
+    rg_tensor *root = view_root(dst, &offs);
+    if (root->readonly || root->constant) {
+        rg_set_error(ctx, RG_E_ARG, "%s: cannot write into '%s': its memory is %s", op, root->name,
+                     root->readonly ? "read-only" : "declared constant (no compute may write it)");
+        return false;
+    }
+    root->written = true;
+    return true;
 }
 
 /* rg_tensor_nbytes for caller-supplied sizes and strides: SIZE_MAX when a size times a stride (or the
@@ -239,14 +281,14 @@ rg_tensor *rg_view(rg_ctx *ctx, rg_tensor *src, int n_dims, const int64_t *ne, c
     int64_t total = 1;
     for (int i = 0; i < n_dims; i++) {
         if (ne[i] < 1 || ne[i] > limit) {
-            rg_set_error(ctx, RG_E_SHAPE, "view: dimension %d has size %" PRId64, i, ne[i]);
+            rg_set_error(ctx, RG_E_SHAPE, "view: dimension %d has size %" PRId64 " (must be 1..2^40)", i, ne[i]);
             return NULL;
         }
-        total *= ne[i];
-        if (total > limit) {
+        if (total > limit / ne[i]) {
             rg_set_error(ctx, RG_E_SHAPE, "view: more than 2^40 elements");
             return NULL;
         }
+        total *= ne[i];
         full_ne[i] = ne[i];
     }
     if (full_ne[0] % tr->block_size != 0) {
@@ -271,16 +313,20 @@ rg_tensor *rg_reshape(rg_ctx *ctx, rg_tensor *src, int n_dims, const int64_t *ne
         return NULL;
     }
     int64_t total = 1;
+    const int64_t n_src = rg_tensor_n_elements(src);
     for (int i = 0; i < n_dims; i++) {
         if (ne[i] < 1) {
             rg_set_error(ctx, RG_E_SHAPE, "reshape: dimension %d has size %" PRId64, i, ne[i]);
             return NULL;
         }
+        if (total > INT64_MAX / ne[i]) { /* tested before multiplying: the product itself could overflow */
+            rg_set_error(ctx, RG_E_SHAPE, "reshape: %" PRId64 " elements cannot become more than 2^63", n_src);
+            return NULL;
+        }
         total *= ne[i];
     }
-    if (total != rg_tensor_n_elements(src)) {
-        rg_set_error(ctx, RG_E_SHAPE, "reshape: %" PRId64 " elements cannot become %" PRId64, rg_tensor_n_elements(src),
-                     total);
+    if (total != n_src) {
+        rg_set_error(ctx, RG_E_SHAPE, "reshape: %" PRId64 " elements cannot become %" PRId64, n_src, total);
         return NULL;
     }
     rg_tensor tmp = {0};

@@ -124,9 +124,17 @@ rg_tensor *rg_new_tensor(rg_ctx *ctx, int type, int n_dims, const int64_t *ne);
 /* A tensor whose data lives elsewhere (mapped weights, caller-owned buffers); the caller keeps
  * the memory alive as long as the context. nbytes is checked against the tensor's size. */
 rg_tensor *rg_new_tensor_ext(rg_ctx *ctx, int type, int n_dims, const int64_t *ne, void *data, size_t nbytes);
+/* rg_new_tensor_ext over memory that must not be written (a read-only mapping, an immutable buffer):
+ * building a write into it (an rg_cpy destination, or a view of it as one) fails with RG_E_ARG. */
+rg_tensor *rg_new_tensor_ext_readonly(rg_ctx *ctx, int type, int n_dims, const int64_t *ne, const void *data,
+                                      size_t nbytes);
 /* Repoints a tensor made by rg_new_tensor_ext (not a view, not an op result); views of it follow
  * at the next compute. Lets one built graph read and write different buffers on each compute. */
 rg_status rg_tensor_set_data(rg_ctx *ctx, rg_tensor *t, void *data, size_t nbytes);
+/* rg_tensor_set_data with read-only memory: fails (RG_E_ARG) if a graph writes t (an rg_cpy destination). */
+rg_status rg_tensor_set_data_readonly(rg_ctx *ctx, rg_tensor *t, const void *data, size_t nbytes);
+/* 1 if the memory of t (or of the tensor it views) is read-only. */
+int rg_tensor_is_readonly(const rg_tensor *t);
 /* Declares that no compute writes the memory of t (made by rg_new_tensor_ext), e.g. model weights.
  * Graphs then run nodes that read it beside other nodes without a barrier; other external buffers are
  * assumed to possibly alias each other (an eval may read and write one state buffer). */
