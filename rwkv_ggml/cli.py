@@ -3,8 +3,10 @@
 Subcommands: generate, chat, bench, perplexity, info, quantize, convert, merge-lora. Every one has
 ``--help``. A user mistake (a missing or malformed model file, a bad flag, an empty prompt) prints
 one line ``rwkv-ggml: error: ...`` on stderr and exits with status 1 (2 for bad command-line
-syntax), never a traceback; set ``RWKV_GGML_DEBUG=1`` to get the traceback anyway. Ctrl-C exits
-with 130 and a closed output pipe (``| head``) ends the program quietly.
+syntax), never a traceback; set ``RWKV_GGML_DEBUG=1`` to get the traceback anyway. That holds for
+every exception, running out of memory included. Ctrl-C exits with 130 and a closed output pipe
+(``| head``) ends the program quietly. A standard stream that is closed altogether (``<&-``,
+``>&-``) reads as empty input, or, where the command's output would be lost, is one error line.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 # Helpers
 
 
-def _load_model(path: str | None, threads: int | None) -> Model:
+def _load_model(path: str | None, threads: int | None, gn_eps: float | None = None) -> Model:
     from .generate import default_model_path
     from .model import Model
 
@@ -51,7 +53,7 @@ def _load_model(path: str | None, threads: int | None) -> Model:
             raise CliError(f"model file '{model_path}' does not exist")
         if model_path.is_dir():
             raise CliError(f"'{model_path}' is a directory, not a model file")
-    return Model(model_path, threads=threads)
+    return Model(model_path, threads=threads, gn_eps=gn_eps)
 
 
 def _tokenizer(model: Model, kind: str | None) -> Any:
@@ -91,6 +93,12 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", "-t", type=_positive_int, metavar="N",
                    help="compute threads (default: the number of physical cores)")
+
+
+def _add_gn_eps(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gn-eps", type=_float, metavar="EPS",
+                   help="GroupNorm epsilon of RWKV v5+ att.ln_x (default: the model's trained value, 64e-5; "
+                        "rwkv.cpp uses 1e-5 for v5)")
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
@@ -135,9 +143,47 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def _write(out: TextIO, text: str) -> None:
+class StreamClosedError(CliError):
+    """A standard stream the command needs was closed before the program started (``>&-``)."""
+
+
+def _write(out: TextIO | None, text: str) -> None:
+    if out is None:
+        raise StreamClosedError("standard output is closed: the output would be lost")
     out.write(text)
     out.flush()
+
+
+def _note(text: str = "") -> None:
+    """A line for the person at the keyboard, on stderr; dropped when stderr is closed
+    (``print(file=None)`` would write it to stdout instead)."""
+    if sys.stderr is not None:
+        print(text, file=sys.stderr)
+
+
+def _error_line(message: str) -> None:
+    """Print ``rwkv-ggml: error: MESSAGE`` on stderr, if there is a stderr to print on (``2>&-``)."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(f"{PROG}: error: {message}\n")
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is a closed pipe or file: the exit status still tells
+
+
+def _progress_bar() -> bool:
+    """Whether quantize/convert show a progress bar: on a terminal only. Decided here, not left to the
+    library's default, because that default asks ``sys.stderr.isatty()`` and stderr may be closed."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def _read_stdin() -> str:
+    """All of standard input; a closed one (``<&-``) reads as empty, like ``</dev/null``."""
+    return "" if sys.stdin is None else sys.stdin.read()
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,14 +194,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate
 
     if args.prompt is None or args.prompt == "-":
+        if sys.stdin is None:
+            raise CliError("no prompt: standard input is closed; give the prompt as an argument")
         if args.prompt is None and sys.stdin.isatty():
             raise CliError("no prompt: give it as an argument or on standard input")
-        prompt = sys.stdin.read()
+        prompt = _read_stdin()
     else:
         prompt = args.prompt
     if not prompt:
         raise CliError("the prompt is empty: give some text to continue")
-    with _load_model(args.model, args.threads) as model:
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
         gen = generate(model, prompt, args.max_tokens, tokenizer=_tokenizer(model, args.tokenizer),
                        **_sampling_kwargs(args))
         if args.echo:
@@ -172,23 +220,23 @@ _CHAT_HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE
 def cmd_chat(args: argparse.Namespace) -> int:
     from .generate import ChatSession
 
-    interactive = sys.stdin.isatty()
-    with _load_model(args.model, args.threads) as model:
+    interactive = _stdin_is_terminal()
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
         kwargs = _sampling_kwargs(args)
         stops = kwargs.pop("stop_strings")
         session = ChatSession(model, _tokenizer(model, args.tokenizer), system=args.system, user=args.user_name,
                               assistant=args.assistant_name, stop=stops or None, **kwargs)
         if interactive:
-            print(f"Chatting with {Path(model.path).name}. {_CHAT_HELP}", file=sys.stderr)
+            _note(f"Chatting with {Path(model.path).name}. {_CHAT_HELP}")
         while True:
             if interactive:
                 try:
                     line = input(f"{args.user_name}: ")
                 except EOFError:
-                    print(file=sys.stderr)
+                    _note()
                     return 0
             else:
-                raw = sys.stdin.readline()
+                raw = "" if sys.stdin is None else sys.stdin.readline()
                 if not raw:
                     return 0
                 line = raw.rstrip("\n")
@@ -220,30 +268,30 @@ def _chat_command(session: Any, line: str) -> bool:
             return True
         if name == "/reset":
             session.reset()
-            print("(conversation reset)", file=sys.stderr)
+            _note("(conversation reset)")
         elif name == "/save":
             if not arg:
                 raise CliError("/save needs a file name")
             session.save(arg)
-            print(f"(state saved to {arg})", file=sys.stderr)
+            _note(f"(state saved to {arg})")
         elif name == "/load":
             if not arg:
                 raise CliError("/load needs a file name")
             session.load(arg)
-            print(f"(state loaded from {arg})", file=sys.stderr)
+            _note(f"(state loaded from {arg})")
         elif name == "/help":
-            print(_CHAT_HELP, file=sys.stderr)
+            _note(_CHAT_HELP)
         else:
             raise CliError(f"unknown command {name!r}; {_CHAT_HELP}")
     except (CliError, OSError, ValueError) as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        _error_line(_one_line(exc))
     return False
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    with _load_model(args.model_path, args.threads) as model:
+    with _load_model(args.model_path, args.threads, args.gn_eps) as model:
         rng = np.random.default_rng(0)
         hi = model.n_vocab
         prompt = rng.integers(0, hi, size=args.prompt_tokens).tolist()
@@ -275,26 +323,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"text file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise CliError(f"'{path}' is a directory, not a text file") from None
+    if args.file == "-":
+        if sys.stdin is None:
+            raise CliError("standard input is closed: nothing to read the text from")
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        # read_bytes, not a size-first read: a pipe or process substitution is a fine text source
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CliError(f"text file '{path}' does not exist") from None
+        except IsADirectoryError:
+            raise CliError(f"'{path}' is a directory, not a text file") from None
+        name = f"'{path}'"
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CliError(f"'{path}' is not UTF-8 text (bad byte at offset {exc.start})") from None
-    with _load_model(args.model, args.threads) as model:
+        raise CliError(f"{name} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
         tokens = _tokenizer(model, args.tokenizer).encode(text)
         if args.max_tokens is not None:
             tokens = tokens[:args.max_tokens]
         if len(tokens) < 2:
-            raise CliError(f"'{path}' has {len(tokens)} token(s); perplexity needs at least 2")
+            raise CliError(f"{name} has {len(tokens)} token(s); perplexity needs at least 2")
         t0 = time.perf_counter()
         nll, ppl = model.perplexity(tokens)
         dt = time.perf_counter() - t0
-    print(f"file: {path} ({len(data)} bytes, {len(tokens)} tokens)")
+    print(f"file: {'-' if args.file == '-' else path} ({len(data)} bytes, {len(tokens)} tokens)")
     print(f"NLL per token: {nll:.4f} nats ({nll / 0.6931471805599453:.4f} bits)")
     print(f"perplexity: {ppl:.4f}")
     print(f"time: {dt:.2f} s ({len(tokens) / dt:.0f} tokens/s)")
@@ -310,6 +366,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     with _load_model(str(path), 1) as model:
         version, dtype = model.version, model.dtype
         n_vocab, n_embed, n_layer, state_size = model.n_vocab, model.n_embed, model.n_layer, model.state_size
+        gn_eps = model.gn_eps
     with read_model_file(path) as mf:
         n_params = sum(rec.n_elements for rec in mf.tensors.values())
         n_tensors = len(mf.tensors)
@@ -324,6 +381,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"tensors: {n_tensors}")
     print(f"parameters: {n_params} ({n_params / 1e6:.2f}M)")
     print(f"state size: {state_size} floats")
+    if gn_eps:
+        print(f"GroupNorm eps: {gn_eps:g} (--gn-eps of the other commands overrides it)")
     return 0
 
 
@@ -337,7 +396,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize
 
     _check_src(args.src, "source model")
-    quantize(args.src, args.dst, args.format, threads=args.threads, progress=None)
+    quantize(args.src, args.dst, args.format, threads=args.threads, progress=_progress_bar())
     print(f"wrote {args.dst}")
     return 0
 
@@ -360,7 +419,7 @@ def _write_maybe_quantized(dst: str, dtype: str, threads: int | None, make: Call
     os.close(fd)
     try:
         make(tmp, "f16")
-        quantize(tmp, dst, target, threads=threads, progress=None)
+        quantize(tmp, dst, target, threads=threads, progress=_progress_bar())
     finally:
         try:
             os.unlink(tmp)
@@ -373,7 +432,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _check_src(args.src, "checkpoint")
     _write_maybe_quantized(args.dst, args.dtype, args.threads,
-                           lambda path, dtype: convert(args.src, path, dtype, progress=None))
+                           lambda path, dtype: convert(args.src, path, dtype, progress=_progress_bar()))
     print(f"wrote {args.dst}")
     return 0
 
@@ -385,7 +444,7 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
     _check_src(args.lora, "LoRA checkpoint")
     _write_maybe_quantized(args.out, args.dtype, args.threads,
                            lambda path, dtype: merge_lora(args.base, args.lora, path, args.alpha, dtype,
-                                                          progress=None))
+                                                          progress=_progress_bar()))
     print(f"wrote {args.out}")
     return 0
 
@@ -408,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(p, 200)
     _add_tokenizer(p)
     _add_threads(p)
+    _add_gn_eps(p)
     p.add_argument("--echo", action=argparse.BooleanOptionalAction, default=True,
                    help="print the prompt before the continuation (default: yes)")
     p.set_defaults(func=cmd_generate)
@@ -419,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(p, 200)
     _add_tokenizer(p)
     _add_threads(p)
+    _add_gn_eps(p)
     p.add_argument("--system", metavar="TEXT", help="text fed once before the conversation")
     p.add_argument("--user-name", default="User", metavar="NAME", help="the user's name in the transcript")
     p.add_argument("--assistant-name", default="Assistant", metavar="NAME",
@@ -435,15 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of the timed prompt (default 128)")
     p.add_argument("--repeats", type=_positive_int, default=3, metavar="R", help="prompt runs (default 3)")
     _add_threads(p)
+    _add_gn_eps(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("perplexity", help="perplexity of a model on a text file",
                        description="Mean negative log-likelihood per token and perplexity of a UTF-8 text file, "
-                                   "computed in sequence mode with the logits of every position.")
-    p.add_argument("file", metavar="FILE", help="UTF-8 text file")
+                                   "computed in sequence mode with the logits of every position. FILE may be "
+                                   "a pipe or process substitution (<(zcat text.gz)); '-' reads standard input. "
+                                   "The whole text is read before the model runs.")
+    p.add_argument("file", metavar="FILE", help="UTF-8 text file, a pipe, or '-' for standard input")
     _add_model(p)
     _add_tokenizer(p)
     _add_threads(p)
+    _add_gn_eps(p)
     p.add_argument("--max-tokens", type=_positive_int, metavar="N", help="use only the first N tokens")
     p.set_defaults(func=cmd_perplexity)
 
@@ -489,31 +554,87 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+# Commands whose whole point is what they print: with standard output closed they would do their work
+# for nothing, so they stop at once. (quantize/convert/merge-lora write files; their "wrote" line is a
+# courtesy and they run anyway.)
+_PRINTING_COMMANDS = frozenset({"generate", "chat", "bench", "perplexity", "info"})
+
+
+def _fill_closed_std_fds() -> None:
+    """Put /dev/null on any of fds 0-2 that was closed when the program started (``<&-``).
+
+    Python then has ``sys.stdin`` (etc.) as None, which the commands check; the descriptor itself
+    must be occupied too, or the next file opened (a model, an output file) would get number 0, 1
+    or 2 and something writing to "standard output" at the C level would write into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if opened != fd:  # a lower fd was free after all; do not leave a stray one open
+                os.close(opened)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point fd 1 at /dev/null so the final flush at exit cannot fail again."""
+    try:
+        if sys.stdout is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _fill_closed_std_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        if sys.stderr is not None:
+            parser.print_help(sys.stderr)
         return 2
     from .errors import RwkvGgmlError
 
+    debug = bool(os.environ.get("RWKV_GGML_DEBUG"))
     try:
+        if sys.stdout is None and args.command in _PRINTING_COMMANDS:
+            raise StreamClosedError("standard output is closed: the output would be lost")
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        sys.stderr.write("\n")
+        try:
+            if sys.stderr is not None:
+                sys.stderr.write("\n")  # end the "^C" line the terminal echoed
+        except (OSError, ValueError):
+            pass
         return 130
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly, without a second error at exit
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
+        _silence_stdout()
         return 0
-    except (CliError, RwkvGgmlError, OSError, ValueError, NotImplementedError) as exc:
-        if os.environ.get("RWKV_GGML_DEBUG"):
+    except MemoryError as exc:
+        # numpy's "Unable to allocate 7.3 TiB ..." and our OutOfMemoryError say how much; a bare
+        # MemoryError says nothing, so the line at least names the problem
+        if debug:
             raise
-        sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
+        detail = str(exc)
+        _error_line(f"out of memory: {_one_line(exc)}" if detail else "out of memory")
+        return 1
+    except (CliError, RwkvGgmlError, OSError, ValueError, TypeError, NotImplementedError) as exc:
+        if debug:
+            raise
+        _error_line(_one_line(exc))
+        return 1
+    except Exception as exc:
+        # a bug of ours, not a user mistake; still one line, and the way to get the traceback
+        if debug:
+            raise
+        _error_line(f"internal error ({type(exc).__name__}: {_one_line(exc)}); "
+                    f"rerun with RWKV_GGML_DEBUG=1 for the traceback")
         return 1
 
 
