@@ -19,16 +19,25 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._stdio import (
+    PROG,
+    CliError,
+    StreamClosedError,
+    error_line,
+    fill_closed_std_fds,
+    note,
+    one_line,
+    progress_bar,
+    read_stdin,
+    silence_stdout,
+    stdin_is_terminal,
+    write_out,
+)
 
 if TYPE_CHECKING:
     from .model import Model
-
-PROG = "rwkv-ggml"
-
-
-class CliError(Exception):
-    """A user mistake found by the CLI itself; printed as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,49 +152,6 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-class StreamClosedError(CliError):
-    """A standard stream the command needs was closed before the program started (``>&-``)."""
-
-
-def _write(out: TextIO | None, text: str) -> None:
-    if out is None:
-        raise StreamClosedError("standard output is closed: the output would be lost")
-    out.write(text)
-    out.flush()
-
-
-def _note(text: str = "") -> None:
-    """A line for the person at the keyboard, on stderr; dropped when stderr is closed
-    (``print(file=None)`` would write it to stdout instead)."""
-    if sys.stderr is not None:
-        print(text, file=sys.stderr)
-
-
-def _error_line(message: str) -> None:
-    """Print ``rwkv-ggml: error: MESSAGE`` on stderr, if there is a stderr to print on (``2>&-``)."""
-    try:
-        if sys.stderr is not None:
-            sys.stderr.write(f"{PROG}: error: {message}\n")
-            sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # stderr is a closed pipe or file: the exit status still tells
-
-
-def _progress_bar() -> bool:
-    """Whether quantize/convert show a progress bar: on a terminal only. Decided here, not left to the
-    library's default, because that default asks ``sys.stderr.isatty()`` and stderr may be closed."""
-    return sys.stderr is not None and sys.stderr.isatty()
-
-
-def _read_stdin() -> str:
-    """All of standard input; a closed one (``<&-``) reads as empty, like ``</dev/null``."""
-    return "" if sys.stdin is None else sys.stdin.read()
-
-
-def _stdin_is_terminal() -> bool:
-    return sys.stdin is not None and sys.stdin.isatty()
-
-
 # ------------------------------------------------------------------------------------------------
 # Commands
 
@@ -198,7 +164,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise CliError("no prompt: standard input is closed; give the prompt as an argument")
         if args.prompt is None and sys.stdin.isatty():
             raise CliError("no prompt: give it as an argument or on standard input")
-        prompt = _read_stdin()
+        prompt = read_stdin()
     else:
         prompt = args.prompt
     if not prompt:
@@ -207,10 +173,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         gen = generate(model, prompt, args.max_tokens, tokenizer=_tokenizer(model, args.tokenizer),
                        **_sampling_kwargs(args))
         if args.echo:
-            _write(sys.stdout, prompt)
+            write_out(sys.stdout, prompt)
         for chunk in gen:
-            _write(sys.stdout, chunk)
-        _write(sys.stdout, "\n")
+            write_out(sys.stdout, chunk)
+        write_out(sys.stdout, "\n")
     return 0
 
 
@@ -220,20 +186,20 @@ _CHAT_HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE
 def cmd_chat(args: argparse.Namespace) -> int:
     from .generate import ChatSession
 
-    interactive = _stdin_is_terminal()
+    interactive = stdin_is_terminal()
     with _load_model(args.model, args.threads, args.gn_eps) as model:
         kwargs = _sampling_kwargs(args)
         stops = kwargs.pop("stop_strings")
         session = ChatSession(model, _tokenizer(model, args.tokenizer), system=args.system, user=args.user_name,
                               assistant=args.assistant_name, stop=stops or None, **kwargs)
         if interactive:
-            _note(f"Chatting with {Path(model.path).name}. {_CHAT_HELP}")
+            note(f"Chatting with {Path(model.path).name}. {_CHAT_HELP}")
         while True:
             if interactive:
                 try:
                     line = input(f"{args.user_name}: ")
                 except EOFError:
-                    _note()
+                    note()
                     return 0
             else:
                 raw = "" if sys.stdin is None else sys.stdin.readline()
@@ -247,7 +213,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 if _chat_command(session, line):
                     return 0
                 continue
-            _write(sys.stdout, f"{args.assistant_name}:")
+            write_out(sys.stdout, f"{args.assistant_name}:")
             started = False
             for chunk in session.send(line, args.max_tokens):
                 if not started:  # print exactly one space after "Assistant:", whatever the model put there
@@ -255,8 +221,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     if not chunk:
                         continue
                     chunk, started = " " + chunk, True
-                _write(sys.stdout, chunk)
-            _write(sys.stdout, "\n")
+                write_out(sys.stdout, chunk)
+            write_out(sys.stdout, "\n")
 
 
 def _chat_command(session: Any, line: str) -> bool:
@@ -268,23 +234,23 @@ def _chat_command(session: Any, line: str) -> bool:
             return True
         if name == "/reset":
             session.reset()
-            _note("(conversation reset)")
+            note("(conversation reset)")
         elif name == "/save":
             if not arg:
                 raise CliError("/save needs a file name")
             session.save(arg)
-            _note(f"(state saved to {arg})")
+            note(f"(state saved to {arg})")
         elif name == "/load":
             if not arg:
                 raise CliError("/load needs a file name")
             session.load(arg)
-            _note(f"(state loaded from {arg})")
+            note(f"(state loaded from {arg})")
         elif name == "/help":
-            _note(_CHAT_HELP)
+            note(_CHAT_HELP)
         else:
             raise CliError(f"unknown command {name!r}; {_CHAT_HELP}")
     except (CliError, OSError, ValueError) as exc:
-        _error_line(_one_line(exc))
+        error_line(one_line(exc))
     return False
 
 
@@ -396,7 +362,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize
 
     _check_src(args.src, "source model")
-    quantize(args.src, args.dst, args.format, threads=args.threads, progress=_progress_bar())
+    quantize(args.src, args.dst, args.format, threads=args.threads, progress=progress_bar())
     print(f"wrote {args.dst}")
     return 0
 
@@ -419,7 +385,7 @@ def _write_maybe_quantized(dst: str, dtype: str, threads: int | None, make: Call
     os.close(fd)
     try:
         make(tmp, "f16")
-        quantize(tmp, dst, target, threads=threads, progress=_progress_bar())
+        quantize(tmp, dst, target, threads=threads, progress=progress_bar())
     finally:
         try:
             os.unlink(tmp)
@@ -432,7 +398,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _check_src(args.src, "checkpoint")
     _write_maybe_quantized(args.dst, args.dtype, args.threads,
-                           lambda path, dtype: convert(args.src, path, dtype, progress=_progress_bar()))
+                           lambda path, dtype: convert(args.src, path, dtype, progress=progress_bar()))
     print(f"wrote {args.dst}")
     return 0
 
@@ -444,7 +410,7 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
     _check_src(args.lora, "LoRA checkpoint")
     _write_maybe_quantized(args.out, args.dtype, args.threads,
                            lambda path, dtype: merge_lora(args.base, args.lora, path, args.alpha, dtype,
-                                                          progress=_progress_bar()))
+                                                          progress=progress_bar()))
     print(f"wrote {args.out}")
     return 0
 
@@ -549,49 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
-
-
 # Commands whose whole point is what they print: with standard output closed they would do their work
 # for nothing, so they stop at once. (quantize/convert/merge-lora write files; their "wrote" line is a
 # courtesy and they run anyway.)
 _PRINTING_COMMANDS = frozenset({"generate", "chat", "bench", "perplexity", "info"})
 
 
-def _fill_closed_std_fds() -> None:
-    """Put /dev/null on any of fds 0-2 that was closed when the program started (``<&-``).
-
-    Python then has ``sys.stdin`` (etc.) as None, which the commands check; the descriptor itself
-    must be occupied too, or the next file opened (a model, an output file) would get number 0, 1
-    or 2 and something writing to "standard output" at the C level would write into it.
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            try:
-                opened = os.open(os.devnull, os.O_RDWR)
-            except OSError:
-                return
-            if opened != fd:  # a lower fd was free after all; do not leave a stray one open
-                os.close(opened)
-
-
-def _silence_stdout() -> None:
-    """After a broken pipe, point fd 1 at /dev/null so the final flush at exit cannot fail again."""
-    try:
-        if sys.stdout is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-    except (OSError, ValueError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _fill_closed_std_fds()
+    fill_closed_std_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -614,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly, without a second error at exit
-        _silence_stdout()
+        silence_stdout()
         return 0
     except MemoryError as exc:
         # numpy's "Unable to allocate 7.3 TiB ..." and our OutOfMemoryError say how much; a bare
@@ -622,18 +553,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         detail = str(exc)
-        _error_line(f"out of memory: {_one_line(exc)}" if detail else "out of memory")
+        error_line(f"out of memory: {one_line(exc)}" if detail else "out of memory")
         return 1
     except (CliError, RwkvGgmlError, OSError, ValueError, TypeError, NotImplementedError) as exc:
         if debug:
             raise
-        _error_line(_one_line(exc))
+        error_line(one_line(exc))
         return 1
     except Exception as exc:
         # a bug of ours, not a user mistake; still one line, and the way to get the traceback
         if debug:
             raise
-        _error_line(f"internal error ({type(exc).__name__}: {_one_line(exc)}); "
+        error_line(f"internal error ({type(exc).__name__}: {one_line(exc)}); "
                     f"rerun with RWKV_GGML_DEBUG=1 for the traceback")
         return 1
 
