@@ -30,6 +30,7 @@ from rwkv_ggml.tokenizer import (
     parse_world_literal,
     parse_world_vocab,
 )
+from rwkv_ggml.tokenizer import _trie as trie_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def _build_trie_module(tmp: Path) -> tuple[Any, Any]:
 
 @pytest.fixture(scope="module")
 def c_core(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    core = tokmod._core()
+    core = trie_mod.compiled_core()
     if core is not None:
         return core
     return _build_trie_module(tmp_path_factory.mktemp("trie"))
@@ -130,7 +131,7 @@ def c_core(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
 def c_world(c_core: tuple[Any, Any]) -> WorldTokenizer:
     tok = WorldTokenizer(backend="python")
     # Swap in the C trie over the same table: exactly what backend="c" builds.
-    tok._trie = tokmod._CTrie(c_core[0], c_core[1], tok._table)
+    tok._trie = trie_mod.CTrie(c_core[0], c_core[1], tok._table)
     tok.backend = "c"
     return tok
 
@@ -383,7 +384,7 @@ def test_c_trie_chunked_output_equals_one_call(
     data = _mixed_corpus(20_000, 8).encode("utf-8")
     expected = py_world.encode_bytes(data)
     for chunk in (1, 7, 1000):
-        monkeypatch.setattr(tokmod._CTrie, "CHUNK", chunk)
+        monkeypatch.setattr(trie_mod.CTrie, "CHUNK", chunk)
         assert c_world.encode_bytes(data) == expected
 
 
@@ -438,7 +439,7 @@ def test_world_custom_vocab_without_every_byte(
     tok = WorldTokenizer(path, n_vocab=4, backend="python")
     if backend == "c":
         ffi, lib = request.getfixturevalue("c_core")
-        tok._trie = tokmod._CTrie(ffi, lib, tok._table)
+        tok._trie = trie_mod.CTrie(ffi, lib, tok._table)
     assert tok.encode("abab") == [2, 2]
     with pytest.raises(ValueError, match="byte 0x63 at position 3"):
         tok.encode("abac")
