@@ -169,7 +169,7 @@ def test_perplexity_reads_a_pipe_and_stdin(tiny: str, tmp_path: Path) -> None:
     assert f"file: - ({len(text)} bytes, {len(text)} tokens)" in from_stdin
     fifo = tmp_path / "text.fifo"
     os.mkfifo(fifo)
-    command = f"printf %s {shlex.quote(text)} > {shlex.quote(str(fifo))} & "
+    command = f"printf %s {shlex.quote(text)} > {shlex.quote(str(fifo))} 2>/dev/null & "
     command += shlex.join([sys.executable, "-m", "rwkv_ggml", "perplexity", str(fifo), "--model", tiny])
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     from_fifo = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=TIMEOUT,
