@@ -107,29 +107,6 @@ class StateInfo:
         return None
 
 
-def _open_regular_file(path: pathlib.Path) -> int:
-    """An fd of ``path`` opened for reading, after checking that it is a regular file.
-
-    The open itself must not block: opening a FIFO for reading waits for a writer, forever if none
-    comes, so it is opened non-blocking and checked with fstat on the descriptor (no stat-then-open
-    race). Raises ModelIOError naming the path for a FIFO, a device, a socket or a directory.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-                "a device or socket"
-            raise ModelIOError(f"cannot read state file '{path}': it is {kind}, not a regular file")
-        if flags & getattr(os, "O_NONBLOCK", 0):
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _family(version: str) -> str:
     """"5.1", "5.1-gated", "5.2" all share the v5 state layout."""
     return version.split(".")[0]
@@ -316,3 +293,26 @@ class State:
                                        f"{info.describe()}, the model '{model.path}' is {own.describe()}")
             info = own
         return cls(array, info)
+
+
+def _open_regular_file(path: pathlib.Path) -> int:
+    """An fd of ``path`` opened for reading, after checking that it is a regular file.
+
+    The open itself must not block: opening a FIFO for reading waits for a writer, forever if none
+    comes, so it is opened non-blocking and checked with fstat on the descriptor (no stat-then-open
+    race). Raises ModelIOError naming the path for a FIFO, a device, a socket or a directory.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device or socket"
+            raise ModelIOError(f"cannot read state file '{path}': it is {kind}, not a regular file")
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
