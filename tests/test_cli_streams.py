@@ -40,8 +40,16 @@ def run_shell(args: list[str], redirect: str, stdin: str | None = None) -> subpr
     env.pop("RWKV_GGML_DEBUG", None)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = shlex.join([sys.executable, "-m", "rwkv_ggml", *args]) + " " + redirect
-    return subprocess.run(["bash", "-c", command], input=stdin if stdin is not None else "", capture_output=True,
-                          text=True, timeout=TIMEOUT, cwd=REPO_ROOT, env=env, check=False)
+    return subprocess.run(
+        ["bash", "-c", command],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=REPO_ROOT,
+        env=env,
+        check=False,
+    )
 
 
 # ---- closed standard streams ---------------------------------------------------------------------
@@ -66,9 +74,16 @@ def test_chat_with_stdin_closed_is_an_empty_conversation(tiny: str) -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
 
 
-@pytest.mark.parametrize("command", [["generate", "hi", "-n", "3"], ["chat", "-n", "3"], ["perplexity", "-"],
-                                     ["bench", "--tokens", "1", "--prompt-tokens", "2", "--repeats", "1"],
-                                     ["info"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "hi", "-n", "3"],
+        ["chat", "-n", "3"],
+        ["perplexity", "-"],
+        ["bench", "--tokens", "1", "--prompt-tokens", "2", "--repeats", "1"],
+        ["info"],
+    ],
+)
 def test_stdout_closed_loses_the_output_and_says_so(tiny: str, command: list[str]) -> None:
     model = [tiny] if command[0] in ("bench", "info") else ["--model", tiny]
     proc = run_shell([*command, *model], ">&-", stdin="hello there\n")
@@ -109,20 +124,28 @@ def test_out_of_memory_is_one_line(tiny: str) -> None:
     assert_one_line_error(proc, 1, "out of memory", "EiB")
 
 
-@pytest.mark.parametrize("exc, rc, needle", [
-    (MemoryError(), 1, "out of memory"),
-    (MemoryError("arena of 9 GiB"), 1, "out of memory: arena of 9 GiB"),
-    (OSError(28, "No space left on device"), 1, "No space left on device"),
-    (RecursionError("maximum recursion depth exceeded"), 1, "internal error (RecursionError"),
-    (KeyboardInterrupt(), 130, None),
-])
-def test_every_exception_class_ends_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                                exc: BaseException, rc: int, needle: str | None) -> None:
+@pytest.mark.parametrize(
+    "exc, rc, needle",
+    [
+        (MemoryError(), 1, "out of memory"),
+        (MemoryError("arena of 9 GiB"), 1, "out of memory: arena of 9 GiB"),
+        (OSError(28, "No space left on device"), 1, "No space left on device"),
+        (RecursionError("maximum recursion depth exceeded"), 1, "internal error (RecursionError"),
+        (KeyboardInterrupt(), 130, None),
+    ],
+)
+def test_every_exception_class_ends_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    exc: BaseException,
+    rc: int,
+    needle: str | None,
+) -> None:
     def raising(args: object) -> int:
         raise exc
 
     monkeypatch.delenv("RWKV_GGML_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "cmd_info", raising)
+    monkeypatch.setattr(cli.commands, "cmd_info", raising)
     assert cli.main(["info", "whatever.bin"]) == rc
     err = capsys.readouterr().err
     if needle is None:  # Ctrl-C: quiet, only the newline that ends the terminal's "^C"
@@ -145,10 +168,19 @@ def test_state_load_refuses_non_regular_files(tmp_path: Path, kind: str) -> None
         path, what = Path(os.devnull), "a device or socket"
     else:
         path, what = tmp_path, "a directory"
-    code = ("import sys\nfrom rwkv_ggml.state import State\nfrom rwkv_ggml.errors import ModelIOError\n"
-            "try:\n    State.load(sys.argv[1])\nexcept ModelIOError as exc:\n    print(exc)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=TIMEOUT,
-                          cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), check=True)
+    code = (
+        "import sys\nfrom rwkv_ggml.state import State\nfrom rwkv_ggml.errors import ModelIOError\n"
+        "try:\n    State.load(sys.argv[1])\nexcept ModelIOError as exc:\n    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        check=True,
+    )
     assert proc.stdout == f"cannot read state file '{path}': it is {what}, not a regular file\n"
 
 
@@ -157,7 +189,9 @@ def test_chat_load_of_a_fifo_is_refused_not_blocking(tiny: str, tmp_path: Path) 
     os.mkfifo(fifo)
     proc = run("chat", "--model", tiny, "-n", "3", "--temperature", "0", stdin=f"/load {fifo}\nhi\n")
     assert "Traceback" not in proc.stderr
-    assert f"rwkv-ggml: error: cannot read state file '{fifo}': it is a FIFO, not a regular file" in proc.stderr
+    assert (
+        f"rwkv-ggml: error: cannot read state file '{fifo}': it is a FIFO, not a regular file" in proc.stderr
+    )
     assert proc.stdout.startswith("Assistant:")  # the chat goes on
 
 
@@ -172,8 +206,15 @@ def test_perplexity_reads_a_pipe_and_stdin(tiny: str, tmp_path: Path) -> None:
     command = f"printf %s {shlex.quote(text)} > {shlex.quote(str(fifo))} 2>/dev/null & "
     command += shlex.join([sys.executable, "-m", "rwkv_ggml", "perplexity", str(fifo), "--model", tiny])
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    from_fifo = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=TIMEOUT,
-                               cwd=REPO_ROOT, env=env, check=True).stdout
+    from_fifo = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+    ).stdout
     for out in (from_stdin, from_fifo):
         line = next(x for x in out.splitlines() if x.startswith("perplexity:"))
         assert abs(float(line.split()[1]) - ppl) < 1e-3 * ppl
@@ -189,8 +230,19 @@ def test_gn_eps_reaches_the_model() -> None:
     for eps in (1e-5, 0.5):
         with Model(tiny5, threads=1, gn_eps=eps) as m:
             expected = complete(m, "The", 12, temperature=0.0)
-        proc = run("generate", "The", "--model", tiny5, "-n", "12", "--temperature", "0", "--no-echo",
-                   "--gn-eps", str(eps))
+        proc = run(
+            "generate",
+            "The",
+            "--model",
+            tiny5,
+            "-n",
+            "12",
+            "--temperature",
+            "0",
+            "--no-echo",
+            "--gn-eps",
+            str(eps),
+        )
         assert proc.stdout == expected + "\n"
         outputs[eps] = expected
     assert outputs[1e-5] != outputs[0.5]  # the option does change the numbers
@@ -206,7 +258,10 @@ def test_gn_eps_reaches_the_model() -> None:
 def test_gn_eps_errors(tiny: str) -> None:
     for cmd in ("generate", "chat", "perplexity", "bench"):
         assert "--gn-eps" in run(cmd, "--help").stdout
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--gn-eps", "tiny", check_rc=None), 2,
-                          "--gn-eps")
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--gn-eps", "-1", check_rc=None), 1, "gn_eps")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--gn-eps", "tiny", check_rc=None), 2, "--gn-eps"
+    )
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--gn-eps", "-1", check_rc=None), 1, "gn_eps"
+    )
     assert_one_line_error(run("bench", tiny, "--gn-eps", "nan", check_rc=None), 1, "gn_eps")

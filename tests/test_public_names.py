@@ -29,8 +29,15 @@ TINY4 = "tiny-rwkv-4v0-660K-FP32.bin"
 def run_fresh(code: str, *args: str) -> str:
     """Run ``code`` in a new interpreter with this checkout first on the path; its stdout."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO_ROOT, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -96,7 +103,8 @@ def test_names_survive_when_the_submodules_are_imported_first() -> None:
 def test_calling_the_functions_twice(tmp_path: Path) -> None:
     """The issue's reproduction: the first call imports the submodule, the second call must work too."""
     tiny = str(tiny_path(TINY4))
-    out = run_fresh("""
+    out = run_fresh(
+        """
         import sys
         import rwkv_ggml
         src, out = sys.argv[1], sys.argv[2]
@@ -109,7 +117,10 @@ def test_calling_the_functions_twice(tmp_path: Path) -> None:
             streamed2 = "".join(rwkv_ggml.generate(m, "The", 4, temperature=0.0))
         same_files = open(out + "/a.bin", "rb").read() == open(out + "/b.bin", "rb").read()
         print(first == again == streamed == streamed2, same_files)
-    """, tiny, str(tmp_path))
+    """,
+        tiny,
+        str(tmp_path),
+    )
     assert out.split() == ["True", "True"]
 
 

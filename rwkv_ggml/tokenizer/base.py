@@ -75,9 +75,7 @@ def _check_range(ids: list[int], n_vocab: int) -> None:
     if not in_range:
         for pos, i in enumerate(ids):
             if not 0 <= i < n_vocab:
-                raise ValueError(
-                    f"token id {i} (at position {pos}) is outside the vocabulary [0, {n_vocab})"
-                )
+                raise ValueError(f"token id {i} (at position {pos}) is outside the vocabulary [0, {n_vocab})")
 
 
 def _join_table(table: list[bytes], ids: IdsLike, n_vocab: int) -> bytes:
@@ -185,7 +183,9 @@ class Tokenizer(ABC):
         """The tokenizer for ``model`` (anything with an ``n_vocab`` attribute)."""
         n_vocab = getattr(model, "n_vocab", None)
         if n_vocab is None:
-            raise TypeError(f"for_model() needs an object with an n_vocab attribute, got {type(model).__name__}")
+            raise TypeError(
+                f"for_model() needs an object with an n_vocab attribute, got {type(model).__name__}"
+            )
         return Tokenizer.for_vocab_size(n_vocab, kind)
 
 

@@ -161,7 +161,7 @@ class NeoXTokenizer(Tokenizer):
                         raise ValueError(
                             f"byte 0x{raw[at]:02x} at position {at} cannot be encoded: the GPT-NeoX-20B "
                             "vocabulary has no token for bytes that never occur in UTF-8"
-                        )
+                        ) from None
                     ids.append(token_id)
                 pos = bad_end
         return ids

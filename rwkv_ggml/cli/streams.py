@@ -3,7 +3,7 @@
 A user can start the program with any of fds 0-2 closed (``<&-``, ``>&-``, ``2>&-``); Python then
 sets ``sys.stdin``/``sys.stdout``/``sys.stderr`` to None. The helpers here read, write and report
 errors without assuming those objects exist, so such a start ends in one error line or a quiet
-exit, never an AttributeError traceback. Only the CLI uses this module.
+exit, never an AttributeError traceback.
 """
 
 from __future__ import annotations
