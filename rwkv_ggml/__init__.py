@@ -2,6 +2,11 @@
 
 The heavy parts (the compiled engine, the model) are imported lazily on first use so that
 light modules (tokenizers, sampling, file parsing) work even before the engine is needed.
+
+A lazily exported name must never be the name of a submodule: importing a submodule sets the
+package attribute of that name to the module, so ``rwkv_ggml.quantize`` would turn from the
+function into the module as soon as anything imported ``rwkv_ggml.quantize`` the module
+(tests/test_public_names.py checks that no name collides).
 """
 
 from __future__ import annotations
@@ -47,22 +52,40 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module_name, attr = _LAZY[name]
-        return getattr(importlib.import_module(module_name), attr)
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value  # bound once: later lookups no longer come here
+        return value
     raise AttributeError(f"module 'rwkv_ggml' has no attribute {name!r}")
 
 
-__all__ = [
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [  # every error class and every name of _LAZY (a test checks that they agree)
     "BusyError",
+    "ChatSession",
     "ClosedError",
     "DTypeError",
     "EngineArgumentError",
+    "Generation",
     "InternalError",
     "Model",
     "ModelFormatError",
     "ModelIOError",
     "OutOfMemoryError",
     "RwkvGgmlError",
+    "Sampler",
+    "SamplingParams",
     "ShapeError",
     "State",
+    "Tokenizer",
     "UnsupportedError",
+    "complete",
+    "convert",
+    "default_model_path",
+    "embed",
+    "generate",
+    "merge_lora",
+    "quantize",
 ]

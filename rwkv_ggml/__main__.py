@@ -1,4 +1,4 @@
-"""``python -m rwkv_ggml``: the same command line as ``rwkv-ggml`` (see rwkv_ggml/cli.py)."""
+"""``python -m rwkv_ggml``: the same command line as ``rwkv-ggml`` (see rwkv_ggml/cli/)."""
 
 from __future__ import annotations
 

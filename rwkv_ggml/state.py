@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -232,11 +233,12 @@ class State:
         a re-quantized copy; the result is then a State of ``model``. Without ``model`` the file's
         own identity is kept (``Model.eval`` will still check it). Raises ModelFormatError naming the
         file for a truncated, corrupt or foreign file and for a state of another model,
-        UnsupportedError for a newer format version, ModelIOError when the file cannot be read.
+        UnsupportedError for a newer format version, ModelIOError when the file cannot be read or is
+        not a regular file (a FIFO would block, a device never ends).
         """
         path = pathlib.Path(path)
         try:
-            with open(path, "rb") as f:
+            with open(_open_regular_file(path), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 head = f.read(_HEADER_SIZE)
                 if not head or head[:8] != STATE_MAGIC[:len(head)]:
@@ -256,6 +258,8 @@ class State:
                     raise ModelFormatError(f"{path}: state file {what}: {size} bytes, the header announces "
                                            f"{n_floats} floats ({want_size} bytes)")
                 payload = f.read(4 * n_floats)
+        except ModelIOError:
+            raise
         except OSError as exc:
             raise ModelIOError(f"cannot read state file '{path}': {exc.strerror or exc}") from exc
         if len(payload) != 4 * n_floats:
@@ -282,3 +286,26 @@ class State:
                                        f"{info.describe()}, the model '{model.path}' is {own.describe()}")
             info = own
         return cls(array, info)
+
+
+def _open_regular_file(path: pathlib.Path) -> int:
+    """An fd of ``path`` opened for reading, after checking that it is a regular file.
+
+    The open itself must not block: opening a FIFO for reading waits for a writer, forever if none
+    comes, so it is opened non-blocking and checked with fstat on the descriptor (no stat-then-open
+    race). Raises ModelIOError naming the path for a FIFO, a device, a socket or a directory.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device or socket"
+            raise ModelIOError(f"cannot read state file '{path}': it is {kind}, not a regular file")
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

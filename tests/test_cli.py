@@ -27,8 +27,16 @@ def run(*args: str, stdin: str | None = None, check_rc: int | None = 0) -> subpr
     env = dict(os.environ)
     env.pop("RWKV_GGML_DEBUG", None)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-m", "rwkv_ggml", *args], input=stdin if stdin is not None else "",
-                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rwkv_ggml", *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        check=False,
+    )
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc
@@ -85,10 +93,34 @@ def test_generate_reads_stdin_and_is_reproducible_with_a_seed(tiny: str) -> None
 def test_generate_sampling_flags_and_stop(tiny: str) -> None:
     full = run("generate", "The", "--model", tiny, "-n", "40", "--temperature", "0", "--no-echo").stdout
     stop = full[5:8]
-    out = run("generate", "The", "--model", tiny, "-n", "40", "--temperature", "0", "--no-echo", "--stop", stop,
-              "--top-k", "3", "--top-p", "0.9", "--min-p", "0.05", "--presence-penalty", "0",
-              "--frequency-penalty", "0", "--repetition-penalty", "1", "--threads", "1").stdout
-    assert out == full[:full.find(stop)] + "\n"
+    out = run(
+        "generate",
+        "The",
+        "--model",
+        tiny,
+        "-n",
+        "40",
+        "--temperature",
+        "0",
+        "--no-echo",
+        "--stop",
+        stop,
+        "--top-k",
+        "3",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+        "--presence-penalty",
+        "0",
+        "--frequency-penalty",
+        "0",
+        "--repetition-penalty",
+        "1",
+        "--threads",
+        "1",
+    ).stdout
+    assert out == full[: full.find(stop)] + "\n"
 
 
 def test_generate_with_the_default_model() -> None:
@@ -104,8 +136,9 @@ def test_generate_empty_prompt(tiny: str) -> None:
 
 def test_generate_missing_model(tmp_path: Path) -> None:
     missing = tmp_path / "nope.bin"
-    assert_one_line_error(run("generate", "hi", "--model", str(missing), check_rc=None), 1, "nope.bin",
-                          "does not exist")
+    assert_one_line_error(
+        run("generate", "hi", "--model", str(missing), check_rc=None), 1, "nope.bin", "does not exist"
+    )
 
 
 def test_generate_non_model_file(tmp_path: Path) -> None:
@@ -119,20 +152,25 @@ def test_generate_non_model_file(tmp_path: Path) -> None:
 
 
 def test_bad_flags(tiny: str) -> None:
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--temperature", "hot", check_rc=None), 2,
-                          "--temperature")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--temperature", "hot", check_rc=None), 2, "--temperature"
+    )
     assert_one_line_error(run("generate", "hi", "--bogus", check_rc=None), 2, "--bogus")
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--max-tokens", "-3", check_rc=None), 2,
-                          "--max-tokens")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--max-tokens", "-3", check_rc=None), 2, "--max-tokens"
+    )
     assert_one_line_error(run("frobnicate", check_rc=None), 2, "frobnicate")
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--temperature", "-1", check_rc=None), 1,
-                          "temperature")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--temperature", "-1", check_rc=None), 1, "temperature"
+    )
     assert_one_line_error(run("generate", "hi", "--model", tiny, "--top-p", "0", check_rc=None), 1, "top_p")
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--stop-token", "999", check_rc=None), 1,
-                          "999")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--stop-token", "999", check_rc=None), 1, "999"
+    )
     assert_one_line_error(run("generate", "hi", "--model", tiny, "--tokenizer", "world", check_rc=None), 1)
-    assert_one_line_error(run("generate", "hi", "--model", tiny, "--threads", "0", check_rc=None), 2,
-                          "--threads")
+    assert_one_line_error(
+        run("generate", "hi", "--model", tiny, "--threads", "0", check_rc=None), 2, "--threads"
+    )
 
 
 # ---- chat ----------------------------------------------------------------------------------------
@@ -140,8 +178,10 @@ def test_bad_flags(tiny: str) -> None:
 
 def test_chat_from_a_pipe(tiny: str, tmp_path: Path) -> None:
     saved = tmp_path / "conv.state"
-    script = (f"Hello\n/save {saved}\n/reset\n/load {saved}\n/load {tmp_path / 'missing.state'}\n"
-              f"/bogus\n\nHow are you?\n/quit\nnever read\n")
+    script = (
+        f"Hello\n/save {saved}\n/reset\n/load {saved}\n/load {tmp_path / 'missing.state'}\n"
+        f"/bogus\n\nHow are you?\n/quit\nnever read\n"
+    )
     proc = run("chat", "--model", tiny, "-n", "12", "--temperature", "0", stdin=script)
     replies = [line for line in proc.stdout.splitlines() if line.startswith("Assistant:")]
     assert len(replies) == 2, proc.stdout
@@ -159,14 +199,18 @@ def test_chat_ends_at_end_of_input(tiny: str) -> None:
 
 
 def test_chat_missing_model(tmp_path: Path) -> None:
-    assert_one_line_error(run("chat", "--model", str(tmp_path / "x.bin"), stdin="hi\n", check_rc=None), 1, "x.bin")
+    assert_one_line_error(
+        run("chat", "--model", str(tmp_path / "x.bin"), stdin="hi\n", check_rc=None), 1, "x.bin"
+    )
 
 
 # ---- bench, perplexity, info ---------------------------------------------------------------------
 
 
 def test_bench(tiny: str) -> None:
-    out = run("bench", tiny, "--tokens", "4", "--prompt-tokens", "8", "--repeats", "1", "--threads", "1").stdout
+    out = run(
+        "bench", tiny, "--tokens", "4", "--prompt-tokens", "8", "--repeats", "1", "--threads", "1"
+    ).stdout
     assert "tokens/s" in out and "per token: median" in out and "prompt: 8 tokens" in out
 
 
@@ -190,8 +234,9 @@ def test_perplexity_matches_the_api(tiny: str, tmp_path: Path) -> None:
 
 
 def test_perplexity_errors(tiny: str, tmp_path: Path) -> None:
-    assert_one_line_error(run("perplexity", str(tmp_path / "none.txt"), "--model", tiny, check_rc=None), 1,
-                          "none.txt")
+    assert_one_line_error(
+        run("perplexity", str(tmp_path / "none.txt"), "--model", tiny, check_rc=None), 1, "none.txt"
+    )
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"caf\xe9 au lait")
     assert_one_line_error(run("perplexity", str(bad), "--model", tiny, check_rc=None), 1, "UTF-8")
@@ -225,8 +270,9 @@ def test_quantize(tiny: str, tmp_path: Path) -> None:
     run("quantize", tiny, str(dst), "Q8_0", "--threads", "1")
     assert "dtype: Q8_0" in run("info", str(dst)).stdout
     assert_one_line_error(run("quantize", tiny, str(tmp_path / "x.bin"), "Q9_9", check_rc=None), 1, "Q9_9")
-    assert_one_line_error(run("quantize", str(tmp_path / "no.bin"), str(tmp_path / "x.bin"), "Q8_0",
-                              check_rc=None), 1, "no.bin")
+    assert_one_line_error(
+        run("quantize", str(tmp_path / "no.bin"), str(tmp_path / "x.bin"), "Q8_0", check_rc=None), 1, "no.bin"
+    )
     assert_one_line_error(run("quantize", tiny, check_rc=None), 2)
 
 
@@ -237,11 +283,24 @@ def _v4_checkpoint(C: int = 32, L: int = 2, V: int = 256, seed: int = 0) -> dict
     def r(*shape: int, scale: float = 0.1) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    sd = {"emb.weight": r(V, C), "blocks.0.ln0.weight": 1 + r(C), "blocks.0.ln0.bias": r(C),
-          "ln_out.weight": 1 + r(C), "ln_out.bias": r(C), "head.weight": r(V, C)}
+    sd = {
+        "emb.weight": r(V, C),
+        "blocks.0.ln0.weight": 1 + r(C),
+        "blocks.0.ln0.bias": r(C),
+        "ln_out.weight": 1 + r(C),
+        "ln_out.bias": r(C),
+        "head.weight": r(V, C),
+    }
     for i in range(L):
         p = f"blocks.{i}."
-        sd.update({p + "ln1.weight": 1 + r(C), p + "ln1.bias": r(C), p + "ln2.weight": 1 + r(C), p + "ln2.bias": r(C)})
+        sd.update(
+            {
+                p + "ln1.weight": 1 + r(C),
+                p + "ln1.bias": r(C),
+                p + "ln2.weight": 1 + r(C),
+                p + "ln2.bias": r(C),
+            }
+        )
         for name in ("time_mix_k", "time_mix_v", "time_mix_r"):
             sd[p + "att." + name] = rng.uniform(0, 1, (1, 1, C)).astype(np.float32)
         sd[p + "att.time_decay"] = r(C, scale=1.0)
@@ -268,11 +327,14 @@ def test_convert_float_and_quantized(tmp_path: Path) -> None:
         assert f"dtype: {shown}\n" in out and "n_embed: 32\n" in out and "n_layer: 2\n" in out
     # no temporary file is left next to the output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["ckpt.safetensors", "m-f32.bin", "m-f16.bin", "m-Q8_0.bin", "m-q5_1.bin"])
-    assert_one_line_error(run("convert", str(src), str(tmp_path / "x.bin"), "--dtype", "f8", check_rc=None), 1,
-                          "f8")
-    assert_one_line_error(run("convert", str(tmp_path / "none.pth"), str(tmp_path / "x.bin"), check_rc=None), 1,
-                          "none.pth")
+        ["ckpt.safetensors", "m-f32.bin", "m-f16.bin", "m-Q8_0.bin", "m-q5_1.bin"]
+    )
+    assert_one_line_error(
+        run("convert", str(src), str(tmp_path / "x.bin"), "--dtype", "f8", check_rc=None), 1, "f8"
+    )
+    assert_one_line_error(
+        run("convert", str(tmp_path / "none.pth"), str(tmp_path / "x.bin"), check_rc=None), 1, "none.pth"
+    )
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     assert_one_line_error(run("convert", str(junk), str(tmp_path / "x.bin"), check_rc=None), 1)
@@ -286,18 +348,56 @@ def test_merge_lora(tmp_path: Path) -> None:
     a = rng.standard_normal((4, 32)).astype(np.float32)
     b = rng.standard_normal((32, 4)).astype(np.float32)
     save_file(base_sd, str(tmp_path / "base.safetensors"))
-    save_file({"blocks.0.att.key.lora_A": a, "blocks.0.att.key.lora_B": b}, str(tmp_path / "lora.safetensors"))
+    save_file(
+        {"blocks.0.att.key.lora_A": a, "blocks.0.att.key.lora_B": b}, str(tmp_path / "lora.safetensors")
+    )
     out = tmp_path / "merged.bin"
-    run("merge-lora", str(tmp_path / "base.safetensors"), str(tmp_path / "lora.safetensors"), str(out),
-        "--alpha", "8", "--dtype", "f32")
+    run(
+        "merge-lora",
+        str(tmp_path / "base.safetensors"),
+        str(tmp_path / "lora.safetensors"),
+        str(out),
+        "--alpha",
+        "8",
+        "--dtype",
+        "f32",
+    )
     with read_model_file(out) as mf:
         merged = np.array(mf.array("blocks.0.att.key.weight"))
     expected = base_sd["blocks.0.att.key.weight"] + b @ a * (8 / 4)
     np.testing.assert_allclose(merged.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
-    run("merge-lora", str(tmp_path / "base.safetensors"), str(tmp_path / "lora.safetensors"),
-        str(tmp_path / "merged-q.bin"), "--alpha", "8", "--dtype", "Q8_0")
+    run(
+        "merge-lora",
+        str(tmp_path / "base.safetensors"),
+        str(tmp_path / "lora.safetensors"),
+        str(tmp_path / "merged-q.bin"),
+        "--alpha",
+        "8",
+        "--dtype",
+        "Q8_0",
+    )
     assert "dtype: Q8_0" in run("info", str(tmp_path / "merged-q.bin")).stdout
-    assert_one_line_error(run("merge-lora", str(tmp_path / "base.safetensors"), str(tmp_path / "lora.safetensors"),
-                              str(out), check_rc=None), 2, "--alpha")
-    assert_one_line_error(run("merge-lora", str(tmp_path / "base.safetensors"), str(tmp_path / "nolora.st"),
-                              str(out), "--alpha", "1", check_rc=None), 1, "nolora.st")
+    assert_one_line_error(
+        run(
+            "merge-lora",
+            str(tmp_path / "base.safetensors"),
+            str(tmp_path / "lora.safetensors"),
+            str(out),
+            check_rc=None,
+        ),
+        2,
+        "--alpha",
+    )
+    assert_one_line_error(
+        run(
+            "merge-lora",
+            str(tmp_path / "base.safetensors"),
+            str(tmp_path / "nolora.st"),
+            str(out),
+            "--alpha",
+            "1",
+            check_rc=None,
+        ),
+        1,
+        "nolora.st",
+    )

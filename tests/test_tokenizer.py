@@ -13,7 +13,6 @@ import ast
 import hashlib
 import random
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from rwkv_ggml.tokenizer import (
     parse_world_literal,
     parse_world_vocab,
 )
+from rwkv_ggml.tokenizer import _trie as trie_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def _build_trie_module(tmp: Path) -> tuple[Any, Any]:
 
 @pytest.fixture(scope="module")
 def c_core(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    core = tokmod._core()
+    core = trie_mod.compiled_core()
     if core is not None:
         return core
     return _build_trie_module(tmp_path_factory.mktemp("trie"))
@@ -130,7 +130,7 @@ def c_core(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
 def c_world(c_core: tuple[Any, Any]) -> WorldTokenizer:
     tok = WorldTokenizer(backend="python")
     # Swap in the C trie over the same table: exactly what backend="c" builds.
-    tok._trie = tokmod._CTrie(c_core[0], c_core[1], tok._table)
+    tok._trie = trie_mod.CTrie(c_core[0], c_core[1], tok._table)
     tok.backend = "c"
     return tok
 
@@ -138,9 +138,9 @@ def c_world(c_core: tuple[Any, Any]) -> WorldTokenizer:
 def _mixed_corpus(n_chars: int, seed: int) -> str:
     r = random.Random(seed)
     pieces = [
-        "The quick brown fox jumps over the lazy dog. ", "def f(x):\n    return x ** 2\n", "以下は日本語です。",
-        "中文句子，", "한국어 ", "🙂", "👨‍👩‍👧", "e\u0301", "\n\n", "\t", " " * 17, "<|endoftext|>", "'s", "123",
-        "Привет, мир! ", "\u3000", "\r\n",
+        "The quick brown fox jumps over the lazy dog. ", "def f(x):\n    return x ** 2\n",
+        "以下は日本語です。", "中文句子，", "한국어 ", "🙂", "👨‍👩‍👧", "e\u0301", "\n\n", "\t", " " * 17,
+        "<|endoftext|>", "'s", "123", "Привет, мир! ", "\u3000", "\r\n",
     ]  # fmt: skip
     out: list[str] = []
     size = 0
@@ -196,7 +196,7 @@ def test_world_literal_parser_matches_python_literals_on_every_line() -> None:
         ("'\\u3000'", "\u3000".encode()),
         ("'\\U0001F642'", "🙂".encode()),
         ("'\\n\\t\\r\\\\\\''", b"\n\t\r\\'"),
-        ("'\\0\\a\\b\\f\\v\\\"'", b"\x00\x07\x08\x0c\x0b\""),
+        ("'\\0\\a\\b\\f\\v\\\"'", b'\x00\x07\x08\x0c\x0b"'),
         ("'a b'", b"a b"),
     ],
 )
@@ -256,9 +256,7 @@ def test_world_vocab_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["auto", "python", "c"])
 @pytest.mark.parametrize(("text", "ids"), WORLD_VECTORS)
-def test_world_vectors(
-    request: pytest.FixtureRequest, backend: str, text: str, ids: list[int]
-) -> None:
+def test_world_vectors(request: pytest.FixtureRequest, backend: str, text: str, ids: list[int]) -> None:
     tok = request.getfixturevalue({"auto": "world", "python": "py_world", "c": "c_world"}[backend])
     assert tok.encode(text) == ids
     assert tok.decode(ids) == text
@@ -383,7 +381,7 @@ def test_c_trie_chunked_output_equals_one_call(
     data = _mixed_corpus(20_000, 8).encode("utf-8")
     expected = py_world.encode_bytes(data)
     for chunk in (1, 7, 1000):
-        monkeypatch.setattr(tokmod._CTrie, "CHUNK", chunk)
+        monkeypatch.setattr(trie_mod.CTrie, "CHUNK", chunk)
         assert c_world.encode_bytes(data) == expected
 
 
@@ -438,7 +436,7 @@ def test_world_custom_vocab_without_every_byte(
     tok = WorldTokenizer(path, n_vocab=4, backend="python")
     if backend == "c":
         ffi, lib = request.getfixturevalue("c_core")
-        tok._trie = tokmod._CTrie(ffi, lib, tok._table)
+        tok._trie = trie_mod.CTrie(ffi, lib, tok._table)
     assert tok.encode("abab") == [2, 2]
     with pytest.raises(ValueError, match="byte 0x63 at position 3"):
         tok.encode("abac")
@@ -493,9 +491,12 @@ def test_neox_invalid_utf8(neox: NeoXTokenizer) -> None:
 def test_neox_long_text_chunking_is_exact(neox: NeoXTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(NeoXTokenizer, "CHUNK_CHARS", 64)
     r = random.Random(10)
-    alphabet = ["\n", " ", "\t", "\r\n", "a", "é", "e\u0301", "\u0301", "\n\u0301", "  \n\n  ", "<|endoftext|>",
-                "<|padding|>", "1", "'s", "\u3000", "\xa0", "<", "\x1c", "\x85", "\u2028", "ﬁ", "x\n", "\n'"]  # fmt: skip
-    texts = [_mixed_corpus(30_000, 11)] + ["".join(r.choice(alphabet) for _ in range(400)) for _ in range(200)]
+    alphabet = ["\n", " ", "\t", "\r\n", "a", "é", "e\u0301", "\u0301", "\n\u0301", "  \n\n  ",
+                "<|endoftext|>", "<|padding|>", "1", "'s", "\u3000", "\xa0", "<", "\x1c", "\x85", "\u2028",
+                "ﬁ", "x\n", "\n'"]  # fmt: skip
+    texts = [_mixed_corpus(30_000, 11)] + [
+        "".join(r.choice(alphabet) for _ in range(400)) for _ in range(200)
+    ]
     for text in texts:
         assert neox.encode(text) == neox._hf.encode(text).ids
 
@@ -534,83 +535,6 @@ def test_byte_tokenizer(byte_tok: ByteTokenizer) -> None:
         byte_tok.decode([-1])
     with pytest.raises(TypeError, match="integers"):
         byte_tok.decode([65, "B"])  # type: ignore[list-item]
-
-
-# ------------------------------------------------------------------------------------------
-# Streaming
-
-
-STREAM_TEXT = "a以下は🙂é\u0301👨‍👩‍👧 ok"
-
-
-def _splits(n: int) -> Iterator[list[int]]:
-    """Every way to cut range(n) into 1-3 consecutive chunks (as cut positions)."""
-    for i in range(n + 1):
-        for j in range(i, n + 1):
-            yield [i, j]
-
-
-@pytest.mark.parametrize("fixture", ["byte_tok", "world", "neox"])
-def test_incremental_decoder_every_split(request: pytest.FixtureRequest, fixture: str) -> None:
-    tok = request.getfixturevalue(fixture)
-    # Byte-level ids so that token boundaries fall inside characters for every tokenizer.
-    if fixture == "byte_tok":
-        ids = tok.encode(STREAM_TEXT)
-    elif fixture == "world":
-        ids = [b + 1 for b in STREAM_TEXT.encode("utf-8")]
-    else:
-        ids = [tok.encode_bytes(bytes([b]))[0] for b in STREAM_TEXT.encode("utf-8")]
-    full = tok.decode(ids)
-    assert full == STREAM_TEXT
-    for i, j in _splits(len(ids)):
-        decoder = tok.incremental_decoder()
-        parts = [decoder.feed(ids[:i]), decoder.feed(ids[i:j]), decoder.feed(ids[j:]), decoder.flush()]
-        assert "".join(parts) == full
-        assert all("\ufffd" not in p for p in parts)
-    decoder = tok.incremental_decoder()
-    parts = [decoder.feed(i) for i in ids]
-    assert "".join(parts) + decoder.flush() == full
-    assert all("\ufffd" not in p for p in parts)
-
-
-def test_incremental_decoder_world_real_tokens(world: WorldTokenizer) -> None:
-    text = "以下は🙂 emoji 👍🏽 and 中文 " * 3
-    ids = world.encode(text)
-    decoder = world.incremental_decoder()
-    assert "".join(decoder.feed(i) for i in ids) + decoder.flush() == text
-
-
-def test_incremental_decoder_holds_and_replaces(byte_tok: ByteTokenizer) -> None:
-    decoder = byte_tok.incremental_decoder()
-    assert decoder.feed([0xE4, 0xB8]) == ""  # an unfinished 3-byte character is held
-    assert decoder.pending == b"\xe4\xb8"
-    assert decoder.feed(0xAD) == "中"
-    assert decoder.pending == b""
-    assert decoder.feed([0xFF]) == "\ufffd"  # can never become valid: out at once
-    assert decoder.feed([0x80]) == "\ufffd"  # lone continuation byte
-    assert decoder.feed([0xE4]) == ""
-    assert decoder.feed([0x41]) == "\ufffdA"  # the held lead byte turned out to be invalid
-    assert decoder.feed([0xED, 0xA0]) == "\ufffd\ufffd"  # a surrogate can never be valid
-    assert decoder.feed([0xF0, 0x9F]) == ""
-    assert decoder.flush() == "\ufffd"  # end of stream: the unfinished sequence, replaced
-    assert decoder.feed([0x41]) == "A"  # usable again after flush
-    decoder.feed([0xE4])
-    decoder.reset()
-    assert decoder.flush() == ""
-    with pytest.raises(ValueError, match="token id 300"):
-        decoder.feed([300])
-
-
-@pytest.mark.parametrize("fixture", ["byte_tok", "world", "neox"])
-def test_incremental_decoder_invalid_stream_matches_decode(request: pytest.FixtureRequest, fixture: str) -> None:
-    tok = request.getfixturevalue(fixture)
-    r = random.Random(12)
-    pool = [0x41, 0x80, 0xBF, 0xC3, 0xA9, 0xE4, 0xB8, 0xAD, 0xF0, 0x9F, 0x99, 0x82, 0xED, 0xA0, 0x20]
-    for _ in range(200):
-        data = bytes(r.choice(pool) for _ in range(r.randrange(1, 12)))
-        ids = tok.encode_bytes(data)
-        decoder = tok.incremental_decoder()
-        assert "".join(decoder.feed(i) for i in ids) + decoder.flush() == tok.decode(ids)
 
 
 # ------------------------------------------------------------------------------------------

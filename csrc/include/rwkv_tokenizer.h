@@ -3,7 +3,7 @@
  * The World tokenizer (shared/spec/tokenizers.md section 2.4) encodes UTF-8 bytes by repeatedly
  * taking the longest vocabulary entry that is a prefix of the remaining input. Doing that walk
  * in Python costs about a microsecond per byte; this trie does it in C so that encoding runs at
- * tens of MB/s. Python (rwkv_ggml/tokenizer.py) parses the vocabulary file and hands the token
+ * tens of MB/s. Python (rwkv_ggml/tokenizer/world.py) parses the vocabulary file and hands the token
  * byte strings over; C never reads files.
  *
  * Every fallible function returns an rwkv_tok_status value (0 = success) and writes results

@@ -1,0 +1,361 @@
+"""The subcommands of ``rwkv-ggml``: each ``cmd_*`` takes the parsed arguments and returns the exit status.
+
+User mistakes they find themselves raise :class:`CliError`; everything else is left to the library's
+typed exceptions, which ``main`` turns into one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .streams import (
+    CliError,
+    error_line,
+    note,
+    one_line,
+    progress_bar,
+    read_stdin,
+    stdin_is_terminal,
+    write_out,
+)
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+
+def _load_model(path: str | None, threads: int | None, gn_eps: float | None = None) -> Model:
+    from ..generate import default_model_path
+    from ..model import Model
+
+    model_path = default_model_path() if path is None else Path(path)
+    if path is not None:
+        if not model_path.exists():
+            raise CliError(f"model file '{model_path}' does not exist")
+        if model_path.is_dir():
+            raise CliError(f"'{model_path}' is a directory, not a model file")
+    return Model(model_path, threads=threads, gn_eps=gn_eps)
+
+
+def _tokenizer(model: Model, kind: str | None) -> Any:
+    from ..tokenizer import Tokenizer
+
+    return Tokenizer.for_model(model, kind)
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "presence_penalty": args.presence_penalty,
+        "frequency_penalty": args.frequency_penalty,
+        "repetition_penalty": args.repetition_penalty,
+        "penalty_decay": args.penalty_decay,
+        "seed": args.seed,
+        "stop_tokens": tuple(args.stop_token),
+        "stop_strings": tuple(_unescape(s) for s in args.stop),
+    }
+
+
+def _unescape(text: str) -> str:
+    """Lets ``--stop '\\n\\n'`` mean two newlines: shells make literal newlines awkward."""
+    if not text:
+        raise CliError("--stop needs a non-empty text")
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ..generate import generate
+
+    if args.prompt is None or args.prompt == "-":
+        if sys.stdin is None:
+            raise CliError("no prompt: standard input is closed; give the prompt as an argument")
+        if args.prompt is None and sys.stdin.isatty():
+            raise CliError("no prompt: give it as an argument or on standard input")
+        prompt = read_stdin()
+    else:
+        prompt = args.prompt
+    if not prompt:
+        raise CliError("the prompt is empty: give some text to continue")
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
+        gen = generate(
+            model,
+            prompt,
+            args.max_tokens,
+            tokenizer=_tokenizer(model, args.tokenizer),
+            **_sampling_kwargs(args),
+        )
+        if args.echo:
+            write_out(sys.stdout, prompt)
+        for chunk in gen:
+            write_out(sys.stdout, chunk)
+        write_out(sys.stdout, "\n")
+    return 0
+
+
+CHAT_HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE, /quit"
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from ..generate import ChatSession
+
+    interactive = stdin_is_terminal()
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
+        kwargs = _sampling_kwargs(args)
+        stops = kwargs.pop("stop_strings")
+        session = ChatSession(
+            model,
+            _tokenizer(model, args.tokenizer),
+            system=args.system,
+            user=args.user_name,
+            assistant=args.assistant_name,
+            stop=stops or None,
+            **kwargs,
+        )
+        if interactive:
+            note(f"Chatting with {Path(model.path).name}. {CHAT_HELP}")
+        while True:
+            if interactive:
+                try:
+                    line = input(f"{args.user_name}: ")
+                except EOFError:
+                    note()
+                    return 0
+            else:
+                raw = "" if sys.stdin is None else sys.stdin.readline()
+                if not raw:
+                    return 0
+                line = raw.rstrip("\n")
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if _chat_command(session, line):
+                    return 0
+                continue
+            write_out(sys.stdout, f"{args.assistant_name}:")
+            started = False
+            for chunk in session.send(line, args.max_tokens):
+                if not started:  # print exactly one space after "Assistant:", whatever the model put there
+                    chunk = chunk.lstrip(" ")
+                    if not chunk:
+                        continue
+                    chunk, started = " " + chunk, True
+                write_out(sys.stdout, chunk)
+            write_out(sys.stdout, "\n")
+
+
+def _chat_command(session: Any, line: str) -> bool:
+    """Runs a /command; True means quit. Mistakes are reported and the chat goes on."""
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    try:
+        if name in ("/quit", "/exit"):
+            return True
+        if name == "/reset":
+            session.reset()
+            note("(conversation reset)")
+        elif name == "/save":
+            if not arg:
+                raise CliError("/save needs a file name")
+            session.save(arg)
+            note(f"(state saved to {arg})")
+        elif name == "/load":
+            if not arg:
+                raise CliError("/load needs a file name")
+            session.load(arg)
+            note(f"(state loaded from {arg})")
+        elif name == "/help":
+            note(CHAT_HELP)
+        else:
+            raise CliError(f"unknown command {name!r}; {CHAT_HELP}")
+    except (CliError, OSError, ValueError) as exc:
+        error_line(one_line(exc))
+    return False
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    with _load_model(args.model_path, args.threads, args.gn_eps) as model:
+        rng = np.random.default_rng(0)
+        hi = model.n_vocab
+        prompt = rng.integers(0, hi, size=args.prompt_tokens).tolist()
+        print(
+            f"model: {model.path} (v{model.version}, {model.dtype}, n_embed={model.n_embed}, "
+            f"n_layer={model.n_layer}, n_vocab={model.n_vocab}), threads: {model.threads}"
+        )
+        # prompt throughput (sequence mode): one warm-up, then the median of --repeats runs
+        model.eval_sequence(prompt)
+        runs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            _, state = model.eval_sequence(prompt)
+            runs.append(time.perf_counter() - t0)
+        seq = statistics.median(runs)
+        print(
+            f"prompt: {args.prompt_tokens} tokens in {seq * 1e3:.1f} ms (median of {args.repeats}) = "
+            f"{args.prompt_tokens / seq:.1f} tokens/s"
+        )
+        # per-token latency (RNN mode, logits included), continuing from the prompt's state
+        logits_out = np.empty(model.n_vocab, dtype=np.float32)
+        model.eval(int(prompt[-1]), state, state_out=state, logits_out=logits_out)
+        times = []
+        for tok in rng.integers(0, hi, size=args.tokens).tolist():
+            t0 = time.perf_counter()
+            model.eval(int(tok), state, state_out=state, logits_out=logits_out)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        print(
+            f"per token: median {med * 1e3:.3f} ms over {args.tokens} tokens "
+            f"(min {min(times) * 1e3:.3f}, max {max(times) * 1e3:.3f}) = {1 / med:.1f} tokens/s"
+        )
+    return 0
+
+
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if args.file == "-":
+        if sys.stdin is None:
+            raise CliError("standard input is closed: nothing to read the text from")
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        # read_bytes, not a size-first read: a pipe or process substitution is a fine text source
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CliError(f"text file '{path}' does not exist") from None
+        except IsADirectoryError:
+            raise CliError(f"'{path}' is a directory, not a text file") from None
+        name = f"'{path}'"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{name} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    with _load_model(args.model, args.threads, args.gn_eps) as model:
+        tokens = _tokenizer(model, args.tokenizer).encode(text)
+        if args.max_tokens is not None:
+            tokens = tokens[: args.max_tokens]
+        if len(tokens) < 2:
+            raise CliError(f"{name} has {len(tokens)} token(s); perplexity needs at least 2")
+        t0 = time.perf_counter()
+        nll, ppl = model.perplexity(tokens)
+        dt = time.perf_counter() - t0
+    print(f"file: {'-' if args.file == '-' else path} ({len(data)} bytes, {len(tokens)} tokens)")
+    print(f"NLL per token: {nll:.4f} nats ({nll / 0.6931471805599453:.4f} bits)")
+    print(f"perplexity: {ppl:.4f}")
+    print(f"time: {dt:.2f} s ({len(tokens) / dt:.0f} tokens/s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..fileformat import read_model_file
+
+    path = Path(args.model_path)
+    if not path.exists():
+        raise CliError(f"model file '{path}' does not exist")
+    with _load_model(str(path), 1) as model:
+        version, dtype = model.version, model.dtype
+        n_vocab, n_embed, n_layer, state_size = model.n_vocab, model.n_embed, model.n_layer, model.state_size
+        gn_eps = model.gn_eps
+    with read_model_file(path) as mf:
+        n_params = sum(rec.n_elements for rec in mf.tensors.values())
+        n_tensors = len(mf.tensors)
+    size = path.stat().st_size
+    print(f"file: {path}")
+    print(f"file size: {size} bytes ({size / 2**20:.2f} MiB)")
+    print(f"version: {version}")
+    print(f"dtype: {dtype}")
+    print(f"n_vocab: {n_vocab}")
+    print(f"n_embed: {n_embed}")
+    print(f"n_layer: {n_layer}")
+    print(f"tensors: {n_tensors}")
+    print(f"parameters: {n_params} ({n_params / 1e6:.2f}M)")
+    print(f"state size: {state_size} floats")
+    if gn_eps:
+        print(f"GroupNorm eps: {gn_eps:g} (--gn-eps of the other commands overrides it)")
+    return 0
+
+
+def _check_src(path: str, what: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{what} '{p}' does not exist")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from ..quantize import quantize
+
+    _check_src(args.src, "source model")
+    quantize(args.src, args.dst, args.format, threads=args.threads, progress=progress_bar())
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def _write_maybe_quantized(
+    dst: str, dtype: str, threads: int | None, make: Callable[[str, str], None]
+) -> None:
+    """Runs ``make(path, "f16"/"f32")``; for a quantized dtype, to a temporary F16 file next to
+    ``dst`` that is then quantized into ``dst`` (convert only writes float files)."""
+    from ..fileformat import DType
+    from ..quantize import quantize
+
+    try:
+        target = DType.from_name(dtype)
+    except ValueError:
+        raise CliError(f"unknown dtype {dtype!r}; choose f32, f16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0") from None
+    if not target.is_quantized:
+        make(dst, target.name.lower())
+        return
+    directory = Path(dst).resolve().parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(dst).name}.", suffix=".f16.tmp", dir=directory)
+    os.close(fd)
+    try:
+        make(tmp, "f16")
+        quantize(tmp, dst, target, threads=threads, progress=progress_bar())
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..convert import convert
+
+    _check_src(args.src, "checkpoint")
+    _write_maybe_quantized(
+        args.dst,
+        args.dtype,
+        args.threads,
+        lambda path, dtype: convert(args.src, path, dtype, progress=progress_bar()),
+    )
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def cmd_merge_lora(args: argparse.Namespace) -> int:
+    from ..convert import merge_lora
+
+    _check_src(args.base, "base checkpoint")
+    _check_src(args.lora, "LoRA checkpoint")
+    _write_maybe_quantized(
+        args.out,
+        args.dtype,
+        args.threads,
+        lambda path, dtype: merge_lora(
+            args.base, args.lora, path, args.alpha, dtype, progress=progress_bar()
+        ),
+    )
+    print(f"wrote {args.out}")
+    return 0

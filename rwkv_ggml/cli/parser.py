@@ -1,0 +1,267 @@
+"""The argument parser of ``rwkv-ggml``: one subparser per command, shared option groups, and
+argument types whose errors are one line naming the option."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+from . import commands
+from .streams import PROG
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rwkv-ggml: error: MESSAGE (see ... --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def _int_at_least(minimum: int, what: str) -> Any:
+    """An argparse type: an int >= minimum, with a one-line message naming ``what`` otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "an integer >= 0")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", "-m", metavar="PATH", help="model file (.bin); default: the packaged default model"
+    )
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        "-t",
+        type=_positive_int,
+        metavar="N",
+        help="compute threads (default: the number of physical cores)",
+    )
+
+
+def _add_gn_eps(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gn-eps",
+        type=_float,
+        metavar="EPS",
+        help="GroupNorm epsilon of RWKV v5+ att.ln_x (default: the model's trained value, 64e-5; "
+        "rwkv.cpp uses 1e-5 for v5)",
+    )
+
+
+def _add_tokenizer(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tokenizer",
+        choices=("20b", "world", "bytes"),
+        help="tokenizer (default: chosen from the model's vocabulary size)",
+    )
+
+
+def _add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument(
+        "--max-tokens",
+        "-n",
+        type=_nonneg_int,
+        default=max_tokens,
+        metavar="N",
+        help=f"new tokens to generate at most (default {max_tokens})",
+    )
+    g.add_argument("--temperature", type=_float, default=1.0, metavar="T", help="0 = greedy (default 1.0)")
+    g.add_argument(
+        "--top-p", type=_float, default=0.85, metavar="P", help="nucleus sampling, 1 = off (default 0.85)"
+    )
+    g.add_argument("--top-k", type=_nonneg_int, default=0, metavar="K", help="0 = off (default)")
+    g.add_argument("--min-p", type=_float, default=0.0, metavar="P", help="0 = off (default)")
+    g.add_argument("--presence-penalty", type=_float, default=0.0, metavar="X")
+    g.add_argument("--frequency-penalty", type=_float, default=0.0, metavar="X")
+    g.add_argument("--repetition-penalty", type=_float, default=1.0, metavar="X", help="1 = off (default)")
+    g.add_argument(
+        "--penalty-decay",
+        type=_float,
+        default=0.996,
+        metavar="X",
+        help="per-token decay of the penalty counts (default 0.996)",
+    )
+    g.add_argument("--seed", type=_nonneg_int, metavar="S", help="random seed, for reproducible output")
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop when this text is generated (repeatable; \\n is a newline)",
+    )
+    g.add_argument(
+        "--stop-token",
+        action="append",
+        default=[],
+        type=_nonneg_int,
+        metavar="ID",
+        help="stop at this token id (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run RWKV language models on the CPU (rwkv_ggml).")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    _add_text_commands(sub)
+    _add_model_file_commands(sub)
+    return parser
+
+
+def _add_text_commands(sub: Any) -> None:
+    """generate and chat."""
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt, streaming the text",
+        description="Continue PROMPT (or standard input), streaming the new text to standard output.",
+    )
+    p.add_argument(
+        "prompt", nargs="?", metavar="PROMPT", help="the text to continue; '-' or omitted: read stdin"
+    )
+    _add_model(p)
+    _add_sampling(p, 200)
+    _add_tokenizer(p)
+    _add_threads(p)
+    _add_gn_eps(p)
+    p.add_argument(
+        "--echo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print the prompt before the continuation (default: yes)",
+    )
+    p.set_defaults(func=commands.cmd_generate)
+
+    p = sub.add_parser(
+        "chat",
+        help="interactive chat that keeps the state between turns",
+        description=f"Chat with a model; the conversation state is kept between turns. "
+        f"Reads one message per line (also from a pipe). {commands.CHAT_HELP}.",
+    )
+    _add_model(p)
+    _add_sampling(p, 200)
+    _add_tokenizer(p)
+    _add_threads(p)
+    _add_gn_eps(p)
+    p.add_argument("--system", metavar="TEXT", help="text fed once before the conversation")
+    p.add_argument("--user-name", default="User", metavar="NAME", help="the user's name in the transcript")
+    p.add_argument(
+        "--assistant-name", default="Assistant", metavar="NAME", help="the assistant's name in the transcript"
+    )
+    p.set_defaults(func=commands.cmd_chat)
+
+
+def _add_model_file_commands(sub: Any) -> None:
+    """bench, perplexity, info, quantize, convert, merge-lora."""
+    p = sub.add_parser(
+        "bench",
+        help="per-token latency and prompt throughput of a model",
+        description="Measure a model: median latency of one token in RNN mode, and tokens/s of "
+        "sequence mode on a prompt of random tokens.",
+    )
+    p.add_argument("model_path", metavar="MODEL", help="model file (.bin)")
+    p.add_argument(
+        "--tokens", type=_positive_int, default=64, metavar="N", help="tokens timed one by one (default 64)"
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=_positive_int,
+        default=128,
+        metavar="T",
+        help="length of the timed prompt (default 128)",
+    )
+    p.add_argument("--repeats", type=_positive_int, default=3, metavar="R", help="prompt runs (default 3)")
+    _add_threads(p)
+    _add_gn_eps(p)
+    p.set_defaults(func=commands.cmd_bench)
+
+    p = sub.add_parser(
+        "perplexity",
+        help="perplexity of a model on a text file",
+        description="Mean negative log-likelihood per token and perplexity of a UTF-8 text file, "
+        "computed in sequence mode with the logits of every position. FILE may be "
+        "a pipe or process substitution (<(zcat text.gz)); '-' reads standard input. "
+        "The whole text is read before the model runs.",
+    )
+    p.add_argument("file", metavar="FILE", help="UTF-8 text file, a pipe, or '-' for standard input")
+    _add_model(p)
+    _add_tokenizer(p)
+    _add_threads(p)
+    _add_gn_eps(p)
+    p.add_argument("--max-tokens", type=_positive_int, metavar="N", help="use only the first N tokens")
+    p.set_defaults(func=commands.cmd_perplexity)
+
+    p = sub.add_parser(
+        "info",
+        help="version, dtype, shapes, parameter count and size of a model file",
+        description="Describe a model file.",
+    )
+    p.add_argument("model_path", metavar="MODEL", help="model file (.bin)")
+    p.set_defaults(func=commands.cmd_info)
+
+    p = sub.add_parser(
+        "quantize",
+        help="quantize an F32/F16 model file",
+        description="Quantize SRC (an F32 or F16 model file) to FORMAT, writing DST.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("format", metavar="FORMAT", help="Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0")
+    _add_threads(p)
+    p.set_defaults(func=commands.cmd_quantize)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a .pth / safetensors checkpoint to a model file",
+        description="Convert an RWKV checkpoint (.pth or .safetensors) to our .bin format, "
+        "without PyTorch. A quantized --dtype converts to F16 first, then quantizes.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument(
+        "--dtype", default="f16", metavar="DTYPE", help="f32, f16 (default), Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
+    )
+    _add_threads(p)
+    p.set_defaults(func=commands.cmd_convert)
+
+    p = sub.add_parser(
+        "merge-lora",
+        help="merge a LoRA checkpoint into a base checkpoint",
+        description="Merge LORA (lora_A/lora_B pairs) into BASE with scale alpha / rank, "
+        "writing the model file OUT.",
+    )
+    p.add_argument("base", metavar="BASE")
+    p.add_argument("lora", metavar="LORA")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--alpha", type=_float, required=True, metavar="A", help="LoRA alpha")
+    p.add_argument(
+        "--dtype", default="f16", metavar="DTYPE", help="f32, f16 (default), Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
+    )
+    _add_threads(p)
+    p.set_defaults(func=commands.cmd_merge_lora)
