@@ -102,7 +102,7 @@ def model_file(name: str, fmt: str) -> Path:
             write_model_file(path, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer,
                              data_type=DType.F16, tensors=tensors())
     else:
-        from rwkv_ggml.quantize import quantize
+        from rwkv_ggml.quantization import quantize
 
         # from the F16 file, as people quantize real models: emb and head then stay F16 (formats.md §4.2)
         quantize(model_file(name, "F16"), path, fmt, progress=False)

@@ -1,6 +1,6 @@
 """What each RWKV version needs and how each tensor is transformed on the way to a model file.
 
-Used by :mod:`rwkv_ggml.convert`, which plans and streams the conversion; everything here is
+Used by :mod:`rwkv_ggml.conversion`, which plans and streams the conversion; everything here is
 decided from tensor names and shapes (architecture.md "rwkv.cpp conversion" columns, formats.md §6).
 """
 

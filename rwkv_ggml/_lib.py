@@ -2,7 +2,7 @@
 
 The contract: this is the only module that imports ``_core``. The modules that may call its ``lib`` and
 ``ffi`` are the bindings: the engine binding (:mod:`rwkv_ggml.ggml` and the ``ggml_*`` modules it is split
-into), row quantization (:mod:`rwkv_ggml.quantize`) and the tokenizer's C trie binding. Everything else
+into), row quantization (:mod:`rwkv_ggml.quantization`) and the tokenizer's C trie binding. Everything else
 goes through them and sees Python objects and numpy arrays, never cdata (tests/engine/test_binding_contract.py
 keeps it so).
 """

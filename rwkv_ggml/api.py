@@ -1,7 +1,7 @@
 """The package's friendly Model: the core model plus text in, text out.
 
 :class:`rwkv_ggml.model.Model` is the model layer (load, evals, hidden vectors, perplexity: token ids in,
-arrays out). This Model adds the text methods, which delegate to :mod:`rwkv_ggml.generate`; it is what
+arrays out). This Model adds the text methods, which delegate to :mod:`rwkv_ggml.generation`; it is what
 ``rwkv_ggml.Model`` is, so ``rwkv_ggml.Model(path).complete("Hello")`` works. The dependency points down:
 this module imports the model and the text layer, neither of them imports this one.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import generate as _text
+from . import generation as _text
 from .model import FloatArray
 from .model import Model as CoreModel
 from .sampling import SamplingParams
@@ -40,7 +40,7 @@ class Model(CoreModel):
         it; ``**sampling``: any SamplingParams field (temperature, top_p, top_k, min_p, presence_penalty,
         frequency_penalty, repetition_penalty, penalty_decay, logit_bias, banned_tokens, stop_tokens,
         stop_strings, seed), overriding ``params``; an unknown name raises TypeError.
-        See :func:`rwkv_ggml.generate.generate`."""
+        See :func:`rwkv_ggml.generation.generate`."""
         return _text.generate(self, prompt, max_tokens, state=state, logits=logits, tokenizer=tokenizer,
                               params=params, stop=stop, **sampling)
 
@@ -49,7 +49,7 @@ class Model(CoreModel):
                  tokenizer: Tokenizer | str | None = None, params: SamplingParams | None = None,
                  stop: str | Sequence[str] | None = None, **sampling: Any) -> str:
         """The whole continuation of ``prompt`` as one string: :meth:`generate` without streaming, same
-        arguments. See :func:`rwkv_ggml.generate.complete`."""
+        arguments. See :func:`rwkv_ggml.generation.complete`."""
         return _text.complete(self, prompt, max_tokens, state=state, logits=logits, tokenizer=tokenizer,
                               params=params, stop=stop, **sampling)
 
@@ -57,7 +57,7 @@ class Model(CoreModel):
               state: FloatArray | None = None) -> FloatArray:
         """The L2-normalised final hidden vector of the text (shape ``(n_embed,)``): dot products of two
         embeddings are cosine similarities. ``state``: read the text on top of this state instead of a
-        fresh one. See :func:`rwkv_ggml.generate.embed`."""
+        fresh one. See :func:`rwkv_ggml.generation.embed`."""
         return _text.embed(self, text_or_tokens, tokenizer, state=state)
 
     def chat_session(self, tokenizer: Tokenizer | str | None = None, *, system: str | None = None,
@@ -66,6 +66,6 @@ class Model(CoreModel):
         """A conversation that keeps its state between turns: ``system`` is fed once at the start, each
         turn is ``"{user}: {message}\\n\\n{assistant}:"``, the reply stops at ``stop`` (default
         ``"\\n\\n{user}:"``); ``params``/``**sampling`` as for :meth:`generate`.
-        See :class:`rwkv_ggml.generate.ChatSession`."""
+        See :class:`rwkv_ggml.generation.ChatSession`."""
         return _text.ChatSession(self, tokenizer, system=system, user=user, assistant=assistant, stop=stop,
                                  params=params, **sampling)

@@ -79,7 +79,7 @@ def test_huge_expanded_view_converts_to_an_error_in_bounded_memory(tmp_path: Pat
         {"emb.weight": big, "head.weight": big, "ln_out.weight": torch.ones(1).expand(65536)}, str(src)
     )
     out = run_child(
-        "from rwkv_ggml.convert import convert\n"
+        "from rwkv_ggml.conversion import convert\n"
         "from rwkv_ggml.errors import ModelFormatError\n"
         "try:\n"
         f"    convert({str(src)!r}, {str(tmp_path / 'out.bin')!r}, 'f32', progress=False)\n"
@@ -274,7 +274,7 @@ def test_fifos_and_folders_are_refused_without_blocking(tmp_path: Path) -> None:
     out = run_child(
         "import json\n"
         "from rwkv_ggml.checkpoint import load_checkpoint\n"
-        "from rwkv_ggml.convert import convert\n"
+        "from rwkv_ggml.conversion import convert\n"
         f"for src in {list(cases)!r}:\n"
         "    for call in (lambda: load_checkpoint(src), lambda: convert(src, src + '.bin', progress=False)):\n"
         "        try:\n"

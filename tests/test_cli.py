@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rwkv_ggml.fileformat import read_model_file
-from rwkv_ggml.generate import complete
+from rwkv_ggml.generation import complete
 from rwkv_ggml.model import Model
 from tests.conftest import REPO_ROOT, tiny_path
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rwkv_ggml import cli
-from rwkv_ggml.generate import complete
+from rwkv_ggml.generation import complete
 from rwkv_ggml.model import Model
 from tests.conftest import REPO_ROOT, tiny_path
 from tests.test_cli import assert_one_line_error, run

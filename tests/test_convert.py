@@ -1,4 +1,4 @@
-"""Tests of rwkv_ggml.convert: official / Hugging Face checkpoints -> rwkv.cpp .bin.
+"""Tests of rwkv_ggml.conversion: official / Hugging Face checkpoints -> rwkv.cpp .bin.
 
 How the checkpoints are made: random models in the rwkv.cpp file layout come from
 ``tests/reference/random_models.py``; :func:`official_from_bin` turns them back into *raw official*
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rwkv_ggml.convert import convert, convert_state_dict, plan_conversion
+from rwkv_ggml.conversion import convert, convert_state_dict, plan_conversion
 from rwkv_ggml.errors import ModelFormatError, UnsupportedError
 from rwkv_ggml.fileformat import read_model_file
 
@@ -95,7 +95,7 @@ def official_from_bin(version: str, weights: Mapping[str, np.ndarray]) -> Arrays
 
 
 # ---------------------------------------------------------------------------------------------
-# The spec's conversion, written independently of rwkv_ggml.convert
+# The spec's conversion, written independently of rwkv_ggml.conversion
 
 
 def hand_preprocess(version: str, raw: Mapping[str, np.ndarray]) -> Arrays:
@@ -648,7 +648,7 @@ def merge_by_hand(raw: Mapping[str, np.ndarray], lora: Mapping[str, np.ndarray],
 
 @pytest.mark.parametrize("container", ["pth", "safetensors"])
 def test_merge_lora_matches_numpy(tmp_path: Path, container: str) -> None:
-    from rwkv_ggml.convert import merge_lora
+    from rwkv_ggml.conversion import merge_lora
 
     _, raw = model("5.2", seed=29)
     lora = lora_checkpoint(raw, rank=4, seed=30)
@@ -691,7 +691,7 @@ def test_merge_lora_matches_numpy(tmp_path: Path, container: str) -> None:
     ],
 )
 def test_merge_lora_errors(edit: Callable[[Arrays], object], match: str) -> None:
-    from rwkv_ggml.convert import lora_merged
+    from rwkv_ggml.conversion import lora_merged
 
     _, raw = model("5.2", seed=29)
     lora = lora_checkpoint(raw, rank=4, seed=30)

@@ -16,7 +16,7 @@ import pytest
 
 from rwkv_ggml.arch import detect_version
 from rwkv_ggml.checkpoint import initial_state_from_checkpoint
-from rwkv_ggml.convert import convert, convert_state_dict, plan_conversion
+from rwkv_ggml.conversion import convert, convert_state_dict, plan_conversion
 from rwkv_ggml.errors import ModelFormatError
 from rwkv_ggml.fileformat import read_model_file
 from tests.test_checkpoint_hostile import run_child
@@ -36,7 +36,7 @@ def test_huge_layer_index_is_a_format_error_naming_file_and_tensor(tmp_path: Pat
     save_safetensors(src, raw)
     # In a child capped at 3 GiB: the regression (list(range(300000001))) fails there, not here.
     out = run_child(
-        "from rwkv_ggml.convert import convert\n"
+        "from rwkv_ggml.conversion import convert\n"
         "from rwkv_ggml.errors import ModelFormatError\n"
         "try:\n"
         f"    convert({str(src)!r}, {str(tmp_path / 'out.bin')!r}, 'f32', progress=False)\n"

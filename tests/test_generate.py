@@ -1,4 +1,4 @@
-"""Generation, completion, embeddings and chat (rwkv_ggml/generate.py).
+"""Generation, completion, embeddings and chat (rwkv_ggml/generation.py).
 
 On the rwkv.cpp tiny byte-level models (read from ../shared/testdata) and the packaged default model;
 the exact streaming and stop-string rules on a scripted stand-in model whose next token is fixed.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rwkv_ggml import Model
-from rwkv_ggml.generate import (
+from rwkv_ggml.generation import (
     DEFAULT_MODEL_FILE,
     ChatSession,
     Generation,

@@ -138,7 +138,7 @@ def wkv_chunked(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tens
 
 
 # ------------------------------------------------------------------------------------------------
-# Model (RWKV-4, official parameter names so rwkv_ggml.convert can write it)
+# Model (RWKV-4, official parameter names so rwkv_ggml.conversion can write it)
 
 
 class TimeMix(nn.Module):
@@ -235,7 +235,7 @@ class RWKV4(nn.Module):
 
 def write_bin(model: RWKV4, path: Path, dtype: str) -> None:
     sys.path.insert(0, str(REPO))
-    from rwkv_ggml.convert import convert_state_dict
+    from rwkv_ggml.conversion import convert_state_dict
     from rwkv_ggml.fileformat import DType, write_model_file
 
     sd = model.official_state_dict()

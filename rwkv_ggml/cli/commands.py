@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def _load_model(path: str | None, threads: int | None, gn_eps: float | None = None) -> Model:
-    from ..generate import default_model_path
+    from ..generation import default_model_path
     from ..model import Model
 
     model_path = default_model_path() if path is None else Path(path)
@@ -74,7 +74,7 @@ def _unescape(text: str) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..generate import generate
+    from ..generation import generate
 
     if args.prompt is None or args.prompt == "-":
         if sys.stdin is None:
@@ -106,7 +106,7 @@ CHAT_HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE,
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..generate import ChatSession
+    from ..generation import ChatSession
 
     interactive = stdin_is_terminal()
     with _load_model(args.model, args.threads, args.gn_eps) as model:
@@ -294,7 +294,7 @@ def _check_src(path: str, what: str) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from ..quantize import quantize
+    from ..quantization import quantize
 
     _check_src(args.src, "source model")
     quantize(args.src, args.dst, args.format, threads=args.threads, progress=progress_bar())
@@ -308,7 +308,7 @@ def _write_maybe_quantized(
     """Runs ``make(path, "f16"/"f32")``; for a quantized dtype, to a temporary F16 file next to
     ``dst`` that is then quantized into ``dst`` (convert only writes float files)."""
     from ..fileformat import DType
-    from ..quantize import quantize
+    from ..quantization import quantize
 
     try:
         target = DType.from_name(dtype)
@@ -331,7 +331,7 @@ def _write_maybe_quantized(
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..convert import convert
+    from ..conversion import convert
 
     _check_src(args.src, "checkpoint")
     _write_maybe_quantized(
@@ -345,7 +345,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_lora(args: argparse.Namespace) -> int:
-    from ..convert import merge_lora
+    from ..conversion import merge_lora
 
     _check_src(args.base, "base checkpoint")
     _check_src(args.lora, "LoRA checkpoint")

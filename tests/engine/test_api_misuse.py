@@ -345,7 +345,7 @@ def test_a_copied_tensor_of_a_no_alloc_context_may_be_written() -> None:
 
 
 def test_quantize_matrix_checks_its_arguments() -> None:
-    from rwkv_ggml.quantize import quantize_matrix
+    from rwkv_ggml.quantization import quantize_matrix
 
     with pytest.raises(EngineArgumentError, match="expected a numpy array, got list"):
         quantize_matrix([[1.0] * 32], "Q8_0")  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 ``_lib`` loads the extension (``_core``) and owns the status-to-exception conversion. The modules that may
 call its ``lib``/``ffi`` are the engine binding (``ggml`` and the ``ggml_*`` modules it is split into),
-row quantization (``quantize``) and the tokenizer's C trie binding (a module whose name contains
+row quantization (``quantization``) and the tokenizer's C trie binding (a module whose name contains
 "tokenizer" or "trie"); everything else goes through them. This test reads every module's imports.
 """
 
@@ -21,7 +21,7 @@ def may_touch_the_extension(module: Path) -> bool:
     rel = module.relative_to(PACKAGE)
     name = module.stem
     top_level = len(rel.parts) == 1
-    return ((top_level and (name in ("_lib", "ggml", "quantize") or name.startswith("ggml_")))
+    return ((top_level and (name in ("_lib", "ggml", "quantization") or name.startswith("ggml_")))
             or "tokenizer" in str(rel) or "trie" in str(rel))
 
 

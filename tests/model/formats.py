@@ -37,7 +37,7 @@ def model_in_format(f32_path: Path, fmt: str, factory: pytest.TempPathFactory) -
         if fmt == "F16":
             to_f16_file(f32_path, dst)
         else:
-            from rwkv_ggml.quantize import quantize
+            from rwkv_ggml.quantization import quantize
 
             quantize(f32_path, dst, fmt, threads=2, progress=False)
         _cache[key] = dst

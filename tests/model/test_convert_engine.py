@@ -24,7 +24,7 @@ import pytest
 
 from rwkv_ggml import Model, UnsupportedError, arch
 from rwkv_ggml.checkpoint import initial_state_from_checkpoint
-from rwkv_ggml.convert import convert, merge_lora
+from rwkv_ggml.conversion import convert, merge_lora
 from rwkv_ggml.errors import ModelFormatError
 from tests.reference.rwkv_ref import reference_model
 from tests.test_convert import (

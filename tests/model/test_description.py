@@ -103,6 +103,6 @@ def test_the_model_layer_does_not_import_the_text_layer() -> None:
     code = ("import sys, rwkv_ggml.model, rwkv_ggml.state; "
             "print(sorted(m for m in sys.modules if m.startswith('rwkv_ggml')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for upper in ("rwkv_ggml.api", "rwkv_ggml.generate", "rwkv_ggml.tokenizer", "rwkv_ggml.sampling",
-                  "rwkv_ggml.cli", "rwkv_ggml.convert"):
+    for upper in ("rwkv_ggml.api", "rwkv_ggml.generation", "rwkv_ggml.tokenizer", "rwkv_ggml.sampling",
+                  "rwkv_ggml.cli", "rwkv_ggml.conversion"):
         assert f"'{upper}'" not in out

@@ -12,7 +12,7 @@ import pytest
 import rwkv_ggml
 from rwkv_ggml import Model
 from rwkv_ggml.fileformat import read_model_file
-from rwkv_ggml.quantize import quantize
+from rwkv_ggml.quantization import quantize
 from tests.conftest import tiny_path
 from tests.model.formats import model_in_format
 from tests.reference.random_models import write_random_model
@@ -115,7 +115,7 @@ def test_quantize_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         quantize(src, tmp_path / "x.bin", "Q8_0", threads=0)
 
     # An interrupted run leaves neither the destination nor a temporary file behind.
-    import rwkv_ggml.quantize as qmod
+    import rwkv_ggml.quantization as qmod
 
     calls = {"n": 0}
     real = qmod.quantize_matrix
