@@ -104,7 +104,7 @@ typedef struct {
     size_t wshared; /* bytes of the shared region at the start of wdata */
     size_t wthread; /* bytes of each thread's private slice */
     /* A compute-time failure (e.g. a token id out of range) sets this, first writer wins. */
-    volatile int *error_flag;
+    _Atomic int *error_flag;
     char *error_msg;
     /* This node's work counter for dynamic splits (rg_claim), zeroed before each compute. */
     _Atomic int64_t *counter;
