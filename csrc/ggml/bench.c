@@ -150,10 +150,6 @@ static void fma_thread(void *arg, int ith, int nth) {
     job->partial[ith] = r;
 }
 
-double rg_bench_fma(int64_t iters, rg_pool *pool, int n_threads) {
-    return rg_bench_peak(RG_PEAK_F32, iters, pool, n_threads);
-}
-
 double rg_bench_peak(int kind, int64_t iters, rg_pool *pool, int n_threads) {
     if (kind < RG_PEAK_F32 || kind > RG_PEAK_INT8 || iters < 0 || n_threads < 1 || n_threads > 512 ||
         (pool == NULL && n_threads > 1))

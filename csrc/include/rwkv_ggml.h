@@ -139,7 +139,6 @@ int64_t rg_tensor_n_elements(const rg_tensor *t);
 size_t rg_tensor_nbytes(const rg_tensor *t); /* bytes spanned by the tensor's elements */
 void *rg_tensor_data(const rg_tensor *t);
 int rg_tensor_is_contiguous(const rg_tensor *t);
-int rg_tensor_op(const rg_tensor *t);
 const char *rg_tensor_op_name(const rg_tensor *t);
 void rg_tensor_set_name(rg_tensor *t, const char *name);
 const char *rg_tensor_name(const rg_tensor *t);
