@@ -183,6 +183,8 @@ rg_tensor *rg_layer_norm(rg_ctx *ctx, rg_tensor *x, rg_tensor *w, rg_tensor *b, 
 rg_tensor *rg_group_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, rg_tensor *w, rg_tensor *b, float eps);
 /* Sum of each row: result ne = {1, ne1, ne2, ne3}. */
 rg_tensor *rg_sum_rows(rg_ctx *ctx, rg_tensor *x);
+/* Splits each row into n_groups equal groups and divides each by max(its L2 norm, eps). */
+rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps);
 
 /* ---- products and gathers ---- */
 /* a: ne {K, M, n2, n3} of any type (weights), b: F32 ne {K, T, n2', n3'} (a broadcast over dims 2, 3
@@ -203,13 +205,13 @@ rg_tensor *rg_concat(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, int dim);
 rg_tensor *rg_map_unary(rg_ctx *ctx, rg_tensor *a, rg_map_unary_fn fn, void *userdata);
 rg_tensor *rg_map_binary(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, rg_map_binary_fn fn, void *userdata);
 
-/* ---- RWKV-specific fused ops (csrc/rwkv_ops.c) ---- */
+/* ---- RWKV-specific fused ops (csrc/rwkv_wkv4.c, csrc/rwkv_wkv5_wkv7.c) ---- */
 /* RWKV-4 WKV over T tokens (architecture.md V4.4-V4.5), all F32, contiguous:
  * k, v: {C, T}; time_first u, time_decay w (already -exp): {C}; state: {C, 3} rows aa, bb, pp.
  * Result {C, T + 3}: columns 0..T-1 are wkv per token, columns T..T+2 the new aa, bb, pp. */
 rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
                         rg_tensor *state);
-/* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7; csrc/rwkv_ops_v5_v7.c), all F32,
+/* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7), all F32,
  * contiguous: r, k, v {C, T}; state: the H*N*N = C*N floats of S[h][i=key][j=value] (any shape; N is
  * inferred as n_elements / C). Decay w (in (0,1), i.e. already exp(-exp)): H floats (per head, v5.0/5.1),
  * C (per channel, v5.2) or C*T (per channel and token, v6). Bonus u: H or C floats.
@@ -223,8 +225,6 @@ rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, r
  * state), then the new state. */
 rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
                         rg_tensor *b, rg_tensor *state);
-/* Splits each row into n_groups equal groups and divides each by max(its L2 norm, eps) (csrc/ggml/ops_l2norm.c). */
-rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps);
 
 /* ---- graphs ---- */
 /* Collects every node the outputs depend on (each once, topological order) and reserves the work
