@@ -95,8 +95,20 @@ int rg_simd_max_level(void);
 /* Caps the level used from now on (for tests and benchmarks); returns the level in effect.
  * The environment variable RWKV_GGML_FORCE_SCALAR=1 forces level 0 at start-up. */
 int rg_simd_select(int max_level);
-/* Bitmask of detected features: 1 AVX2, 2 FMA, 4 F16C, 8 AVX512F, 16 AVX512BW, 32 AVX512VL,
- * 64 AVX512_VNNI, 128 AVX_VNNI, 256 AVX512_BF16. */
+/* Bits of rg_cpu_features(). Level 1 needs AVX2, FMA and F16C; level 2 also AVX512F, AVX512BW and
+ * AVX512VL. The Python binding reads these names (rwkv_ggml.ggml.cpu_features). */
+enum {
+    RG_CPU_AVX2 = 1 << 0,
+    RG_CPU_FMA = 1 << 1,
+    RG_CPU_F16C = 1 << 2,
+    RG_CPU_AVX512F = 1 << 3,
+    RG_CPU_AVX512BW = 1 << 4,
+    RG_CPU_AVX512VL = 1 << 5,
+    RG_CPU_AVX512_VNNI = 1 << 6,
+    RG_CPU_AVX_VNNI = 1 << 7,
+    RG_CPU_AVX512_BF16 = 1 << 8
+};
+/* Bitmask of the detected features (RG_CPU_*). */
 unsigned rg_cpu_features(void);
 
 /* ---- context (arena) ---- */

@@ -51,3 +51,24 @@ def test_graph_work_size_holds_the_quantized_activations() -> None:
         g = ctx.graph([y])
         assert lib.rg_graph_work_size(g._ptr) >= t * int(lib.rg_type_row_bytes(lib.RG_TYPE_Q8_ACT, k))
     assert lib.rg_graph_work_size(ffi.NULL) == 0
+
+
+def test_cpu_features_are_the_header_bits() -> None:
+    """ggml.cpu_features reads the RG_CPU_* names of rwkv_ggml.h; the levels follow from them."""
+    features = ggml.cpu_features()
+    assert list(features) == [
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+    ]
+    bits = int(lib.rg_cpu_features())
+    assert bits == sum(int(getattr(lib, "RG_CPU_" + n.upper())) for n, on in features.items() if on)
+    level1 = all(features[n] for n in ("avx2", "fma", "f16c"))
+    level2 = level1 and all(features[n] for n in ("avx512f", "avx512bw", "avx512vl"))
+    assert ggml.simd_max_level() == (2 if level2 else 1 if level1 else 0)

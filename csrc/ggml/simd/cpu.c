@@ -16,6 +16,10 @@ static int g_max_level;
 static int g_level;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+/* What each level adds (rwkv_ggml.h). */
+#define RG_LEVEL1_FEATURES (RG_CPU_AVX2 | RG_CPU_FMA | RG_CPU_F16C)
+#define RG_LEVEL2_FEATURES (RG_CPU_AVX512F | RG_CPU_AVX512BW | RG_CPU_AVX512VL)
+
 #if defined(__x86_64__) || defined(_M_X64)
 static unsigned long long read_xcr0(void) {
     unsigned eax, edx;
@@ -33,20 +37,20 @@ static unsigned detect(void) {
     const int ymm_ok = (xcr0 & 0x6) == 0x6;
     const int zmm_ok = (xcr0 & 0xe6) == 0xe6;
     if (!ymm_ok) return 0;
-    if (fma) f |= 2;
-    if (f16c) f |= 4;
+    if (fma) f |= RG_CPU_FMA;
+    if (f16c) f |= RG_CPU_F16C;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-        if ((b >> 5) & 1) f |= 1;
+        if ((b >> 5) & 1) f |= RG_CPU_AVX2;
         if (zmm_ok) {
-            if ((b >> 16) & 1) f |= 8;
-            if ((b >> 30) & 1) f |= 16;
-            if ((b >> 31) & 1) f |= 32;
-            if ((c >> 11) & 1) f |= 64;
+            if ((b >> 16) & 1) f |= RG_CPU_AVX512F;
+            if ((b >> 30) & 1) f |= RG_CPU_AVX512BW;
+            if ((b >> 31) & 1) f |= RG_CPU_AVX512VL;
+            if ((c >> 11) & 1) f |= RG_CPU_AVX512_VNNI;
         }
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
-        if ((a >> 4) & 1) f |= 128;
-        if (zmm_ok && ((a >> 5) & 1)) f |= 256;
+        if ((a >> 4) & 1) f |= RG_CPU_AVX_VNNI;
+        if (zmm_ok && ((a >> 5) & 1)) f |= RG_CPU_AVX512_BF16;
     }
     return f;
 }
@@ -74,8 +78,8 @@ static void apply_level(int level) {
 static void init_once(void) {
     g_features = detect();
     g_max_level = 0;
-    if ((g_features & 7u) == 7u) g_max_level = 1;
-    if (g_max_level == 1 && (g_features & 56u) == 56u) g_max_level = 2;
+    if ((g_features & RG_LEVEL1_FEATURES) == RG_LEVEL1_FEATURES) g_max_level = 1;
+    if (g_max_level == 1 && (g_features & RG_LEVEL2_FEATURES) == RG_LEVEL2_FEATURES) g_max_level = 2;
     const char *force = getenv("RWKV_GGML_FORCE_SCALAR");
     const int forced = force != NULL && force[0] != '\0' && force[0] != '0';
     apply_level(forced ? 0 : g_max_level);

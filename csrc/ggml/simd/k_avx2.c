@@ -6,8 +6,6 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 RG_AVX2 static inline float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v);
     __m128 hi = _mm256_extractf128_ps(v, 1);

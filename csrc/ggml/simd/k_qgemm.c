@@ -111,7 +111,7 @@ RG_VNNI static void qgemm_tile_vnni(const uint8_t *tile, const uint8_t *panel, s
 }
 
 void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features) {
-    const int vnni = (features & 64u) != 0;
+    const int vnni = (features & RG_CPU_AVX512_VNNI) != 0;
     k->qgemm_decode = vnni ? qgemm_decode_vnni : NULL;
     k->qgemm_tile = vnni ? qgemm_tile_vnni : NULL;
 }

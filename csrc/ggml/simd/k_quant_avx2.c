@@ -12,9 +12,6 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define RG_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
-
 /* Parameters of a weight type, compile-time constants after inlining.
  * kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8 codes (Q8_0). */
 typedef struct {

@@ -188,7 +188,7 @@ RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0)
 #undef RG_DEFINE_DOT
 
 void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features) {
-    if (!(features & 64u)) return; /* no AVX512_VNNI: keep the AVX2 kernels */
+    if (!(features & RG_CPU_AVX512_VNNI)) return; /* no AVX512_VNNI: keep the AVX2 kernels */
     k->vec_dot_q4_0 = vec_dot_q4_0_vnni;
     k->vec_dot_q4_1 = vec_dot_q4_1_vnni;
     k->vec_dot_q5_0 = vec_dot_q5_0_vnni;

@@ -8,9 +8,25 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../include/rwkv_ggml.h"
 #include "../unaligned.h"
 
 #define RG_KERNELS_API __attribute__((visibility("hidden")))
+
+/* The instruction sets each SIMD kernel is compiled for, by target attribute (not by build flags, so one
+ * binary runs everywhere and cpu.c picks the kernels at run time): the only definitions of these. */
+#define RG_TARGET_AVX2 "avx2,fma,f16c"
+#define RG_TARGET_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define RG_TARGET_AVX512_BF16 "avx512f,avx512bw,avx512vl,avx512bf16"
+#define RG_TARGET_AVX512_VNNI "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define RG_AVX2 __attribute__((target(RG_TARGET_AVX2)))
+#define RG_AVX2_INLINE __attribute__((target(RG_TARGET_AVX2), always_inline)) static inline
+#define RG_AVX512 __attribute__((target(RG_TARGET_AVX512)))
+#define RG_AVX512_INLINE __attribute__((target(RG_TARGET_AVX512), always_inline)) static inline
+#define RG_BF16 __attribute__((target(RG_TARGET_AVX512_BF16)))
+#define RG_BF16_INLINE __attribute__((target(RG_TARGET_AVX512_BF16), always_inline)) static inline
+#define RG_VNNI __attribute__((target(RG_TARGET_AVX512_VNNI)))
+#define RG_VNNI_INLINE __attribute__((target(RG_TARGET_AVX512_VNNI), always_inline)) static inline
 
 typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
 typedef void (*rg_vec_dot_x4_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
@@ -112,8 +128,8 @@ RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, un
 #define RG_PANEL_LANES 16
 #define RG_GEMM_MR 4
 #define RG_GEMM_NR 6
-/* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
- * bit 64 of rg_cpu_features) and leave the AVX2 entries in place without it. */
+/* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI
+ * (RG_CPU_AVX512_VNNI) and leave the AVX2 entries in place without it. */
 RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
