@@ -1,5 +1,5 @@
 /* mul_mat's panel routes: many activation columns (T >= 8) against weights of one plane, with the AVX-512
- * column-panel kernels (simd/k_gemm_panel.c, simd/k_qgemm.c). ops_matmul.c decides when they run. */
+ * column-panel kernels (simd/k_gemm_panel.c, simd/k_quant_panel.c). ops_matmul.c decides when they run. */
 #include "ops_matmul.h"
 
 /* The panel routes keep the outputs of a block of tiles while the k-blocks of the panels pass, so each

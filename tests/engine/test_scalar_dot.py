@@ -1,6 +1,6 @@
 """The portable scalar level's f32/f16 dot products add their terms in the SIMD kernels' order.
 
-Every element of a mat-vec or a mat-mat tile is one dot product. The scalar kernels (simd/k_scalar.c)
+Every element of a mat-vec or a mat-mat tile is one dot product. The scalar kernels (simd/k_vec_scalar.c)
 follow the AVX2 kernels' tree: whole steps of 32 elements into 32 partial sums (element i into sum i % 32),
 whole steps of 8 into sums 0..7, the sums folded as (s[j] + s[8+j]) + (s[16+j] + s[24+j]), then halved
 three times, then the tail in order; each product is rounded to f32 (no FMA). The emulation below does

@@ -58,20 +58,16 @@ static unsigned detect(void) {
 static unsigned detect(void) { return 0; }
 #endif
 
+/* Every kernel file's fill function (kernels.h), lower levels first: a higher level's entries replace
+ * them where the level and the features allow. */
+static const rg_kernels_fill_fn RG_FILLS[] = {
+    rg_kernels_fill_vec_scalar, rg_kernels_fill_quant_scalar, rg_kernels_fill_vec_avx2,
+    rg_kernels_fill_quant_avx2, rg_kernels_fill_vec_avx512,   rg_kernels_fill_quant_avx512,
+    rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_quant_panel,
+};
+
 static void apply_level(int level) {
-    rg_kernels_fill_scalar(&rg_kernels);
-    rg_kernels_fill_quant_scalar(&rg_kernels);
-    if (level >= 1) {
-        rg_kernels_fill_avx2(&rg_kernels);
-        rg_kernels_fill_quant_avx2(&rg_kernels);
-    }
-    if (level >= 2) {
-        rg_kernels_fill_avx512(&rg_kernels);
-        rg_kernels_fill_quant_avx512(&rg_kernels, g_features);
-    }
-    rg_kernels_fill_gemm(&rg_kernels, level, g_features);
-    rg_kernels_fill_gemm_panel(&rg_kernels, level, g_features);
-    rg_kernels_fill_qgemm(&rg_kernels, level >= 2 ? g_features : 0u);
+    for (size_t i = 0; i < sizeof RG_FILLS / sizeof RG_FILLS[0]; i++) RG_FILLS[i](&rg_kernels, level, g_features);
     g_level = level;
 }
 

@@ -3,7 +3,7 @@
  * The activation columns sit in the vector lanes, 16 per panel, stored k-major (f32: panel[k * 16 + c];
  * bf16: pairs, panel[(k / 2) * 32 + 2 c + k % 2]); a weight element (or bf16 pair) is broadcast from
  * memory into the multiply. A 6-row x 64-column tile keeps 24 accumulators in registers, with no
- * horizontal sums at all (the k-lane kernels of k_gemm.c reduce every output at the end).
+ * horizontal sums at all (the k-lane kernels of k_gemm_tile.c reduce every output at the end).
  *
  * Each output lane is one chain of multiply-adds over k in order, the same whatever the tile, the panel
  * pair or the thread, so results do not depend on the thread count. */

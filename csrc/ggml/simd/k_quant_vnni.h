@@ -1,8 +1,8 @@
 /* What the AVX512-VNNI kernels of the block types share (k_quant_avx512.c: one weight row against
- * activation rows; k_qgemm.c: the column-panel mat-mat): the description of a
+ * activation rows; k_quant_panel.c: the column-panel mat-mat): the description of a
  * weight type, and the unpacking of one block's codes. Include only inside an x86-64 guard. */
-#ifndef RG_K_VNNI_H
-#define RG_K_VNNI_H
+#ifndef RG_K_QUANT_VNNI_H
+#define RG_K_QUANT_VNNI_H
 
 #include <immintrin.h>
 

@@ -154,7 +154,7 @@ RG_BF16 static void f16_to_bf16_padded_avx512(const uint16_t *src, uint16_t *dst
     }
 }
 
-void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
+void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_tile = level >= 2 ? gemm_tile_avx512 : level == 1 ? gemm_tile_avx2 : gemm_tile_scalar;
     const int bf16 = level >= 2 && (features & RG_CPU_AVX512_BF16);
     k->gemm_bf16_tile = bf16 ? gemm_bf16_tile_avx512 : NULL;
@@ -162,7 +162,7 @@ void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
     k->f16_to_bf16_padded = bf16 ? f16_to_bf16_padded_avx512 : NULL;
 }
 #else
-void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
+void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features) {
     (void)level;
     (void)features;
     k->gemm_f32_tile = gemm_tile_scalar;

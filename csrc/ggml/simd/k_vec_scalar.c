@@ -55,7 +55,7 @@ float rg_f16_to_f32_scalar(uint16_t h) {
     return f;
 }
 
-/* The dot products add their terms in the tree of the AVX2 kernels (k_avx2.c): whole steps of 32
+/* The dot products add their terms in the tree of the AVX2 kernels (k_vec_avx2.c): whole steps of 32
  * elements into 32 partial sums (element i into sum i % 32), whole steps of 8 into sums 0..7, the sums
  * folded as (s[j] + s[8 + j]) + (s[16 + j] + s[24 + j]) for j < 8, then halved three times like hsum256,
  * then the tail in order. Only the products' rounding differs (no FMA at the baseline instruction set).
@@ -121,7 +121,9 @@ static void vec_sigmoid_scalar(const float *x, float *y, int64_t n, int times_x)
     for (int64_t i = 0; i < n; i++) y[i] = (times_x ? x[i] : 1.0f) / (1.0f + expf(-x[i]));
 }
 
-void rg_kernels_fill_scalar(rg_kernel_table *k) {
+void rg_kernels_fill_vec_scalar(rg_kernel_table *k, int level, unsigned features) {
+    (void)level;
+    (void)features;
     k->vec_exp = vec_exp_scalar;
     k->vec_sigmoid = vec_sigmoid_scalar;
     k->dot_f32 = rg_dot_f32_ref;
