@@ -6,6 +6,8 @@ against the real declarations. Every .c file under csrc/ is compiled into the on
 Environment:
   RWKV_GGML_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer
   RWKV_GGML_DEBUG=1      build with -O0 -g
+  RWKV_GGML_WERROR=1     turn every warning into an error (-Werror; what CI builds with). The build is
+                         warning-free under -Wall -Wextra, with or without the two switches above.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def _compile_args() -> tuple[list[str], list[str]]:
         cflags += ["-O0", "-g"]
     else:
         cflags += ["-O3"]
+    if os.environ.get("RWKV_GGML_WERROR") == "1":
+        cflags += ["-Werror"]
     if os.environ.get("RWKV_GGML_SANITIZE") == "1":
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
         cflags += san + ["-g"]

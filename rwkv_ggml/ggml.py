@@ -107,9 +107,10 @@ def simd_select(max_level: int) -> int:
 
 
 def cpu_features() -> dict[str, bool]:
+    """Each RG_CPU_* feature of the engine's header, by lower-case name without the prefix: detected or not."""
     bits = int(lib.rg_cpu_features())
-    names = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16"]
-    return {n: bool(bits & (1 << i)) for i, n in enumerate(names)}
+    named = sorted((int(getattr(lib, n)), n) for n in dir(lib) if n.startswith("RG_CPU_"))
+    return {n.removeprefix("RG_CPU_").lower(): bool(bits & bit) for bit, n in named}
 
 
 def default_threads() -> int:

@@ -138,9 +138,9 @@ static void fma_thread(void *arg, int ith, int nth) {
     const int level = rg_simd_level();
     const unsigned f = rg_cpu_features();
     if (job->kind == RG_PEAK_BF16) {
-        if (level >= 2 && (f & 256u)) r = bf16_avx512(job->iters);
+        if (level >= 2 && (f & RG_CPU_AVX512_BF16)) r = bf16_avx512(job->iters);
     } else if (job->kind == RG_PEAK_INT8) {
-        if (level >= 2 && (f & 64u)) r = vnni_avx512(job->iters);
+        if (level >= 2 && (f & RG_CPU_AVX512_VNNI)) r = vnni_avx512(job->iters);
     } else if (level >= 2) {
         r = fma_avx512(job->iters);
     } else if (level == 1) {
@@ -148,10 +148,6 @@ static void fma_thread(void *arg, int ith, int nth) {
     }
 #endif
     job->partial[ith] = r;
-}
-
-double rg_bench_fma(int64_t iters, rg_pool *pool, int n_threads) {
-    return rg_bench_peak(RG_PEAK_F32, iters, pool, n_threads);
 }
 
 double rg_bench_peak(int kind, int64_t iters, rg_pool *pool, int n_threads) {

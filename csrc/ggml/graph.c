@@ -27,7 +27,7 @@ struct rg_graph {
     void *wdata;
     size_t wsize;
     atomic_flag busy;
-    volatile int error_flag;
+    _Atomic int error_flag;
     char error_msg[256];
 };
 
@@ -178,7 +178,8 @@ const char *rg_graph_error(const rg_graph *g) { return g ? g->error_msg : "NULL 
 
 void rg_report_compute_error(const rg_compute_params *p, const char *fmt, ...) {
     /* First reporter wins; later ones (other threads, other rows) are dropped. */
-    if (__sync_bool_compare_and_swap(p->error_flag, 0, 1)) {
+    int unset = 0;
+    if (atomic_compare_exchange_strong(p->error_flag, &unset, 1)) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(p->error_msg, 256, fmt, ap);

@@ -106,7 +106,7 @@ typedef struct {
     size_t wshared; /* bytes of the shared region at the start of wdata */
     size_t wthread; /* bytes of each thread's private slice */
     /* A compute-time failure (e.g. a token id out of range) sets this, first writer wins. */
-    volatile int *error_flag;
+    _Atomic int *error_flag;
     char *error_msg;
     /* This node's work counter for dynamic splits (rg_claim), zeroed before each compute. */
     _Atomic int64_t *counter;
@@ -219,6 +219,24 @@ static inline void rg_row_coords(const rg_tensor *t, int64_t r, int64_t *i1, int
     *i1 = r % t->ne[1];
     *i2 = (r / t->ne[1]) % t->ne[2];
     *i3 = r / (t->ne[1] * t->ne[2]);
+}
+/* The rows of dst one thread computes in a row-wise op: an even split of rg_nrows(dst) over the threads,
+ * walked in order. Each row is computed whole by one thread, so results do not depend on the thread count.
+ *     rg_rows rows = rg_thread_rows(p, dst);
+ *     int64_t i1, i2, i3;
+ *     while (rg_next_row(&rows, dst, &i1, &i2, &i3)) { ... row (i1, i2, i3) ... } */
+typedef struct {
+    int64_t next, end;
+} rg_rows;
+static inline rg_rows rg_thread_rows(const rg_compute_params *p, const rg_tensor *dst) {
+    rg_rows rows;
+    rg_split(rg_nrows(dst), p->ith, p->nth, &rows.next, &rows.end);
+    return rows;
+}
+static inline bool rg_next_row(rg_rows *rows, const rg_tensor *dst, int64_t *i1, int64_t *i2, int64_t *i3) {
+    if (rows->next >= rows->end) return false;
+    rg_row_coords(dst, rows->next++, i1, i2, i3);
+    return true;
 }
 static inline void *rg_row_ptr(const rg_tensor *t, int64_t i1, int64_t i2, int64_t i3) {
     return (uint8_t *)t->data + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];

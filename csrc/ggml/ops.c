@@ -4,6 +4,7 @@
 #include "ops_kernels.h"
 
 #include <inttypes.h>
+#include <math.h>
 
 /* Builders return NULL when the context already failed or an input is NULL (an earlier builder
  * failed): the first error stays the one reported. */
@@ -121,6 +122,35 @@ rg_tensor *rg_sum_rows(rg_ctx *ctx, rg_tensor *x) {
     rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_SUM_ROWS, RG_TYPE_F32, x->n_dims, ne);
     if (t == NULL) return NULL;
     t->src[0] = x;
+    return t;
+}
+
+/* l2_norm: y = x / max(||x_group||_2, eps) per group of a row, PyTorch's F.normalize(x, p=2, eps) per
+ * group; RWKV-7 uses it per head for its in-context learning key (architecture.md V7.7, eps = 1e-12). */
+rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps) {
+    if (ctx == NULL || ctx->status != RG_OK) return NULL;
+    if (x == NULL) {
+        rg_set_error(ctx, RG_E_ARG, "l2_norm: NULL operand");
+        return NULL;
+    }
+    if (!rg_is_float_type(x->type)) {
+        rg_set_error(ctx, RG_E_TYPE, "l2_norm: input '%s' is %s; it must be F32 or F16", x->name, rg_type_name(x->type));
+        return NULL;
+    }
+    if (n_groups < 1 || x->ne[0] % n_groups != 0) {
+        rg_set_error(ctx, RG_E_SHAPE, "l2_norm: row length %" PRId64 " cannot be split into %" PRId64 " groups",
+                     x->ne[0], n_groups);
+        return NULL;
+    }
+    if (!(eps >= 0.0f) || isinf(eps)) {
+        rg_set_error(ctx, RG_E_ARG, "l2_norm: eps must be finite and >= 0");
+        return NULL;
+    }
+    rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_L2_NORM, RG_TYPE_F32, x->n_dims, x->ne);
+    if (t == NULL) return NULL;
+    t->src[0] = x;
+    t->fparams[0] = eps;
+    t->iparams[0] = n_groups;
     return t;
 }
 

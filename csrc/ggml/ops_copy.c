@@ -23,11 +23,9 @@ static void copy_rows(const rg_compute_params *p, const rg_tensor *src, const rg
     bool same_shape = true;
     for (int i = 0; i < RG_MAX_DIMS; i++) same_shape = same_shape && src->ne[i] == dst->ne[i];
     if (same_shape) {
-        int64_t r0, r1;
-        rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-        for (int64_t r = r0; r < r1; r++) {
-            int64_t i1, i2, i3;
-            rg_row_coords(dst, r, &i1, &i2, &i3);
+        rg_rows rows = rg_thread_rows(p, dst);
+        int64_t i1, i2, i3;
+        while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
             store_row(dst, rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(src, i1, i2, i3, buf), dst->ne[0]);
         }
         return;
@@ -56,11 +54,9 @@ void rg_fwd_concat(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const int dim = (int)dst->iparams[0];
     float *buf = rg_thread_scratch(p);
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i[4] = {0};
-        rg_row_coords(dst, r, &i[1], &i[2], &i[3]);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i[4] = {0};
+    while (rg_next_row(&rows, dst, &i[1], &i[2], &i[3])) {
         float *y = rg_row_ptr(dst, i[1], i[2], i[3]);
         if (dim == 0) {
             memcpy(y, rg_load_row_f32(a, i[1], i[2], i[3], buf), (size_t)a->ne[0] * sizeof(float));

@@ -44,11 +44,9 @@ static void unary_row(int op, float param, int64_t n, float *restrict y, const f
 void rg_fwd_unary(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *src = dst->src[0];
     float *buf = rg_thread_scratch(p);
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         unary_row(dst->op, dst->fparams[0], dst->ne[0], rg_row_ptr(dst, i1, i2, i3), x);
     }
@@ -81,11 +79,9 @@ void rg_fwd_binary(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     float *buf_a = rg_thread_scratch(p);
     float *buf_b = buf_a + dst->ne[0]; /* dst rows are the longest: operands broadcast up to them */
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         const float *ra = rg_load_row_f32(a, i1 % a->ne[1], i2 % a->ne[2], i3 % a->ne[3], buf_a);
         const float *rb = rg_load_row_f32(b, i1 % b->ne[1], i2 % b->ne[2], i3 % b->ne[3], buf_b);
         binary_row(dst->op, dst->ne[0], rg_row_ptr(dst, i1, i2, i3), ra, a->ne[0] == 1 ? 0 : 1, rb, b->ne[0] == 1 ? 0 : 1);
@@ -96,11 +92,9 @@ void rg_fwd_map_unary(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *src = dst->src[0];
     const rg_map_unary_fn fn = (rg_map_unary_fn)dst->fn;
     float *buf = rg_thread_scratch(p);
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         fn(dst->ne[0], rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(src, i1, i2, i3, buf), dst->userdata);
     }
 }
@@ -110,11 +104,9 @@ void rg_fwd_map_binary(const rg_compute_params *p, rg_tensor *dst) {
     const rg_map_binary_fn fn = (rg_map_binary_fn)dst->fn;
     float *buf_a = rg_thread_scratch(p);
     float *buf_b = buf_a + dst->ne[0];
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         fn(dst->ne[0], rg_row_ptr(dst, i1, i2, i3), rg_load_row_f32(a, i1, i2, i3, buf_a),
            rg_load_row_f32(b, i1, i2, i3, buf_b), dst->userdata);
     }

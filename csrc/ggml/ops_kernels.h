@@ -9,6 +9,7 @@ RG_INTERNAL_API void rg_fwd_binary(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_map_unary(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_map_binary(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst);
+RG_INTERNAL_API void rg_fwd_l2_norm(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_sum_rows(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_cpy(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_cont(const rg_compute_params *p, rg_tensor *dst);
@@ -18,7 +19,6 @@ RG_INTERNAL_API void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst);
-RG_INTERNAL_API void rg_fwd_l2_norm(const rg_compute_params *p, rg_tensor *dst);
 
 /* Scratch for loading two rows (of the longest row among dst and its sources) as floats. */
 RG_INTERNAL_API rg_work rg_work_rows2(const rg_tensor *dst, int nth);

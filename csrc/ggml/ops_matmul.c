@@ -4,109 +4,29 @@
  * in a fixed order: the result does not depend on the thread count. With T = 1 (per-token mode) the
  * kernel streams each weight row once against the activation vector, which is memory-bound. With
  * T >= 8 columns of one plane and an AVX-512 CPU the column-panel kernels run (activations transposed
- * so that 16 columns fill a vector: see the two panel sections at the end); otherwise a weight row is
- * made f32 once and reused against four activation rows at a time. */
-#include "ops_kernels.h"
-#include "quant/quant.h"
-#include "simd/kernels.h"
+ * so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row is made f32 once and
+ * reused against four activation rows at a time.
+ *
+ * Which of these routes a node takes is decided in one place, route_now() at the end of this file,
+ * whose comment lists the routes; ROUTES beside it holds each route's shape test, work size, phase 0
+ * (prepare) and phase 1 (compute). This file holds the mat-vec and small-tile routes, f32, bf16 and
+ * block-quantized. */
+#include "ops_matmul.h"
 
-/* Weights with an integer dot product (the block-quantized types): see the section at the end. */
-static bool quantized_weights(const rg_tensor *a) { return rg_traits(a->type)->vec_dot != NULL; }
-static size_t quant_b_bytes(const rg_tensor *dst);
-static void quantize_b(const rg_compute_params *p, const rg_tensor *dst);
-static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst);
-static bool fpanel_shape(const rg_tensor *dst);
-static rg_work fpanel_work(const rg_tensor *dst);
-static void fpanel_b(const rg_compute_params *p, const rg_tensor *dst, bool bf16);
-static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16);
-static bool qpanel_shape(const rg_tensor *dst);
-static size_t qpanel_b_bytes(const rg_tensor *dst);
-static size_t qpanel_thread_bytes(const rg_tensor *dst);
-static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst);
-static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst);
-
-static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-
-/* The panel routes keep the outputs of a block of tiles while the k-blocks of the panels pass, so each
- * k-block of the panels is read once per block of tiles, from L2, rather than once per tile from L3
- * (the panels of a 256-token chunk take 0.6-2.6 MB): at most this many tiles, whose outputs take at
- * most this many bytes (L2-sized with a k-block of the panels beside them). 7-9% faster prompts on
- * 1.5B F16 (exact and bf16), 4.5% on 169M, against one tile at a time (A/B in one process). */
-#define RG_PANEL_BLOCK_TILES 32
-#define RG_PANEL_BLOCK_OUT_BYTES (256 << 10)
-
-/* Asks for bytes [off, off + len) of rows [m, m + n) of a (clamped to the matrix) in the L2 cache. The
- * panel routes compute on a tile of weight rows for far longer than reading it takes; asking for the
- * next tile's k-block while computing on this one's keeps the kernels from waiting on memory. (Asking
- * for a whole tile at once measured no better than not asking: the requests queue up and stall.) */
-static void prefetch_rows(const rg_tensor *a, int64_t m, int64_t n, size_t off, size_t len) {
-    if (m >= a->ne[1]) return;
-    if (m + n > a->ne[1]) n = a->ne[1] - m;
-    for (int64_t r = 0; r < n; r++) {
-        const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-        for (size_t o = off; o < off + len; o += 64) __builtin_prefetch(row + o, 0, 2);
-    }
-}
-
-/* The panel routes' next step within a block of tiles [ib, ie) of tile_rows rows, while tile i computes
- * on bytes [off, off + len) of its rows: the next tile's same bytes, or after the block's last tile the
- * first tile's next k-block [next_off, next_off + next_len) (none when next_len is 0). */
-static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib, int64_t i, int64_t ie, size_t off,
-                               size_t len, size_t next_off, size_t next_len) {
-    if (i + 1 < ie)
-        prefetch_rows(a, (i + 1) * tile_rows, tile_rows, off, len);
-    else if (next_len > 0)
-        prefetch_rows(a, ib * tile_rows, tile_rows, next_off, next_len);
-}
-
-/* The bf16 route (rg_mul_mat_bf16) is decided per node when it is built: F32/F16 weights, 2-D, T > 1.
- * Whether the CPU can take it is decided at each compute (the kernel level may change at run time),
- * so the node always reserves room for both routes. */
+/* The bf16 routes (rg_mul_mat_bf16) are asked for per node when it is built: F32/F16 weights, 2-D, T > 1.
+ * Whether the CPU can take them is decided at each compute (the kernel level may change at run time),
+ * so the node reserves room for every route it may take (route_possible). */
 static bool bf16_node(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     return dst->iparams[0] == RG_MUL_MAT_BF16 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] > 1 &&
            a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
 }
 
-static int64_t bf16_padded(int64_t k) { return (k + 31) / 32 * 32; }
-
-bool rg_mul_mat_needs_prepare(const rg_tensor *dst) {
-    /* Float panel route: the activations are transposed into panels first. */
-    if (fpanel_shape(dst)) return true;
-    /* Quantized weights: the activations are quantized to the weights' vec_dot type first. */
-    if (quantized_weights(dst->src[0])) return true;
-    /* bf16 route: the activations are converted to bf16 rows first. */
-    if (bf16_node(dst)) return true;
-    /* Activations whose elements are strided are packed into contiguous rows first. */
-    return dst->src[1]->nb[0] != sizeof(float) || dst->src[1]->nb[1] % sizeof(float) != 0;
-}
+/* Activations whose elements are strided are packed into contiguous rows first (float route). */
+static bool b_strided(const rg_tensor *b) { return b->nb[0] != sizeof(float) || b->nb[1] % sizeof(float) != 0; }
 
 static size_t packed_b_bytes(const rg_tensor *b) {
     return (size_t)(b->ne[0] * b->ne[1] * b->ne[2] * b->ne[3]) * sizeof(float);
-}
-
-rg_work rg_work_mul_mat(const rg_tensor *dst, int nth) {
-    (void)nth;
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    size_t shared = !dst->prepare ? 0 : quantized_weights(a) ? quant_b_bytes(dst) : packed_b_bytes(b);
-    /* per thread: a tile of weight rows made f32 (mat-mat), and for the bf16 route the same tile in bf16 */
-    size_t per_thread = RG_GEMM_MR * (size_t)a->ne[0] * sizeof(float) + 64;
-    if (fpanel_shape(dst)) { /* the panel routes may be taken at compute time: room for every route */
-        const rg_work f = fpanel_work(dst);
-        if (f.shared > shared) shared = f.shared;
-        if (f.per_thread > per_thread) per_thread = f.per_thread;
-    }
-    if (qpanel_shape(dst)) {
-        if (qpanel_b_bytes(dst) > shared) shared = qpanel_b_bytes(dst);
-        if (qpanel_thread_bytes(dst) > per_thread) per_thread = qpanel_thread_bytes(dst);
-    }
-    if (bf16_node(dst)) {
-        const size_t kp = (size_t)bf16_padded(a->ne[0]);
-        const size_t b16 = (size_t)b->ne[1] * kp * sizeof(uint16_t);
-        if (b16 > shared) shared = b16;
-        per_thread += RG_GEMM_MR * kp * sizeof(uint16_t) + 64;
-    }
-    return (rg_work){shared, per_thread};
 }
 
 static void pack_b(const rg_compute_params *p, const rg_tensor *b) {
@@ -219,7 +139,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             /* b rows of this plane: either the packed copy or b itself */
             const float *b_plane;
             int64_t ldb;
-            if (b->nb[0] != sizeof(float) || b->nb[1] % sizeof(float) != 0) { /* packed in phase 0 */
+            if (b_strided(b)) { /* packed in phase 0 */
                 b_plane = (const float *)p->wdata + (i3 * b->ne[2] + i2) * b->ne[1] * K;
                 ldb = K;
             } else {
@@ -238,7 +158,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
 
 /* bf16 route, phase 0: every activation row to a zero-padded bf16 row in the shared region. */
 static void bf16_b(const rg_compute_params *p, const rg_tensor *b) {
-    const int64_t K = b->ne[0], kp = bf16_padded(K);
+    const int64_t K = b->ne[0], kp = rg_mm_bf16_padded(K);
     uint16_t *out = p->wdata;
     float *buf = rg_thread_scratch(p);
     int64_t r0, r1;
@@ -249,7 +169,7 @@ static void bf16_b(const rg_compute_params *p, const rg_tensor *b) {
 /* bf16 route, phase 1: as mat_mat_float, with the weight tile converted to bf16 once per tile. */
 static void mat_mat_bf16(const rg_compute_params *p, const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], kp = bf16_padded(K);
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], kp = rg_mm_bf16_padded(K);
     const rg_type_traits *ta = rg_traits(a->type);
     float *row_f32 = rg_thread_scratch(p);
     uint16_t *tile = (uint16_t *)((uint8_t *)row_f32 + (RG_GEMM_MR * (size_t)K * sizeof(float) + 63) / 64 * 64);
@@ -278,50 +198,6 @@ static void mat_mat_bf16(const rg_compute_params *p, const rg_tensor *dst) {
     }
 }
 
-void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    if (quantized_weights(a) && qpanel_shape(dst) && rg_kernels.qgemm_tile != NULL) {
-        if (p->phase == 0) {
-            qpanel_b(p, dst);
-        } else {
-            mul_mat_qpanel(p, dst);
-        }
-        return;
-    }
-    if (quantized_weights(a)) {
-        if (p->phase == 0) {
-            quantize_b(p, dst);
-        } else {
-            mul_mat_quant(p, dst);
-        }
-        return;
-    }
-    if (fpanel_shape(dst)) {
-        const bool bf16 = bf16_node(dst);
-        if (bf16 ? rg_kernels.gemm_bf16_panel != NULL : rg_kernels.gemm_f32_panel != NULL) {
-            if (p->phase == 0) {
-                fpanel_b(p, dst, bf16);
-            } else {
-                mul_mat_fpanel(p, dst, bf16);
-            }
-            return;
-        }
-    }
-    if (bf16_node(dst) && rg_kernels.gemm_bf16_tile != NULL) {
-        if (p->phase == 0) {
-            bf16_b(p, b);
-        } else {
-            mat_mat_bf16(p, dst);
-        }
-        return;
-    }
-    if (p->phase == 0) {
-        if (b->nb[0] != sizeof(float) || b->nb[1] % sizeof(float) != 0) pack_b(p, b);
-        return;
-    }
-    mul_mat_float(p, dst);
-}
-
 /* ---- block-quantized weights (formats.md §5.4) ----
  * Phase 0 quantizes every activation row once to the weights' vec_dot type (RG_TYPE_Q8_ACT rows, the
  * numbers of ggml's Q8_0/Q8_1 blocks) in the shared work region, rows split over the threads. Phase 1
@@ -334,17 +210,13 @@ void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
  * often, and no tiling, which spills the rows to L3, both measured slower). */
 #define RG_QUANT_TILE_BYTES (512 * 1024)
 
-static size_t quant_b_row_bytes(const rg_tensor *dst) {
-    return rg_type_row_bytes(rg_traits(dst->src[0]->type)->vec_dot_type, dst->src[1]->ne[0]);
-}
-
-static size_t quant_b_bytes(const rg_tensor *dst) { return (size_t)rg_nrows(dst->src[1]) * quant_b_row_bytes(dst); }
+static size_t quant_b_bytes(const rg_tensor *dst) { return (size_t)rg_nrows(dst->src[1]) * rg_mm_quant_b_row_bytes(dst); }
 
 static void quantize_b(const rg_compute_params *p, const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
     const int64_t K = b->ne[0], rows = rg_nrows(b);
-    const size_t rb = quant_b_row_bytes(dst);
+    const size_t rb = rg_mm_quant_b_row_bytes(dst);
     uint8_t *out = p->wdata;
     float *buf = rg_thread_scratch(p);
     int64_t r0, r1;
@@ -359,7 +231,7 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const rg_type_traits *ta = rg_traits(a->type);
     const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1];
-    const size_t rb = quant_b_row_bytes(dst);
+    const size_t rb = rg_mm_quant_b_row_bytes(dst);
     /* equal tiles of a multiple of 4 rows, as few as fit RG_QUANT_TILE_BYTES each */
     const int64_t n_tiles = ((int64_t)rb * T + RG_QUANT_TILE_BYTES - 1) / RG_QUANT_TILE_BYTES;
     const int64_t tile = ((T + n_tiles - 1) / n_tiles + 3) & ~(int64_t)3;
@@ -394,292 +266,112 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
-/* ---- block-quantized weights against many columns: the panel route (layouts in quant/quant.h) ----
- * Phase 0 quantizes each activation row as above and scatters it into a lane of a column panel; phase 1
- * decodes RG_QT_ROWS weight rows at a time into a tile in the thread's scratch, a k-block at a time
- * (decoded once, then used against every panel) while prefetching the next tile's block. Each thread
- * takes a contiguous range of tiles; every output element is one chain over the blocks in order, so
- * the result does not depend on the thread count.
- * Below RG_QPANEL_MIN_T columns the 16-lane panels would be mostly padding and the one-row kernels win. */
-#define RG_QPANEL_MIN_T 8
-/* Blocks of k per step of a tile: a tile's rows are decoded and multiplied a k-block at a time (16 KB of
- * activation records per panel, the decoded block in L1) while the next tile's block is prefetched. */
-#define RG_QPANEL_KB 16
+/* ---- the routes: each one's shape test, kernels, work size, phase 0 and phase 1 ---- */
 
-static bool qpanel_shape(const rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    return quantized_weights(a) && b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+/* Per-thread scratch of the f32 routes: a tile of weight rows made f32 (mat-mat), which also holds the one
+ * activation row that phase 0 loads as floats. */
+static size_t f32_tile_bytes(const rg_tensor *dst) { return RG_GEMM_MR * (size_t)dst->src[0]->ne[0] * sizeof(float) + 64; }
+
+static bool always(const rg_tensor *dst) {
+    (void)dst;
+    return true;
+}
+static bool is_quantized(const rg_tensor *dst) { return rg_mm_quantized(dst->src[0]); }
+static bool is_float(const rg_tensor *dst) { return !rg_mm_quantized(dst->src[0]); }
+static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && !bf16_node(dst); }
+static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && bf16_node(dst); }
+static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->src[1]); }
+
+static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
+static bool have_any(void) { return true; }
+static bool have_f32_panel(void) { return rg_kernels.gemm_f32_panel != NULL; }
+static bool have_bf16_panel(void) { return rg_kernels.gemm_bf16_panel != NULL; }
+static bool have_bf16_tile(void) { return rg_kernels.gemm_bf16_tile != NULL; }
+
+static rg_work quant_work(const rg_tensor *dst) { return (rg_work){quant_b_bytes(dst), f32_tile_bytes(dst)}; }
+static rg_work bf16_work(const rg_tensor *dst) {
+    const size_t kp = (size_t)rg_mm_bf16_padded(dst->src[0]->ne[0]);
+    /* the bf16 tile comes after the f32 tile (mat_mat_bf16) */
+    return (rg_work){(size_t)dst->src[1]->ne[1] * kp * sizeof(uint16_t),
+                     f32_tile_bytes(dst) + RG_GEMM_MR * kp * sizeof(uint16_t) + 64};
+}
+static rg_work float_work(const rg_tensor *dst) {
+    return (rg_work){b_strided(dst->src[1]) ? packed_b_bytes(dst->src[1]) : 0, f32_tile_bytes(dst)};
 }
 
-static int64_t qpanel_count(const rg_tensor *dst) { return (dst->src[1]->ne[1] + RG_QP_LANES - 1) / RG_QP_LANES; }
-
-static size_t qpanel_b_bytes(const rg_tensor *dst) {
-    return (size_t)qpanel_count(dst) * (size_t)(dst->src[0]->ne[0] / RG_QK) * RG_QP_REC_BYTES;
+static void quant_prepare(const rg_compute_params *p, rg_tensor *dst) { quantize_b(p, dst); }
+static void fpanel_f32_prepare(const rg_compute_params *p, rg_tensor *dst) { rg_mm_fpanel_prepare(p, dst, false); }
+static void fpanel_f32_compute(const rg_compute_params *p, rg_tensor *dst) { rg_mm_fpanel_compute(p, dst, false); }
+static void fpanel_bf16_prepare(const rg_compute_params *p, rg_tensor *dst) { rg_mm_fpanel_prepare(p, dst, true); }
+static void fpanel_bf16_compute(const rg_compute_params *p, rg_tensor *dst) { rg_mm_fpanel_compute(p, dst, true); }
+static void bf16_prepare(const rg_compute_params *p, rg_tensor *dst) { bf16_b(p, dst->src[1]); }
+static void bf16_compute(const rg_compute_params *p, rg_tensor *dst) { mat_mat_bf16(p, dst); }
+static void float_prepare(const rg_compute_params *p, rg_tensor *dst) {
+    if (b_strided(dst->src[1])) pack_b(p, dst->src[1]);
 }
 
-/* phase 0: a row of floats and its activation row; phase 1: a k-block of a tile and every panel's outputs */
-/* Tiles per block of the quantized panel route (RG_PANEL_BLOCK_TILES). */
-static int64_t qpanel_block_tiles(const rg_tensor *dst) {
-    const int64_t tile_bytes = qpanel_count(dst) * RG_QT_ROWS * RG_QP_LANES * (int64_t)sizeof(float);
-    const int64_t mc = RG_PANEL_BLOCK_OUT_BYTES / tile_bytes;
-    return mc < 1 ? 1 : mc > RG_PANEL_BLOCK_TILES ? RG_PANEL_BLOCK_TILES : mc;
+typedef enum { ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
+
+typedef struct {
+    bool (*shape)(const rg_tensor *dst);         /* the node's types and shape allow the route (fixed when built) */
+    bool (*available)(void);                     /* the kernels of the level in effect provide it (at each compute) */
+    bool (*needs_prepare)(const rg_tensor *dst); /* phase 0 does something */
+    rg_work (*work)(const rg_tensor *dst);
+    rg_forward_fn prepare; /* phase 0: the activations in the route's layout, in the shared work region */
+    rg_forward_fn compute; /* phase 1: the product */
+} route;
+
+static const route ROUTES[N_ROUTES] = {
+    [ROUTE_QPANEL] = {rg_mm_qpanel_shape, have_qgemm, always, rg_mm_qpanel_work, rg_mm_qpanel_prepare,
+                      rg_mm_qpanel_compute},
+    [ROUTE_QUANT] = {is_quantized, have_any, always, quant_work, quant_prepare, mul_mat_quant},
+    [ROUTE_FPANEL_F32] = {fpanel_f32_shape, have_f32_panel, always, rg_mm_fpanel_work, fpanel_f32_prepare,
+                          fpanel_f32_compute},
+    [ROUTE_FPANEL_BF16] = {fpanel_bf16_shape, have_bf16_panel, always, rg_mm_fpanel_work, fpanel_bf16_prepare,
+                           fpanel_bf16_compute},
+    [ROUTE_BF16] = {bf16_node, have_bf16_tile, always, bf16_work, bf16_prepare, bf16_compute},
+    [ROUTE_FLOAT] = {is_float, have_any, float_needs_prepare, float_work, float_prepare, mul_mat_float},
+};
+
+/* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
+ * level in effect has (T = activation rows of one plane):
+ *   ROUTE_QPANEL       quantized weights, 2-D, T >= 8, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
+ *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
+ *                      or vec_dot_x4 over tiles of activation rows
+ *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 8, AVX-512, no bf16 asked for: f32 column panels
+ *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
+ *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
+ *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1) or f32 tiles, strided activations packed first
+ * (A node that asked for bf16 on a CPU without AVX512_BF16 takes ROUTE_FLOAT, not the f32 panels.)
+ * The shape tests are fixed when the node is built and the kernels may change between computes, so the
+ * node's prepare flag and work size cover every route whose shape test passes (route_possible). */
+static route_id route_now(const rg_tensor *dst) {
+    for (int r = 0; r < N_ROUTES - 1; r++)
+        if (ROUTES[r].shape(dst) && ROUTES[r].available()) return (route_id)r;
+    return ROUTE_FLOAT;
 }
 
-static size_t qpanel_thread_bytes(const rg_tensor *dst) {
-    const size_t k = (size_t)dst->src[0]->ne[0];
-    const size_t rows = k * sizeof(float) + quant_b_row_bytes(dst) + 64;
-    const size_t tile = RG_QPANEL_KB * RG_QT_REC_BYTES + 64 +
-                        (size_t)qpanel_block_tiles(dst) * qpanel_count(dst) * RG_QT_ROWS * RG_QP_LANES * sizeof(float);
-    return (rows > tile ? rows : tile) + 64;
+static bool route_possible(const rg_tensor *dst, int r) { return ROUTES[r].shape(dst); }
+
+bool rg_mul_mat_needs_prepare(const rg_tensor *dst) {
+    for (int r = 0; r < N_ROUTES; r++)
+        if (route_possible(dst, r) && ROUTES[r].needs_prepare(dst)) return true;
+    return false;
 }
 
-static void qpanel_b(const rg_compute_params *p, const rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
-    const int64_t K = b->ne[0], T = b->ne[1], nb = K / RG_QK;
-    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES;
-    float *buf = align64(rg_thread_scratch(p));
-    uint8_t *act = align64(buf + K);
-    uint8_t *panels = p->wdata;
-    int64_t t0, t1;
-    rg_split(qpanel_count(dst) * RG_QP_LANES, p->ith, p->nth, &t0, &t1);
-    for (int64_t t = t0; t < t1; t++) {
-        uint8_t *panel = panels + (size_t)(t / RG_QP_LANES) * panel_bytes;
-        if (t < T) {
-            tq->from_f32(rg_load_row_f32(b, t, 0, 0, buf), act, K);
-            rg_qpanel_put(act, nb, panel, (int)(t % RG_QP_LANES));
-        } else {
-            rg_qpanel_put(NULL, nb, panel, (int)(t % RG_QP_LANES));
-        }
+rg_work rg_work_mul_mat(const rg_tensor *dst, int nth) {
+    (void)nth;
+    rg_work w = {0, 0};
+    for (int r = 0; r < N_ROUTES; r++) {
+        if (!route_possible(dst, r)) continue;
+        const rg_work rw = ROUTES[r].work(dst);
+        if (rw.shared > w.shared) w.shared = rw.shared;
+        if (rw.per_thread > w.per_thread) w.per_thread = rw.per_thread;
     }
+    return w;
 }
 
-static void mul_mat_qpanel(const rg_compute_params *p, rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], nb = K / RG_QK, n_panels = qpanel_count(dst);
-    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES, block_bytes = rg_type_row_bytes(a->type, RG_QK);
-    const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1;
-    uint8_t *tile = align64(rg_thread_scratch(p));
-    float *outs = align64(tile + RG_QPANEL_KB * RG_QT_REC_BYTES);
-    const uint8_t *panels = p->wdata;
-    const size_t tile_out = RG_QT_ROWS * RG_QP_LANES;
-    const int64_t tile_outs = n_panels * (int64_t)tile_out, mc = qpanel_block_tiles(dst);
-    int64_t i0, i1;
-    rg_split((M + RG_QT_ROWS - 1) / RG_QT_ROWS, p->ith, p->nth, &i0, &i1);
-    /* blocks of mc tiles, as in mul_mat_fpanel: each k-block of the panels is read once per block */
-    for (int64_t ib = i0; ib < i1; ib += mc) {
-        const int64_t ie = i1 - ib < mc ? i1 : ib + mc;
-        for (int64_t b0 = 0; b0 < nb; b0 += RG_QPANEL_KB) {
-            const int64_t nbc = nb - b0 < RG_QPANEL_KB ? nb - b0 : RG_QPANEL_KB;
-            for (int64_t i = ib; i < ie; i++) {
-                const int64_t m = i * RG_QT_ROWS;
-                const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
-                const int64_t next = nb - b0 - nbc < RG_QPANEL_KB ? nb - b0 - nbc : RG_QPANEL_KB;
-                prefetch_next_step(a, RG_QT_ROWS, ib, i, ie, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes,
-                                   (size_t)(b0 + nbc) * block_bytes, (size_t)next * block_bytes);
-                rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + (size_t)b0 * block_bytes,
-                                        a->nb[1], rows, nbc, tile);
-                for (int64_t q = 0; q < n_panels; q += 2) /* the kernel takes up to two panels */
-                    rg_kernels.qgemm_tile(tile, panels + (size_t)q * panel_bytes + (size_t)b0 * RG_QP_REC_BYTES,
-                                          panel_bytes, n_panels - q >= 2 ? 2 : 1, nbc, has_min, b0 > 0,
-                                          outs + (i - ib) * tile_outs + q * tile_out);
-            }
-        }
-        for (int64_t i = ib; i < ie; i++) {
-            const int64_t m = i * RG_QT_ROWS;
-            const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
-            for (int64_t t = 0; t < T; t++) {
-                const float *o = outs + (i - ib) * tile_outs + (t / RG_QP_LANES) * tile_out + t % RG_QP_LANES;
-                float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
-                for (int r = 0; r < rows; r++) d[r] = o[r * RG_QP_LANES];
-            }
-        }
-    }
-}
-
-/* ---- float weights against many columns: the panel routes (simd/k_gemm_panel.c) ----
- * Phase 0 transposes the activation rows into panels of RG_PANEL_LANES columns (f32, or bf16 pairs for
- * the bf16 route); phase 1 gives each thread a contiguous range of tiles of RG_PANEL_ROWS weight rows,
- * prefetches the next tile, and walks k in blocks: F32 rows are read in place, F16 rows made f32 (and
- * every row made bf16 on the bf16 route) a k-block at a time, and the kernel runs on up to
- * RG_PANEL_MAX_NP panels at once. Every output element is one chain over k in a fixed order: the result
- * does not depend on the thread count. */
-#define RG_FPANEL_MIN_T 8
-/* Elements of k per step of a tile (a multiple of 32): converting a tile's rows a k-block at a time lets
- * the hardware prefetcher stream them in while the kernel computes, instead of the kernel waiting for a
- * burst of whole rows. */
-#define RG_FPANEL_KC 128
-
-static bool fpanel_shape(const rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    return (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] >= RG_FPANEL_MIN_T &&
-           a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
-}
-
-static int64_t fpanel_count(const rg_tensor *dst) {
-    return (dst->src[1]->ne[1] + RG_PANEL_LANES - 1) / RG_PANEL_LANES;
-}
-
-/* elements (f32 route) or halves (bf16 route) of one panel */
-static size_t fpanel_elems(const rg_tensor *dst, bool bf16) {
-    const int64_t k = dst->src[0]->ne[0];
-    return (size_t)RG_PANEL_LANES * (size_t)(bf16 ? bf16_padded(k) : k);
-}
-
-/* Tiles per block of the float panel route (RG_PANEL_BLOCK_TILES). */
-static int64_t fpanel_block_tiles(const rg_tensor *dst) {
-    const int64_t groups = (fpanel_count(dst) + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
-    const int64_t tile_bytes = groups * RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES * (int64_t)sizeof(float);
-    const int64_t mc = RG_PANEL_BLOCK_OUT_BYTES / tile_bytes;
-    return mc < 1 ? 1 : mc > RG_PANEL_BLOCK_TILES ? RG_PANEL_BLOCK_TILES : mc;
-}
-
-static rg_work fpanel_work(const rg_tensor *dst) {
-    const size_t k = (size_t)dst->src[0]->ne[0], kp = (size_t)bf16_padded((int64_t)k);
-    const size_t n = (size_t)fpanel_count(dst);
-    const size_t f32_shared = n * fpanel_elems(dst, false) * sizeof(float);
-    const size_t b16_shared = n * fpanel_elems(dst, true) * sizeof(uint16_t);
-    /* phase 0: a panel's rows (f32 or bf16 pairs) and a row buffer; phase 1: a k-block of the tile in f32
-     * and bf16, and the outputs of every group of panels */
-    const size_t groups = (n + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
-    const size_t units = k > kp / 2 ? k : kp / 2; /* 32-bit units of a row: floats or bf16 pairs */
-    const size_t rows = (RG_PANEL_LANES * units + k) * sizeof(float) + 128;
-    const size_t tile = RG_PANEL_ROWS * RG_FPANEL_KC * (sizeof(float) + sizeof(uint16_t)) +
-                        (size_t)fpanel_block_tiles(dst) * groups * RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES *
-                            sizeof(float);
-    const size_t per_thread = (rows > tile ? rows : tile) + 256;
-    return (rg_work){f32_shared > b16_shared ? f32_shared : b16_shared, per_thread};
-}
-
-/* Phase 0: each thread builds whole panels. The 16 rows of a panel are loaded (as f32, or converted to
- * bf16 pairs) into the thread's scratch, then transposed in k-blocks small enough that the block of the
- * panel being written stays in L1. Lanes past T are zeros. */
-#define RG_FPANEL_TRANSPOSE_K 64
-
-static void fpanel_b(const rg_compute_params *p, const rg_tensor *dst, bool bf16) {
-    const rg_tensor *b = dst->src[1];
-    const int64_t K = b->ne[0], T = b->ne[1], kp = bf16_padded(K);
-    const int64_t n = bf16 ? kp / 2 : K; /* 32-bit units per row: floats or bf16 pairs */
-    const size_t pe = fpanel_elems(dst, bf16);
-    uint32_t *units = align64(rg_thread_scratch(p)); /* 16 rows of n units */
-    float *buf = align64(units + RG_PANEL_LANES * n);
-    const uint32_t *rows[RG_PANEL_LANES];
-    int64_t q0, q1;
-    rg_split(fpanel_count(dst), p->ith, p->nth, &q0, &q1);
-    for (int64_t q = q0; q < q1; q++) {
-        for (int c = 0; c < RG_PANEL_LANES; c++) {
-            const int64_t t = q * RG_PANEL_LANES + c;
-            uint32_t *u = units + c * n;
-            if (t >= T) {
-                memset(u, 0, (size_t)n * sizeof(uint32_t));
-                rows[c] = u;
-                continue;
-            }
-            const float *row = rg_load_row_f32(b, t, 0, 0, buf);
-            if (bf16) {
-                rg_kernels.f32_to_bf16_padded(row, (uint16_t *)u, K, kp);
-                rows[c] = u;
-            } else {
-                rows[c] = (const uint32_t *)row;
-                if (row == buf) {
-                    memcpy(u, row, (size_t)K * sizeof(float));
-                    rows[c] = u;
-                }
-            }
-        }
-        uint32_t *panel = (uint32_t *)p->wdata + (size_t)q * pe / (bf16 ? 2 : 1);
-        for (int64_t i0 = 0; i0 < n; i0 += RG_FPANEL_TRANSPOSE_K) {
-            const int64_t i1 = n - i0 < RG_FPANEL_TRANSPOSE_K ? n : i0 + RG_FPANEL_TRANSPOSE_K;
-            for (int c = 0; c < RG_PANEL_LANES; c++)
-                for (int64_t i = i0; i < i1; i++) panel[i * RG_PANEL_LANES + c] = rows[c][i];
-        }
-    }
-}
-
-static void mul_mat_fpanel(const rg_compute_params *p, rg_tensor *dst, bool bf16) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], kp = bf16_padded(K), n_panels = fpanel_count(dst);
-    const int64_t n_groups = (n_panels + RG_PANEL_MAX_NP - 1) / RG_PANEL_MAX_NP;
-    const int64_t k_end = bf16 ? kp : K; /* bf16 rows run to the zero padding */
-    const rg_type_traits *ta = rg_traits(a->type);
-    const size_t pe = fpanel_elems(dst, bf16), group_out = RG_PANEL_ROWS * RG_PANEL_MAX_NP * RG_PANEL_LANES;
-    const int64_t tile_out = n_groups * (int64_t)group_out, mc = fpanel_block_tiles(dst);
-    float *tile = align64(rg_thread_scratch(p));
-    uint16_t *tile16 = align64(tile + RG_PANEL_ROWS * RG_FPANEL_KC);
-    float *outs = align64(tile16 + RG_PANEL_ROWS * RG_FPANEL_KC);
-    const bool in_place = a->type == RG_TYPE_F32 && a->nb[1] % sizeof(float) == 0;
-    const size_t esize = a->type == RG_TYPE_F32 ? sizeof(float) : sizeof(uint16_t); /* F32 or F16 */
-    int64_t i0, i1;
-    rg_split((M + RG_PANEL_ROWS - 1) / RG_PANEL_ROWS, p->ith, p->nth, &i0, &i1);
-    /* Blocks of mc tiles: each k-block of every panel is read once per block of tiles (from L2) rather
-     * than once per tile (from L3, the panels of a 256-token chunk being ~1 MB) */
-    for (int64_t ib = i0; ib < i1; ib += mc) {
-        const int64_t ie = i1 - ib < mc ? i1 : ib + mc;
-        for (int64_t k0 = 0; k0 < k_end; k0 += RG_FPANEL_KC) {
-            const int64_t kc = k_end - k0 < RG_FPANEL_KC ? k_end - k0 : RG_FPANEL_KC;
-            const int64_t valid = K - k0 < kc ? K - k0 : kc; /* < kc only in a bf16 row's padding */
-            for (int64_t i = ib; i < ie; i++) {
-                const int64_t m = i * RG_PANEL_ROWS;
-                const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
-                const int64_t next = K - k0 - kc <= 0 ? 0 : K - k0 - kc < kc ? K - k0 - kc : kc;
-                prefetch_next_step(a, RG_PANEL_ROWS, ib, i, ie, (size_t)k0 * esize, (size_t)valid * esize,
-                                   (size_t)(k0 + kc) * esize, (size_t)next * esize);
-                /* this k-block of the tile's rows: F32 rows read in place (a partial tile is copied,
-                 * zero-padded), F16 rows made f32; on the bf16 route then made bf16 */
-                const float *w = tile;
-                int64_t ldw = RG_FPANEL_KC;
-                if (bf16 && a->type == RG_TYPE_F16) { /* F16 straight to bf16 */
-                    for (int r = 0; r < RG_PANEL_ROWS; r++) {
-                        uint16_t *d16 = tile16 + r * RG_FPANEL_KC;
-                        if (r < rows) {
-                            const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-                            rg_kernels.f16_to_bf16_padded((const uint16_t *)(row + (size_t)k0 * esize), d16,
-                                                          valid, kc);
-                        } else {
-                            memset(d16, 0, (size_t)kc * sizeof(uint16_t));
-                        }
-                    }
-                } else if (in_place && rows == RG_PANEL_ROWS) {
-                    w = (const float *)((const uint8_t *)a->data + m * a->nb[1]) + k0;
-                    ldw = (int64_t)(a->nb[1] / sizeof(float));
-                } else {
-                    for (int r = 0; r < RG_PANEL_ROWS; r++) {
-                        if (r < rows) {
-                            const uint8_t *row = (const uint8_t *)a->data + (m + r) * a->nb[1];
-                            ta->to_f32(row + (size_t)k0 * esize, tile + r * RG_FPANEL_KC, valid);
-                        } else {
-                            memset(tile + r * RG_FPANEL_KC, 0, (size_t)valid * sizeof(float));
-                        }
-                    }
-                }
-                if (bf16 && a->type != RG_TYPE_F16)
-                    for (int r = 0; r < RG_PANEL_ROWS; r++)
-                        rg_kernels.f32_to_bf16_padded(w + r * ldw, tile16 + r * RG_FPANEL_KC, valid, kc);
-                for (int64_t g = 0; g < n_groups; g++) {
-                    const int64_t q = g * RG_PANEL_MAX_NP;
-                    const int np = n_panels - q >= RG_PANEL_MAX_NP ? RG_PANEL_MAX_NP : (int)(n_panels - q);
-                    float *out = outs + (i - ib) * tile_out + g * group_out;
-                    /* a panel's k-block starts 16 k0 elements (f32) or halves (bf16 pairs) in */
-                    if (bf16) {
-                        rg_kernels.gemm_bf16_panel(tile16, RG_FPANEL_KC, (const uint16_t *)p->wdata + q * pe + k0 * 16,
-                                                   pe, np, kc / 2, k0 > 0, out);
-                    } else {
-                        rg_kernels.gemm_f32_panel(w, ldw, (const float *)p->wdata + q * pe + k0 * 16, pe, np, kc,
-                                                  k0 > 0, out);
-                    }
-                }
-            }
-        }
-        for (int64_t i = ib; i < ie; i++) {
-            const int64_t m = i * RG_PANEL_ROWS;
-            const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
-            const float *tile_outs = outs + (i - ib) * tile_out;
-            for (int64_t t = 0; t < T; t++) {
-                const int64_t g = t / (RG_PANEL_MAX_NP * RG_PANEL_LANES), j = t / RG_PANEL_LANES % RG_PANEL_MAX_NP;
-                const float *o = tile_outs + g * group_out + j * RG_PANEL_LANES + t % RG_PANEL_LANES;
-                float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
-                for (int r = 0; r < rows; r++) d[r] = o[r * RG_PANEL_MAX_NP * RG_PANEL_LANES];
-            }
-        }
-    }
+void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst) {
+    const route *r = &ROUTES[route_now(dst)];
+    (p->phase == 0 ? r->prepare : r->compute)(p, dst);
 }

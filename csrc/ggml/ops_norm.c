@@ -28,11 +28,9 @@ void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
     const float *b = dst->src[2] ? dst->src[2]->data : NULL;
     const int64_t n = dst->ne[0], groups = dst->iparams[0], gs = n / groups;
     float *buf = rg_thread_scratch(p);
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         float *y = rg_row_ptr(dst, i1, i2, i3);
         for (int64_t g = 0; g < groups; g++) normalize(gs, y + g * gs, x + g * gs, dst->fparams[0]);
@@ -50,14 +48,36 @@ void rg_fwd_norm(const rg_compute_params *p, rg_tensor *dst) {
 void rg_fwd_sum_rows(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *src = dst->src[0];
     float *buf = rg_thread_scratch(p);
-    int64_t r0, r1;
-    rg_split(rg_nrows(dst), p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t i1, i2, i3;
-        rg_row_coords(dst, r, &i1, &i2, &i3);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
         const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
         double s = 0.0;
         for (int64_t i = 0; i < src->ne[0]; i++) s += x[i];
         *(float *)rg_row_ptr(dst, i1, i2, i3) = (float)s;
+    }
+}
+
+/* l2_norm: each group of a row divided by max(its Euclidean length, eps); the sum of squares
+ * accumulates in double (groups are short). */
+void rg_fwd_l2_norm(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *src = dst->src[0];
+    const int64_t n = dst->ne[0], gs = n / dst->iparams[0];
+    const double eps = dst->fparams[0];
+    float *buf = rg_thread_scratch(p);
+    rg_rows rows = rg_thread_rows(p, dst);
+    int64_t i1, i2, i3;
+    while (rg_next_row(&rows, dst, &i1, &i2, &i3)) {
+        const float *x = rg_load_row_f32(src, i1, i2, i3, buf);
+        float *y = rg_row_ptr(dst, i1, i2, i3);
+        for (int64_t g0 = 0; g0 < n; g0 += gs) {
+            double ss = 0.0;
+            for (int64_t i = g0; i < g0 + gs; i++) ss += (double)x[i] * x[i];
+            double len = sqrt(ss);
+            if (len < eps) len = eps;
+            /* A zero group with eps = 0 stays 0/0 = NaN, as in PyTorch. */
+            const double inv = 1.0 / len;
+            for (int64_t i = g0; i < g0 + gs; i++) y[i] = (float)(x[i] * inv);
+        }
     }
 }

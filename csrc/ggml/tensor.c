@@ -165,7 +165,6 @@ int64_t rg_tensor_ne(const rg_tensor *t, int dim) { return t && dim >= 0 && dim 
 size_t rg_tensor_nb(const rg_tensor *t, int dim) { return t && dim >= 0 && dim < RG_MAX_DIMS ? t->nb[dim] : 0; }
 int64_t rg_tensor_n_elements(const rg_tensor *t) { return t ? t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3] : 0; }
 void *rg_tensor_data(const rg_tensor *t) { return t ? t->data : NULL; }
-int rg_tensor_op(const rg_tensor *t) { return t ? t->op : -1; }
 const char *rg_tensor_op_name(const rg_tensor *t) { return t ? rg_op_table[t->op].name : ""; }
 const char *rg_tensor_name(const rg_tensor *t) { return t ? t->name : ""; }
 void rg_tensor_set_name(rg_tensor *t, const char *name) {

@@ -95,8 +95,20 @@ int rg_simd_max_level(void);
 /* Caps the level used from now on (for tests and benchmarks); returns the level in effect.
  * The environment variable RWKV_GGML_FORCE_SCALAR=1 forces level 0 at start-up. */
 int rg_simd_select(int max_level);
-/* Bitmask of detected features: 1 AVX2, 2 FMA, 4 F16C, 8 AVX512F, 16 AVX512BW, 32 AVX512VL,
- * 64 AVX512_VNNI, 128 AVX_VNNI, 256 AVX512_BF16. */
+/* Bits of rg_cpu_features(). Level 1 needs AVX2, FMA and F16C; level 2 also AVX512F, AVX512BW and
+ * AVX512VL. The Python binding reads these names (rwkv_ggml.ggml.cpu_features). */
+enum {
+    RG_CPU_AVX2 = 1 << 0,
+    RG_CPU_FMA = 1 << 1,
+    RG_CPU_F16C = 1 << 2,
+    RG_CPU_AVX512F = 1 << 3,
+    RG_CPU_AVX512BW = 1 << 4,
+    RG_CPU_AVX512VL = 1 << 5,
+    RG_CPU_AVX512_VNNI = 1 << 6,
+    RG_CPU_AVX_VNNI = 1 << 7,
+    RG_CPU_AVX512_BF16 = 1 << 8
+};
+/* Bitmask of the detected features (RG_CPU_*). */
 unsigned rg_cpu_features(void);
 
 /* ---- context (arena) ---- */
@@ -147,7 +159,6 @@ int64_t rg_tensor_n_elements(const rg_tensor *t);
 size_t rg_tensor_nbytes(const rg_tensor *t); /* bytes spanned by the tensor's elements */
 void *rg_tensor_data(const rg_tensor *t);
 int rg_tensor_is_contiguous(const rg_tensor *t);
-int rg_tensor_op(const rg_tensor *t);
 const char *rg_tensor_op_name(const rg_tensor *t);
 void rg_tensor_set_name(rg_tensor *t, const char *name);
 const char *rg_tensor_name(const rg_tensor *t);
@@ -192,6 +203,8 @@ rg_tensor *rg_layer_norm(rg_ctx *ctx, rg_tensor *x, rg_tensor *w, rg_tensor *b, 
 rg_tensor *rg_group_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, rg_tensor *w, rg_tensor *b, float eps);
 /* Sum of each row: result ne = {1, ne1, ne2, ne3}. */
 rg_tensor *rg_sum_rows(rg_ctx *ctx, rg_tensor *x);
+/* Splits each row into n_groups equal groups and divides each by max(its L2 norm, eps). */
+rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps);
 
 /* ---- products and gathers ---- */
 /* a: ne {K, M, n2, n3} of any type (weights), b: F32 ne {K, T, n2', n3'} (a broadcast over dims 2, 3
@@ -212,13 +225,13 @@ rg_tensor *rg_concat(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, int dim);
 rg_tensor *rg_map_unary(rg_ctx *ctx, rg_tensor *a, rg_map_unary_fn fn, void *userdata);
 rg_tensor *rg_map_binary(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, rg_map_binary_fn fn, void *userdata);
 
-/* ---- RWKV-specific fused ops (csrc/rwkv_ops.c) ---- */
+/* ---- RWKV-specific fused ops (csrc/rwkv_wkv4.c, csrc/rwkv_wkv5_wkv7.c) ---- */
 /* RWKV-4 WKV over T tokens (architecture.md V4.4-V4.5), all F32, contiguous:
  * k, v: {C, T}; time_first u, time_decay w (already -exp): {C}; state: {C, 3} rows aa, bb, pp.
  * Result {C, T + 3}: columns 0..T-1 are wkv per token, columns T..T+2 the new aa, bb, pp. */
 rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
                         rg_tensor *state);
-/* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7; csrc/rwkv_ops_v5_v7.c), all F32,
+/* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7), all F32,
  * contiguous: r, k, v {C, T}; state: the H*N*N = C*N floats of S[h][i=key][j=value] (any shape; N is
  * inferred as n_elements / C). Decay w (in (0,1), i.e. already exp(-exp)): H floats (per head, v5.0/5.1),
  * C (per channel, v5.2) or C*T (per channel and token, v6). Bonus u: H or C floats.
@@ -232,8 +245,6 @@ rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, r
  * state), then the new state. */
 rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
                         rg_tensor *b, rg_tensor *state);
-/* Splits each row into n_groups equal groups and divides each by max(its L2 norm, eps) (csrc/ggml/ops_l2norm.c). */
-rg_tensor *rg_l2_norm(rg_ctx *ctx, rg_tensor *x, int64_t n_groups, float eps);
 
 /* ---- graphs ---- */
 /* Collects every node the outputs depend on (each once, topological order) and reserves the work

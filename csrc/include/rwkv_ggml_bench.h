@@ -15,11 +15,9 @@ extern "C" {
 /* Reads nbytes of buf (split over n_threads threads of the pool) with the widest loads the CPU has
  * and returns a checksum (so the reads cannot be optimised away). Time it from the caller. */
 double rg_bench_read(const void *buf, size_t nbytes, rg_pool *pool, int n_threads);
-/* Runs iters iterations of independent FMA chains on each of n_threads threads, in registers; returns
- * the number of floating-point operations done (2 per lane per FMA). */
-double rg_bench_fma(int64_t iters, rg_pool *pool, int n_threads);
-/* The same for a kind of multiply-add (RG_PEAK_*): f32 FMA, bf16 pairs (vdpbf16ps) or int8 quads
- * (vpdpbusd), counting 2 operations per multiply-add; 0 where the CPU (or the selected level) lacks it. */
+/* Runs iters iterations of independent multiply-add chains of a kind (RG_PEAK_*: f32 FMA, bf16 pairs
+ * (vdpbf16ps) or int8 quads (vpdpbusd)) on each of n_threads threads, in registers; returns the number of
+ * operations done, 2 per multiply-add; 0 where the CPU (or the selected level) lacks the instruction. */
 enum { RG_PEAK_F32 = 0, RG_PEAK_BF16 = 1, RG_PEAK_INT8 = 2 };
 double rg_bench_peak(int kind, int64_t iters, rg_pool *pool, int n_threads);
 

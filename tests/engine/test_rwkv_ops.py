@@ -1,4 +1,4 @@
-"""The RWKV v5/v6/v7 engine ops (csrc/rwkv_ops_v5_v7.c) and l2_norm (csrc/ggml/ops_l2norm.c) against
+"""The RWKV v5/v6/v7 engine ops (csrc/rwkv_wkv5_wkv7.c) and l2_norm (csrc/ggml/ops_norm.c) against
 float64 PyTorch recurrences written from architecture.md (V5.4-V5.5, V7.10-V7.11, V7.7).
 
 Each op scans T tokens inside one node; the checks are:

@@ -68,7 +68,7 @@ static inline size_t rg_act_d_off(int64_t nb) { return (size_t)(32 * nb); }
 static inline size_t rg_act_s_off(int64_t nb) { return (size_t)(36 * nb); }
 static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 
-/* ---- the column-panel mat-mat (ops_matmul.c, simd/k_qgemm.c) ----
+/* ---- the column-panel mat-mat (ops_matmul_panel.c, simd/k_quant_panel.c) ----
  * Integer dot products with the activation columns in the vector lanes: per block, vpdpbusd multiplies
  * 16 columns' unsigned codes by one weight row's four codes broadcast from memory, so no weight data is
  * shuffled and no per-block horizontal sums are needed.

@@ -16,6 +16,10 @@ static int g_max_level;
 static int g_level;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+/* What each level adds (rwkv_ggml.h). */
+#define RG_LEVEL1_FEATURES (RG_CPU_AVX2 | RG_CPU_FMA | RG_CPU_F16C)
+#define RG_LEVEL2_FEATURES (RG_CPU_AVX512F | RG_CPU_AVX512BW | RG_CPU_AVX512VL)
+
 #if defined(__x86_64__) || defined(_M_X64)
 static unsigned long long read_xcr0(void) {
     unsigned eax, edx;
@@ -33,20 +37,20 @@ static unsigned detect(void) {
     const int ymm_ok = (xcr0 & 0x6) == 0x6;
     const int zmm_ok = (xcr0 & 0xe6) == 0xe6;
     if (!ymm_ok) return 0;
-    if (fma) f |= 2;
-    if (f16c) f |= 4;
+    if (fma) f |= RG_CPU_FMA;
+    if (f16c) f |= RG_CPU_F16C;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-        if ((b >> 5) & 1) f |= 1;
+        if ((b >> 5) & 1) f |= RG_CPU_AVX2;
         if (zmm_ok) {
-            if ((b >> 16) & 1) f |= 8;
-            if ((b >> 30) & 1) f |= 16;
-            if ((b >> 31) & 1) f |= 32;
-            if ((c >> 11) & 1) f |= 64;
+            if ((b >> 16) & 1) f |= RG_CPU_AVX512F;
+            if ((b >> 30) & 1) f |= RG_CPU_AVX512BW;
+            if ((b >> 31) & 1) f |= RG_CPU_AVX512VL;
+            if ((c >> 11) & 1) f |= RG_CPU_AVX512_VNNI;
         }
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
-        if ((a >> 4) & 1) f |= 128;
-        if (zmm_ok && ((a >> 5) & 1)) f |= 256;
+        if ((a >> 4) & 1) f |= RG_CPU_AVX_VNNI;
+        if (zmm_ok && ((a >> 5) & 1)) f |= RG_CPU_AVX512_BF16;
     }
     return f;
 }
@@ -54,28 +58,24 @@ static unsigned detect(void) {
 static unsigned detect(void) { return 0; }
 #endif
 
+/* Every kernel file's fill function (kernels.h), lower levels first: a higher level's entries replace
+ * them where the level and the features allow. */
+static const rg_kernels_fill_fn RG_FILLS[] = {
+    rg_kernels_fill_vec_scalar, rg_kernels_fill_quant_scalar, rg_kernels_fill_vec_avx2,
+    rg_kernels_fill_quant_avx2, rg_kernels_fill_vec_avx512,   rg_kernels_fill_quant_avx512,
+    rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_quant_panel,
+};
+
 static void apply_level(int level) {
-    rg_kernels_fill_scalar(&rg_kernels);
-    rg_kernels_fill_quant_scalar(&rg_kernels);
-    if (level >= 1) {
-        rg_kernels_fill_avx2(&rg_kernels);
-        rg_kernels_fill_quant_avx2(&rg_kernels);
-    }
-    if (level >= 2) {
-        rg_kernels_fill_avx512(&rg_kernels);
-        rg_kernels_fill_quant_avx512(&rg_kernels, g_features);
-    }
-    rg_kernels_fill_gemm(&rg_kernels, level, g_features);
-    rg_kernels_fill_gemm_panel(&rg_kernels, level, g_features);
-    rg_kernels_fill_qgemm(&rg_kernels, level >= 2 ? g_features : 0u);
+    for (size_t i = 0; i < sizeof RG_FILLS / sizeof RG_FILLS[0]; i++) RG_FILLS[i](&rg_kernels, level, g_features);
     g_level = level;
 }
 
 static void init_once(void) {
     g_features = detect();
     g_max_level = 0;
-    if ((g_features & 7u) == 7u) g_max_level = 1;
-    if (g_max_level == 1 && (g_features & 56u) == 56u) g_max_level = 2;
+    if ((g_features & RG_LEVEL1_FEATURES) == RG_LEVEL1_FEATURES) g_max_level = 1;
+    if (g_max_level == 1 && (g_features & RG_LEVEL2_FEATURES) == RG_LEVEL2_FEATURES) g_max_level = 2;
     const char *force = getenv("RWKV_GGML_FORCE_SCALAR");
     const int forced = force != NULL && force[0] != '\0' && force[0] != '0';
     apply_level(forced ? 0 : g_max_level);

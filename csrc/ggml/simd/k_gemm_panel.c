@@ -3,7 +3,7 @@
  * The activation columns sit in the vector lanes, 16 per panel, stored k-major (f32: panel[k * 16 + c];
  * bf16: pairs, panel[(k / 2) * 32 + 2 c + k % 2]); a weight element (or bf16 pair) is broadcast from
  * memory into the multiply. A 6-row x 64-column tile keeps 24 accumulators in registers, with no
- * horizontal sums at all (the k-lane kernels of k_gemm.c reduce every output at the end).
+ * horizontal sums at all (the k-lane kernels of k_gemm_tile.c reduce every output at the end).
  *
  * Each output lane is one chain of multiply-adds over k in order, the same whatever the tile, the panel
  * pair or the thread, so results do not depend on the thread count. */
@@ -11,11 +11,6 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-
-#define RG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define RG_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) static inline
-#define RG_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define RG_BF16_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
 
 #define ROWS RG_PANEL_ROWS
 #define LANES RG_PANEL_LANES
@@ -88,7 +83,7 @@ RG_BF16 static void gemm_bf16_panel_avx512(const uint16_t *w, int64_t ldw, const
 
 void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_panel = level >= 2 ? gemm_f32_panel_avx512 : NULL;
-    k->gemm_bf16_panel = level >= 2 && (features & 256u) ? gemm_bf16_panel_avx512 : NULL;
+    k->gemm_bf16_panel = level >= 2 && (features & RG_CPU_AVX512_BF16) ? gemm_bf16_panel_avx512 : NULL;
 }
 #else
 void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features) {

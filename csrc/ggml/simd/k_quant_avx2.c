@@ -1,4 +1,4 @@
-/* AVX2 kernels of the block-quantized types (target attributes, like k_avx2.c), against activation rows
+/* AVX2 kernels of the block-quantized types (target attributes, like k_vec_avx2.c), against activation rows
  * in the RG_TYPE_Q8_ACT layout (quant/quant.h).
  *
  * A pair of weight blocks A, B unpacks to two vectors of codes, [A0..15, B0..15] and [A16..31, B16..31],
@@ -11,9 +11,6 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-
-#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define RG_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
 /* Parameters of a weight type, compile-time constants after inlining.
  * kind: 0 = 4-bit codes, 1 = 5-bit codes (fifth bit in qh), 2 = int8 codes (Q8_0). */
@@ -293,7 +290,9 @@ RG_AVX2 static void quantize_act_avx2(const float *x, void *vy, int64_t n) {
     }
 }
 
-void rg_kernels_fill_quant_avx2(rg_kernel_table *k) {
+void rg_kernels_fill_quant_avx2(rg_kernel_table *k, int level, unsigned features) {
+    (void)features;
+    if (level < 1) return;
     k->quantize_act = quantize_act_avx2;
     k->vec_dot_q4_0 = vec_dot_q4_0_avx2;
     k->vec_dot_q4_1 = vec_dot_q4_1_avx2;
@@ -308,5 +307,9 @@ void rg_kernels_fill_quant_avx2(rg_kernel_table *k) {
 }
 
 #else
-void rg_kernels_fill_quant_avx2(rg_kernel_table *k) { (void)k; }
+void rg_kernels_fill_quant_avx2(rg_kernel_table *k, int level, unsigned features) {
+    (void)k;
+    (void)level;
+    (void)features;
+}
 #endif

@@ -18,7 +18,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include "k_vnni.h"
+#include "k_quant_vnni.h"
 
 /* The weights of one group: up to 8 pairs' codes, [A0..15 | B0..15] in lo and [A16..31 | B16..31] in hi
  * (the order of the two 32-byte halves of an activation pair; an odd last block as [A0..15 | A16..31] in
@@ -187,8 +187,8 @@ RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
 RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0)
 #undef RG_DEFINE_DOT
 
-void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features) {
-    if (!(features & 64u)) return; /* no AVX512_VNNI: keep the AVX2 kernels */
+void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, unsigned features) {
+    if (level < 2 || !(features & RG_CPU_AVX512_VNNI)) return; /* no AVX512_VNNI: keep the AVX2 kernels */
     k->vec_dot_q4_0 = vec_dot_q4_0_vnni;
     k->vec_dot_q4_1 = vec_dot_q4_1_vnni;
     k->vec_dot_q5_0 = vec_dot_q5_0_vnni;
@@ -202,8 +202,9 @@ void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features) {
 }
 
 #else
-void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features) {
+void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, unsigned features) {
     (void)k;
+    (void)level;
     (void)features;
 }
 #endif

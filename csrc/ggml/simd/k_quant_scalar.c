@@ -79,7 +79,9 @@ RG_DEFINE_DOT(vec_dot_q5_1, RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1)
 RG_DEFINE_DOT(vec_dot_q8_0, RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 0, 0)
 #undef RG_DEFINE_DOT
 
-void rg_kernels_fill_quant_scalar(rg_kernel_table *k) {
+void rg_kernels_fill_quant_scalar(rg_kernel_table *k, int level, unsigned features) {
+    (void)level;
+    (void)features;
     k->quantize_act = rg_quantize_act_ref;
     k->vec_dot_q4_0 = vec_dot_q4_0_scalar;
     k->vec_dot_q4_1 = vec_dot_q4_1_scalar;

@@ -8,9 +8,25 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../include/rwkv_ggml.h"
 #include "../unaligned.h"
 
 #define RG_KERNELS_API __attribute__((visibility("hidden")))
+
+/* The instruction sets each SIMD kernel is compiled for, by target attribute (not by build flags, so one
+ * binary runs everywhere and cpu.c picks the kernels at run time): the only definitions of these. */
+#define RG_TARGET_AVX2 "avx2,fma,f16c"
+#define RG_TARGET_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define RG_TARGET_AVX512_BF16 "avx512f,avx512bw,avx512vl,avx512bf16"
+#define RG_TARGET_AVX512_VNNI "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define RG_AVX2 __attribute__((target(RG_TARGET_AVX2)))
+#define RG_AVX2_INLINE __attribute__((target(RG_TARGET_AVX2), always_inline)) static inline
+#define RG_AVX512 __attribute__((target(RG_TARGET_AVX512)))
+#define RG_AVX512_INLINE __attribute__((target(RG_TARGET_AVX512), always_inline)) static inline
+#define RG_BF16 __attribute__((target(RG_TARGET_AVX512_BF16)))
+#define RG_BF16_INLINE __attribute__((target(RG_TARGET_AVX512_BF16), always_inline)) static inline
+#define RG_VNNI __attribute__((target(RG_TARGET_AVX512_VNNI)))
+#define RG_VNNI_INLINE __attribute__((target(RG_TARGET_AVX512_VNNI), always_inline)) static inline
 
 typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
 typedef void (*rg_vec_dot_x4_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
@@ -50,7 +66,7 @@ typedef struct {
      * bit-identical whatever nr is, so grouping rows never changes a result. */
     void (*dot_f32_rows4)(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
-    /* Mat-mat tile (k_gemm.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
+    /* Mat-mat tile (k_gemm_tile.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
      * t < nr <= RG_GEMM_NR; an element's value does not depend on mr, nr. */
     void (*gemm_f32_tile)(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
                           float *c, int64_t ldc);
@@ -89,7 +105,7 @@ typedef struct {
     rg_vec_dot_x4_fn vec_dot_q5_0_x4;
     rg_vec_dot_x4_fn vec_dot_q5_1_x4;
     rg_vec_dot_x4_fn vec_dot_q8_0_x4;
-    /* Mat-mat of the block types by column panels (k_qgemm.c; layouts in quant/quant.h; NULL without
+    /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; NULL without
      * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
      * r . lane c of panel j (np = 1 or 2 panels, panel_bytes apart) over nb blocks, continuing from the
@@ -101,23 +117,35 @@ typedef struct {
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
 
-RG_KERNELS_API void rg_kernels_fill_scalar(rg_kernel_table *k);
-RG_KERNELS_API void rg_kernels_fill_avx2(rg_kernel_table *k);
-RG_KERNELS_API void rg_kernels_fill_avx512(rg_kernel_table *k);
 RG_KERNELS_API void rg_kernels_init(void);
-RG_KERNELS_API void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features);
+
+/* The kernel files, one per kernel family (the axis of the split: what the kernels compute, so a family's
+ * levels sit side by side and share their description). A family whose levels are long has one file per
+ * level, k_<family>_<level>.c; a short one keeps its levels in k_<family>.c:
+ *   k_vec_{scalar,avx2,avx512}.c     dot products of float rows, f16 conversions, exp and sigmoid
+ *   k_quant_{scalar,avx2,avx512}.c   block-quantized rows against activation rows (avx512 = with VNNI)
+ *   k_gemm_tile.c                    mat-mat tiles, f32 (every level) and bf16
+ *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
+ *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
+ * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
+ * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
+ * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
+typedef void (*rg_kernels_fill_fn)(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_vec_scalar(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_vec_avx2(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_vec_avx512(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6
 #define RG_PANEL_MAX_NP 4
 #define RG_PANEL_LANES 16
 #define RG_GEMM_MR 4
 #define RG_GEMM_NR 6
-/* The quantized-type entries of each level (k_quant_*.c); the AVX-512 ones need AVX512_VNNI (feature
- * bit 64 of rg_cpu_features) and leave the AVX2 entries in place without it. */
-RG_KERNELS_API void rg_kernels_fill_quant_scalar(rg_kernel_table *k);
-RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k);
-RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, unsigned features);
-RG_KERNELS_API void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features);
+/* (The AVX-512 quantized-type entries need AVX512_VNNI and leave the AVX2 entries in place without it.) */
 
 /* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
 RG_KERNELS_API float rg_dot_f32_ref(const float *a, const float *b, int64_t n);

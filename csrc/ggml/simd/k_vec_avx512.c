@@ -1,10 +1,8 @@
-/* AVX-512 (F, BW, VL) kernels; see k_avx2.c for why target attributes instead of build flags. */
+/* AVX-512 (F, BW, VL) kernels; see k_vec_avx2.c for why target attributes instead of build flags. */
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-
-#define RG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 RG_AVX512 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
@@ -176,7 +174,9 @@ RG_AVX512 static void dot_f16_rows4_avx512(const uint16_t *a, int64_t lda, const
     RG_ROWS4_BODY(RG_LOAD_F16, RG_LOADZ_F16)
 }
 
-void rg_kernels_fill_avx512(rg_kernel_table *k) {
+void rg_kernels_fill_vec_avx512(rg_kernel_table *k, int level, unsigned features) {
+    (void)features;
+    if (level < 2) return;
     k->dot_f32 = dot_f32_avx512;
     k->dot_f16_f32 = dot_f16_f32_avx512;
     k->vec_exp = vec_exp_avx512;
@@ -189,5 +189,9 @@ void rg_kernels_fill_avx512(rg_kernel_table *k) {
 }
 
 #else
-void rg_kernels_fill_avx512(rg_kernel_table *k) { (void)k; }
+void rg_kernels_fill_vec_avx512(rg_kernel_table *k, int level, unsigned features) {
+    (void)k;
+    (void)level;
+    (void)features;
+}
 #endif

@@ -15,7 +15,7 @@
 #include "../../include/rwkv_ggml.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include "k_vnni.h"
+#include "k_quant_vnni.h"
 
 RG_VNNI_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile, const qtype t) {
     for (int64_t b = 0; b < nb; b++) {
@@ -110,13 +110,14 @@ RG_VNNI static void qgemm_tile_vnni(const uint8_t *tile, const uint8_t *panel, s
     }
 }
 
-void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features) {
-    const int vnni = (features & 64u) != 0;
+void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features) {
+    const int vnni = level >= 2 && (features & RG_CPU_AVX512_VNNI) != 0;
     k->qgemm_decode = vnni ? qgemm_decode_vnni : NULL;
     k->qgemm_tile = vnni ? qgemm_tile_vnni : NULL;
 }
 #else
-void rg_kernels_fill_qgemm(rg_kernel_table *k, unsigned features) {
+void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features) {
+    (void)level;
     (void)features;
     k->qgemm_decode = NULL;
     k->qgemm_tile = NULL;

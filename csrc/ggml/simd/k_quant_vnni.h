@@ -1,17 +1,13 @@
 /* What the AVX512-VNNI kernels of the block types share (k_quant_avx512.c: one weight row against
- * activation rows; k_qgemm.c: the column-panel mat-mat): the target attributes, the description of a
+ * activation rows; k_quant_panel.c: the column-panel mat-mat): the description of a
  * weight type, and the unpacking of one block's codes. Include only inside an x86-64 guard. */
-#ifndef RG_K_VNNI_H
-#define RG_K_VNNI_H
+#ifndef RG_K_QUANT_VNNI_H
+#define RG_K_QUANT_VNNI_H
 
 #include <immintrin.h>
 
 #include "kernels.h"
 #include "../quant/quant.h"
-
-#define RG_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#define RG_VNNI __attribute__((target(RG_VNNI_TARGET)))
-#define RG_VNNI_INLINE __attribute__((target(RG_VNNI_TARGET), always_inline)) static inline
 
 /* Parameters of a weight type, compile-time constants after inlining: block bytes, field offsets,
  * kind (0 = 4-bit codes, 1 = 5-bit codes with the fifth bit in qh, 2 = int8 codes (Q8_0)), the offset

@@ -19,9 +19,6 @@ static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-#define RG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 /* One (m, t) accumulator per register; MR x NR fixed at 4 x 6 (24 of the 32 zmm registers). */
 RG_AVX512 static void gemm_tile_avx512(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
                                        int64_t k, float *c, int64_t ldc) {
@@ -96,7 +93,6 @@ RG_AVX2 static void gemm_tile_avx2(const float *a, int64_t lda, int mr, const fl
 /* ---- bf16 operands (opt-in, AVX512_BF16): vdpbf16ps multiplies pairs of bf16 along k and adds both
  * products into an f32 lane, twice the arithmetic of an f32 FMA per instruction. Operand rows are
  * bf16, zero-padded to a multiple of 32 elements (kp), so the kernel has no tail. ---- */
-#define RG_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 RG_BF16 static void gemm_bf16_tile_avx512(const uint16_t *a, int64_t lda, int mr, const uint16_t *b, int64_t ldb,
                                           int nr, int64_t kp, float *c, int64_t ldc) {
@@ -158,15 +154,15 @@ RG_BF16 static void f16_to_bf16_padded_avx512(const uint16_t *src, uint16_t *dst
     }
 }
 
-void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
+void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_tile = level >= 2 ? gemm_tile_avx512 : level == 1 ? gemm_tile_avx2 : gemm_tile_scalar;
-    const int bf16 = level >= 2 && (features & 256u);
+    const int bf16 = level >= 2 && (features & RG_CPU_AVX512_BF16);
     k->gemm_bf16_tile = bf16 ? gemm_bf16_tile_avx512 : NULL;
     k->f32_to_bf16_padded = bf16 ? f32_to_bf16_padded_avx512 : NULL;
     k->f16_to_bf16_padded = bf16 ? f16_to_bf16_padded_avx512 : NULL;
 }
 #else
-void rg_kernels_fill_gemm(rg_kernel_table *k, int level, unsigned features) {
+void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features) {
     (void)level;
     (void)features;
     k->gemm_f32_tile = gemm_tile_scalar;

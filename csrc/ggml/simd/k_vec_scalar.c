@@ -55,32 +55,43 @@ float rg_f16_to_f32_scalar(uint16_t h) {
     return f;
 }
 
-float rg_dot_f32_ref(const float *a, const float *b, int64_t n) {
-    /* Four partial sums: the same association as a short SIMD loop, and faster than one chain. */
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+/* The dot products add their terms in the tree of the AVX2 kernels (k_vec_avx2.c): whole steps of 32
+ * elements into 32 partial sums (element i into sum i % 32), whole steps of 8 into sums 0..7, the sums
+ * folded as (s[j] + s[8 + j]) + (s[16 + j] + s[24 + j]) for j < 8, then halved three times like hsum256,
+ * then the tail in order. Only the products' rounding differs (no FMA at the baseline instruction set).
+ * Four chains of n / 4 terms each, as this level had before, round differently enough that in the 6v0
+ * Q5_0 test model one activation of a later quantized product lands on the other side of a Q8 rounding
+ * boundary, moving the logits by 0.01 (the rwkv.cpp sum criterion failed on the scalar path only). */
+static inline float tree_dot(const void *a, int a_is_f16, const float *b, int64_t n) {
+    float s[32] = {0};
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += rg_load_f32(a + i) * b[i];
-        s1 += rg_load_f32(a + i + 1) * b[i + 1];
-        s2 += rg_load_f32(a + i + 2) * b[i + 2];
-        s3 += rg_load_f32(a + i + 3) * b[i + 3];
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 32; j++) {
+            const float w = a_is_f16 ? rg_f16_to_f32_scalar(rg_load_u16((const uint16_t *)a + i + j))
+                                     : rg_load_f32((const float *)a + i + j);
+            s[j] += w * b[i + j];
+        }
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            const float w = a_is_f16 ? rg_f16_to_f32_scalar(rg_load_u16((const uint16_t *)a + i + j))
+                                     : rg_load_f32((const float *)a + i + j);
+            s[j] += w * b[i + j];
+        }
+    float v[8];
+    for (int j = 0; j < 8; j++) v[j] = (s[j] + s[8 + j]) + (s[16 + j] + s[24 + j]);
+    const float w0 = v[0] + v[4], w1 = v[1] + v[5], w2 = v[2] + v[6], w3 = v[3] + v[7];
+    float sum = (w0 + w2) + (w1 + w3);
+    for (; i < n; i++) {
+        const float w = a_is_f16 ? rg_f16_to_f32_scalar(rg_load_u16((const uint16_t *)a + i))
+                                 : rg_load_f32((const float *)a + i);
+        sum += w * b[i];
     }
-    for (; i < n; i++) s0 += rg_load_f32(a + i) * b[i];
-    return (s0 + s1) + (s2 + s3);
+    return sum;
 }
 
-static float dot_f16_f32_scalar(const uint16_t *a, const float *b, int64_t n) {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += rg_f16_to_f32_scalar(rg_load_u16(a + i)) * b[i];
-        s1 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 1)) * b[i + 1];
-        s2 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 2)) * b[i + 2];
-        s3 += rg_f16_to_f32_scalar(rg_load_u16(a + i + 3)) * b[i + 3];
-    }
-    for (; i < n; i++) s0 += rg_f16_to_f32_scalar(rg_load_u16(a + i)) * b[i];
-    return (s0 + s1) + (s2 + s3);
-}
+float rg_dot_f32_ref(const float *a, const float *b, int64_t n) { return tree_dot(a, 0, b, n); }
+
+static float dot_f16_f32_scalar(const uint16_t *a, const float *b, int64_t n) { return tree_dot(a, 1, b, n); }
 
 static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = rg_f16_to_f32_scalar(rg_load_u16(src + i));
@@ -110,7 +121,9 @@ static void vec_sigmoid_scalar(const float *x, float *y, int64_t n, int times_x)
     for (int64_t i = 0; i < n; i++) y[i] = (times_x ? x[i] : 1.0f) / (1.0f + expf(-x[i]));
 }
 
-void rg_kernels_fill_scalar(rg_kernel_table *k) {
+void rg_kernels_fill_vec_scalar(rg_kernel_table *k, int level, unsigned features) {
+    (void)level;
+    (void)features;
     k->vec_exp = vec_exp_scalar;
     k->vec_sigmoid = vec_sigmoid_scalar;
     k->dot_f32 = rg_dot_f32_ref;

@@ -6,8 +6,6 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define RG_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 RG_AVX2 static inline float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v);
     __m128 hi = _mm256_extractf128_ps(v, 1);
@@ -82,7 +80,7 @@ RG_AVX2 static void dot_f32_x4_avx2(const float *a, const float *b, int64_t ldb,
     for (int j = 0; j < 4; j++) out[j] = r[j];
 }
 
-/* Mat-vec over up to four weight rows; per-row arithmetic independent of nr (see k_avx512.c). */
+/* Mat-vec over up to four weight rows; per-row arithmetic independent of nr (see k_vec_avx512.c). */
 #define RG_ROWS4_BODY2(LOAD, SCALAR)                                                                   \
     __m256 s0[4], s1[4];                                                                               \
     for (int j = 0; j < 4; j++) s0[j] = s1[j] = _mm256_setzero_ps();                                 \
@@ -173,7 +171,9 @@ RG_AVX2 static void vec_sigmoid_avx2(const float *x, float *y, int64_t n, int ti
     }
 }
 
-void rg_kernels_fill_avx2(rg_kernel_table *k) {
+void rg_kernels_fill_vec_avx2(rg_kernel_table *k, int level, unsigned features) {
+    (void)features;
+    if (level < 1) return;
     k->vec_exp = vec_exp_avx2;
     k->vec_sigmoid = vec_sigmoid_avx2;
     k->dot_f32 = dot_f32_avx2;
@@ -186,5 +186,9 @@ void rg_kernels_fill_avx2(rg_kernel_table *k) {
 }
 
 #else
-void rg_kernels_fill_avx2(rg_kernel_table *k) { (void)k; }
+void rg_kernels_fill_vec_avx2(rg_kernel_table *k, int level, unsigned features) {
+    (void)k;
+    (void)level;
+    (void)features;
+}
 #endif
