@@ -14,7 +14,7 @@ import pytest
 
 from rwkv_ggml import Model, ggml
 from tests.conftest import tiny_path
-from tests.model.test_model_v5_v7 import MAX_ABS, PROMPT, SUM_E, _tiny_cases, serial
+from tests.model.test_model_v5_v7 import MAX_ABS, PROMPT, SUM_E, TINY, _tiny_cases, rwkv_cpp_gn_eps, serial
 
 LEVELS = list(range(ggml.simd_max_level() + 1))
 
@@ -26,7 +26,7 @@ def test_tiny_models_on_every_level(stem: str, fmt: str, level: int) -> None:
     previous = ggml.simd_level()
     try:
         assert ggml.simd_select(level) == level
-        with Model(tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2) as m:
+        with Model(tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2, gn_eps=rwkv_cpp_gn_eps(TINY[stem][0])) as m:
             per_token, _ = serial(m, PROMPT)
             seq_logits, _ = m.eval_sequence(PROMPT)
     finally:
