@@ -1,4 +1,4 @@
-"""Reader and writer of the rwkv.cpp ``.bin`` model format (spec: shared/spec/formats.md §1–§2).
+"""Reader and writer of the rwkv.cpp ``.bin`` model format (formats.md §1–§2 in docs/).
 
 A file is a 24-byte header followed by tensor records until the end of the file. This module
 knows the container only: it never asks which RWKV version a file holds or whether the

@@ -130,7 +130,6 @@ def test_sdist_ships_the_docs() -> None:
     assert "recursive-include docs *.md" in [line.strip() for line in manifest]
 
 
-@pytest.mark.xfail(strict=False, reason="a few docstrings still name shared/spec/...; the lead rewrites them")
 def test_no_code_file_points_at_specs_outside_the_repository() -> None:
     offenders = [
         f"{path.relative_to(REPO_ROOT)}:{number}"

@@ -471,7 +471,7 @@ def test_neox_decode_matches_library_on_random_ids(neox: NeoXTokenizer) -> None:
 
 @pytest.mark.parametrize("text", ROUND_TRIP_TEXTS)
 def test_neox_round_trip(neox: NeoXTokenizer, text: str) -> None:
-    # The 20B tokenizer NFC-normalises its input (spec 1.1), so the round trip gives NFC text.
+    # The 20B tokenizer NFC-normalises its input (tokenizers.md §1.1), so the round trip gives NFC text.
     assert neox.decode(neox.encode(text)) == unicodedata.normalize("NFC", text)
 
 

@@ -1,6 +1,6 @@
 /* rwkv_tokenizer.h: byte trie for the RWKV World tokenizer (greedy longest match).
  *
- * The World tokenizer (shared/spec/tokenizers.md section 2.4) encodes UTF-8 bytes by repeatedly
+ * The World tokenizer (docs/tokenizers.md §2.4) encodes UTF-8 bytes by repeatedly
  * taking the longest vocabulary entry that is a prefix of the remaining input. Doing that walk
  * in Python costs about a microsecond per byte; this trie does it in C so that encoding runs at
  * tens of MB/s. Python (rwkv_ggml/tokenizer/world.py) parses the vocabulary file and hands the token

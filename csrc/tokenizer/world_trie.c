@@ -1,6 +1,6 @@
 /* world_trie.c: byte trie + greedy longest-match encoder for the RWKV World tokenizer.
  *
- * Algorithm (shared/spec/tokenizers.md section 2.4): from the current position walk down the
+ * Algorithm (docs/tokenizers.md §2.4): from the current position walk down the
  * trie byte by byte, remember the last node that ends a token, stop when the next byte has no
  * edge; emit that token and continue right after it.
  *

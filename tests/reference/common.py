@@ -1,7 +1,7 @@
 """Shared pieces of the float64 NumPy reference models (architecture.md §0, §2, §7).
 
 The reference models exist so that the C engine can be tested against something written
-independently from the equations in ``shared/spec/architecture.md``. Everything here is computed
+independently from the equations in ``docs/architecture.md``. Everything here is computed
 in float64 so that the reference error is far below the fp32 engine's, and every step names the
 spec equation it implements. Clarity beats speed, but each layer is vectorised with NumPy so a
 short sequence on a small model runs in milliseconds.

@@ -1,4 +1,4 @@
-"""Readable numpy reference of ggml's block quantization (shared/spec/formats.md §5.1–§5.3).
+"""Readable numpy reference of ggml's block quantization (formats.md §5.1–§5.3).
 
 This is the ground truth the C codecs are tested against, so it follows the spec literally
 rather than cleverly: every step is float32 arithmetic in the same order as the spec (numpy
