@@ -382,17 +382,25 @@ def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
     for other, names in _LAYER_NAMES.items():
         for n in names - own:
             foreign[n] = f"{foreign[n]}/v{other}" if n in foreign else other
+    present: set[int] = set()
     for name in mf.tensors:
         if not name.startswith("blocks."):
             continue
         parts = name.split(".", 2)
-        if len(parts) < 3 or not parts[1].isdigit():
+        # ASCII digits only: str.isdigit() also accepts superscripts, which int() refuses
+        if len(parts) < 3 or not (parts[1].isascii() and parts[1].isdigit()):
             continue
-        if int(parts[1]) >= L:
-            raise _fail(mf, f"header says n_layer={L} but the file has tensor '{name}'")
+        if len(parts[1]) > 9 or int(parts[1]) >= L:
+            raise _fail(mf, f"header says n_layer={L} but the file has tensor '{name[:80]}'")
+        present.add(int(parts[1]))
         if parts[2] in foreign:
             raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was "
                             f"detected as v{version}: it mixes architectures")
+    if len(present) < L:
+        # Refused before the per-layer tensor lists are built: a header may claim 65535 layers.
+        missing = min(set(range(len(present) + 1)) - present)
+        raise _fail(mf, f"missing tensor 'blocks.{missing}.ln1.weight' (the header says n_layer={L}, the file "
+                        f"has tensors of {len(present)} layers)")
 
 
 def validate(mf: ModelFile) -> Hyper:
