@@ -147,9 +147,9 @@ def head_count(version: str, shapes: Mapping[str, tuple[int, ...]], n_embed: int
                 source = "blocks.0.att.time_faaaa"
             else:
                 heads = squeezed[0] if squeezed else 1
-                if n_embed % heads != 0:
+                if heads < 1 or n_embed % heads != 0:  # a zero-size decay has no heads at all
                     raise ModelFormatError(
-                        f"tensor 'blocks.0.att.time_decay' has {heads} heads, "
+                        f"tensor 'blocks.0.att.time_decay' has shape {list(decay)}: {heads} heads, "
                         f"which do not divide n_embed {n_embed}"
                     )
                 return heads
