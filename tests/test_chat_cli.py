@@ -74,12 +74,14 @@ class Reader:
         with self._lock:
             return self.data.decode("utf-8", errors="replace")
 
-    def wait_for(self, predicate: object, what: str) -> str:
+    def wait_for(self, predicate: object, what: str, proc: subprocess.Popen[bytes]) -> str:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             text = self.text()
             if predicate(text):  # type: ignore[operator]
                 return text
+            if proc.poll() is not None:
+                raise AssertionError(f"the chat exited ({proc.returncode}) while waiting for {what}")
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}; got {self.text()!r}")
 
@@ -106,9 +108,12 @@ def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(tmp_path: Path, default_mod
                     t.count("Assistant: ") == n + 1 and len(t.rsplit("Assistant: ", 1)[1]) >= 40
                 ),
                 f"reply {turn + 1}",
+                proc,
             )
             proc.send_signal(signal.SIGINT)
-            err.wait_for(lambda t, n=turn: t.count("reply stopped") == n + 1, f"reply {turn + 1} to stop")
+            err.wait_for(
+                lambda t, n=turn: t.count("reply stopped") == n + 1, f"reply {turn + 1} to stop", proc
+            )
             assert proc.poll() is None, err.text()  # the chat is still running
         proc.stdin.write(f"/save {state_file}\n/quit\n".encode())
         proc.stdin.close()

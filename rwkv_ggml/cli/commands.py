@@ -39,9 +39,16 @@ def _load_model(path: str | None, threads: int | None, gn_eps: float | None = No
     if path is not None:
         if not model_path.exists():
             raise CliError(f"model file '{model_path}' does not exist")
-        if model_path.is_dir():
+        if model_path.is_dir() and not _is_checkpoint_folder(model_path):
             raise CliError(f"'{model_path}' is a directory, not a model file")
     return Model(model_path, threads=threads, gn_eps=gn_eps)
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    """A folder the model loader names as a checkpoint to convert (its message has the command)."""
+    from ..checkpoint._load import find_checkpoint_in
+
+    return find_checkpoint_in(path) is not None
 
 
 def _tokenizer(model: Model, kind: str | None) -> Any:
