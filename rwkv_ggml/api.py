@@ -427,7 +427,7 @@ class Model(CoreModel):
         """A conversation that keeps its state between turns (``session.ask("Hi")``, ``session.send("Hi")``
         to stream, ``session.save(path)`` / ``load(path)``, ``reset()``): ``system`` is fed once at the
         start, each turn is written with ``template`` (default: RWKV's ``"User: ...\\n\\nAssistant:"``, with
-        the ``user``/``assistant`` names), the reply stops at ``stop`` (default ``"\\n\\nUser:"``). A
+        the ``user``/``assistant`` names), the reply stops at ``"\\n\\nUser:"`` (and at ``stop``). A
         ``seed`` seeds the session once, not each turn. See :class:`rwkv_ggml.generation.ChatSession`."""
         sp = _sampling(
             params,

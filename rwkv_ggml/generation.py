@@ -390,7 +390,7 @@ class ChatSession:
     The transcript follows a :class:`~rwkv_ggml.chat_format.ChatTemplate` (default: RWKV's
     ``"User: ...\\n\\nAssistant: ...\\n\\n"``; ``user``/``assistant`` rename the two roles, ``template``
     replaces the whole format). Each turn feeds the user message and ``"Assistant:"``, then streams the
-    reply until a stop string (default: the template's, ``"\\n\\nUser:"``), a stop token or
+    reply until a stop string (the template's, ``"\\n\\nUser:"``, and any in ``stop``), a stop token or
     ``max_tokens``; the whitespace the model puts after ``"Assistant:"`` is not part of the reply.
     Afterwards the state is set to "the state after the prompt + reply + blank line", re-reading only the
     reply in sequence mode; so the state holds exactly the transcript, whatever the model generated past
@@ -427,7 +427,7 @@ class ChatSession:
         self.template = template
         self.user, self.assistant = template.names["user"], template.names["assistant"]
         self.params = _sampling_params(
-            params, template.stop_strings() if stop is None else stop, dict(sampling)
+            params, (*template.stop_strings(), *_stop_strings(stop)), dict(sampling)
         )
         Sampler(self.params, model.n_vocab)
         if system is not None:
@@ -496,6 +496,12 @@ class ChatSession:
     def ask(self, message: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
         """The whole reply as one string."""
         return "".join(self.send(message, max_tokens))
+
+
+def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:

@@ -349,6 +349,12 @@ def test_chat_stops_at_the_next_user_turn() -> None:
     assert "".join(chunks) == "Fine thanks."
 
 
+def test_chat_reply_drops_the_newline_after_assistant_and_extra_stops_add_to_the_turn_stop() -> None:
+    model = ScriptedModel(b"\n Fine.\n\nUser: and", prompt_len=len(b"User: hi\n\nAssistant:"))
+    chat = ChatSession(model, "bytes", stop="never", **GREEDY)  # type: ignore[arg-type]
+    assert chat.ask("hi", 100) == "Fine."
+
+
 # ---- the packaged default model -----------------------------------------------------------------
 
 

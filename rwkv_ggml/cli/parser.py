@@ -191,7 +191,11 @@ def _add_text_commands(sub: Any) -> None:
     _add_tokenizer(p)
     _add_threads(p)
     _add_gn_eps(p)
-    p.add_argument("--system", metavar="TEXT", help="text fed once before the conversation")
+    p.add_argument(
+        "--system",
+        metavar="TEXT",
+        help="a system message, fed once as 'System: TEXT' before the conversation",
+    )
     p.add_argument("--user-name", default="User", metavar="NAME", help="the user's name in the transcript")
     p.add_argument(
         "--assistant-name", default="Assistant", metavar="NAME", help="the assistant's name in the transcript"
