@@ -14,7 +14,6 @@ same as the command line's: temperature 1.0, top_p 0.85, top_k 0 (off), min_p 0 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,6 +35,8 @@ from .sampling import (
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
     SamplingParams,
+    params_from_options,
+    with_sampling_doc,
 )
 from .tokenizer import Tokenizer
 
@@ -43,55 +44,11 @@ __all__ = ["Model"]
 
 Prompt = str | Sequence[int] | np.ndarray
 
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingParams)}
-
-_SAMPLING_DOC = """
-        Sampling (defaults shared with the command line):
-
-        * ``temperature``: 1.0; 0 = greedy (always the most likely token).
-        * ``top_p``: 0.85; keep the smallest set of most likely tokens whose probability reaches it (1 = off).
-        * ``top_k``: 0 (off); keep the k most likely tokens.
-        * ``min_p``: 0 (off); drop tokens less likely than min_p times the most likely one.
-        * ``presence_penalty`` / ``frequency_penalty``: 0; subtracted from the logit of each token already
-          generated (once / per decayed occurrence). ``penalty_decay`` (0.996): per-token decay of the counts.
-        * ``repetition_penalty`` (``repeat_penalty`` in the OpenAI-shaped methods): 1.0 (off); divides a
-          repeated token's positive logit, multiplies a negative one.
-        * ``logit_bias``: {token id: added logit}; ``banned_tokens``: ids never sampled.
-        * ``stop``: stop string(s), not included in the text; ``stop_tokens``: ids that end the generation.
-        * ``seed``: an integer for reproducible output (None: a fresh random seed).
-        * ``params``: a whole :class:`~rwkv_ggml.sampling.SamplingParams` instead; options given here that
-          differ from their defaults override its fields.
-"""
-
-
-def _sampling(params: SamplingParams | None, **options: Any) -> SamplingParams:
-    """SamplingParams from the keyword options (validated), or ``params`` with the non-default ones
-    applied."""
-    if params is None:
-        return SamplingParams(**options)
-    if not isinstance(params, SamplingParams):
-        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
-    changed = {k: v for k, v in options.items() if not _same(v, _FIELD_DEFAULTS[k])}
-    return dataclasses.replace(params, **changed) if changed else params
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(type(a) is type(b) and a == b)
-    except (TypeError, ValueError):
-        return False
-
 
 def _check_flag(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
-
-
-def _doc(method: Any) -> Any:
-    """Appends the shared description of the sampling options to a method's docstring."""
-    method.__doc__ = (method.__doc__ or "") + _SAMPLING_DOC
-    return method
 
 
 class Model(CoreModel):
@@ -137,7 +94,7 @@ class Model(CoreModel):
         return self._tok(tokenizer).decode(ids)
 
     # ---- generation ----
-    @_doc
+    @with_sampling_doc
     def generate(
         self,
         prompt: Prompt,
@@ -169,8 +126,10 @@ class Model(CoreModel):
         (then ``prompt`` may be empty). ``tokenizer``: a Tokenizer or a kind ("20b", "world", "bytes");
         default :attr:`tokenizer`. Bad options raise TypeError/ValueError before anything is computed.
         """
-        sp = _sampling(
-            params,
+        return _text.generate(
+            self,
+            prompt,
+            max_tokens,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
@@ -181,21 +140,16 @@ class Model(CoreModel):
             penalty_decay=penalty_decay,
             logit_bias=logit_bias,
             banned_tokens=banned_tokens,
+            stop=stop,
             stop_tokens=stop_tokens,
             seed=seed,
-        )
-        return _text.generate(
-            self,
-            prompt,
-            max_tokens,
+            params=params,
             state=state,
             logits=logits,
             tokenizer=self._tok(tokenizer),
-            params=sp,
-            stop=stop,
         )
 
-    @_doc
+    @with_sampling_doc
     def complete(
         self,
         prompt: Prompt,
@@ -246,7 +200,7 @@ class Model(CoreModel):
         )
 
     # ---- OpenAI-shaped ----
-    @_doc
+    @with_sampling_doc
     def create_completion(
         self,
         prompt: str | Sequence[int],
@@ -288,8 +242,9 @@ class Model(CoreModel):
         with the prompt (with ``logprobs``, the prompt tokens get theirs too, the first one None).
         ``model``: the name reported in ``"model"`` (default: the model file's path).
         """
-        sp = _sampling(
+        sp = params_from_options(
             params,
+            stop,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
@@ -302,8 +257,6 @@ class Model(CoreModel):
             stop_tokens=stop_tokens,
             seed=seed,
         )
-        if stop is not None:
-            sp = dataclasses.replace(sp, stop_strings=(*sp.stop_strings, *_stop_tuple(stop)))
         return _oai.completion(
             self,
             prompt,
@@ -316,7 +269,7 @@ class Model(CoreModel):
             model_name=model,
         )
 
-    @_doc
+    @with_sampling_doc
     def create_chat_completion(
         self,
         messages: Sequence[ChatMessage],
@@ -360,8 +313,9 @@ class Model(CoreModel):
         ``finish_reason``. Each call starts from a fresh state (for a conversation that keeps its state
         between turns, see :meth:`chat_session`).
         """
-        sp = _sampling(
+        sp = params_from_options(
             params,
+            stop,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
@@ -374,8 +328,6 @@ class Model(CoreModel):
             stop_tokens=stop_tokens,
             seed=seed,
         )
-        if stop is not None:
-            sp = dataclasses.replace(sp, stop_strings=(*sp.stop_strings, *_stop_tuple(stop)))
         return _oai.chat_completion(
             self,
             messages,
@@ -400,7 +352,7 @@ class Model(CoreModel):
         fresh one. See :func:`rwkv_ggml.generation.embed`."""
         return _text.embed(self, text_or_tokens, self._tok(tokenizer), state=state)
 
-    @_doc
+    @with_sampling_doc
     def chat_session(
         self,
         tokenizer: Tokenizer | str | None = None,
@@ -429,8 +381,9 @@ class Model(CoreModel):
         start, each turn is written with ``template`` (default: RWKV's ``"User: ...\\n\\nAssistant:"``, with
         the ``user``/``assistant`` names), the reply stops at ``"\\n\\nUser:"`` (and at ``stop``). A
         ``seed`` seeds the session once, not each turn. See :class:`rwkv_ggml.generation.ChatSession`."""
-        sp = _sampling(
+        sp = params_from_options(
             params,
+            None,  # ChatSession adds stop to its template's turn stop
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
@@ -454,11 +407,3 @@ class Model(CoreModel):
             params=sp,
             template=template,
         )
-
-
-def _stop_tuple(stop: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(stop, str):
-        return (stop,)
-    if not isinstance(stop, Sequence):
-        raise TypeError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
-    return tuple(stop)

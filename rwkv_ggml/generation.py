@@ -35,7 +35,22 @@ import numpy.typing as npt
 
 from .chat_format import ChatTemplate
 from .errors import ModelIOError
-from .sampling import Sampler, SamplingParams, StopChecker
+from .sampling import (
+    DEFAULT_FREQUENCY_PENALTY,
+    DEFAULT_MIN_P,
+    DEFAULT_PENALTY_DECAY,
+    DEFAULT_PRESENCE_PENALTY,
+    DEFAULT_REPETITION_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    Sampler,
+    SamplingParams,
+    StopChecker,
+    params_from_options,
+    stop_tuple,
+    with_sampling_doc,
+)
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -100,20 +115,12 @@ def _encode(tokenizer: Tokenizer, prompt: str | Sequence[int] | np.ndarray) -> l
 def _sampling_params(
     params: SamplingParams | None, stop: str | Sequence[str] | None, sampling: dict[str, Any]
 ) -> SamplingParams:
+    """params_from_options for a ``**sampling`` dict; an unknown name is a TypeError listing the known."""
     unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
     if unknown:
-        raise TypeError(
-            f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(sorted(_SAMPLING_FIELDS))}"
-        )
-    if params is not None and not isinstance(params, SamplingParams):
-        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
-    if stop is not None:
-        extra = (stop,) if isinstance(stop, str) else tuple(stop)
-        base = sampling.get("stop_strings", params.stop_strings if params is not None else ())
-        sampling["stop_strings"] = tuple(base) + extra
-    if params is None:
-        return SamplingParams(**sampling)
-    return dataclasses.replace(params, **sampling) if sampling else params
+        known = ", ".join(sorted(_SAMPLING_FIELDS))
+        raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; known: {known}")
+    return params_from_options(params, stop, **sampling)
 
 
 def _check_max_tokens(max_tokens: Any) -> int:
@@ -278,30 +285,40 @@ class Generation(Iterator[str]):
         )
 
 
+@with_sampling_doc
 def generate(
     model: Model,
     prompt: str | Sequence[int] | np.ndarray,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    top_k: int = DEFAULT_TOP_K,
+    min_p: float = DEFAULT_MIN_P,
+    presence_penalty: float = DEFAULT_PRESENCE_PENALTY,
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    penalty_decay: float = DEFAULT_PENALTY_DECAY,
+    logit_bias: dict[int, float] | None = None,
+    banned_tokens: Sequence[int] = (),
+    stop: str | Sequence[str] | None = None,
+    stop_tokens: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    seed: int | None = None,
+    params: SamplingParams | None = None,
     state: FloatArray | None = None,
     logits: FloatArray | None = None,
     tokenizer: Tokenizer | str | None = None,
-    params: SamplingParams | None = None,
-    stop: str | Sequence[str] | None = None,
     rng: np.random.Generator | None = None,
     logprobs: int | None = None,
-    **sampling: Any,
 ) -> Generation:
-    """Streams up to ``max_tokens`` new tokens after ``prompt`` as text chunks.
+    """Streams up to ``max_tokens`` (default 200) new tokens after ``prompt`` as text chunks.
 
     ``prompt``: text, or token ids. It is fed in sequence mode (fast), on top of ``state`` if
     given. ``logits``: the next-token logits at ``state`` (e.g. a previous Generation's); with
     both, ``prompt`` may be empty to continue right there. ``tokenizer``: a Tokenizer or a kind
-    ("20b", "world", "bytes"); default chosen from the model's vocabulary size. ``stop``: stop
-    string(s), added to ``params.stop_strings``. ``**sampling``: any
-    :class:`~rwkv_ggml.sampling.SamplingParams` field (temperature, top_p, top_k, min_p,
-    presence_penalty, frequency_penalty, repetition_penalty, penalty_decay, logit_bias,
-    banned_tokens, stop_tokens, stop_strings, seed), overriding ``params``. ``rng``: draw from this
+    ("20b", "world", "bytes"); default chosen from the model's vocabulary size. ``stop_strings``:
+    like ``stop`` (the :class:`~rwkv_ggml.sampling.SamplingParams` field's name). ``rng``: draw from this
     random generator instead of a new one seeded with ``seed`` (to continue one random stream across
     calls). ``logprobs``: record each token's log-probability and the ``logprobs`` most likely
     alternatives (:attr:`Generation.token_logprobs`, :attr:`Generation.top_logprobs`).
@@ -317,7 +334,23 @@ def generate(
     ):
         raise ValueError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
     tok = _tokenizer_for(model, tokenizer)
-    sp = _sampling_params(params, stop, dict(sampling))
+    sp = params_from_options(
+        params,
+        stop,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        penalty_decay=penalty_decay,
+        logit_bias=logit_bias,
+        banned_tokens=banned_tokens,
+        stop_tokens=stop_tokens,
+        stop_strings=stop_strings,
+        seed=seed,
+    )
     ids = _encode(tok, prompt)
     if state is not None:
         state = model._check_state(state, "state")
@@ -348,14 +381,57 @@ def generate(
     )
 
 
+@with_sampling_doc
 def complete(
     model: Model,
     prompt: str | Sequence[int] | np.ndarray,
     max_tokens: int = DEFAULT_MAX_TOKENS,
-    **kwargs: Any,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    top_k: int = DEFAULT_TOP_K,
+    min_p: float = DEFAULT_MIN_P,
+    presence_penalty: float = DEFAULT_PRESENCE_PENALTY,
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    penalty_decay: float = DEFAULT_PENALTY_DECAY,
+    logit_bias: dict[int, float] | None = None,
+    banned_tokens: Sequence[int] = (),
+    stop: str | Sequence[str] | None = None,
+    stop_tokens: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    seed: int | None = None,
+    params: SamplingParams | None = None,
+    state: FloatArray | None = None,
+    logits: FloatArray | None = None,
+    tokenizer: Tokenizer | str | None = None,
 ) -> str:
-    """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming)."""
-    return "".join(generate(model, prompt, max_tokens, **kwargs))
+    """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming, with the
+    same arguments)."""
+    gen = generate(
+        model,
+        prompt,
+        max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        penalty_decay=penalty_decay,
+        logit_bias=logit_bias,
+        banned_tokens=banned_tokens,
+        stop=stop,
+        stop_tokens=stop_tokens,
+        stop_strings=stop_strings,
+        seed=seed,
+        params=params,
+        state=state,
+        logits=logits,
+        tokenizer=tokenizer,
+    )
+    return "".join(gen)
 
 
 def embed(
@@ -426,9 +502,7 @@ class ChatSession:
             raise TypeError("give the role names either as user=/assistant= or in the template, not both")
         self.template = template
         self.user, self.assistant = template.names["user"], template.names["assistant"]
-        self.params = _sampling_params(
-            params, (*template.stop_strings(), *_stop_strings(stop)), dict(sampling)
-        )
+        self.params = _sampling_params(params, (*template.stop_strings(), *stop_tuple(stop)), dict(sampling))
         Sampler(self.params, model.n_vocab)
         if system is not None:
             template.format_message("system", system)  # an empty or non-text system message fails here
@@ -498,12 +572,6 @@ class ChatSession:
         return "".join(self.send(message, max_tokens))
 
 
-def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(stop)
-
-
 def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
     """The stream with its leading whitespace removed (e.g. the space or newline a model writes after
     ``"Assistant:"``)."""
@@ -517,17 +585,11 @@ def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
         yield chunk
 
 
-def chat_session(model: Model, tokenizer: Tokenizer | str | None = None, **kwargs: Any) -> ChatSession:
-    """A :class:`ChatSession` on ``model``."""
-    return ChatSession(model, tokenizer, **kwargs)
-
-
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL_FILE",
     "ChatSession",
     "Generation",
-    "chat_session",
     "complete",
     "default_model_path",
     "embed",

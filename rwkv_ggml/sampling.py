@@ -21,13 +21,16 @@ sampling cannot fail once step 1 has left at least one finite logit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+_F = TypeVar("_F")
 
 
 def _is_int(value: Any) -> bool:
@@ -146,6 +149,68 @@ class SamplingParams:
         """The largest token id any option mentions (-1 if none), to check against a vocabulary."""
         ids = [*self.banned_tokens, *self.stop_tokens, *(self.logit_bias or {})]
         return int(max(ids)) if ids else -1
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingParams)}
+
+#: The description of the sampling keywords, appended to the docstring of every function taking them.
+SAMPLING_DOC = """
+    Sampling (defaults shared with the command line; :mod:`rwkv_ggml.sampling`):
+
+    * ``temperature``: 1.0; 0 = greedy (always the most likely token).
+    * ``top_p``: 0.85; keep the smallest set of most likely tokens whose probability reaches it (1 = off).
+    * ``top_k``: 0 (off); keep the k most likely tokens.
+    * ``min_p``: 0 (off); drop tokens less likely than min_p times the most likely one.
+    * ``presence_penalty`` / ``frequency_penalty``: 0; subtracted from the logit of each token already
+      generated (once / per decayed occurrence). ``penalty_decay`` (0.996): per-token decay of the counts.
+    * ``repetition_penalty`` (``repeat_penalty`` in the OpenAI-shaped methods): 1.0 (off); divides a
+      repeated token's positive logit, multiplies a negative one.
+    * ``logit_bias``: {token id: added logit}; ``banned_tokens``: ids never sampled.
+    * ``stop``: stop string(s), not included in the text; ``stop_tokens``: ids that end the generation.
+    * ``seed``: an integer for reproducible output (None: a fresh random seed).
+    * ``params``: a whole :class:`~rwkv_ggml.sampling.SamplingParams` instead; options given here that
+      differ from their defaults override its fields.
+"""
+
+
+def with_sampling_doc(function: _F) -> _F:
+    """Appends :data:`SAMPLING_DOC` to a function's docstring (indented as a method's if it is one)."""
+    doc = function.__doc__ or ""
+    indent = "    " if doc and "\n        " in doc else ""
+    function.__doc__ = (
+        doc.rstrip() + "\n" + "\n".join(indent + line if line else line for line in SAMPLING_DOC.splitlines())
+    )
+    return function
+
+
+def params_from_options(
+    params: SamplingParams | None, stop: str | Sequence[str] | None = None, **options: Any
+) -> SamplingParams:
+    """SamplingParams from explicit keyword options (validated), or ``params`` with the options that
+    differ from their defaults applied; ``stop`` is added to the stop strings."""
+    if params is None:
+        sp = SamplingParams(**options)
+    elif not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    else:
+        changed = {k: v for k, v in options.items() if not _same(v, _FIELD_DEFAULTS[k])}
+        sp = dataclasses.replace(params, **changed) if changed else params
+    extra = stop_tuple(stop)
+    return dataclasses.replace(sp, stop_strings=(*sp.stop_strings, *extra)) if extra else sp
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``stop`` (None, one string or several) as a tuple of strings."""
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 class Sampler:
@@ -394,7 +459,11 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TOP_K",
     "DEFAULT_TOP_P",
+    "SAMPLING_DOC",
     "Sampler",
     "SamplingParams",
     "StopChecker",
+    "params_from_options",
+    "stop_tuple",
+    "with_sampling_doc",
 ]
