@@ -89,7 +89,20 @@ class Reader:
 def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(tmp_path: Path, default_model: Model) -> None:
     state_file = tmp_path / "chat.state"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rwkv_ggml", "chat", "-n", "1000000", "--seed", "1", "--threads", "1"],
+        [
+            sys.executable,
+            "-m",
+            "rwkv_ggml",
+            "chat",
+            "-n",
+            "1000000",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+            "--user-name",
+            "Zqx",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -128,7 +141,7 @@ def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(tmp_path: Path, default_mod
     assert printed.startswith("Assistant: ") and printed.endswith("\n"), printed
     replies = [r[:-1] for r in printed.split("Assistant: ")[1:]]
     assert len(replies) == 2 and all(len(r) >= 40 for r in replies), printed
-    template = ChatTemplate()
+    template = ChatTemplate(user="Zqx")  # a name the model will not write: no reply ends by itself
     transcript = "".join(
         template.format_message("user", m) + template.format_message("assistant", r)
         for m, r in zip(("Hello", "Again"), replies, strict=True)
