@@ -305,6 +305,8 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         st = os.stat(path)
     except OSError as exc:
         raise ModelIOError(f"cannot open model file '{path}': {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(st.st_mode) and (hint := _checkpoint_hint(path, None)):
+        raise ModelFormatError(hint)
     if not stat.S_ISREG(st.st_mode):
         # Opening a FIFO would block and a directory has no bytes; say so instead.
         raise ModelIOError(f"model file '{path}' is not a regular file")
@@ -320,6 +322,10 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         header = _HEADER.unpack(_read_exact(f, HEADER_SIZE, path))
         magic, version, n_vocab, n_embed, n_layer, data_type = header
         if magic != FILE_MAGIC:
+            f.seek(0)
+            hint = _checkpoint_hint(path, f.read(512))
+            if hint:
+                raise ModelFormatError(hint)
             shown = " ".join(f"{b:02X}" for b in struct.pack("<I", magic))
             raise ModelFormatError(f"{path}: not an rwkv.cpp model file (magic bytes {shown}, "
                                    f"expected 66 6D 67 67)")
@@ -335,6 +341,37 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
             f.seek(pos)
     return ModelFile(path=path, version=version, n_vocab=n_vocab, n_embed=n_embed, n_layer=n_layer,
                      data_type=data_type, file_size=size, tensors=tensors)
+
+
+def _checkpoint_hint(path: pathlib.Path, head: bytes | None) -> str | None:
+    """For a checkpoint (a file whose first bytes are ``head``, or a folder if ``head`` is None) given
+    where a model file is expected: a message with the command that converts it; else None."""
+    import shlex
+
+    from .checkpoint._load import CHECKPOINT_KINDS, find_checkpoint_in, sniff_checkpoint
+
+    if head is None:
+        found = find_checkpoint_in(path)
+        if found is None:
+            return None
+        what = f"a checkpoint folder (holding {found.name})"
+        stem = path.resolve().name or "model"
+    else:
+        kind = sniff_checkpoint(path.name, head)
+        if kind is None:
+            return None
+        what = CHECKPOINT_KINDS[kind]
+        if kind == "legacy-pth":
+            return (f"{path} is {what}, not an rwkv.cpp model file: re-save it with a recent PyTorch "
+                    f"(torch.save(torch.load(path), new_path)), then convert it with `rwkv-ggml convert`")
+        stem = path.name.removesuffix(".index.json").removesuffix(".safetensors").removesuffix(".pth")
+        stem = stem if stem != path.name else path.stem
+    dst = path.parent / f"{stem}.bin"
+    if dst == path:
+        dst = path.parent / f"{stem}-converted.bin"
+    src_arg, dst_arg = shlex.quote(str(path)), shlex.quote(str(dst))
+    return (f"{path} is {what}, not an rwkv.cpp model file: convert it with `rwkv-ggml convert {src_arg} "
+            f"{dst_arg}` (add `--dtype Q8_0` or `--dtype Q4_0` to quantize it too), then load {dst_arg}")
 
 
 def _read_record(f: BinaryIO, path: pathlib.Path, size: int, pos: int, index: int, version: int,

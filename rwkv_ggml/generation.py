@@ -33,8 +33,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from .chat_format import ChatTemplate
 from .errors import ModelIOError
-from .sampling import Sampler, SamplingParams, StopChecker
+from .sampling import (
+    DEFAULT_FREQUENCY_PENALTY,
+    DEFAULT_MIN_P,
+    DEFAULT_PENALTY_DECAY,
+    DEFAULT_PRESENCE_PENALTY,
+    DEFAULT_REPETITION_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    Sampler,
+    SamplingParams,
+    StopChecker,
+    params_from_options,
+    stop_tuple,
+    with_sampling_doc,
+)
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -42,8 +58,9 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float32]
 
-#: Default number of new tokens for :func:`generate` and :func:`complete`.
-DEFAULT_MAX_TOKENS = 100
+#: Default number of new tokens, for the Python API and the command line alike (with the sampling
+#: defaults of :mod:`rwkv_ggml.sampling`, the same seed gives the same text in both).
+DEFAULT_MAX_TOKENS = 200
 #: The small byte-level RWKV-4 shipped inside the package (docs/default-model.md).
 DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "data" / "default-model.bin"
 
@@ -53,8 +70,10 @@ _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 def default_model_path() -> Path:
     """Path of the packaged default model, so ``rwkv-ggml generate "..."`` works with no download."""
     if not DEFAULT_MODEL_FILE.is_file():
-        raise ModelIOError(f"the packaged default model '{DEFAULT_MODEL_FILE}' is missing; "
-                           "reinstall rwkv_ggml or pass a model path")
+        raise ModelIOError(
+            f"the packaged default model '{DEFAULT_MODEL_FILE}' is missing; "
+            "reinstall rwkv_ggml or pass a model path"
+        )
     return DEFAULT_MODEL_FILE
 
 
@@ -65,8 +84,10 @@ def _tokenizer_for(model: Model, tokenizer: Tokenizer | str | None) -> Tokenizer
     if not isinstance(tokenizer, Tokenizer):
         raise TypeError(f"tokenizer must be a Tokenizer, a kind name or None, got {type(tokenizer).__name__}")
     if tokenizer.n_vocab > model.n_vocab:
-        raise ValueError(f"tokenizer {tokenizer.name!r} produces ids up to {tokenizer.n_vocab - 1}, but the "
-                         f"model has only {model.n_vocab} vocabulary rows")
+        raise ValueError(
+            f"tokenizer {tokenizer.name!r} produces ids up to {tokenizer.n_vocab - 1}, but the "
+            f"model has only {model.n_vocab} vocabulary rows"
+        )
     return tokenizer
 
 
@@ -82,27 +103,24 @@ def _encode(tokenizer: Tokenizer, prompt: str | Sequence[int] | np.ndarray) -> l
     try:
         ids = list(prompt)
     except TypeError:
-        raise TypeError(f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}") from None
+        raise TypeError(
+            f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}"
+        ) from None
     for pos, t in enumerate(ids):
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
             raise TypeError(f"prompt token at position {pos} is {t!r}, not an int")
     return [int(t) for t in ids]
 
 
-def _sampling_params(params: SamplingParams | None, stop: str | Sequence[str] | None,
-                     sampling: dict[str, Any]) -> SamplingParams:
+def _sampling_params(
+    params: SamplingParams | None, stop: str | Sequence[str] | None, sampling: dict[str, Any]
+) -> SamplingParams:
+    """params_from_options for a ``**sampling`` dict; an unknown name is a TypeError listing the known."""
     unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
     if unknown:
-        raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(sorted(_SAMPLING_FIELDS))}")
-    if params is not None and not isinstance(params, SamplingParams):
-        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
-    if stop is not None:
-        extra = (stop,) if isinstance(stop, str) else tuple(stop)
-        base = sampling.get("stop_strings", params.stop_strings if params is not None else ())
-        sampling["stop_strings"] = tuple(base) + extra
-    if params is None:
-        return SamplingParams(**sampling)
-    return dataclasses.replace(params, **sampling) if sampling else params
+        known = ", ".join(sorted(_SAMPLING_FIELDS))
+        raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; known: {known}")
+    return params_from_options(params, stop, **sampling)
 
 
 def _check_max_tokens(max_tokens: Any) -> int:
@@ -130,14 +148,31 @@ class Generation(Iterator[str]):
     The prompt is evaluated on the first ``next()``, not when the object is created.
     """
 
-    def __init__(self, model: Model, prompt_tokens: list[int], max_tokens: int, tokenizer: Tokenizer,
-                 params: SamplingParams, state: FloatArray | None, logits: FloatArray | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        prompt_tokens: list[int],
+        max_tokens: int,
+        tokenizer: Tokenizer,
+        params: SamplingParams,
+        state: FloatArray | None,
+        logits: FloatArray | None,
+        rng: np.random.Generator | None = None,
+        logprobs: int | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.params = params
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.sampler = Sampler(params, model.n_vocab)
+        if rng is not None:
+            self.sampler.rng = rng
+        self.logprobs = logprobs
+        #: With ``logprobs``: each generated token's log-probability, and the ``logprobs`` most likely
+        #: tokens with theirs, both from the log-softmax of the raw logits the sampler saw.
+        self.token_logprobs: list[float] = []
+        self.top_logprobs: list[dict[int, float]] = []
         self.tokens: list[int] = []
         self.text = ""
         self.finish_reason: str | None = None
@@ -217,10 +252,22 @@ class Generation(Iterator[str]):
         if self.sampler.is_stop_token(tok):
             self._finish("stop_token")
             return
+        if self.logprobs is not None:
+            self._record_logprobs(self._logits, tok)
         self.sampler.accept(tok)
         self.tokens.append(tok)
         self._pending = tok
         self._emit(self._decoder.feed([tok]))
+
+    def _record_logprobs(self, logits: FloatArray, token: int) -> None:
+        z = logits.astype(np.float64)
+        z = z - z.max()
+        logp = z - math.log(float(np.exp(z).sum()))
+        self.token_logprobs.append(float(logp[token]))
+        n = min(self.logprobs or 0, logp.shape[0])
+        top = np.argpartition(-logp, n - 1)[:n] if n else np.empty(0, dtype=np.intp)
+        top = top[np.argsort(-logp[top], kind="stable")]
+        self.top_logprobs.append({int(t): float(logp[t]) for t in top})
 
     def __next__(self) -> str:
         while not self._queue:
@@ -232,31 +279,78 @@ class Generation(Iterator[str]):
         return chunk
 
     def __repr__(self) -> str:
-        return (f"Generation({len(self.prompt_tokens)} prompt tokens, {len(self.tokens)}/{self.max_tokens} "
-                f"generated, finish_reason={self.finish_reason!r})")
+        return (
+            f"Generation({len(self.prompt_tokens)} prompt tokens, {len(self.tokens)}/{self.max_tokens} "
+            f"generated, finish_reason={self.finish_reason!r})"
+        )
 
 
-def generate(model: Model, prompt: str | Sequence[int] | np.ndarray, max_tokens: int = DEFAULT_MAX_TOKENS, *,
-             state: FloatArray | None = None, logits: FloatArray | None = None,
-             tokenizer: Tokenizer | str | None = None, params: SamplingParams | None = None,
-             stop: str | Sequence[str] | None = None, **sampling: Any) -> Generation:
-    """Streams up to ``max_tokens`` new tokens after ``prompt`` as text chunks.
+@with_sampling_doc
+def generate(
+    model: Model,
+    prompt: str | Sequence[int] | np.ndarray,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    top_k: int = DEFAULT_TOP_K,
+    min_p: float = DEFAULT_MIN_P,
+    presence_penalty: float = DEFAULT_PRESENCE_PENALTY,
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    penalty_decay: float = DEFAULT_PENALTY_DECAY,
+    logit_bias: dict[int, float] | None = None,
+    banned_tokens: Sequence[int] = (),
+    stop: str | Sequence[str] | None = None,
+    stop_tokens: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    seed: int | None = None,
+    params: SamplingParams | None = None,
+    state: FloatArray | None = None,
+    logits: FloatArray | None = None,
+    tokenizer: Tokenizer | str | None = None,
+    rng: np.random.Generator | None = None,
+    logprobs: int | None = None,
+) -> Generation:
+    """Streams up to ``max_tokens`` (default 200) new tokens after ``prompt`` as text chunks.
 
     ``prompt``: text, or token ids. It is fed in sequence mode (fast), on top of ``state`` if
     given. ``logits``: the next-token logits at ``state`` (e.g. a previous Generation's); with
     both, ``prompt`` may be empty to continue right there. ``tokenizer``: a Tokenizer or a kind
-    ("20b", "world", "bytes"); default chosen from the model's vocabulary size. ``stop``: stop
-    string(s), added to ``params.stop_strings``. ``**sampling``: any
-    :class:`~rwkv_ggml.sampling.SamplingParams` field (temperature, top_p, top_k, min_p,
-    presence_penalty, frequency_penalty, repetition_penalty, penalty_decay, logit_bias,
-    banned_tokens, stop_tokens, stop_strings, seed), overriding ``params``.
+    ("20b", "world", "bytes"); default chosen from the model's vocabulary size. ``stop_strings``:
+    like ``stop`` (the :class:`~rwkv_ggml.sampling.SamplingParams` field's name). ``rng``: draw from this
+    random generator instead of a new one seeded with ``seed`` (to continue one random stream across
+    calls). ``logprobs``: record each token's log-probability and the ``logprobs`` most likely
+    alternatives (:attr:`Generation.token_logprobs`, :attr:`Generation.top_logprobs`).
 
     Raises ValueError for an empty prompt without state and logits (see the module docstring),
     TypeError/ValueError for bad options (before anything is computed).
     """
     max_tokens = _check_max_tokens(max_tokens)
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if logprobs is not None and (
+        isinstance(logprobs, bool) or not isinstance(logprobs, (int, np.integer)) or logprobs < 0
+    ):
+        raise ValueError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
     tok = _tokenizer_for(model, tokenizer)
-    sp = _sampling_params(params, stop, dict(sampling))
+    sp = params_from_options(
+        params,
+        stop,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        penalty_decay=penalty_decay,
+        logit_bias=logit_bias,
+        banned_tokens=banned_tokens,
+        stop_tokens=stop_tokens,
+        stop_strings=stop_strings,
+        seed=seed,
+    )
     ids = _encode(tok, prompt)
     if state is not None:
         state = model._check_state(state, "state")
@@ -266,23 +360,87 @@ def generate(model: Model, prompt: str | Sequence[int] | np.ndarray, max_tokens:
             raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
     if not ids:
         if state is None or logits is None:
-            raise ValueError("the prompt is empty: give some text to continue (an empty prompt is only "
-                             "allowed together with state= and logits= from a previous generation)")
+            raise ValueError(
+                "the prompt is empty: give some text to continue (an empty prompt is only "
+                "allowed together with state= and logits= from a previous generation)"
+            )
     else:
         bad = [t for t in ids if not 0 <= t < model.n_vocab]
         if bad:
             raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
-    return Generation(model, ids, max_tokens, tok, sp, state, logits)
+    return Generation(
+        model,
+        ids,
+        max_tokens,
+        tok,
+        sp,
+        state,
+        logits,
+        rng,
+        None if logprobs is None else min(int(logprobs), model.n_vocab),
+    )
 
 
-def complete(model: Model, prompt: str | Sequence[int] | np.ndarray, max_tokens: int = DEFAULT_MAX_TOKENS,
-             **kwargs: Any) -> str:
-    """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming)."""
-    return "".join(generate(model, prompt, max_tokens, **kwargs))
+@with_sampling_doc
+def complete(
+    model: Model,
+    prompt: str | Sequence[int] | np.ndarray,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    top_k: int = DEFAULT_TOP_K,
+    min_p: float = DEFAULT_MIN_P,
+    presence_penalty: float = DEFAULT_PRESENCE_PENALTY,
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    penalty_decay: float = DEFAULT_PENALTY_DECAY,
+    logit_bias: dict[int, float] | None = None,
+    banned_tokens: Sequence[int] = (),
+    stop: str | Sequence[str] | None = None,
+    stop_tokens: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    seed: int | None = None,
+    params: SamplingParams | None = None,
+    state: FloatArray | None = None,
+    logits: FloatArray | None = None,
+    tokenizer: Tokenizer | str | None = None,
+) -> str:
+    """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming, with the
+    same arguments)."""
+    gen = generate(
+        model,
+        prompt,
+        max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        penalty_decay=penalty_decay,
+        logit_bias=logit_bias,
+        banned_tokens=banned_tokens,
+        stop=stop,
+        stop_tokens=stop_tokens,
+        stop_strings=stop_strings,
+        seed=seed,
+        params=params,
+        state=state,
+        logits=logits,
+        tokenizer=tokenizer,
+    )
+    return "".join(gen)
 
 
-def embed(model: Model, text_or_tokens: str | Sequence[int] | np.ndarray, tokenizer: Tokenizer | str | None = None,
-          *, state: FloatArray | None = None) -> FloatArray:
+def embed(
+    model: Model,
+    text_or_tokens: str | Sequence[int] | np.ndarray,
+    tokenizer: Tokenizer | str | None = None,
+    *,
+    state: FloatArray | None = None,
+) -> FloatArray:
     """A sentence embedding: the model's final hidden vector for the last token, L2-normalised.
 
     The vector is the output of ``ln_out`` (what the head reads to predict the next token), after
@@ -305,34 +463,59 @@ def embed(model: Model, text_or_tokens: str | Sequence[int] | np.ndarray, tokeni
 class ChatSession:
     """A conversation with a model that keeps its state between turns.
 
-    Each turn feeds ``"{user}: {message}\\n\\n{assistant}:"`` (the message's blank lines collapsed,
-    so it cannot fake a turn boundary) and streams the reply until a stop string (default
-    ``"\\n\\n{user}:"``), a stop token or ``max_tokens``. Afterwards the state is set to "the state
-    after the prompt + reply + blank line", re-reading only the reply in sequence mode; so the state
-    holds exactly the transcript, whatever the model generated past the stop string, and nothing of
-    the conversation before this turn is ever read again.
+    The transcript follows a :class:`~rwkv_ggml.chat_format.ChatTemplate` (default: RWKV's
+    ``"User: ...\\n\\nAssistant: ...\\n\\n"``; ``user``/``assistant`` rename the two roles, ``template``
+    replaces the whole format). Each turn feeds the user message and ``"Assistant:"``, then streams the
+    reply until a stop string (the template's, ``"\\n\\nUser:"``, and any in ``stop``), a stop token or
+    ``max_tokens``; the whitespace the model puts after ``"Assistant:"`` is not part of the reply.
+    Afterwards the state is set to "the state after the prompt + reply + blank line", re-reading only the
+    reply in sequence mode; so the state holds exactly the transcript, whatever the model generated past
+    the stop string, and nothing of the conversation before this turn is ever read again. A reply cut
+    short (the stream closed early, or Ctrl-C) is kept as far as it went.
 
-    ``system``: text fed once at the start (and after :meth:`reset`). ``**sampling``: as for
-    :func:`generate`.
+    ``system``: a system message, fed once at the start (and after :meth:`reset`) as
+    ``"System: {system}\\n\\n"``. ``**sampling``: as for :func:`generate`. With a ``seed``, the random
+    stream is seeded once per session (and again by :meth:`reset`), not once per turn: the same
+    conversation gives the same replies, and two turns do not draw the same random numbers.
     """
 
-    def __init__(self, model: Model, tokenizer: Tokenizer | str | None = None, *, system: str | None = None,
-                 user: str = "User", assistant: str = "Assistant", stop: str | Sequence[str] | None = None,
-                 params: SamplingParams | None = None, **sampling: Any) -> None:
+    def __init__(
+        self,
+        model: Model,
+        tokenizer: Tokenizer | str | None = None,
+        *,
+        system: str | None = None,
+        user: str = "User",
+        assistant: str = "Assistant",
+        stop: str | Sequence[str] | None = None,
+        params: SamplingParams | None = None,
+        template: ChatTemplate | None = None,
+        **sampling: Any,
+    ) -> None:
         self.model = model
         self.tokenizer = _tokenizer_for(model, tokenizer)
-        self.user, self.assistant = user, assistant
-        default_stop = (f"\n\n{user}:",)
-        self.params = _sampling_params(params, default_stop if stop is None else stop, dict(sampling))
+        if template is None:
+            template = ChatTemplate(user=user, assistant=assistant)
+        elif not isinstance(template, ChatTemplate):
+            raise TypeError(f"template must be a ChatTemplate, got {type(template).__name__}")
+        elif (user, assistant) != ("User", "Assistant"):
+            raise TypeError("give the role names either as user=/assistant= or in the template, not both")
+        self.template = template
+        self.user, self.assistant = template.names["user"], template.names["assistant"]
+        self.params = _sampling_params(params, (*template.stop_strings(), *stop_tuple(stop)), dict(sampling))
         Sampler(self.params, model.n_vocab)
+        if system is not None:
+            template.format_message("system", system)  # an empty or non-text system message fails here
         self.system = system
         self.reset()
 
     def reset(self) -> None:
-        """Forget the conversation (back to the fresh state, plus the system text if any)."""
+        """Forget the conversation (back to the fresh state, plus the system message if any) and restart
+        the random stream from the seed."""
         self._state = self.model.init_state()
+        self._rng = np.random.default_rng(self.params.seed)
         if self.system:
-            ids = self.tokenizer.encode(self.system)
+            ids = self.tokenizer.encode(self.template.format_message("system", self.system))
             if ids:
                 _, self._state = self.model.eval_sequence(ids, self._state)
 
@@ -357,36 +540,49 @@ class ChatSession:
 
         self._state = State.load(path, self.model).array.copy()
 
-    def send(self, message: str, max_tokens: int = 200) -> Iterator[str]:
+    def send(self, message: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> Iterator[str]:
         """Streams the reply to ``message``; the state is updated when the stream ends (or is closed)."""
         if not isinstance(message, str):
             raise TypeError(f"message must be a str, got {type(message).__name__}")
-        text = "\n".join(line for line in message.strip().splitlines() if line.strip())
-        if not text:
-            raise ValueError("the message is empty")
-        prompt = f"{self.user}: {text}\n\n{self.assistant}:"
+        prompt = self.template.format_message("user", message) + self.template.generation_prompt()
         ids = self.tokenizer.encode(prompt)
         logits, prompt_state = self.model.eval_sequence(ids, self._state)
-        gen = generate(self.model, [], max_tokens, state=prompt_state, logits=logits,
-                       tokenizer=self.tokenizer, params=self.params)
+        gen = generate(
+            self.model,
+            [],
+            max_tokens,
+            state=prompt_state,
+            logits=logits,
+            tokenizer=self.tokenizer,
+            params=self.params,
+            rng=self._rng,
+        )
         return self._stream(gen, prompt_state)
 
     def _stream(self, gen: Generation, prompt_state: FloatArray) -> Iterator[str]:
         try:
-            yield from gen
+            yield from strip_leading_whitespace(gen)
         finally:
-            reply = gen.text.rstrip()
-            ids = self.tokenizer.encode(reply + "\n\n")
-            _, self._state = self.model.eval_sequence(ids, prompt_state)
+            reply = gen.text.strip()
+            suffix = self.template.reply_suffix(reply) if reply else self.template.separator
+            _, self._state = self.model.eval_sequence(self.tokenizer.encode(suffix), prompt_state)
 
-    def ask(self, message: str, max_tokens: int = 200) -> str:
+    def ask(self, message: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
         """The whole reply as one string."""
         return "".join(self.send(message, max_tokens))
 
 
-def chat_session(model: Model, tokenizer: Tokenizer | str | None = None, **kwargs: Any) -> ChatSession:
-    """A :class:`ChatSession` on ``model``."""
-    return ChatSession(model, tokenizer, **kwargs)
+def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
+    """The stream with its leading whitespace removed (e.g. the space or newline a model writes after
+    ``"Assistant:"``)."""
+    started = False
+    for chunk in chunks:
+        if not started:
+            chunk = chunk.lstrip()
+            if not chunk:
+                continue
+            started = True
+        yield chunk
 
 
 __all__ = [
@@ -394,9 +590,9 @@ __all__ = [
     "DEFAULT_MODEL_FILE",
     "ChatSession",
     "Generation",
-    "chat_session",
     "complete",
     "default_model_path",
     "embed",
     "generate",
+    "strip_leading_whitespace",
 ]

@@ -21,13 +21,16 @@ sampling cannot fail once step 1 has left at least one finite logit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+_F = TypeVar("_F")
 
 
 def _is_int(value: Any) -> bool:
@@ -38,9 +41,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+#: The sampling defaults, shared by the Python API and the command line (one definition, so the same seed
+#: gives the same text everywhere). They are those of the ``rwkv`` package's ``PIPELINE_ARGS`` and the
+#: RWKV demos for free text: full temperature, nucleus 0.85 (cuts the long tail of unlikely tokens that
+#: derails small models), no top-k/min-p. The penalties stay off: on byte-level vocabularies they would
+#: penalise letters and spaces.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 0.85
+DEFAULT_TOP_K = 0
+DEFAULT_MIN_P = 0.0
+DEFAULT_PRESENCE_PENALTY = 0.0
+DEFAULT_FREQUENCY_PENALTY = 0.0
+DEFAULT_REPETITION_PENALTY = 1.0
+DEFAULT_PENALTY_DECAY = 0.996
+
+
 @dataclass
 class SamplingParams:
-    """Sampling options. Defaults sample from the model's plain distribution.
+    """Sampling options; the defaults are the ``DEFAULT_*`` constants of this module (temperature 1.0,
+    top_p 0.85, everything else off). ``SamplingParams(top_p=1.0)`` samples from the model's plain
+    distribution.
 
     ``presence_penalty``, ``frequency_penalty`` and ``penalty_decay`` follow the RWKV chat
     front ends (ChatRWKV's chat/API demo, ``alpha_presence``/``alpha_frequency``/
@@ -50,14 +70,14 @@ class SamplingParams:
     :class:`StopChecker`).
     """
 
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    penalty_decay: float = 0.996
+    temperature: float = DEFAULT_TEMPERATURE
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    min_p: float = DEFAULT_MIN_P
+    presence_penalty: float = DEFAULT_PRESENCE_PENALTY
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    penalty_decay: float = DEFAULT_PENALTY_DECAY
     logit_bias: dict[int, float] | None = None
     banned_tokens: Sequence[int] = ()
     stop_tokens: Sequence[int] = ()
@@ -96,7 +116,9 @@ class SamplingParams:
             raise ValueError(f"penalty_decay must be in [0, 1], got {self.penalty_decay!r}")
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, dict):
-                raise TypeError(f"logit_bias must be a dict {{token id: bias}}, got {type(self.logit_bias).__name__}")
+                raise TypeError(
+                    f"logit_bias must be a dict {{token id: bias}}, got {type(self.logit_bias).__name__}"
+                )
             for token, bias in self.logit_bias.items():
                 if not _is_int(token) or token < 0:
                     raise ValueError(f"logit_bias key {token!r} is not a token id (an integer >= 0)")
@@ -106,12 +128,16 @@ class SamplingParams:
                     )
         for name in ("banned_tokens", "stop_tokens"):
             value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, set, frozenset, np.ndarray)):
+            if isinstance(value, (str, bytes)) or not isinstance(
+                value, (Sequence, set, frozenset, np.ndarray)
+            ):
                 raise TypeError(f"{name} must be a sequence of token ids, got {value!r}")
             for token in value:
                 if not _is_int(token) or token < 0:
                     raise ValueError(f"{name} contains {token!r}, which is not a token id (an integer >= 0)")
-        if isinstance(self.stop_strings, str) or not isinstance(self.stop_strings, (Sequence, set, frozenset)):
+        if isinstance(self.stop_strings, str) or not isinstance(
+            self.stop_strings, (Sequence, set, frozenset)
+        ):
             raise TypeError(f"stop_strings must be a sequence of strings, got {self.stop_strings!r}")
         for s in self.stop_strings:
             if not isinstance(s, str) or not s:
@@ -123,6 +149,68 @@ class SamplingParams:
         """The largest token id any option mentions (-1 if none), to check against a vocabulary."""
         ids = [*self.banned_tokens, *self.stop_tokens, *(self.logit_bias or {})]
         return int(max(ids)) if ids else -1
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingParams)}
+
+#: The description of the sampling keywords, appended to the docstring of every function taking them.
+SAMPLING_DOC = """
+    Sampling (defaults shared with the command line; :mod:`rwkv_ggml.sampling`):
+
+    * ``temperature``: 1.0; 0 = greedy (always the most likely token).
+    * ``top_p``: 0.85; keep the smallest set of most likely tokens whose probability reaches it (1 = off).
+    * ``top_k``: 0 (off); keep the k most likely tokens.
+    * ``min_p``: 0 (off); drop tokens less likely than min_p times the most likely one.
+    * ``presence_penalty`` / ``frequency_penalty``: 0; subtracted from the logit of each token already
+      generated (once / per decayed occurrence). ``penalty_decay`` (0.996): per-token decay of the counts.
+    * ``repetition_penalty`` (``repeat_penalty`` in the OpenAI-shaped methods): 1.0 (off); divides a
+      repeated token's positive logit, multiplies a negative one.
+    * ``logit_bias``: {token id: added logit}; ``banned_tokens``: ids never sampled.
+    * ``stop``: stop string(s), not included in the text; ``stop_tokens``: ids that end the generation.
+    * ``seed``: an integer for reproducible output (None: a fresh random seed).
+    * ``params``: a whole :class:`~rwkv_ggml.sampling.SamplingParams` instead; options given here that
+      differ from their defaults override its fields.
+"""
+
+
+def with_sampling_doc(function: _F) -> _F:
+    """Appends :data:`SAMPLING_DOC` to a function's docstring (indented as a method's if it is one)."""
+    doc = function.__doc__ or ""
+    indent = "    " if doc and "\n        " in doc else ""
+    function.__doc__ = (
+        doc.rstrip() + "\n" + "\n".join(indent + line if line else line for line in SAMPLING_DOC.splitlines())
+    )
+    return function
+
+
+def params_from_options(
+    params: SamplingParams | None, stop: str | Sequence[str] | None = None, **options: Any
+) -> SamplingParams:
+    """SamplingParams from explicit keyword options (validated), or ``params`` with the options that
+    differ from their defaults applied; ``stop`` is added to the stop strings."""
+    if params is None:
+        sp = SamplingParams(**options)
+    elif not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    else:
+        changed = {k: v for k, v in options.items() if not _same(v, _FIELD_DEFAULTS[k])}
+        sp = dataclasses.replace(params, **changed) if changed else params
+    extra = stop_tuple(stop)
+    return dataclasses.replace(sp, stop_strings=(*sp.stop_strings, *extra)) if extra else sp
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``stop`` (None, one string or several) as a tuple of strings."""
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 class Sampler:
@@ -273,7 +361,8 @@ def _restrict(probs: npt.NDArray[np.float64], keep: npt.NDArray[np.intp]) -> npt
     """probs with everything outside keep set to 0, renormalised."""
     out = np.zeros_like(probs)
     out[keep] = probs[keep]
-    return out / out.sum()
+    out /= out.sum()
+    return out
 
 
 def _nucleus(probs: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:
@@ -361,4 +450,20 @@ class StopChecker:
         self.matched = None
 
 
-__all__ = ["Sampler", "SamplingParams", "StopChecker"]
+__all__ = [
+    "DEFAULT_FREQUENCY_PENALTY",
+    "DEFAULT_MIN_P",
+    "DEFAULT_PENALTY_DECAY",
+    "DEFAULT_PRESENCE_PENALTY",
+    "DEFAULT_REPETITION_PENALTY",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_K",
+    "DEFAULT_TOP_P",
+    "SAMPLING_DOC",
+    "Sampler",
+    "SamplingParams",
+    "StopChecker",
+    "params_from_options",
+    "stop_tuple",
+    "with_sampling_doc",
+]

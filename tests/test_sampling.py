@@ -175,7 +175,7 @@ def test_top_p_on_a_large_vocabulary_matches_a_full_sort() -> None:
                                              (0.6, {0, 1}), (1.0, {0})])  # fmt: skip
 def test_min_p_threshold(min_p: float, kept: set[int]) -> None:
     # p_max = 0.4: min_p 0.5 keeps p >= 0.2, min_p 0.6 keeps p >= 0.24, ...
-    sampler = Sampler(SamplingParams(min_p=min_p, seed=4), n_vocab=4)
+    sampler = Sampler(SamplingParams(min_p=min_p, top_p=1.0, seed=4), n_vocab=4)
     probs_in = logits_of([0.4, 0.3, 0.2, 0.1])
     assert support(sampler.probabilities(probs_in)) == kept
     assert set(draw(sampler, probs_in, 300)) <= kept

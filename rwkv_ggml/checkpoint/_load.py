@@ -60,11 +60,44 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             head = f.read(_SNIFF_BYTES)
         except OSError as e:
             raise ModelIOError(f"cannot read checkpoint '{p}': {e.strerror or e}") from e
-    if head[:4] == b"PK\x03\x04":
+    kind = sniff_checkpoint(p.name, head)
+    if kind == "pth":
         return _read_into(Checkpoint(p, "pth"), lambda ckpt: _open_pth(ckpt, p))
-    if len(head) >= 9 and head[8:9] == b"{":
+    if kind == "safetensors":
         return _read_into(Checkpoint(p, "safetensors"), lambda ckpt: _open_safetensors(ckpt, [p]))
     raise _unknown_format(p, head)
+
+
+#: What :func:`sniff_checkpoint` returns, in words for messages.
+CHECKPOINT_KINDS = {
+    "pth": "a PyTorch checkpoint",
+    "safetensors": "a safetensors checkpoint",
+    "index": "the index of a sharded safetensors checkpoint",
+    "legacy-pth": "a legacy (pre-1.6, non-zip) PyTorch checkpoint",
+}
+
+
+def sniff_checkpoint(name: str, head: bytes) -> str | None:
+    """The checkpoint format a file's name and first bytes (at least 262 for every kind) show: "pth",
+    "safetensors", "index" (a ``*.safetensors.index.json``), "legacy-pth", or None."""
+    if name.endswith(".index.json"):
+        return "index"
+    if head[:4] == b"PK\x03\x04":
+        return "pth"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80" or head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+        return "legacy-pth"
+    return None
+
+
+def find_checkpoint_in(folder: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint file :func:`load_checkpoint` would read from ``folder``, or None if it holds none
+    (or several)."""
+    try:
+        return _pick_from_directory(Path(folder))
+    except (ModelFormatError, ModelIOError):
+        return None
 
 
 def _read_into(ckpt: Checkpoint, read: Callable[[Checkpoint], None]) -> Checkpoint:
@@ -95,7 +128,7 @@ def _read_into(ckpt: Checkpoint, read: Callable[[Checkpoint], None]) -> Checkpoi
 def _unknown_format(p: Path, head: bytes) -> Exception:
     if not head:
         return ModelFormatError(f"{p}: file is empty")
-    if head[:1] == b"\x80" or head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+    if sniff_checkpoint(p.name, head) == "legacy-pth":
         return UnsupportedError(
             f"{p}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with a recent PyTorch "
             "(torch.save(torch.load(path), new_path)) and convert that file"

@@ -39,9 +39,16 @@ def _load_model(path: str | None, threads: int | None, gn_eps: float | None = No
     if path is not None:
         if not model_path.exists():
             raise CliError(f"model file '{model_path}' does not exist")
-        if model_path.is_dir():
+        if model_path.is_dir() and not _is_checkpoint_folder(model_path):
             raise CliError(f"'{model_path}' is a directory, not a model file")
     return Model(model_path, threads=threads, gn_eps=gn_eps)
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    """A folder the model loader names as a checkpoint to convert (its message has the command)."""
+    from ..checkpoint._load import find_checkpoint_in
+
+    return find_checkpoint_in(path) is not None
 
 
 def _tokenizer(model: Model, kind: str | None) -> Any:
@@ -103,6 +110,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 CHAT_HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE, /quit"
+CHAT_KEYS = "Ctrl-C stops a reply; Ctrl-C or Ctrl-D at the prompt quits"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -112,6 +120,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     with _load_model(args.model, args.threads, args.gn_eps) as model:
         kwargs = _sampling_kwargs(args)
         stops = kwargs.pop("stop_strings")
+        # One session for the whole chat: with --seed its random stream is seeded once, not per turn.
         session = ChatSession(
             model,
             _tokenizer(model, args.tokenizer),
@@ -122,8 +131,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
             **kwargs,
         )
         if interactive:
-            note(f"Chatting with {Path(model.path).name}. {CHAT_HELP}")
+            note(f"Chatting with {Path(model.path).name}. {CHAT_HELP}. {CHAT_KEYS}.")
         while True:
+            # Ctrl-C here (at the prompt) is not caught: main() ends the chat with status 130.
             if interactive:
                 try:
                     line = input(f"{args.user_name}: ")
@@ -142,16 +152,27 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 if _chat_command(session, line):
                     return 0
                 continue
-            write_out(sys.stdout, f"{args.assistant_name}:")
-            started = False
-            for chunk in session.send(line, args.max_tokens):
-                if not started:  # print exactly one space after "Assistant:", whatever the model put there
-                    chunk = chunk.lstrip(" ")
-                    if not chunk:
-                        continue
-                    chunk, started = " " + chunk, True
-                write_out(sys.stdout, chunk)
-            write_out(sys.stdout, "\n")
+            _chat_reply(session, line, args.assistant_name, args.max_tokens)
+
+
+def _chat_reply(session: Any, line: str, assistant: str, max_tokens: int) -> None:
+    """Streams one reply as ``"Assistant: text"``. Ctrl-C stops the reply, not the chat: the part
+    already written stays in the conversation (closing the stream brings the state up to date)."""
+    write_out(sys.stdout, f"{assistant}:")
+    stream = None
+    try:
+        stream = session.send(line, max_tokens)
+        separator = " "  # one space after "Assistant:"; the session strips what the model put there
+        for chunk in stream:
+            write_out(sys.stdout, separator + chunk)
+            separator = ""
+    except KeyboardInterrupt:
+        if stream is not None:
+            stream.close()
+        write_out(sys.stdout, "\n")
+        note(f"(reply stopped; {CHAT_KEYS})")
+        return
+    write_out(sys.stdout, "\n")
 
 
 def _chat_command(session: Any, line: str) -> bool:

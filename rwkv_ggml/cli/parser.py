@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
+from ..generation import DEFAULT_MAX_TOKENS
 from . import commands
 from .streams import PROG
 
@@ -80,6 +81,9 @@ def _add_tokenizer(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    # The defaults are the Python API's (one definition), so a seed gives the same text in both.
+    from .. import sampling as s
+
     g = p.add_argument_group("sampling")
     g.add_argument(
         "--max-tokens",
@@ -89,21 +93,39 @@ def _add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
         metavar="N",
         help=f"new tokens to generate at most (default {max_tokens})",
     )
-    g.add_argument("--temperature", type=_float, default=1.0, metavar="T", help="0 = greedy (default 1.0)")
     g.add_argument(
-        "--top-p", type=_float, default=0.85, metavar="P", help="nucleus sampling, 1 = off (default 0.85)"
+        "--temperature",
+        type=_float,
+        default=s.DEFAULT_TEMPERATURE,
+        metavar="T",
+        help=f"0 = greedy (default {s.DEFAULT_TEMPERATURE})",
     )
-    g.add_argument("--top-k", type=_nonneg_int, default=0, metavar="K", help="0 = off (default)")
-    g.add_argument("--min-p", type=_float, default=0.0, metavar="P", help="0 = off (default)")
-    g.add_argument("--presence-penalty", type=_float, default=0.0, metavar="X")
-    g.add_argument("--frequency-penalty", type=_float, default=0.0, metavar="X")
-    g.add_argument("--repetition-penalty", type=_float, default=1.0, metavar="X", help="1 = off (default)")
+    g.add_argument(
+        "--top-p",
+        type=_float,
+        default=s.DEFAULT_TOP_P,
+        metavar="P",
+        help=f"nucleus sampling, 1 = off (default {s.DEFAULT_TOP_P})",
+    )
+    g.add_argument(
+        "--top-k", type=_nonneg_int, default=s.DEFAULT_TOP_K, metavar="K", help="0 = off (default)"
+    )
+    g.add_argument("--min-p", type=_float, default=s.DEFAULT_MIN_P, metavar="P", help="0 = off (default)")
+    g.add_argument("--presence-penalty", type=_float, default=s.DEFAULT_PRESENCE_PENALTY, metavar="X")
+    g.add_argument("--frequency-penalty", type=_float, default=s.DEFAULT_FREQUENCY_PENALTY, metavar="X")
+    g.add_argument(
+        "--repetition-penalty",
+        type=_float,
+        default=s.DEFAULT_REPETITION_PENALTY,
+        metavar="X",
+        help="1 = off (default)",
+    )
     g.add_argument(
         "--penalty-decay",
         type=_float,
-        default=0.996,
+        default=s.DEFAULT_PENALTY_DECAY,
         metavar="X",
-        help="per-token decay of the penalty counts (default 0.996)",
+        help=f"per-token decay of the penalty counts (default {s.DEFAULT_PENALTY_DECAY})",
     )
     g.add_argument("--seed", type=_nonneg_int, metavar="S", help="random seed, for reproducible output")
     g.add_argument(
@@ -146,7 +168,7 @@ def _add_text_commands(sub: Any) -> None:
         "prompt", nargs="?", metavar="PROMPT", help="the text to continue; '-' or omitted: read stdin"
     )
     _add_model(p)
-    _add_sampling(p, 200)
+    _add_sampling(p, DEFAULT_MAX_TOKENS)
     _add_tokenizer(p)
     _add_threads(p)
     _add_gn_eps(p)
@@ -165,11 +187,15 @@ def _add_text_commands(sub: Any) -> None:
         f"Reads one message per line (also from a pipe). {commands.CHAT_HELP}.",
     )
     _add_model(p)
-    _add_sampling(p, 200)
+    _add_sampling(p, DEFAULT_MAX_TOKENS)
     _add_tokenizer(p)
     _add_threads(p)
     _add_gn_eps(p)
-    p.add_argument("--system", metavar="TEXT", help="text fed once before the conversation")
+    p.add_argument(
+        "--system",
+        metavar="TEXT",
+        help="a system message, fed once as 'System: TEXT' before the conversation",
+    )
     p.add_argument("--user-name", default="User", metavar="NAME", help="the user's name in the transcript")
     p.add_argument(
         "--assistant-name", default="Assistant", metavar="NAME", help="the assistant's name in the transcript"
