@@ -8,6 +8,7 @@ this module imports the model and the text layer, neither of them imports this o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,21 @@ Prompt = str | Sequence[int] | np.ndarray
 class Model(CoreModel):
     """An RWKV model with text methods (:meth:`generate`, :meth:`complete`, :meth:`embed`,
     :meth:`chat_session`); everything else is :class:`rwkv_ggml.model.Model`'s, with the same arguments."""
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, *, dtype: str = "Q8_0",
+                        revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                        threads: int | None = None, progress: bool | None = None,
+                        **model_kwargs: Any) -> Model:
+        """A checkpoint from the Hugging Face hub (``"BlinkDL/rwkv-7-world"``, and ``filename`` when
+        the repository holds several), downloaded, converted to ``dtype`` and cached on first use, then
+        loaded. ``**model_kwargs``: the Model's own (``placement``, ``gn_eps``, ``bf16``).
+        See :func:`rwkv_ggml.hub.pretrained_model_file` for the arguments, the cache and the errors."""
+        from .hub import pretrained_model_file
+
+        path = pretrained_model_file(repo_id, filename, dtype=dtype, revision=revision, cache_dir=cache_dir,
+                                     threads=threads, progress=progress)
+        return cls(path, threads, **model_kwargs)
 
     def generate(self, prompt: Prompt, max_tokens: int = _text.DEFAULT_MAX_TOKENS, *,
                  state: FloatArray | None = None, logits: FloatArray | None = None,
