@@ -61,8 +61,10 @@ def parse_hf_model(spec: str) -> tuple[str, str | None]:
 
 def checkpoint_candidates(files: list[str]) -> list[str]:
     """The files of a repository that are whole checkpoints: ``.pth`` and ``.safetensors`` files, and
-    the index of a sharded safetensors checkpoint instead of its shards."""
-    return sorted(f for f in files if f.endswith(_CHECKPOINT_SUFFIXES) and not _SHARD.search(f))
+    the index of a sharded safetensors checkpoint instead of its shards; failing those, the
+    ``pytorch_model.bin`` of a transformers repository (older ones have no safetensors)."""
+    found = sorted(f for f in files if f.endswith(_CHECKPOINT_SUFFIXES) and not _SHARD.search(f))
+    return found or sorted(f for f in files if PurePosixPath(f).name == "pytorch_model.bin")
 
 
 def pretrained_model_file(

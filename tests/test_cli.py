@@ -459,3 +459,14 @@ def test_merge_lora(tmp_path: Path) -> None:
         1,
         "nolora.st",
     )
+
+
+def test_a_checkpoint_given_as_the_model_names_the_convert_command(tmp_path: Path) -> None:
+    ckpt = tmp_path / "RWKV-x070-World-0.1B.pth"
+    ckpt.write_bytes(b"PK\x03\x04")
+    proc = run("generate", "hi", "-m", str(ckpt), check_rc=None)
+    assert_one_line_error(
+        proc, 1, "is a checkpoint, not a model file", f"rwkv-ggml convert '{ckpt}' model.bin"
+    )
+    proc = run("info", "-m", str(tmp_path), check_rc=None)
+    assert_one_line_error(proc, 1, "is a directory", f"rwkv-ggml convert '{tmp_path}' model.bin")

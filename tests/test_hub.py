@@ -165,6 +165,11 @@ def test_sharded_safetensors_through_the_index(offline: HubCache, tmp_path: Path
     assert checkpoint_candidates([*halves, "model.safetensors.index.json", "config.json"]) == [
         "model.safetensors.index.json"
     ]
+    # a transformers repository: pytorch_model.bin when there is no safetensors file
+    assert checkpoint_candidates(["config.json", "pytorch_model.bin", "tokenizer.json"]) == [
+        "pytorch_model.bin"
+    ]
+    assert checkpoint_candidates(["model.safetensors", "pytorch_model.bin"]) == ["model.safetensors"]
     path = pretrained_model_file(REPO, dtype="f32")
     np.testing.assert_array_equal(logits_of(path), logits_of(direct(tmp_path, tensors, "f32")))
 

@@ -67,8 +67,13 @@ def _model_path(args: argparse.Namespace) -> Path:
     path = Path(spec)
     if not path.exists():
         raise CliError(f"model file '{path}' does not exist")
+    convert_hint = f"rwkv-ggml convert '{path}' model.bin --dtype Q8_0"
     if path.is_dir():
-        raise CliError(f"'{path}' is a directory, not a model file")
+        raise CliError(
+            f"'{path}' is a directory, not a model file; if it holds a checkpoint, convert it: {convert_hint}"
+        )
+    if path.name.endswith((".pth", ".safetensors", ".safetensors.index.json")):
+        raise CliError(f"'{path}' is a checkpoint, not a model file (.bin): convert it first: {convert_hint}")
     return path
 
 

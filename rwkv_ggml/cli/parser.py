@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run RWKV language models on the CPU (rwkv_ggml).",
         epilog=f"example:\n  {PROG} generate 'Once upon a time' -n 50\n"
-        f"  {PROG} generate 'The capital of France is' -m hf:BlinkDL/rwkv-4-pile-169m",
+        f"  {PROG} generate 'The capital of France is' -m hf:fla-hub/rwkv7-0.4B-world",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from .. import __version__
@@ -196,7 +196,7 @@ def _add_text_commands(sub: Any) -> None:
     p = _sub(
         sub,
         "chat",
-        f"{PROG} chat -m hf:BlinkDL/rwkv-7-world --system 'You are a helpful assistant.'",
+        f"{PROG} chat -m hf:BlinkDL/rwkv-7-world/RWKV-x070-World-1.5B-v3-20250127-ctx4096.pth",
         help="interactive chat that keeps the state between turns",
         description=f"Chat with a model; the conversation state is kept between turns. "
         f"Reads one message per line (also from a pipe). {commands.CHAT_HELP}.",
