@@ -54,7 +54,7 @@ MODEL_HELP = (
 def _add_model(p: argparse.ArgumentParser, *, positional_alias: bool = False) -> None:
     p.add_argument("--model", "-m", metavar="MODEL", help=MODEL_HELP)
     if positional_alias:
-        # the positional MODEL of versions before 0.2, still accepted (not shown in --help)
+        # the positional MODEL of earlier versions, still accepted (not shown in --help)
         p.add_argument("model_path", nargs="?", metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument(
         "--dtype",
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_text_commands(sub)
     _add_model_file_commands(sub)
+    _add_file_writing_commands(sub)
     return parser
 
 
@@ -215,7 +216,7 @@ def _add_text_commands(sub: Any) -> None:
 
 
 def _add_model_file_commands(sub: Any) -> None:
-    """bench, perplexity, info, quantize, convert, merge-lora."""
+    """bench, perplexity, info."""
     p = _sub(
         sub,
         "bench",
@@ -279,6 +280,9 @@ def _add_model_file_commands(sub: Any) -> None:
     _add_model(p, positional_alias=True)
     p.set_defaults(func=commands.cmd_info)
 
+
+def _add_file_writing_commands(sub: Any) -> None:
+    """quantize, convert, merge-lora."""
     p = _sub(
         sub,
         "quantize",
@@ -288,7 +292,7 @@ def _add_model_file_commands(sub: Any) -> None:
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    # the positional FORMAT of versions before 0.2, still accepted (not shown in --help)
+    # the positional FORMAT of earlier versions, still accepted (not shown in --help)
     p.add_argument("format", nargs="?", metavar="FORMAT", help=argparse.SUPPRESS)
     _add_dtype(p, None)
     _add_threads(p)
