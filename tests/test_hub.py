@@ -236,3 +236,11 @@ def test_cli_model_from_the_hub(offline: HubCache, tmp_path: Path) -> None:
     )
     assert local_dtype.returncode == 1
     assert "--dtype applies to hf: models only" in local_dtype.stderr
+
+
+def test_an_rwkv_cpp_model_file_in_the_repository_is_used_as_it_is(offline: HubCache, tmp_path: Path) -> None:
+    model_file = direct(tmp_path, random_checkpoint(), "Q8_0")
+    offline.add("rwkv-q8_0.bin", model_file.read_bytes())
+    path = pretrained_model_file(REPO, "rwkv-q8_0.bin")
+    assert path.parent == offline.snapshot and path.read_bytes() == model_file.read_bytes()
+    assert not (tmp_path / "ours").exists()
