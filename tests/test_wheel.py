@@ -1,10 +1,11 @@
 """The wheel, built and installed as a user would get it: one cp310-abi3 wheel carrying our licence,
 installed into a fresh virtual environment with no C compiler on PATH, whose ``rwkv-ggml`` generates
-text from another directory.
+text from another directory; and ``python -m build`` in the repository root.
 
-Slow (a C build and a pip install, about a minute): marked ``slow``, which CI runs with everything else
-and ``python -m pytest -m "not slow"`` leaves out. Needs the package index for the runtime dependencies
-of the fresh environment (and for setuptools when this environment has none to build with).
+The wheel tests are slow (a C build and a pip install, about a minute): marked ``slow``, which CI
+runs with everything else and ``python -m pytest -m "not slow"`` leaves out. They need the package
+index for the runtime dependencies of the fresh environment (and for setuptools when this
+environment has none to build with).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-
-pytestmark = pytest.mark.slow
 
 # what a build needs from the repository (the sdist's contents, without tests and docs)
 _SOURCES = (
@@ -44,6 +43,27 @@ def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def test_python_m_build_in_the_repository_root_reaches_the_pypa_build_package() -> None:
+    """The repository root is the current directory, so ``python -m build`` finds build.py first: it
+    must hand over to the PyPA package (or say how to get it), not compile the extension in place."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        check=False,
+    )
+    if importlib.util.find_spec("build") is not None and proc.returncode == 0:
+        assert proc.stdout.startswith("build "), proc.stdout  # the PyPA package's own --version
+    else:
+        assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+        assert "the PyPA 'build' package is not installed (pip install build)" in proc.stderr
+    assert "_core" not in proc.stdout, "build.py compiled the extension instead"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
@@ -61,6 +81,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.slow
 def test_wheel_is_tagged_for_the_stable_abi_and_carries_the_licence(wheel: Path) -> None:
     name, version, python, abi, _platform = wheel.name.removesuffix(".whl").split("-")
     assert (name, python, abi) == ("rwkv_ggml", "cp310", "abi3"), wheel.name
@@ -74,6 +95,7 @@ def test_wheel_is_tagged_for_the_stable_abi_and_carries_the_licence(wheel: Path)
     assert b".debug_info" not in library, "a release build carries no debug information"
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_without_a_compiler(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
