@@ -113,7 +113,7 @@ def pretrained_model_file(
     key = hashlib.sha256("\n".join(f"{p.name}:{_content_hash(p)}" for p in parts).encode()).hexdigest()
     stem = PurePosixPath(filename).name.removesuffix(".index.json").rsplit(".", 1)[0]
     folder = (Path(cache_dir) / "rwkv_ggml" if cache_dir is not None else cache_folder()) / "models"
-    out = folder / f"{stem}-{target.name}-{key[:16]}.bin"
+    out = folder / f"{repo_id.replace('/', '--')}--{stem}-{target.name}-{key[:16]}.bin"
     if out.is_file():
         return out
     try:
