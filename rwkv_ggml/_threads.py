@@ -5,8 +5,9 @@ the threads wait for each other, and on small models that wait costs more than t
 Measured on the 2-core development machine under its usual load (other processes running; 1 vs 2
 threads alternated, medians; README "Threads"): on the packaged default model (3.9 MiB) a token took
 0.18 ms with one thread and 3.0 ms with two, a 128-token prompt ran at 11 500 vs 7 600 tokens/s; on a
-53 MiB random-weight model 1.9 vs 9.9 ms per token (Q8_0). Models under :data:`SMALL_MODEL_BYTES` therefore
-get one thread; larger ones, whose evals are long and memory-bound, the physical cores.
+53 MiB random-weight model 1.9 vs 9.9 ms per token (Q8_0). Larger models came closer (0.6-0.9x per
+token from 137 MiB up) and prompts of a 364 MiB RWKV-7 ran 1.74x faster with two. Models under
+:data:`SMALL_MODEL_BYTES` therefore get one thread; larger ones the physical cores.
 """
 
 from __future__ import annotations
