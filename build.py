@@ -8,6 +8,12 @@ Environment:
   RWKV_GGML_DEBUG=1      build with -O0 -g
   RWKV_GGML_WERROR=1     turn every warning into an error (-Werror; what CI builds with). The build is
                          warning-free under -Wall -Wextra, with or without the two switches above.
+
+Release builds (the default, and every wheel) carry no debug information (-g0, stripped at link time).
+
+``python build.py`` compiles the extension in place (the developer build below). ``python -m build``
+run in the repository root would import this file instead of the PyPA ``build`` package, since the
+current directory comes first on sys.path: it is handed on to that package (see ``_run_pypa_build``).
 """
 
 from __future__ import annotations
@@ -17,8 +23,6 @@ import re
 import shutil
 import sys
 from pathlib import Path
-
-from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
@@ -52,15 +56,42 @@ def _compile_args() -> tuple[list[str], list[str]]:
     if os.environ.get("RWKV_GGML_DEBUG") == "1":
         cflags += ["-O0", "-g"]
     else:
-        cflags += ["-O3"]
+        # -g0 after Python's own CFLAGS (which usually hold -g) wins: release builds carry no debug info
+        cflags += ["-O3", "-g0"]
+        ldflags += ["-s"]
     if os.environ.get("RWKV_GGML_WERROR") == "1":
         cflags += ["-Werror"]
     if os.environ.get("RWKV_GGML_SANITIZE") == "1":
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
-        cflags += san + ["-g"]
+        cflags += [*san, "-g"]
         ldflags += san
     return cflags, ldflags
 
+
+def _run_pypa_build() -> None:
+    """Runs the PyPA ``build`` package's command line, for ``python -m build`` in the repository root.
+
+    The repository root is taken off sys.path first (it holds this file and the ``build/`` folder,
+    both of which would shadow the package); the package's absence gets a one-line hint."""
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+    sys.modules.pop("build", None)
+    import importlib.util
+    import runpy
+
+    if importlib.util.find_spec("build") is None:
+        sys.exit(
+            "python -m build: the PyPA 'build' package is not installed (pip install build); "
+            "'python build.py' compiles the extension in place"
+        )
+    runpy.run_module("build", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__" and __spec__ is not None and __spec__.name == "build":
+    # `python -m build` found this file: `python build.py` has no __spec__
+    _run_pypa_build()
+    sys.exit(0)
+
+from cffi import FFI  # noqa: E402  (after the hand-over above, which needs no cffi)
 
 ffibuilder = FFI()
 _headers = sorted(INCLUDE.glob("*.h"))

@@ -14,6 +14,7 @@ same as the command line's: temperature 1.0, top_p 0.85, top_k 0 (off), min_p 0 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -60,6 +61,21 @@ class Model(CoreModel):
     The tokenizer is chosen from the vocabulary size (GPT-NeoX 20B for 50277, RWKV World for 65536, bytes
     for 256); set :attr:`tokenizer` (or pass ``tokenizer=`` to a method) to use another.
     """
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, *, dtype: str = "Q8_0",
+                        revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                        threads: int | None = None, progress: bool | None = None,
+                        **model_kwargs: Any) -> Model:
+        """A checkpoint from the Hugging Face hub (``"BlinkDL/rwkv-7-world"``, and ``filename`` when
+        the repository holds several), downloaded, converted to ``dtype`` and cached on first use, then
+        loaded. ``**model_kwargs``: the Model's own (``placement``, ``gn_eps``, ``bf16``).
+        See :func:`rwkv_ggml.hub.pretrained_model_file` for the arguments, the cache and the errors."""
+        from .hub import pretrained_model_file
+
+        path = pretrained_model_file(repo_id, filename, dtype=dtype, revision=revision, cache_dir=cache_dir,
+                                     threads=threads, progress=progress)
+        return cls(path, threads, **model_kwargs)
 
     # ---- tokenizer ----
     @property

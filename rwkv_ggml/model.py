@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _checks, arch, ggml
+from ._threads import default_threads_for_model
 from .checkpoint import initial_state_from_checkpoint
 from .errors import ClosedError, EngineArgumentError, ModelFormatError
 from .fileformat import DType, read_model_file
@@ -92,7 +93,8 @@ class _Resources:
 class Model:
     """An RWKV model loaded from an rwkv.cpp ``.bin`` file.
 
-    ``threads``: compute threads (default: the physical core count). ``placement``: ``"hugepage"``
+    ``threads``: compute threads (default: 1 for model files under 64 MiB, where a second thread costs
+    more than it saves, else the physical core count; see rwkv_ggml._threads). ``placement``: ``"hugepage"``
     (load the weights into 2 MiB pages: fastest) or ``"mmap"`` (map the file: lazy, shared).
     ``gn_eps``: the GroupNorm epsilon of v5+ (``att.ln_x``); default 64e-5 for every v5+ model, the value
     the official models were trained with (architecture.md §9.2). rwkv.cpp uses 1e-5 for v5: pass
@@ -107,7 +109,7 @@ class Model:
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
                  placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None, bf16: bool = False) -> None:
         self.bf16 = _checks.check_bool(bf16, "bf16")
-        self.threads = _checks.check_threads(ggml.default_threads() if threads is None else threads)
+        self.threads = _checks.check_threads(default_threads_for_model(path) if threads is None else threads)
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._closed = True

@@ -65,6 +65,19 @@ def test_help_everywhere() -> None:
     for cmd in ("generate", "chat", "bench", "perplexity", "info", "quantize", "convert", "merge-lora"):
         out = run(cmd, "--help").stdout
         assert out.startswith("usage: rwkv-ggml " + cmd), out
+        # every --help ends with an example of the command
+        last_two = out.rstrip().splitlines()[-2:]
+        assert last_two[0] == "example:" and last_two[1].startswith(f"  rwkv-ggml {cmd} "), out
+
+
+def test_every_model_command_takes_the_model_as_one_option() -> None:
+    for cmd in ("generate", "chat", "bench", "perplexity", "info"):
+        out = run(cmd, "--help").stdout
+        assert "--model MODEL, -m MODEL" in out and "hf:OWNER/REPO[/FILE]" in out, (cmd, out)
+    for cmd in ("generate", "chat", "bench", "perplexity"):  # -n: a token count wherever one is taken
+        assert "-n N" in run(cmd, "--help").stdout, cmd
+    for cmd in ("quantize", "convert", "merge-lora"):  # --dtype: one spelling of the output format
+        assert "--dtype DTYPE" in run(cmd, "--help").stdout, cmd
 
 
 def test_no_command_shows_usage() -> None:
@@ -209,14 +222,24 @@ def test_chat_missing_model(tmp_path: Path) -> None:
 
 def test_bench(tiny: str) -> None:
     out = run(
-        "bench", tiny, "--tokens", "4", "--prompt-tokens", "8", "--repeats", "1", "--threads", "1"
+        "bench", "-m", tiny, "-n", "4", "--prompt-tokens", "8", "--repeats", "1", "--threads", "1"
     ).stdout
     assert "tokens/s" in out and "per token: median" in out and "prompt: 8 tokens" in out
+    assert f"model: {tiny} " in out
+    # the positional MODEL of earlier versions still works
+    out = run("bench", tiny, "-n", "2", "--prompt-tokens", "4", "--repeats", "1", "--threads", "1").stdout
+    assert f"model: {tiny} " in out
 
 
-def test_bench_errors(tmp_path: Path) -> None:
+def test_bench_defaults_to_the_packaged_model() -> None:
+    out = run("bench", "-n", "2", "--prompt-tokens", "4", "--repeats", "1", "--threads", "1").stdout
+    assert "default-model.bin" in out.splitlines()[0]
+
+
+def test_bench_errors(tiny: str, tmp_path: Path) -> None:
+    assert_one_line_error(run("bench", "-m", str(tmp_path / "m.bin"), check_rc=None), 1, "m.bin")
     assert_one_line_error(run("bench", str(tmp_path / "m.bin"), check_rc=None), 1, "m.bin")
-    assert_one_line_error(run("bench", check_rc=None), 2)
+    assert_one_line_error(run("bench", tiny, "-m", tiny, check_rc=None), 1, "given twice")
 
 
 def test_perplexity_matches_the_api(tiny: str, tmp_path: Path) -> None:
@@ -231,6 +254,31 @@ def test_perplexity_matches_the_api(tiny: str, tmp_path: Path) -> None:
     nll_line = next(x for x in out.splitlines() if x.startswith("NLL per token:"))
     assert abs(float(nll_line.split()[3]) - nll) < 1e-3
     assert f"{len(text)} tokens" in out
+    assert proc_stderr_is_empty(run("perplexity", str(path), "--model", tiny))
+
+
+def proc_stderr_is_empty(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.stderr == ""
+
+
+def test_perplexity_progress_and_first_n_tokens(tiny: str, tmp_path: Path) -> None:
+    """A text over several chunks: the same numbers as the API, a progress bar on stderr with --progress
+    (by default only on a terminal), -n keeps the first N tokens."""
+    text = "Now is the winter of our discontent made glorious summer by this sun of York. " * 12
+    path = tmp_path / "long.txt"
+    path.write_text(text)
+    proc = run("perplexity", str(path), "-m", tiny, "--progress", "--threads", "1")
+    assert "tok/s" in proc.stderr or "tok]" in proc.stderr, proc.stderr
+    tokens = list(text.encode())
+    with Model(tiny, threads=1) as m:
+        nll, _ = m.perplexity(tokens)
+        nll_first, _ = m.perplexity(tokens[:300])
+    nll_line = next(x for x in proc.stdout.splitlines() if x.startswith("NLL per token:"))
+    assert abs(float(nll_line.split()[3]) - nll) < 1e-4
+    out = run("perplexity", str(path), "-m", tiny, "-n", "300", "--no-progress").stdout
+    nll_line = next(x for x in out.splitlines() if x.startswith("NLL per token:"))
+    assert abs(float(nll_line.split()[3]) - nll_first) < 1e-4
+    assert "300 tokens" in out
 
 
 def test_perplexity_errors(tiny: str, tmp_path: Path) -> None:
@@ -246,7 +294,9 @@ def test_perplexity_errors(tiny: str, tmp_path: Path) -> None:
 
 
 def test_info(tiny: str) -> None:
-    out = run("info", tiny).stdout
+    out = run("info", "-m", tiny).stdout
+    assert out == run("info", tiny).stdout  # the positional MODEL of earlier versions
+    assert run("info").stdout.startswith("file: ") and "default-model.bin" in run("info").stdout
     with read_model_file(tiny) as mf:
         n_params = sum(r.n_elements for r in mf.tensors.values())
     assert "version: 4\n" in out and "dtype: F32\n" in out
@@ -256,10 +306,10 @@ def test_info(tiny: str) -> None:
 
 
 def test_info_errors(tmp_path: Path) -> None:
-    assert_one_line_error(run("info", str(tmp_path / "m.bin"), check_rc=None), 1, "does not exist")
+    assert_one_line_error(run("info", "-m", str(tmp_path / "m.bin"), check_rc=None), 1, "does not exist")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(os.urandom(300))
-    assert_one_line_error(run("info", str(junk), check_rc=None), 1, "junk.bin")
+    assert_one_line_error(run("info", "-m", str(junk), check_rc=None), 1, "junk.bin")
 
 
 # ---- quantize, convert, merge-lora ---------------------------------------------------------------
@@ -267,13 +317,21 @@ def test_info_errors(tmp_path: Path) -> None:
 
 def test_quantize(tiny: str, tmp_path: Path) -> None:
     dst = tmp_path / "q8.bin"
-    run("quantize", tiny, str(dst), "Q8_0", "--threads", "1")
-    assert "dtype: Q8_0" in run("info", str(dst)).stdout
-    assert_one_line_error(run("quantize", tiny, str(tmp_path / "x.bin"), "Q9_9", check_rc=None), 1, "Q9_9")
+    run("quantize", tiny, str(dst), "--dtype", "Q8_0", "--threads", "1")
+    assert "dtype: Q8_0" in run("info", "-m", str(dst)).stdout
+    old = tmp_path / "q5.bin"  # the positional FORMAT of earlier versions still works
+    run("quantize", tiny, str(old), "Q5_1", "--threads", "1")
+    assert "dtype: Q5_1" in run("info", "-m", str(old)).stdout
+    x = str(tmp_path / "x.bin")
+    assert_one_line_error(run("quantize", tiny, x, "--dtype", "Q9_9", check_rc=None), 1, "Q9_9")
     assert_one_line_error(
-        run("quantize", str(tmp_path / "no.bin"), str(tmp_path / "x.bin"), "Q8_0", check_rc=None), 1, "no.bin"
+        run("quantize", str(tmp_path / "no.bin"), x, "--dtype", "Q8_0", check_rc=None), 1, "no.bin"
     )
     assert_one_line_error(run("quantize", tiny, check_rc=None), 2)
+    assert_one_line_error(run("quantize", tiny, x, check_rc=None), 1, "needs --dtype")
+    assert_one_line_error(
+        run("quantize", tiny, x, "Q4_0", "--dtype", "Q8_0", check_rc=None), 1, "two formats"
+    )
 
 
 def _v4_checkpoint(C: int = 32, L: int = 2, V: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
@@ -323,7 +381,7 @@ def test_convert_float_and_quantized(tmp_path: Path) -> None:
     for dtype, shown in (("f32", "F32"), ("f16", "F16"), ("Q8_0", "Q8_0"), ("q5_1", "Q5_1")):
         dst = tmp_path / f"m-{dtype}.bin"
         run("convert", str(src), str(dst), "--dtype", dtype, "--threads", "1")
-        out = run("info", str(dst)).stdout
+        out = run("info", "-m", str(dst)).stdout
         assert f"dtype: {shown}\n" in out and "n_embed: 32\n" in out and "n_layer: 2\n" in out
     # no temporary file is left next to the output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -376,7 +434,7 @@ def test_merge_lora(tmp_path: Path) -> None:
         "--dtype",
         "Q8_0",
     )
-    assert "dtype: Q8_0" in run("info", str(tmp_path / "merged-q.bin")).stdout
+    assert "dtype: Q8_0" in run("info", "-m", str(tmp_path / "merged-q.bin")).stdout
     assert_one_line_error(
         run(
             "merge-lora",
@@ -401,3 +459,14 @@ def test_merge_lora(tmp_path: Path) -> None:
         1,
         "nolora.st",
     )
+
+
+def test_a_checkpoint_given_as_the_model_names_the_convert_command(tmp_path: Path) -> None:
+    ckpt = tmp_path / "RWKV-x070-World-0.1B.pth"
+    ckpt.write_bytes(b"PK\x03\x04")
+    proc = run("generate", "hi", "-m", str(ckpt), check_rc=None)
+    assert_one_line_error(
+        proc, 1, "is a checkpoint, not a model file", f"rwkv-ggml convert '{ckpt}' model.bin"
+    )
+    proc = run("info", "-m", str(tmp_path), check_rc=None)
+    assert_one_line_error(proc, 1, "is a directory", f"rwkv-ggml convert '{tmp_path}' model.bin")

@@ -31,24 +31,59 @@ if TYPE_CHECKING:
     from ..model import Model
 
 
-def _load_model(path: str | None, threads: int | None, gn_eps: float | None = None) -> Model:
+def _model_spec(args: argparse.Namespace) -> str | None:
+    """--model/-m, or the positional MODEL that bench and info took before (still accepted)."""
+    model: str | None = getattr(args, "model", None)
+    legacy: str | None = getattr(args, "model_path", None)
+    if model is not None and legacy is not None:
+        raise CliError(f"the model is given twice ('{legacy}' and --model '{model}'): give it once, with -m")
+    return model if model is not None else legacy
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """The model file the arguments name: -m PATH, -m hf:OWNER/NAME[/FILE] (downloaded and converted
+    once, see rwkv_ggml.hub), or the packaged default model."""
     from ..generation import default_model_path
+
+    spec = _model_spec(args)
+    dtype: str | None = getattr(args, "dtype", None)
+    if spec is not None and spec.startswith("hf:"):
+        from ..hub import DEFAULT_DTYPE, parse_hf_model, pretrained_model_file
+
+        repo_id, filename = parse_hf_model(spec)
+        return pretrained_model_file(
+            repo_id,
+            filename,
+            dtype=dtype or DEFAULT_DTYPE,
+            threads=getattr(args, "threads", None),
+            progress=progress_bar(),
+        )
+    if dtype is not None:
+        raise CliError(
+            "--dtype applies to hf: models only; to change a model file's dtype use 'rwkv-ggml quantize'"
+        )
+    if spec is None:
+        return default_model_path()
+    path = Path(spec)
+    if not path.exists():
+        raise CliError(f"model file '{path}' does not exist")
+    convert_hint = f"rwkv-ggml convert '{path}' model.bin --dtype Q8_0"
+    if path.is_dir():
+        raise CliError(
+            f"'{path}' is a directory, not a model file; if it holds a checkpoint, convert it: {convert_hint}"
+        )
+    if path.name.endswith((".pth", ".safetensors", ".safetensors.index.json")):
+        raise CliError(f"'{path}' is a checkpoint, not a model file (.bin): convert it first: {convert_hint}")
+    return path
+
+
+def _load_model(args: argparse.Namespace, threads: int | None = None) -> Model:
     from ..model import Model
 
-    model_path = default_model_path() if path is None else Path(path)
-    if path is not None:
-        if not model_path.exists():
-            raise CliError(f"model file '{model_path}' does not exist")
-        if model_path.is_dir() and not _is_checkpoint_folder(model_path):
-            raise CliError(f"'{model_path}' is a directory, not a model file")
-    return Model(model_path, threads=threads, gn_eps=gn_eps)
-
-
-def _is_checkpoint_folder(path: Path) -> bool:
-    """A folder the model loader names as a checkpoint to convert (its message has the command)."""
-    from ..checkpoint._load import find_checkpoint_in
-
-    return find_checkpoint_in(path) is not None
+    path = _model_path(args)
+    return Model(
+        path, threads=args.threads if threads is None else threads, gn_eps=getattr(args, "gn_eps", None)
+    )
 
 
 def _tokenizer(model: Model, kind: str | None) -> Any:
@@ -93,7 +128,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompt = args.prompt
     if not prompt:
         raise CliError("the prompt is empty: give some text to continue")
-    with _load_model(args.model, args.threads, args.gn_eps) as model:
+    with _load_model(args) as model:
         gen = generate(
             model,
             prompt,
@@ -117,7 +152,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from ..generation import ChatSession
 
     interactive = stdin_is_terminal()
-    with _load_model(args.model, args.threads, args.gn_eps) as model:
+    with _load_model(args) as model:
         kwargs = _sampling_kwargs(args)
         stops = kwargs.pop("stop_strings")
         # One session for the whole chat: with --seed its random stream is seeded once, not per turn.
@@ -207,7 +242,7 @@ def _chat_command(session: Any, line: str) -> bool:
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    with _load_model(args.model_path, args.threads, args.gn_eps) as model:
+    with _load_model(args) as model:
         rng = np.random.default_rng(0)
         hi = model.n_vocab
         prompt = rng.integers(0, hi, size=args.prompt_tokens).tolist()
@@ -263,14 +298,15 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CliError(f"{name} is not UTF-8 text (bad byte at offset {exc.start})") from None
-    with _load_model(args.model, args.threads, args.gn_eps) as model:
+    with _load_model(args) as model:
         tokens = _tokenizer(model, args.tokenizer).encode(text)
         if args.max_tokens is not None:
             tokens = tokens[: args.max_tokens]
         if len(tokens) < 2:
             raise CliError(f"{name} has {len(tokens)} token(s); perplexity needs at least 2")
+        show = progress_bar() if args.progress is None else args.progress
         t0 = time.perf_counter()
-        nll, ppl = model.perplexity(tokens)
+        nll, ppl = _perplexity(model, tokens, show)
         dt = time.perf_counter() - t0
     print(f"file: {'-' if args.file == '-' else path} ({len(data)} bytes, {len(tokens)} tokens)")
     print(f"NLL per token: {nll:.4f} nats ({nll / 0.6931471805599453:.4f} bits)")
@@ -279,13 +315,37 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perplexity(model: Model, tokens: list[int], show_progress: bool) -> tuple[float, float]:
+    """``model.perplexity(tokens)``, a chunk at a time so that a progress bar can follow it on stderr.
+    Chunks of the model's own chunk size with the state carried over give the same logits, so the
+    same numbers."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..model import DEFAULT_CHUNK_SIZE
+
+    fed = tokens[:-1]  # the last token predicts nothing
+    total, state = 0.0, None
+    with tqdm(total=len(fed), unit="tok", disable=not show_progress, file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(fed), DEFAULT_CHUNK_SIZE):
+            chunk = fed[start : start + DEFAULT_CHUNK_SIZE]
+            logits, state = model.eval_sequence(chunk, state, all_logits=True)
+            assert logits is not None
+            z = logits.astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            targets = tokens[start + 1 : start + 1 + len(chunk)]
+            total += float(np.sum(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(chunk)), targets]))
+            bar.update(len(chunk))
+    nll = total / len(fed)
+    return nll, float(np.exp(nll))
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ..fileformat import read_model_file
+    from ..model import Model
 
-    path = Path(args.model_path)
-    if not path.exists():
-        raise CliError(f"model file '{path}' does not exist")
-    with _load_model(str(path), 1) as model:
+    path = _model_path(args)
+    with Model(path, threads=1) as model:
         version, dtype = model.version, model.dtype
         n_vocab, n_embed, n_layer, state_size = model.n_vocab, model.n_embed, model.n_layer, model.state_size
         gn_eps = model.gn_eps
@@ -317,8 +377,13 @@ def _check_src(path: str, what: str) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..quantization import quantize
 
+    if args.format is not None and args.dtype is not None and args.format != args.dtype:
+        raise CliError(f"two formats given ('{args.format}' and --dtype '{args.dtype}'): give --dtype only")
+    fmt = args.dtype or args.format
+    if fmt is None:
+        raise CliError("quantize needs --dtype: Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0")
     _check_src(args.src, "source model")
-    quantize(args.src, args.dst, args.format, threads=args.threads, progress=progress_bar())
+    quantize(args.src, args.dst, fmt, threads=args.threads, progress=progress_bar())
     print(f"wrote {args.dst}")
     return 0
 

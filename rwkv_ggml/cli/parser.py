@@ -46,9 +46,21 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+MODEL_HELP = (
+    "model file (.bin), or hf:OWNER/REPO[/FILE] for a checkpoint on the Hugging Face hub (downloaded, "
+    "converted and quantized once into a cache, see --dtype); default: the packaged default model"
+)
+
+
+def _add_model(p: argparse.ArgumentParser, *, positional_alias: bool = False) -> None:
+    p.add_argument("--model", "-m", metavar="MODEL", help=MODEL_HELP)
+    if positional_alias:
+        # the positional MODEL of earlier versions, still accepted (not shown in --help)
+        p.add_argument("model_path", nargs="?", metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument(
-        "--model", "-m", metavar="PATH", help="model file (.bin); default: the packaged default model"
+        "--dtype",
+        metavar="DTYPE",
+        help="with --model hf:...: the dtype the checkpoint is converted to once (default Q8_0)",
     )
 
 
@@ -58,8 +70,15 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         "-t",
         type=_positive_int,
         metavar="N",
-        help="compute threads (default: the number of physical cores)",
+        help="compute threads (default: 1 for models under 64 MiB, where a second thread costs more "
+        "than it gains, else the number of physical cores)",
     )
+
+
+def _add_dtype(p: argparse.ArgumentParser, default: str | None) -> None:
+    choices = "f32, f16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0" if default else "Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
+    shown = f" (default {default})" if default else ""
+    p.add_argument("--dtype", default=default, metavar="DTYPE", help=f"{choices}{shown}")
 
 
 def _add_gn_eps(p: argparse.ArgumentParser) -> None:
@@ -145,8 +164,22 @@ def _add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
     )
 
 
+def _sub(sub: Any, name: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subparser whose --help ends with an example (kept as written)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Run RWKV language models on the CPU (rwkv_ggml).")
+    parser = _Parser(
+        prog=PROG,
+        description="Run RWKV language models on the CPU (rwkv_ggml).",
+        epilog=f"example:\n  {PROG} generate 'Once upon a time' -n 50\n"
+        f"  {PROG} generate 'The capital of France is' -m hf:fla-hub/rwkv7-0.4B-world",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -154,13 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_text_commands(sub)
     _add_model_file_commands(sub)
+    _add_file_writing_commands(sub)
     return parser
 
 
 def _add_text_commands(sub: Any) -> None:
     """generate and chat."""
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "generate",
+        f"{PROG} generate 'Once upon a time' -n 100 --temperature 0.8 -m model.bin",
         help="continue a prompt, streaming the text",
         description="Continue PROMPT (or standard input), streaming the new text to standard output.",
     )
@@ -180,8 +216,10 @@ def _add_text_commands(sub: Any) -> None:
     )
     p.set_defaults(func=commands.cmd_generate)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "chat",
+        f"{PROG} chat -m hf:BlinkDL/rwkv-7-world/RWKV-x070-World-1.5B-v3-20250127-ctx4096.pth",
         help="interactive chat that keeps the state between turns",
         description=f"Chat with a model; the conversation state is kept between turns. "
         f"Reads one message per line (also from a pipe). {commands.CHAT_HELP}.",
@@ -204,16 +242,23 @@ def _add_text_commands(sub: Any) -> None:
 
 
 def _add_model_file_commands(sub: Any) -> None:
-    """bench, perplexity, info, quantize, convert, merge-lora."""
-    p = sub.add_parser(
+    """bench, perplexity, info."""
+    p = _sub(
+        sub,
         "bench",
+        f"{PROG} bench -m model.bin -n 64 --threads 2",
         help="per-token latency and prompt throughput of a model",
         description="Measure a model: median latency of one token in RNN mode, and tokens/s of "
         "sequence mode on a prompt of random tokens.",
     )
-    p.add_argument("model_path", metavar="MODEL", help="model file (.bin)")
+    _add_model(p, positional_alias=True)
     p.add_argument(
-        "--tokens", type=_positive_int, default=64, metavar="N", help="tokens timed one by one (default 64)"
+        "--tokens",
+        "-n",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="tokens timed one by one (default 64)",
     )
     p.add_argument(
         "--prompt-tokens",
@@ -227,8 +272,10 @@ def _add_model_file_commands(sub: Any) -> None:
     _add_gn_eps(p)
     p.set_defaults(func=commands.cmd_bench)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "perplexity",
+        f"{PROG} perplexity book.txt -m model.bin -n 10000",
         help="perplexity of a model on a text file",
         description="Mean negative log-likelihood per token and perplexity of a UTF-8 text file, "
         "computed in sequence mode with the logits of every position. FILE may be "
@@ -240,44 +287,61 @@ def _add_model_file_commands(sub: Any) -> None:
     _add_tokenizer(p)
     _add_threads(p)
     _add_gn_eps(p)
-    p.add_argument("--max-tokens", type=_positive_int, metavar="N", help="use only the first N tokens")
+    p.add_argument("--max-tokens", "-n", type=_positive_int, metavar="N", help="use only the first N tokens")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on standard error (default: when it is a terminal)",
+    )
     p.set_defaults(func=commands.cmd_perplexity)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "info",
+        f"{PROG} info -m model.bin",
         help="version, dtype, shapes, parameter count and size of a model file",
-        description="Describe a model file.",
+        description="Describe a model file (default: the packaged default model).",
     )
-    p.add_argument("model_path", metavar="MODEL", help="model file (.bin)")
+    _add_model(p, positional_alias=True)
     p.set_defaults(func=commands.cmd_info)
 
-    p = sub.add_parser(
+
+def _add_file_writing_commands(sub: Any) -> None:
+    """quantize, convert, merge-lora."""
+    p = _sub(
+        sub,
         "quantize",
+        f"{PROG} quantize model-f16.bin model-q8_0.bin --dtype Q8_0",
         help="quantize an F32/F16 model file",
-        description="Quantize SRC (an F32 or F16 model file) to FORMAT, writing DST.",
+        description="Quantize SRC (an F32 or F16 model file) to --dtype, writing DST.",
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    p.add_argument("format", metavar="FORMAT", help="Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0")
+    # the positional FORMAT of earlier versions, still accepted (not shown in --help)
+    p.add_argument("format", nargs="?", metavar="FORMAT", help=argparse.SUPPRESS)
+    _add_dtype(p, None)
     _add_threads(p)
     p.set_defaults(func=commands.cmd_quantize)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "convert",
+        f"{PROG} convert RWKV-x070-World-0.1B.pth rwkv7-0.1b-q8_0.bin --dtype Q8_0",
         help="convert a .pth / safetensors checkpoint to a model file",
         description="Convert an RWKV checkpoint (.pth or .safetensors) to our .bin format, "
         "without PyTorch. A quantized --dtype converts to F16 first, then quantizes.",
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    p.add_argument(
-        "--dtype", default="f16", metavar="DTYPE", help="f32, f16 (default), Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
-    )
+    _add_dtype(p, "f16")
     _add_threads(p)
     p.set_defaults(func=commands.cmd_convert)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "merge-lora",
+        f"{PROG} merge-lora base.pth lora.pth merged.bin --alpha 32 --dtype Q8_0",
         help="merge a LoRA checkpoint into a base checkpoint",
         description="Merge LORA (lora_A/lora_B pairs) into BASE with scale alpha / rank, "
         "writing the model file OUT.",
@@ -286,8 +350,6 @@ def _add_model_file_commands(sub: Any) -> None:
     p.add_argument("lora", metavar="LORA")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--alpha", type=_float, required=True, metavar="A", help="LoRA alpha")
-    p.add_argument(
-        "--dtype", default="f16", metavar="DTYPE", help="f32, f16 (default), Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
-    )
+    _add_dtype(p, "f16")
     _add_threads(p)
     p.set_defaults(func=commands.cmd_merge_lora)
