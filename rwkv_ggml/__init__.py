@@ -6,7 +6,7 @@ light modules (tokenizers, sampling, file parsing) work even before the engine i
 A lazily exported name must never be the name of a submodule: importing a submodule sets the
 package attribute of that name to the module, so ``rwkv_ggml.quantize`` would turn from the
 function into the module as soon as anything imported ``rwkv_ggml.quantize`` the module
-(tests/test_public_names.py checks that no name collides).
+(tests/package/test_public_names.py checks that no name collides).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class NeoXTokenizer(Tokenizer):
         that is followed by a character that is neither whitespace nor "<": there the GPT-2
         pre-tokeniser always ends a piece, the "\n" (an NFC starter) cannot combine with what
         precedes it, and no added token ("<|endoftext|>", space runs) can straddle the cut. So
-        the result is identical to encoding the whole text at once (tests/test_tokenizer.py
+        the result is identical to encoding the whole text at once (tests/text/test_tokenizer.py
         checks this on a mixed corpus).
         """
         text = _as_text(text)

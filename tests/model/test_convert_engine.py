@@ -1,8 +1,8 @@
 """Checkpoints through the converter into the engine: converted models' logits vs the float64 reference.
 
-tests/test_convert.py checks the converted *files* tensor by tensor; this file closes the loop through
+tests/formats/test_convert.py checks the converted *files* tensor by tensor; this file closes the loop through
 rwkv_ggml.Model. For every RWKV version the engine runs, random raw official checkpoints (made by
-tests/test_convert.py's helpers: a random model in file layout, inverted to official tensors) are written
+tests/formats/test_convert.py's helpers: a random model in file layout, inverted to official tensors) are written
 as .pth (torch.save), safetensors in the official layout and safetensors in the Hugging Face layout (for
 v7, whose HF models use flash-linear-attention naming, that layout), converted to f32 and f16, loaded,
 and run for 20 tokens. The reference is the float64 model of the spec's conversion applied by hand
@@ -27,7 +27,7 @@ from rwkv_ggml.checkpoint import initial_state_from_checkpoint
 from rwkv_ggml.conversion import convert, merge_lora
 from rwkv_ggml.errors import ModelFormatError
 from tests.reference.rwkv_ref import reference_model
-from tests.test_convert import (
+from tests.formats.test_convert import (
     C,
     L,
     V,

@@ -19,8 +19,8 @@ from rwkv_ggml.checkpoint import initial_state_from_checkpoint
 from rwkv_ggml.conversion import convert, convert_state_dict, plan_conversion
 from rwkv_ggml.errors import ModelFormatError
 from rwkv_ggml.fileformat import read_model_file
-from tests.test_checkpoint_hostile import run_child
-from tests.test_convert import C, H, model, save_safetensors
+from tests.formats.test_checkpoint_hostile import run_child
+from tests.formats.test_convert import C, H, model, save_safetensors
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors.torch")

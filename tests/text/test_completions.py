@@ -17,7 +17,7 @@ from rwkv_ggml.completions import chat_completion
 from rwkv_ggml.generation import DEFAULT_MAX_TOKENS, ChatSession
 from rwkv_ggml.sampling import DEFAULT_TOP_P, SamplingParams
 from tests.conftest import tiny_path
-from tests.test_generate import ScriptedModel
+from tests.text.test_generate import ScriptedModel
 
 PROMPT = "The quick brown"
 

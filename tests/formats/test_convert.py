@@ -30,7 +30,7 @@ from rwkv_ggml.conversion import convert, convert_state_dict, plan_conversion
 from rwkv_ggml.errors import ModelFormatError, UnsupportedError
 from rwkv_ggml.fileformat import read_model_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))

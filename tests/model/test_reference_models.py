@@ -33,7 +33,7 @@ from tests.reference.rwkv_ref import (
     wkv7_step,
 )
 
-TESTDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
+TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
 PROMPT = [34, 105, 110]  # the bytes of '"in' (testdata.md §2)
 
 

@@ -17,7 +17,7 @@ import pytest
 from rwkv_ggml import Model
 from rwkv_ggml.errors import ModelFormatError, ModelIOError
 from tests.conftest import REPO_ROOT
-from tests.test_convert import model, save_pth, save_safetensors
+from tests.formats.test_convert import model, save_pth, save_safetensors
 
 COMMAND = re.compile(r"`(rwkv-ggml convert [^`]*)`")
 

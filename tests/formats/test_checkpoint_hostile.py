@@ -23,12 +23,12 @@ import pytest
 
 from rwkv_ggml.checkpoint import load_checkpoint
 from rwkv_ggml.errors import ModelFormatError, ModelIOError, RwkvGgmlError
-from tests.test_checkpoint import _FakeStorage, _FakeTensor, crafted_pth, safetensors_bytes
+from tests.formats.test_checkpoint import _FakeStorage, _FakeTensor, crafted_pth, safetensors_bytes
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(code: str, *, timeout: float = 120, address_space_gib: int | None = None) -> str:

@@ -31,7 +31,7 @@ hub_constants = pytest.importorskip("huggingface_hub.constants")
 pytest.importorskip("safetensors")
 from safetensors.numpy import save_file  # noqa: E402
 
-from tests.test_convert import official_from_bin  # noqa: E402
+from tests.formats.test_convert import official_from_bin  # noqa: E402
 
 REPO = "rwkv-test/tiny-random"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -31,7 +31,7 @@ from rwkv_ggml.tokenizer import (
 )
 from rwkv_ggml.tokenizer import _trie as trie_mod
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MIXED = "I'll 'd test блабла 以下は、]) -> <|endoftext|><|padding|> int"
 

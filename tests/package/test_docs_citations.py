@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
 SCANNED_DIRS = ("rwkv_ggml", "csrc", "tests", "benchmarks", "tools")
 SCANNED_SUFFIXES = {".py", ".pyi", ".c", ".h", ".inc", ".md", ".sh", ".toml", ".cfg", ""}
