@@ -53,8 +53,11 @@ def _signature(exc: BaseException) -> str:
     so the same defect reached through different inputs is reported once."""
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if f"{os.sep}rwkv_ggml{os.sep}" in f.filename]
-    frame = (ours or frames or [None])[-1]
-    where = "?" if frame is None else f"{pathlib.Path(frame.filename).name}:{frame.lineno} ({frame.name})"
+    chosen = ours or list(frames)
+    if not chosen:
+        return type(exc).__name__
+    frame = chosen[-1]
+    where = f"{pathlib.Path(frame.filename).name}:{frame.lineno} ({frame.name})"
     return f"{type(exc).__name__} in {where}"
 
 
@@ -107,7 +110,7 @@ class Recorder:
     def __call__(self, data: bytes) -> None:
         try:
             self.target(data)
-        except Exception as exc:  # noqa: BLE001 - classifying every exception is the point
+        except Exception as exc:
             finding = classify(exc)
             if finding is None:
                 return

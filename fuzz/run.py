@@ -39,15 +39,15 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
     from fuzz import harness
 
     harness.limit_memory(args.memory_limit_mb << 20)
-    import atheris
+    import atheris  # type: ignore[import-untyped]
     import numpy  # noqa: F401 - imported uninstrumented before the hook is installed
 
     with atheris.instrument_imports(include=["rwkv_ggml", "fuzz.targets", "fuzz.corpus"]):
-        import rwkv_ggml.checkpoint  # noqa: F401
-        import rwkv_ggml.convert  # noqa: F401
-        import rwkv_ggml.fileformat  # noqa: F401
-        import rwkv_ggml.model  # noqa: F401
-        import rwkv_ggml.state  # noqa: F401
+        import rwkv_ggml.checkpoint
+        import rwkv_ggml.convert
+        import rwkv_ggml.fileformat
+        import rwkv_ggml.model
+        import rwkv_ggml.state
         import rwkv_ggml.weights  # noqa: F401
         from fuzz import targets
     target = targets.resolve(args.target)
