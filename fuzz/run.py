@@ -54,7 +54,16 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
     if args.target == "state":
         targets.state_model()  # built before fuzzing starts, not inside the first input's time budget
     recorder = harness.Recorder(_label(args.target), target, args.findings, args.keep_going)
-    atheris.Setup([sys.argv[0], *libfuzzer_args], recorder)
+    from fuzz.mutators import MUTATORS
+
+    structured = MUTATORS.get(args.target)
+    if structured is not None:
+        def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+            return structured(data, max_size, seed, atheris.Mutate)
+
+        atheris.Setup([sys.argv[0], *libfuzzer_args], recorder, custom_mutator=mutator)
+    else:
+        atheris.Setup([sys.argv[0], *libfuzzer_args], recorder)
     atheris.Fuzz()
     return 0  # pragma: no cover - atheris.Fuzz exits the process
 
