@@ -47,6 +47,44 @@ def model_bytes(tmp_path: pathlib.Path, seed: pathlib.Path,
     return out.read_bytes()
 
 
+def many_records(count: int) -> bytes:
+    """A v101 header and ``count`` one-element F32 records (25 bytes each)."""
+    import struct
+
+    from rwkv_ggml.fileformat import FILE_MAGIC
+
+    record = struct.pack("<3ii", 1, 8, 0, 1)
+    return struct.pack("<6I", FILE_MAGIC, 101, 8, 64, 1, 0) + b"".join(
+        record + b"t%07d" % i + b"\0\0\0\0" for i in range(count))
+
+
+def test_bin_record_count_is_bounded(tmp_path: pathlib.Path) -> None:
+    """Found by review while fuzzing (the fuzzer's inputs are too small to show it): every record costs
+    ~200 bytes of parsed objects, so a 27 MB file of 1-element records took 220 MB and 7 s to parse
+    before any model check, and memory grew without bound with the file."""
+    from rwkv_ggml.errors import ModelFormatError
+    from rwkv_ggml.fileformat import MAX_N_TENSORS
+
+    path = tmp_path / "many.bin"
+    path.write_bytes(many_records(MAX_N_TENSORS))
+    with read_model_file(path) as mf:  # the limit itself is fine
+        assert len(mf.tensors) == MAX_N_TENSORS
+    path.write_bytes(many_records(MAX_N_TENSORS + 1))
+    with pytest.raises(ModelFormatError, match=f"more than {MAX_N_TENSORS} tensor records"):
+        read_model_file(path)
+
+
+def test_bin_writer_refuses_what_the_reader_would(tmp_path: pathlib.Path) -> None:
+    from rwkv_ggml.errors import ModelFormatError
+    from rwkv_ggml.fileformat import MAX_N_TENSORS
+
+    one = np.zeros(1, np.float32)
+    with pytest.raises(ModelFormatError, match="more than"):
+        write_model_file(tmp_path / "m.bin", n_vocab=8, n_embed=64, n_layer=1, data_type=DType.F32,
+                         tensors=((f"t{i}", one) for i in range(MAX_N_TENSORS + 1)))
+    assert not (tmp_path / "m.bin").exists()
+
+
 @pytest.mark.xfail(strict=True, reason="arch._check_layers_and_foreign takes 'blocks.².x' for a layer number "
                                        "(str.isdigit accepts superscripts) and int('²') raises a bare "
                                        "ValueError; fix in arch.py: accept ASCII digits only")
