@@ -3,7 +3,7 @@
     python fuzz/run.py --seconds 80                      # what CI runs: every target, 20 s each
     python fuzz/run.py --seconds 3600 --target bin       # one target, longer
     python fuzz/run.py --seconds 3600 --keep-going       # triage: record every distinct finding
-    python fuzz/run.py --target state --replay FILE      # run one saved input again, say what it does
+    python fuzz/run.py --target state --replay FILE      # run a saved input again, say what it does
 
 Each target runs in its own subprocess (``--child``) with a capped address space, libFuzzer's
 per-input timeout and RSS limit, so an exception escaping the library, a crash, a hang or a memory

@@ -22,7 +22,7 @@ import mmap
 
 import numpy as np
 
-from .errors import EngineArgumentError, ModelIOError
+from .errors import ClosedError, EngineArgumentError, ModelIOError
 from .fileformat import DType, ModelFile, TensorRecord
 
 PLACEMENTS = ("hugepage", "mmap")
@@ -92,6 +92,8 @@ class WeightStore:
         rec = self._mf.tensors[name]
         if name not in self._offsets:
             return self._mf.array(name)
+        if self._anon is None:
+            raise ClosedError(f"{self._mf.path}: the weights were released (model closed)")
         flat = np.frombuffer(self._anon, dtype=np.uint8, count=rec.nbytes, offset=self._offsets[name])
         if rec.dtype == DType.F32:
             return flat.view(np.float32).reshape(rec.shape)

@@ -136,3 +136,17 @@ def test_safetensors_v5_time_decay_of_zero_size(tmp_path: pathlib.Path) -> None:
     tensors["blocks.0.att.time_decay"] = np.zeros((0,), np.float32)
     safetensors_numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
     assert_no_finding(targets.fuzz_safetensors, (tmp_path / "model.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize("placement", ["hugepage", "mmap"])
+def test_weights_read_after_release_is_a_closed_error(placement: str) -> None:
+    """Not a fuzzer finding (mypy's, while fixing the reader): a released WeightStore raised a bare
+    TypeError (np.frombuffer(None)) for the tensors it had copied, ClosedError for the mapped ones."""
+    from rwkv_ggml.errors import ClosedError
+    from rwkv_ggml.weights import WeightStore
+
+    store = WeightStore(read_model_file(tiny_path("tiny-rwkv-4v0-660K-Q5_1.bin")), placement)
+    assert store.raw("blocks.0.ln1.weight").shape == (128,)
+    store.close()
+    with pytest.raises(ClosedError):
+        store.raw("blocks.0.ln1.weight")
