@@ -18,11 +18,13 @@ Usage: ``python fuzz/corpus.py [--out DIR]`` (default ``fuzz/corpus``, ignored b
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import pathlib
 import re
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -166,6 +168,9 @@ def _write_checkpoints(model: pathlib.Path, version: str, out: pathlib.Path) -> 
     path = out / "pth" / f"{stem}-bf16.pth"
     torch.save({k: v.to(torch.bfloat16) for k, v in state_dict.items()}, str(path))
     written.append(path)
+    path = out / "pth" / f"{stem}-views.pth"
+    torch.save(_views(torch, tensors), str(path))
+    written.append(path)
     try:
         import safetensors.torch
 
@@ -175,6 +180,25 @@ def _write_checkpoints(model: pathlib.Path, version: str, out: pathlib.Path) -> 
     except ImportError:
         pass
     return written
+
+
+def _views(torch: Any, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The state dict as a training script may save it, for the reader's less common paths: matrices
+    as transposed (non-contiguous) views, vectors as slices of one shared storage, one float64 tensor,
+    one ``nn.Parameter``, all nested under ``"state_dict"`` next to other entries."""
+    flat = [k for k, v in tensors.items() if v.ndim != 2]
+    shared = torch.from_numpy(np.concatenate([tensors[k].reshape(-1) for k in flat]))
+    state: dict[str, Any] = collections.OrderedDict()
+    start = 0
+    for name, value in tensors.items():
+        if value.ndim == 2:
+            state[name] = torch.from_numpy(np.ascontiguousarray(value.T)).T
+        else:
+            state[name] = shared[start:start + value.size].view(value.shape)
+            start += value.size
+    state["ln_out.bias"] = state["ln_out.bias"].double()
+    state["ln_out.weight"] = torch.nn.Parameter(state["ln_out.weight"].clone(), requires_grad=False)
+    return {"state_dict": state, "epoch": 3, "note": "fuzz seed"}
 
 
 def _write_states(model_path: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
