@@ -48,6 +48,12 @@ def is_expected(exc: BaseException) -> bool:
     return isinstance(exc, RwkvGgmlError) and not isinstance(exc, MemoryError)
 
 
+def _kind(exc: BaseException) -> str:
+    """The exception's type, module-qualified unless builtin (``zlib.error``, not ``error``)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _signature(exc: BaseException) -> str:
     """Exception type plus the innermost frame inside rwkv_ggml (else the innermost frame at all),
     so the same defect reached through different inputs is reported once."""
@@ -55,10 +61,10 @@ def _signature(exc: BaseException) -> str:
     ours = [f for f in frames if f"{os.sep}rwkv_ggml{os.sep}" in f.filename]
     chosen = ours or list(frames)
     if not chosen:
-        return type(exc).__name__
+        return _kind(exc)
     frame = chosen[-1]
     where = f"{pathlib.Path(frame.filename).name}:{frame.lineno} ({frame.name})"
-    return f"{type(exc).__name__} in {where}"
+    return f"{_kind(exc)} in {where}"
 
 
 def classify(exc: BaseException) -> Finding | None:
@@ -66,7 +72,7 @@ def classify(exc: BaseException) -> Finding | None:
     if is_expected(exc):
         return None
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Finding(kind=type(exc).__name__, signature=_signature(exc), detail=detail)
+    return Finding(kind=_kind(exc), signature=_signature(exc), detail=detail)
 
 
 def check(target: Target, data: bytes) -> Finding | None:
