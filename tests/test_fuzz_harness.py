@@ -50,7 +50,7 @@ def test_memory_error_is_a_finding_even_when_typed() -> None:
         raise OutOfMemoryError("a few bytes of input should never need this")
 
     finding = harness.check(typed_oom, b"")
-    assert finding is not None and finding.kind == "OutOfMemoryError"
+    assert finding is not None and finding.kind == "rwkv_ggml.errors.OutOfMemoryError"
 
 
 def test_signature_points_into_the_library() -> None:
