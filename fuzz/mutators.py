@@ -287,6 +287,46 @@ def mutate_safetensors(data: bytes, max_size: int, seed: int,
     return out if len(out) <= max_size else out[:max_size]
 
 
+# --- PyTorch zip checkpoints --------------------------------------------------------------------
+
+
+def mutate_pth(data: bytes, max_size: int, seed: int,
+               fallback: Callable[[bytes, int], bytes] | None = None) -> bytes:
+    """One mutation of a member of a ``.pth`` zip (mostly ``data.pkl``), the archive rebuilt around
+    it, so byte-level changes hit the pickle instead of the weights and the zip stays readable."""
+    import io
+    import zipfile
+
+    rng = random.Random(seed)
+    if fallback is None:
+        return data
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    except Exception:  # noqa: BLE001 - anything unreadable gets the byte-level mutation
+        members = []
+    if not members or rng.random() < 0.25:
+        return fallback(data, max_size)
+    pickles = [i for i, (name, _) in enumerate(members) if name.endswith("data.pkl")]
+    index = rng.choice(pickles) if pickles and rng.random() < 0.8 else rng.randrange(len(members))
+    name, content = members[index]
+    op = rng.randrange(10)
+    if op == 0:
+        del members[index]
+    elif op == 1:
+        members[index] = (rng.choice(["data.pkl", "a/b/data.pkl", name + "x", "archive/data/0", "../x"]),
+                          content)
+    else:
+        members[index] = (name, fallback(content, max(len(content) * 2, 64)))
+    compression = zipfile.ZIP_DEFLATED if rng.random() < 0.1 else zipfile.ZIP_STORED
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as zf:
+        for member_name, member_data in members:
+            zf.writestr(member_name, member_data)
+    result = out.getvalue()
+    return result if len(result) <= max_size else result[:max_size]
+
+
 Mutator = Callable[[bytes, int, int, "Callable[[bytes, int], bytes] | None"], bytes]
 # Targets whose inputs get a structure-aware mutator (the others use libFuzzer's byte mutations).
-MUTATORS: dict[str, Mutator] = {"bin": mutate_bin, "safetensors": mutate_safetensors}
+MUTATORS: dict[str, Mutator] = {"bin": mutate_bin, "pth": mutate_pth, "safetensors": mutate_safetensors}
