@@ -11,7 +11,7 @@ blow-up is reported as a finding with the input saved, instead of taking the mac
 status is 0 when nothing was found and 1 otherwise; every saved input's path is printed.
 
 ``--target`` takes the names in ``fuzz/targets.py`` (bin, pth, safetensors, state, all) or
-``module:function`` for any other function of bytes. See fuzz/README.md.
+``module:function`` or ``path/to/file.py:function`` for any other function of bytes. See fuzz/README.md.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
 
 
 def _label(target: str) -> str:
-    return target.replace(":", "-").replace(".", "-").replace("/", "-")
+    return pathlib.Path(target).name.replace(":", "-").replace(".", "-")
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=80, help="total fuzzing time, split among the targets")
     parser.add_argument("--target", default="all",
-                        help="bin, pth, safetensors, state, all (default) or module:function")
+                        help="bin, pth, safetensors, state, all (default) , module:function or file.py:function")
     parser.add_argument("--corpus", type=pathlib.Path, default=REPO_ROOT / "fuzz" / "corpus",
                         help="seed corpus folder (built from the tiny models if missing)")
     parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK,

@@ -140,13 +140,23 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 
 def resolve(spec: str) -> Callable[[bytes], None]:
-    """A target by name, or ``module:function`` for any other (the harness tests plant one)."""
+    """A target by name, or ``module:function`` / ``path/to/file.py:function`` for any other (the
+    harness tests plant some)."""
     if spec in TARGETS:
         return TARGETS[spec]
     if ":" not in spec:
         raise ValueError(f"unknown fuzz target {spec!r}; use one of {', '.join(TARGETS)} or module:function")
     import importlib
+    import importlib.util
 
-    module_name, _, attr = spec.partition(":")
-    target: Callable[[bytes], None] = getattr(importlib.import_module(module_name), attr)
+    module_name, _, attr = spec.rpartition(":")
+    if module_name.endswith(".py"):
+        where = importlib.util.spec_from_file_location(pathlib.Path(module_name).stem, module_name)
+        if where is None or where.loader is None:
+            raise ValueError(f"cannot load fuzz target module {module_name!r}")
+        module = importlib.util.module_from_spec(where)
+        where.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    target: Callable[[bytes], None] = getattr(module, attr)
     return target

@@ -1,5 +1,5 @@
 """Misbehaving fuzz targets for tests/test_fuzz_harness.py: the driver imports them as
-``tests.fuzz_planted:<name>`` in its child process (so this module imports nothing from conftest)."""
+``<path>/tests/fuzz_planted.py:<name>`` in its child process (so it imports nothing from conftest)."""
 
 from __future__ import annotations
 

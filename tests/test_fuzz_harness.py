@@ -1,9 +1,9 @@
 """The fuzzing harness itself (fuzz/): what it counts as a finding, and that the driver reports one.
 
-The driver tests plant targets (the ``planted_*`` functions of tests/fuzz_planted.py, passed as ``module:function``) that
-misbehave in each way the harness must catch: an untyped exception, a crash of the process, a hang
-and a memory blow-up; and one that only ever refuses its input the documented way, which must not
-be reported. Those tests need atheris (skipped without it); the rest need only the library.
+The driver tests plant targets (the ``planted_*`` functions of tests/fuzz_planted.py, passed as
+``file.py:function``) that misbehave in each way the harness must catch: an untyped exception, a
+crash of the process, a hang and a memory blow-up; and one that only ever refuses its input the
+documented way, which must not be reported. Those tests need atheris (skipped without it); the rest need only the library.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fuzz import corpus, harness, targets
 from rwkv_ggml.errors import ModelFormatError, OutOfMemoryError
 
 RUN = REPO_ROOT / "fuzz" / "run.py"
+PLANTED = REPO_ROOT / "tests" / "fuzz_planted.py"
 
 
 # --- classification ---------------------------------------------------------------------------
@@ -136,20 +137,20 @@ def saved_inputs(tmp_path: pathlib.Path) -> list[pathlib.Path]:
 
 
 def test_driver_reports_a_planted_exception(tmp_path: pathlib.Path) -> None:
-    result = run_driver(tmp_path, "tests.fuzz_planted:planted_key_error", "--seconds", "30")
+    result = run_driver(tmp_path, f"{PLANTED}:planted_key_error", "--seconds", "30")
     assert result.returncode == 1, result.stdout + result.stderr
     saved = [p for p in saved_inputs(tmp_path) if p.suffix == ".input"]
     assert saved, result.stdout
     assert str(saved[0]) in result.stdout
     assert "KeyError" in saved[0].with_suffix(".txt").read_text()
-    replay = subprocess.run([sys.executable, str(RUN), "--target", "tests.fuzz_planted:planted_key_error",
+    replay = subprocess.run([sys.executable, str(RUN), "--target", f"{PLANTED}:planted_key_error",
                              "--replay", str(saved[0])], cwd=REPO_ROOT, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=120, check=False)
     assert replay.returncode == 1 and "FINDING KeyError" in replay.stdout, replay.stdout + replay.stderr
 
 
 def test_driver_passes_a_target_that_only_refuses(tmp_path: pathlib.Path) -> None:
-    result = run_driver(tmp_path, "tests.fuzz_planted:planted_refusal", "--seconds", "2")
+    result = run_driver(tmp_path, f"{PLANTED}:planted_refusal", "--seconds", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no findings" in result.stdout
     assert not saved_inputs(tmp_path)
@@ -157,13 +158,13 @@ def test_driver_passes_a_target_that_only_refuses(tmp_path: pathlib.Path) -> Non
 
 @pytest.mark.parametrize(("planted", "artifact"), [("planted_segfault", "crash-"), ("planted_hang", "timeout-")])
 def test_driver_reports_a_crash_or_hang(tmp_path: pathlib.Path, planted: str, artifact: str) -> None:
-    result = run_driver(tmp_path, f"tests.fuzz_planted:{planted}", "--seconds", "60", "--timeout", "2")
+    result = run_driver(tmp_path, f"{PLANTED}:{planted}", "--seconds", "60", "--timeout", "2")
     assert result.returncode == 1, result.stdout + result.stderr
     assert any(artifact in p.name for p in saved_inputs(tmp_path)), result.stdout + result.stderr[-3000:]
 
 
 def test_driver_reports_a_memory_blow_up(tmp_path: pathlib.Path) -> None:
-    result = run_driver(tmp_path, "tests.fuzz_planted:planted_blow_up", "--seconds", "30")
+    result = run_driver(tmp_path, f"{PLANTED}:planted_blow_up", "--seconds", "30")
     assert result.returncode == 1, result.stdout + result.stderr
     texts = [p.read_text() for p in saved_inputs(tmp_path) if p.suffix == ".txt"]
     assert any("MemoryError" in t for t in texts), result.stdout + result.stderr[-3000:]
