@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=80, help="total fuzzing time, split among the targets")
     parser.add_argument("--target", default="all",
-                        help="bin, pth, safetensors, state, all (default) , module:function or file.py:function")
+                        help="bin, pth, safetensors, state, all (default), module:function or file.py:function")
     parser.add_argument("--corpus", type=pathlib.Path, default=REPO_ROOT / "fuzz" / "corpus",
                         help="seed corpus folder (built from the tiny models if missing)")
     parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK,
