@@ -190,3 +190,31 @@ def test_pth_pickle_declaring_a_huge_bytes_object() -> None:
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("archive/data.pkl", b"\x80\x04\x8e" + struct.pack("<Q", 1 << 62) + b"x.")
     assert_no_finding(targets.fuzz_pth, buf.getvalue())
+
+
+@pytest.mark.xfail(strict=True, reason="checkpoint._open_pth lets CPython's unpickler size its memo table from "
+                                       "the pickle: LONG_BINPUT <i> allocates (and zeroes) about 16*i bytes, so "
+                                       "a 139-byte .pth with i = 2**22 costs 67 MB and i = 2**32-1 about 64 GB "
+                                       "(the fuzzer's 72 KB input hit libFuzzer's 3 GB RSS limit); hand over to "
+                                       "the checkpoint owners: bound memo indices (e.g. by the number of "
+                                       "opcodes, checked with pickletools.genops) before unpickling")
+def test_pth_pickle_memo_index_sizes_the_memo_table() -> None:
+    """Found by the pth target (an out-of-memory): one LONG_BINPUT index in data.pkl."""
+    import io
+    import struct
+    import tracemalloc
+    import zipfile
+
+    from rwkv_ggml.errors import ModelFormatError
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}r" + struct.pack("<I", 1 << 22) + b".")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError):
+            targets.fuzz_pth(buf.getvalue())  # a pickle of an empty dict: no tensors
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"reading a 139-byte checkpoint allocated {peak >> 20} MiB"
