@@ -37,6 +37,7 @@ __all__ = [
     "MAX_N_ELEMENTS",
     "MAX_N_EMBED",
     "MAX_N_LAYER",
+    "MAX_N_TENSORS",
     "MAX_N_VOCAB",
     "DType",
     "ModelFile",
@@ -65,6 +66,9 @@ MAX_KEY_LENGTH = 1024
 # 2**40 elements is 4 TiB of f32: beyond it a record is certainly corrupt, and the bound
 # keeps every size computation far away from 64-bit overflow in the C engine.
 MAX_N_ELEMENTS = 1 << 40
+# The largest RWKV models hold a few thousand tensors (61 layers of ~40). Records cost ~200 bytes of
+# Python objects each, so without a bound a crafted 1 GB file of 1-element records would need ~8 GB.
+MAX_N_TENSORS = 1 << 16
 
 _HEADER = struct.Struct("<6I")
 _RECORD_HEAD = struct.Struct("<3i")
@@ -335,6 +339,9 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         tensors: dict[str, TensorRecord] = {}
         pos = HEADER_SIZE
         while pos < size:
+            if len(tensors) == MAX_N_TENSORS:
+                raise ModelFormatError(f"{path}: more than {MAX_N_TENSORS} tensor records (data continues at "
+                                       f"byte {pos}); RWKV models have a few thousand: corrupt or not a model")
             record = _read_record(f, path, size, pos, len(tensors), version, tensors)
             tensors[record.name] = record
             pos = record.offset + record.nbytes
@@ -528,6 +535,9 @@ def write_model_file(
         out.flush()
         names: set[str] = set()
         for index, item in enumerate(tensors):
+            if index == MAX_N_TENSORS:
+                raise ModelFormatError(f"cannot write '{path}': more than {MAX_N_TENSORS} tensors, which "
+                                       "read_model_file refuses")
             name, dtype, ne, data = _encode_tensor(item, index)
             if name in names:
                 raise ModelFormatError(f"cannot write '{path}': duplicate tensor name {name!r}")

@@ -22,7 +22,7 @@ import mmap
 
 import numpy as np
 
-from .errors import EngineArgumentError, ModelIOError
+from .errors import ClosedError, EngineArgumentError, ModelIOError
 from .fileformat import DType, ModelFile, TensorRecord
 
 PLACEMENTS = ("hugepage", "mmap")
