@@ -44,7 +44,7 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
 
     with atheris.instrument_imports(include=["rwkv_ggml", "fuzz.targets", "fuzz.corpus"]):
         import rwkv_ggml.checkpoint
-        import rwkv_ggml.convert
+        import rwkv_ggml.conversion
         import rwkv_ggml.fileformat
         import rwkv_ggml.model
         import rwkv_ggml.state

@@ -4,7 +4,7 @@ Each writes the bytes to a file (in a private temporary folder, on tmpfs where t
 drives the library through its public entry points only, as a user would, and lets exceptions
 propagate: :mod:`fuzz.harness` decides which ones are findings. Keeping to public names
 (``rwkv_ggml.fileformat.read_model_file``, ``rwkv_ggml.Model``, ``rwkv_ggml.checkpoint.load_checkpoint``,
-``rwkv_ggml.convert.plan_conversion`` / ``convert_state_dict``, ``rwkv_ggml.state.State``) keeps the
+``rwkv_ggml.conversion.plan_conversion`` / ``convert_state_dict``, ``rwkv_ggml.state.State``) keeps the
 targets valid while the modules behind them are reorganised.
 """
 
@@ -67,7 +67,7 @@ def fuzz_bin(data: bytes) -> None:
 def _checkpoint(data: bytes, name: str) -> None:
     """A checkpoint: open it, read every tensor, plan the conversion and run it to the end."""
     from rwkv_ggml.checkpoint import load_checkpoint
-    from rwkv_ggml.convert import convert_state_dict, plan_conversion
+    from rwkv_ggml.conversion import convert_state_dict, plan_conversion
 
     with input_file(data, name) as path, load_checkpoint(path) as ckpt:
         for tensor in ckpt.values():

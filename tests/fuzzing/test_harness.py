@@ -1,6 +1,6 @@
 """The fuzzing harness itself (fuzz/): what it counts as a finding, and that the driver reports one.
 
-The driver tests plant targets (the ``planted_*`` functions of tests/fuzz_planted.py, passed as
+The driver tests plant targets (the ``planted_*`` functions of tests/fuzzing/planted.py, passed as
 ``file.py:function``) that misbehave in each way the harness must catch: an untyped exception, a
 crash of the process, a hang and a memory blow-up; and one that only ever refuses its input the
 documented way, which must not be reported. Those tests need atheris (skipped without it); the rest need only the library.
@@ -20,7 +20,7 @@ from fuzz import corpus, harness, targets
 from rwkv_ggml.errors import ModelFormatError, OutOfMemoryError
 
 RUN = REPO_ROOT / "fuzz" / "run.py"
-PLANTED = REPO_ROOT / "tests" / "fuzz_planted.py"
+PLANTED = REPO_ROOT / "tests" / "fuzzing" / "planted.py"
 
 
 # --- classification ---------------------------------------------------------------------------

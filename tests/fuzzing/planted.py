@@ -1,5 +1,5 @@
-"""Misbehaving fuzz targets for tests/test_fuzz_harness.py: the driver imports them as
-``<path>/tests/fuzz_planted.py:<name>`` in its child process (so it imports nothing from conftest)."""
+"""Misbehaving fuzz targets for tests/fuzzing/test_harness.py: the driver imports them as
+``<path>/tests/fuzzing/planted.py:<name>`` in its child process (so it imports nothing from conftest)."""
 
 from __future__ import annotations
 
