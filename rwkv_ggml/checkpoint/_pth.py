@@ -6,8 +6,11 @@ import _compat_pickle
 import collections
 import mmap
 import pickle
+import pickletools
+import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -199,6 +202,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return storage
 
 
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+# pickletools' message for a length field that the remaining data does not hold
+_LENGTH_BEYOND_DATA = re.compile(r"expected \d+ bytes in a \w+, but only \d+ remain")
+
+
+def _check_pickle_bounds(data: bytes, path: Path) -> None:
+    """Refuses a pickle whose numbers would make CPython's unpickler allocate far more than the pickle's
+    own size: a length field (BINBYTES8, BINUNICODE8, ...) larger than what follows it is allocated in
+    full before the read fails, and a memo index i sizes the memo table to ~16*i bytes. pickletools
+    reads the opcodes without allocating declared lengths; picklers number memo entries 0, 1, 2, ...,
+    so an index beyond the opcodes read is forged. Other malformations are left to the unpickler, which
+    also refuses a forbidden global met before them."""
+    n_ops = 0
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            n_ops += 1
+            if opcode.name in _MEMO_OPCODES and isinstance(arg, int) and not 0 <= arg <= n_ops:
+                raise ModelFormatError(f"{path}: data.pkl stores memo entry {arg} after {n_ops} opcodes: "
+                                       "not a pickle a PyTorch writer makes")
+    except ModelFormatError:
+        raise
+    except Exception as e:
+        if _LENGTH_BEYOND_DATA.search(str(e)):
+            raise ModelFormatError(f"{path}: data.pkl declares an object longer than the pickle ({_short(e)})") from e
+
+
 def _open_pth(ckpt: Checkpoint, path: Path) -> None:
     mm = ckpt._map_file(path)
     try:
@@ -259,6 +288,7 @@ def _open_pth(ckpt: Checkpoint, path: Path) -> None:
         return _Storage(key, etype, numel, lambda: _read_member(zf, info, path, limit=need), 0)
 
     data = _read_member(zf, members[pickles[0]], path, limit=_MAX_HEADER_BYTES)
+    _check_pickle_bounds(data, path)
     unpickler = _RestrictedUnpickler(data, path, storage_for)
     try:
         obj = unpickler.load()
@@ -307,7 +337,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: 
     try:
         with zf.open(info) as f:
             return f.read(limit)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error) as e:
         raise ModelFormatError(
             f"{path}: cannot read zip member '{info.filename}' ({_short(e)}); truncated or corrupt?"
         ) from e

@@ -141,10 +141,6 @@ def test_weights_read_after_release_is_a_closed_error(placement: str) -> None:
         store.raw("blocks.0.ln1.weight")
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint._read_member catches zipfile's usual errors but not "
-                                       "zlib.error (an Exception of its own): a deflated data.pkl (or storage) "
-                                       "with a corrupt stream escapes as a bare zlib.error; hand over to the "
-                                       "checkpoint owners")
 def test_pth_corrupt_deflate_stream() -> None:
     """Found by the pth target: a compressed member whose deflate stream is damaged."""
     import io
@@ -162,13 +158,6 @@ def test_pth_corrupt_deflate_stream() -> None:
     assert_no_finding(targets.fuzz_pth, bytes(data))
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint._open_pth re-raises MemoryError from the unpickler: "
-                                       "CPython's unpickler allocates a BINBYTES8/BINUNICODE8 object of the "
-                                       "declared size before reading it, so a 2 KB data.pkl declaring 2**62 "
-                                       "bytes ends in a bare MemoryError (and one declaring a few GB makes a "
-                                       "transient allocation that large); hand over to the checkpoint owners: "
-                                       "e.g. check the pickle's length fields against its size first "
-                                       "(pickletools.genops reads without allocating)")
 def test_pth_pickle_declaring_a_huge_bytes_object() -> None:
     """Found by the pth target (structure-aware mutator): one BINBYTES8 length field in data.pkl."""
     import io
@@ -181,12 +170,6 @@ def test_pth_pickle_declaring_a_huge_bytes_object() -> None:
     assert_no_finding(targets.fuzz_pth, buf.getvalue())
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint._open_pth lets CPython's unpickler size its memo table from "
-                                       "the pickle: LONG_BINPUT <i> allocates (and zeroes) about 16*i bytes, so "
-                                       "a 139-byte .pth with i = 2**22 costs 67 MB and i = 2**32-1 about 64 GB "
-                                       "(the fuzzer's 72 KB input hit libFuzzer's 3 GB RSS limit); hand over to "
-                                       "the checkpoint owners: bound memo indices (e.g. by the number of "
-                                       "opcodes, checked with pickletools.genops) before unpickling")
 def test_pth_pickle_memo_index_sizes_the_memo_table() -> None:
     """Found by the pth target (an out-of-memory): one LONG_BINPUT index in data.pkl."""
     import io
