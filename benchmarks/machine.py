@@ -26,8 +26,9 @@ def anonymous_buffer(nbytes: int, huge: bool) -> mmap.mmap:
     return buf
 
 
-def read_bandwidth(pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: int = 1 << 30,
-                   repeats: int = 7) -> float:
+def read_bandwidth(
+    pool: ggml.Pool, threads: int, *, huge: bool = True, nbytes: int = 1 << 30, repeats: int = 7
+) -> float:
     """Best-of-``repeats`` read bandwidth in GB/s over a fresh buffer far larger than the caches."""
     buf = anonymous_buffer(nbytes, huge)
     try:
@@ -55,7 +56,9 @@ def read_bandwidth_of(pool: ggml.Pool, threads: int, buffer, repeats: int = 2) -
 PEAK_KINDS = {"f32": 0, "bf16": 1, "int8": 2}
 
 
-def fma_peak(pool: ggml.Pool, threads: int, iters: int = 20_000_000, repeats: int = 5, kind: str = "f32") -> float:
+def fma_peak(
+    pool: ggml.Pool, threads: int, iters: int = 20_000_000, repeats: int = 5, kind: str = "f32"
+) -> float:
     """Best-of-``repeats`` G-ops/s of independent multiply-add chains in registers (the compute ceiling):
     f32 FMA, bf16 pair dot products or int8 quad dot products (2 ops per multiply-add); 0.0 where the CPU
     lacks the instruction."""

@@ -30,8 +30,17 @@ from rwkv_ggml._lib import ffi, lib  # noqa: E402
 # (out, in): rows x row length of the weight, as in an nn.Linear weight; names after RWKV shapes
 SHAPES = [(2048, 2048), (3072, 768), (8192, 2048), (2048, 8192)]
 # "+bf16": the opt-in bf16 mat-mat route (rg_mul_mat_bf16; mat-vec is unaffected)
-TYPES = {"f32": ggml.F32, "f16": ggml.F16, "f32+bf16": ggml.F32, "f16+bf16": ggml.F16, "q8_0": ggml.Q8_0, "q5_1": ggml.Q5_1, "q5_0": ggml.Q5_0,
-         "q4_1": ggml.Q4_1, "q4_0": ggml.Q4_0}
+TYPES = {
+    "f32": ggml.F32,
+    "f16": ggml.F16,
+    "f32+bf16": ggml.F32,
+    "f16+bf16": ggml.F16,
+    "q8_0": ggml.Q8_0,
+    "q5_1": ggml.Q5_1,
+    "q5_0": ggml.Q5_0,
+    "q4_1": ggml.Q4_1,
+    "q4_0": ggml.Q4_0,
+}
 
 
 def encode(weights: np.ndarray, etype: int) -> np.ndarray:
@@ -40,14 +49,24 @@ def encode(weights: np.ndarray, etype: int) -> np.ndarray:
     row_bytes = int(lib.rg_type_row_bytes(etype, k))
     out = np.empty((rows, row_bytes), dtype=np.uint8)
     src = np.ascontiguousarray(weights, dtype=np.float32)
-    status = lib.rg_type_from_f32(etype, ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out), rows * k)
+    status = lib.rg_type_from_f32(
+        etype, ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out), rows * k
+    )
     if status != 0:
         raise RuntimeError(f"type {etype} cannot be encoded here (status {status})")
     return out
 
 
-def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: int, threads_list: list[int],
-               budget_bytes: int = 512 << 20, bf16: bool = False) -> dict[int, tuple[float, float]]:
+def bench_case(
+    pool: ggml.Pool,
+    out_dim: int,
+    in_dim: int,
+    etype: int,
+    columns: int,
+    threads_list: list[int],
+    budget_bytes: int = 512 << 20,
+    bf16: bool = False,
+) -> dict[int, tuple[float, float]]:
     """For each thread count: (seconds per mul_mat, read bandwidth in GB/s measured right after it).
 
     Both are best-of-several. The bandwidth is re-measured per case because on shared machines it
@@ -63,12 +82,17 @@ def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: 
     x = rng.standard_normal((columns, in_dim)).astype(np.float32)
     results: dict[int, tuple[float, float]] = {}
     # per graph: the output, its node list and its work buffer (activation copies, weight tiles)
-    mem = (16 << 20) + copies * (4 * out_dim * columns + 6 * in_dim * columns + 64 * in_dim + 65536) + x.nbytes
+    mem = (
+        (16 << 20) + copies * (4 * out_dim * columns + 6 * in_dim * columns + 64 * in_dim + 65536) + x.nbytes
+    )
     with ggml.Context(mem, pool=pool) as ctx:
         xt = ctx.tensor(x)
-        graphs = [ctx.graph([ctx.mul_mat(ctx.external(all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt,
-                                         bf16=bf16)])
-                  for i in range(copies)]
+        graphs = [
+            ctx.graph(
+                [ctx.mul_mat(ctx.external(all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt, bf16=bf16)]
+            )
+            for i in range(copies)
+        ]
         for threads in threads_list:
             for g in graphs:
                 g.compute(threads)
@@ -88,7 +112,9 @@ def bench_case(pool: ggml.Pool, out_dim: int, in_dim: int, etype: int, columns: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--columns", type=int, default=64, help="activation columns of the mat-mat cases (1: none)")
+    ap.add_argument(
+        "--columns", type=int, default=64, help="activation columns of the mat-mat cases (1: none)"
+    )
     ap.add_argument("--types", nargs="+", default=["f32", "f16"], choices=list(TYPES))
     args = ap.parse_args()
     pool = ggml.Pool(max(args.threads))
@@ -105,7 +131,9 @@ def main() -> None:
         for out_dim, in_dim in SHAPES:
             for cols in sorted({1, args.columns}):  # --columns 1: mat-vec only
                 try:
-                    res = bench_case(pool, out_dim, in_dim, etype, cols, args.threads, bf16=name.endswith("+bf16"))
+                    res = bench_case(
+                        pool, out_dim, in_dim, etype, cols, args.threads, bf16=name.endswith("+bf16")
+                    )
                 except RuntimeError as exc:
                     print(f"{name} {out_dim}x{in_dim}: skipped ({exc})")
                     break
@@ -114,8 +142,10 @@ def main() -> None:
                     gbs = wbytes / sec / 1e9
                     gflops = 2 * out_dim * in_dim * cols / sec / 1e9
                     label = f"{name} {out_dim}x{in_dim} T={cols}"
-                    print(f"{label:<28}{t:>8}{sec * 1e6:>9.0f}us{gbs:>9.1f}{100 * gbs / bw_now:>8.0f}%"
-                          f"{gflops:>9.1f}{100 * gflops / peak[t]:>7.0f}%")
+                    print(
+                        f"{label:<28}{t:>8}{sec * 1e6:>9.0f}us{gbs:>9.1f}{100 * gbs / bw_now:>8.0f}%"
+                        f"{gflops:>9.1f}{100 * gflops / peak[t]:>7.0f}%"
+                    )
     pool.close()
 
 

@@ -32,7 +32,7 @@ SHAPES = {
 
 def _v4_tensors(L: int, C: int, V: int, F: int, rng: np.random.Generator):
     def mat(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols), dtype=np.float32) / np.float32(np.sqrt(cols)))
+        return rng.standard_normal((rows, cols), dtype=np.float32) / np.float32(np.sqrt(cols))
 
     def vec(lo: float, hi: float) -> np.ndarray:
         return rng.uniform(lo, hi, C).astype(np.float32)
@@ -77,8 +77,9 @@ def f32_model(name: str) -> Path:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.reference.random_models import random_model_weights
 
-        tensors = iter(random_model_weights(version, C, L, V, head_size=64, ffn_dim=F, lora_dims=64,
-                                            seed=1234).items())
+        tensors = iter(
+            random_model_weights(version, C, L, V, head_size=64, ffn_dim=F, lora_dims=64, seed=1234).items()
+        )
     write_model_file(path, n_vocab=V, n_embed=C, n_layer=L, data_type=DType.F32, tensors=tensors)
     return path
 
@@ -94,13 +95,21 @@ def model_file(name: str, fmt: str) -> Path:
     if fmt == "F16":
         fp32_parts = (".time_", ".k_k", ".k_a", ".r_k", ".x_rwkvag", ".x_k", ".w0", ".a0", ".v0")
         with read_model_file(src) as mf:
+
             def tensors():
                 for n, rec in mf.tensors.items():
                     a = np.asarray(mf.array(n))
                     f16 = len(rec.ne) >= 2 and not any(part in n for part in fp32_parts)
                     yield n, a.astype(np.float16) if f16 else np.array(a)
-            write_model_file(path, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer,
-                             data_type=DType.F16, tensors=tensors())
+
+            write_model_file(
+                path,
+                n_vocab=mf.n_vocab,
+                n_embed=mf.n_embed,
+                n_layer=mf.n_layer,
+                data_type=DType.F16,
+                tensors=tensors(),
+            )
     else:
         from rwkv_ggml.quantization import quantize
 

@@ -45,8 +45,9 @@ def median_latency(model: Model, tokens: int, warm_up: int = 5) -> float:
     return statistics.median(times)
 
 
-def paired_rounds(model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int
-                  ) -> tuple[float, float, float, float | None]:
+def paired_rounds(
+    model: Model, pool: ggml.Pool, threads: int, nbytes: int, tokens: int, rounds: int
+) -> tuple[float, float, float, float | None]:
     """(median latency, median floor, median ratio, median ratio to the own-pages floor).
 
     The floor and ratio: rounds of [bandwidth of a fresh buffer, latency] measured back to back; on
@@ -99,16 +100,24 @@ def main() -> None:
     ap.add_argument("--placements", nargs="+", default=["hugepage", "mmap"])
     ap.add_argument("--tokens", type=int, default=0, help="tokens timed per case (default: by model size)")
     ap.add_argument("--official", action="store_true", help="also time the official rwkv package (fp32)")
-    ap.add_argument("--rounds", type=int, default=7,
-                    help="rounds of [bandwidth, latency] per case (more: steadier ratios on a noisy host)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="rounds of [bandwidth, latency] per case (more: steadier ratios on a noisy host)",
+    )
     args = ap.parse_args()
 
     pool = ggml.Pool(max(args.threads))
-    print(f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
-          f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] measured "
-          "back to back; own = median ratio of many [read of the model's own weight pages, 3 tokens] pairs")
-    print(f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
-          f"{'own':>7}{'GB/s':>7}")
+    print(
+        f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
+        f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] measured "
+        "back to back; own = median ratio of many [read of the model's own weight pages, 3 tokens] pairs"
+    )
+    print(
+        f"{'model':<10}{'format':<7}{'placement':<10}{'thr':>4}{'ms/token':>10}{'floor ms':>10}{'ratio':>7}"
+        f"{'own':>7}{'GB/s':>7}"
+    )
     for name in args.models:
         for fmt in args.formats:
             path = model_file(name, fmt)
@@ -120,8 +129,11 @@ def main() -> None:
                         moved = nbytes + 2 * 4 * m.state_size  # weights + state read and written
                         lat, floor, ratio, own = paired_rounds(m, pool, threads, moved, tokens, args.rounds)
                     own_text = f"{own:>7.2f}" if own is not None else f"{'-':>7}"
-                    print(f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
-                          f"{ratio:>7.2f}{own_text}{moved / lat / 1e9:>7.1f}", flush=True)
+                    print(
+                        f"{name:<10}{fmt:<7}{placement:<10}{threads:>4}{lat * 1e3:>10.2f}{floor * 1e3:>10.2f}"
+                        f"{ratio:>7.2f}{own_text}{moved / lat / 1e9:>7.1f}",
+                        flush=True,
+                    )
         if args.official:
             for threads in args.threads:
                 lat = official_latency(name, threads, max(10, (args.tokens or 40) // 2))

@@ -36,8 +36,11 @@ def matrix_params(path: Path) -> int:
     """Weights multiplied per token: every 2-D tensor but the embedding (a row lookup) and the head
     (only the last token goes through it)."""
     with read_model_file(path) as mf:
-        return sum(int(np.prod(r.ne)) for n, r in mf.tensors.items()
-                   if len(r.ne) == 2 and n not in ("emb.weight", "head.weight"))
+        return sum(
+            int(np.prod(r.ne))
+            for n, r in mf.tensors.items()
+            if len(r.ne) == 2 and n not in ("emb.weight", "head.weight")
+        )
 
 
 def best_time(fn, repeats: int) -> float:
@@ -59,8 +62,9 @@ def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) 
     return T / sec
 
 
-def paired_with_official(name: str, formats: list[str], bf16: bool, threads: int, lengths: list[int],
-                         rounds: int) -> None:
+def paired_with_official(
+    name: str, formats: list[str], bf16: bool, threads: int, lengths: list[int], rounds: int
+) -> None:
     """Each of our formats and the official model ('cpu bf16', loaded once) alternately, one pass each per
     round: the median of the per-round ratios is steady on a host whose speed drifts between minutes."""
     official = load_official(name, "cpu bf16", threads)
@@ -79,9 +83,12 @@ def paired_with_official(name: str, formats: list[str], bf16: bool, threads: int
                     ours.append(T / best_time(lambda toks=tokens: m.eval_sequence(toks), 1))
                     theirs.append(T / best_time(lambda toks=tokens: official.forward(list(toks), None), 1))
                     ratios.append(ours[-1] / theirs[-1])
-                print(f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
-                      f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
-                      f"(median of {rounds} alternating rounds)", flush=True)
+                print(
+                    f"{name:<10}{label:<9}{T:>5}{statistics.median(ours):>10.1f}   paired with official bf16: "
+                    f"{statistics.median(theirs):.1f} tokens/s, ours/theirs {statistics.median(ratios):.2f} "
+                    f"(median of {rounds} alternating rounds)",
+                    flush=True,
+                )
     official = None  # the official model holds GBs: free it before the next one is loaded
     gc.collect()
 
@@ -95,19 +102,28 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--bf16", action="store_true", help="also run F32/F16 models with Model(bf16=True)")
     ap.add_argument("--official", action="store_true")
-    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
-                    help="with --official: also time F16 and F32 (+bf16 with --bf16) and the official 'cpu bf16' "
-                         "alternately for this many rounds")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="with --official: also time F16 and F32 (+bf16 with --bf16) and the official 'cpu bf16' "
+        "alternately for this many rounds",
+    )
     args = ap.parse_args()
 
     pool = ggml.Pool(args.threads)
     peaks = {kind: fma_peak(pool, args.threads, kind=kind) for kind in ("f32", "bf16", "int8")}
     pool.close()
     peak = peaks["f32"]
-    print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): F32 FMA {peak:.0f}, "
-          f"bf16 dot {peaks['bf16']:.0f}, int8 dot {peaks['int8']:.0f}")
-    print("'% peak': of the F32 FMA peak; '% unit': of the peak of the unit the products run on "
-          "(F32 FMA, bf16 dot for +bf16, int8 dot for the quantized formats)")
+    print(
+        f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): F32 FMA {peak:.0f}, "
+        f"bf16 dot {peaks['bf16']:.0f}, int8 dot {peaks['int8']:.0f}"
+    )
+    print(
+        "'% peak': of the F32 FMA peak; '% unit': of the peak of the unit the products run on "
+        "(F32 FMA, bf16 dot for +bf16, int8 dot for the quantized formats)"
+    )
     print(f"{'model':<10}{'format':<9}{'T':>5}{'tokens/s':>10}{'GFLOP/s':>9}{'% peak':>8}{'% unit':>8}")
     for name in args.models:
         runs = [(fmt, False) for fmt in args.formats]
@@ -128,8 +144,11 @@ def main() -> None:
                     gflops = T * flops_per_token / sec / 1e9
                     unit = peaks["bf16"] if bf16 else peak if fmt in ("F32", "F16") else peaks["int8"]
                     unit_share = f"{100 * gflops / unit:>7.0f}%" if unit > 0 else f"{'-':>8}"
-                    print(f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%"
-                          f"{unit_share}", flush=True)
+                    print(
+                        f"{name:<10}{label:<9}{T:>5}{T / sec:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%"
+                        f"{unit_share}",
+                        flush=True,
+                    )
         if args.official:
             for strategy in ("cpu fp32", "cpu bf16"):
                 for T in args.lengths:
@@ -137,8 +156,10 @@ def main() -> None:
                     if rate is None:
                         print("official rwkv package not installed (pip install .[bench])")
                         break
-                    print(f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
-                          flush=True)
+                    print(
+                        f"{name:<10}{strategy.split()[1] + '*':<9}{T:>5}{rate:>10.1f}   (official rwkv, torch)",
+                        flush=True,
+                    )
             if args.paired > 0:
                 paired_with_official(name, ["F16", "F32"], args.bf16, args.threads, args.lengths, args.paired)
 

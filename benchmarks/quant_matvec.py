@@ -27,8 +27,15 @@ from machine import anonymous_buffer, read_bandwidth
 from rwkv_ggml import ggml
 from rwkv_ggml._lib import ffi, lib
 
-TYPES = {"f32": ggml.F32, "f16": ggml.F16, "q8_0": ggml.Q8_0, "q5_1": ggml.Q5_1, "q5_0": ggml.Q5_0,
-         "q4_1": ggml.Q4_1, "q4_0": ggml.Q4_0}
+TYPES = {
+    "f32": ggml.F32,
+    "f16": ggml.F16,
+    "q8_0": ggml.Q8_0,
+    "q5_1": ggml.Q5_1,
+    "q5_0": ggml.Q5_0,
+    "q4_1": ggml.Q4_1,
+    "q4_0": ggml.Q4_0,
+}
 
 
 def encode(weights: np.ndarray, etype: int) -> np.ndarray:
@@ -37,8 +44,9 @@ def encode(weights: np.ndarray, etype: int) -> np.ndarray:
     out = np.empty((rows, int(lib.rg_type_row_bytes(etype, k))), dtype=np.uint8)
     src = np.ascontiguousarray(weights, dtype=np.float32)
     pool = ggml.Pool(2)
-    status = lib.rg_quantize_rows(etype, ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out), rows, k,
-                                  pool.ptr, 2)
+    status = lib.rg_quantize_rows(
+        etype, ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out), rows, k, pool.ptr, 2
+    )
     pool.close()
     if status != 0:
         raise RuntimeError(f"type {etype} cannot be encoded (status {status})")
@@ -61,9 +69,16 @@ class Case:
         x = np.random.default_rng(1).standard_normal((1, in_dim)).astype(np.float32)
         self.ctx = ggml.Context(64 << 20, pool=pool)
         xt = self.ctx.tensor(x)
-        self.graphs = [self.ctx.graph([self.ctx.mul_mat(
-            self.ctx.external(self.all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt)])
-            for i in range(self.copies)]
+        self.graphs = [
+            self.ctx.graph(
+                [
+                    self.ctx.mul_mat(
+                        self.ctx.external(self.all_w[i], engine_type=etype, ne=[in_dim, out_dim]), xt
+                    )
+                ]
+            )
+            for i in range(self.copies)
+        ]
 
     def seconds(self, threads: int) -> float:
         """Seconds per mat-vec over one pass through all copies."""
@@ -83,14 +98,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=int, nargs=2, default=[2048, 8192], metavar=("OUT", "IN"))
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--types", nargs="+", default=["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"], choices=list(TYPES))
+    ap.add_argument(
+        "--types", nargs="+", default=["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"], choices=list(TYPES)
+    )
     ap.add_argument("--budget", type=int, default=256, help="MB of weight copies per type")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the best of each is kept")
     args = ap.parse_args()
     out_dim, in_dim = args.shape
     pool = ggml.Pool(max(args.threads))
     level = ggml.simd_level()
-    print(f"SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), VNNI: {ggml.cpu_features()['avx512_vnni']}")
+    print(
+        f"SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), VNNI: {ggml.cpu_features()['avx512_vnni']}"
+    )
     w = np.random.default_rng(0).standard_normal((out_dim, in_dim)).astype(np.float32) / np.sqrt(in_dim)
     cases = [Case(pool, name, w, args.budget << 20) for name in args.types]
     # Rounds interleave every case and the bandwidth probe, so a noisy neighbour hits all of them alike.

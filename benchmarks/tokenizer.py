@@ -41,9 +41,9 @@ CODE = [
     "def {n}(x, y=None):\n    if y is None:\n        return x * 2\n    return [v + y for v in x]\n\n",
     "class {N}:\n    def __init__(self, size: int) -> None:\n        self.size = size\n        self.items = {{}}\n\n",
     "for i in range(len(data)):\n    total += data[i] ** 2  # accumulate squares\n",
-    "if __name__ == \"__main__\":\n    import sys\n    sys.exit(main(sys.argv[1:]))\n",
+    'if __name__ == "__main__":\n    import sys\n    sys.exit(main(sys.argv[1:]))\n',
     "int {n}(const float *a, size_t n) {{\n\tfloat s = 0.0f;\n\tfor (size_t i = 0; i < n; i++) s += a[i];\n}}\n",
-    "    result = {{\"key\": value, 'other': [1, 2, 3], \"nested\": {{\"a\": None}}}}\n",
+    '    result = {{"key": value, \'other\': [1, 2, 3], "nested": {{"a": None}}}}\n',
 ]
 
 CJK_RANGES = [(0x4E00, 0x9FFF), (0x3041, 0x3096), (0x30A1, 0x30FA), (0xAC00, 0xD7A3)]
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     text = make_corpus(int(args.mb * 1e6), args.seed)
     small = text[: len(text) // 8]
-    print(f"corpus: {len(text.encode('utf-8')) / 1e6:.2f} MB of mixed English/code/CJK/emoji, seed {args.seed}")
+    print(
+        f"corpus: {len(text.encode('utf-8')) / 1e6:.2f} MB of mixed English/code/CJK/emoji, seed {args.seed}"
+    )
 
     bench(ByteTokenizer(), text, args.repeat, "bytes")
     bench(NeoXTokenizer(), text, args.repeat, "20b (tokenizers)")

@@ -57,12 +57,13 @@ def _rows(raw: np.ndarray, rec_ne: tuple[int, ...], keep: int) -> tuple[tuple[in
     return ne, np.ascontiguousarray(raw.reshape(rec_ne[1], -1)[:keep])
 
 
-def _columns(raw: np.ndarray, rec_ne: tuple[int, ...], dtype: DType, keep: int) -> tuple[tuple[int, ...],
-                                                                                           np.ndarray]:
+def _columns(
+    raw: np.ndarray, rec_ne: tuple[int, ...], dtype: DType, keep: int
+) -> tuple[tuple[int, ...], np.ndarray]:
     """The first ``keep`` columns (ggml ne[0], whole blocks) of a 2-D tensor's bytes."""
     rows = raw.reshape(rec_ne[1], rec_ne[0] // dtype.block_size, -1)
     ne = (keep, rec_ne[1])
-    return ne, np.ascontiguousarray(rows[:, :keep // dtype.block_size])
+    return ne, np.ascontiguousarray(rows[:, : keep // dtype.block_size])
 
 
 def shrunk_tensors(mf: ModelFile) -> Iterator[tuple[str, DType, tuple[int, ...], bytes]]:
@@ -84,8 +85,15 @@ def shrunk_tensors(mf: ModelFile) -> Iterator[tuple[str, DType, tuple[int, ...],
 
 def shrink(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
     with read_model_file(src) as mf:
-        write_model_file(dst, n_vocab=_VOCAB, n_embed=mf.n_embed, n_layer=1, data_type=mf.data_type,
-                         tensors=shrunk_tensors(mf), version=mf.version)
+        write_model_file(
+            dst,
+            n_vocab=_VOCAB,
+            n_embed=mf.n_embed,
+            n_layer=1,
+            data_type=mf.data_type,
+            tensors=shrunk_tensors(mf),
+            version=mf.version,
+        )
     return dst
 
 
@@ -115,7 +123,7 @@ def official_tensors(mf: ModelFile, version: str) -> Iterator[tuple[str, np.ndar
     for name in mf.tensors:
         a = _values(mf, name, rng)
         m = _BLOCK.fullmatch(name)
-        prefix, suffix = (name[:-len(m.group(2))], m.group(2)) if m else ("", name)
+        prefix, suffix = (name[: -len(m.group(2))], m.group(2)) if m else ("", name)
         with np.errstate(all="ignore"):
             if suffix == "att.x_rwkvag":
                 for i, c in enumerate("rwkvag"):
@@ -194,7 +202,7 @@ def _views(torch: Any, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
         if value.ndim == 2:
             state[name] = torch.from_numpy(np.ascontiguousarray(value.T)).T
         else:
-            state[name] = shared[start:start + value.size].view(value.shape)
+            state[name] = shared[start : start + value.size].view(value.shape)
             start += value.size
     state["ln_out.bias"] = state["ln_out.bias"].double()
     state["ln_out.weight"] = torch.nn.Parameter(state["ln_out.weight"].clone(), requires_grad=False)

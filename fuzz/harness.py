@@ -123,8 +123,11 @@ class Recorder:
             if finding.signature not in self.seen:
                 self.seen.add(finding.signature)
                 path = save_finding(self.findings, self.target_name, data, finding)
-                print(f"\nFINDING [{self.target_name}] {finding.describe()}: input saved to {path}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\nFINDING [{self.target_name}] {finding.describe()}: input saved to {path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if not self.keep_going:
                 raise
 

@@ -24,15 +24,59 @@ _LAYOUT = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 7: (32, 22), 8: (32, 
 _MAX_DATA = 1 << 20  # never grow one tensor's data beyond this
 # Per-layer tensor names of every RWKV version, so renames can produce foreign or misplaced tensors.
 _SUFFIXES = (
-    "ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.key.weight",
-    "att.value.weight", "att.receptance.weight", "att.output.weight", "att.gate.weight", "att.time_mix_k",
-    "att.time_mix_v", "att.time_mix_r", "att.time_mix_g", "att.time_first", "att.time_decay",
-    "att.time_faaaa", "att.ln_x.weight", "att.ln_x.bias", "att.time_maa_x", "att.time_maa_w",
-    "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g", "att.time_maa_w1",
-    "att.time_maa_w2", "att.time_decay_w1", "att.time_decay_w2", "att.x_rwkvag", "att.w0", "att.w1",
-    "att.w2", "att.a0", "att.a1", "att.a2", "att.v0", "att.v1", "att.v2", "att.g1", "att.g2", "att.k_k",
-    "att.k_a", "att.r_k", "ffn.x_k", "ffn.time_mix_k", "ffn.time_mix_r", "ffn.time_maa_k",
-    "ffn.time_maa_r", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight",
+    "ln0.weight",
+    "ln0.bias",
+    "ln1.weight",
+    "ln1.bias",
+    "ln2.weight",
+    "ln2.bias",
+    "att.key.weight",
+    "att.value.weight",
+    "att.receptance.weight",
+    "att.output.weight",
+    "att.gate.weight",
+    "att.time_mix_k",
+    "att.time_mix_v",
+    "att.time_mix_r",
+    "att.time_mix_g",
+    "att.time_first",
+    "att.time_decay",
+    "att.time_faaaa",
+    "att.ln_x.weight",
+    "att.ln_x.bias",
+    "att.time_maa_x",
+    "att.time_maa_w",
+    "att.time_maa_k",
+    "att.time_maa_v",
+    "att.time_maa_r",
+    "att.time_maa_g",
+    "att.time_maa_w1",
+    "att.time_maa_w2",
+    "att.time_decay_w1",
+    "att.time_decay_w2",
+    "att.x_rwkvag",
+    "att.w0",
+    "att.w1",
+    "att.w2",
+    "att.a0",
+    "att.a1",
+    "att.a2",
+    "att.v0",
+    "att.v1",
+    "att.v2",
+    "att.g1",
+    "att.g2",
+    "att.k_k",
+    "att.k_a",
+    "att.r_k",
+    "ffn.x_k",
+    "ffn.time_mix_k",
+    "ffn.time_mix_r",
+    "ffn.time_maa_k",
+    "ffn.time_maa_r",
+    "ffn.key.weight",
+    "ffn.value.weight",
+    "ffn.receptance.weight",
 )
 _GLOBALS = ("emb.weight", "head.weight", "ln_out.weight", "ln_out.bias")
 _LAYER = re.compile(r"blocks\.(\d+)\.(.+)")
@@ -64,12 +108,12 @@ def parse(data: bytes) -> tuple[list[int], list[_Record]] | None:
             return None
         ne = struct.unpack_from(f"<{dims}i", data, pos)
         pos += 4 * dims
-        name = data[pos:pos + key_length]
+        name = data[pos : pos + key_length]
         pos += key_length
         size = _nbytes(type_id, ne)
         if size is None or pos + size > len(data):
             return None
-        records.append(_Record(name, type_id, tuple(ne), data[pos:pos + size]))
+        records.append(_Record(name, type_id, tuple(ne), data[pos : pos + size]))
         pos += size
     return header, records
 
@@ -105,8 +149,30 @@ def _fit(record: _Record) -> _Record:
 
 
 def _interesting(rng: random.Random, value: int) -> int:
-    return rng.choice([0, 1, 2, 3, 5, 8, 32, 64, 100, 101, value - 1, value + 1, value * 2, max(value // 2, 1),
-                       value * 32, -1, (1 << 31) - 1, (1 << 32) - 1, 1 << 20, rng.randrange(1 << 16)])
+    return rng.choice(
+        [
+            0,
+            1,
+            2,
+            3,
+            5,
+            8,
+            32,
+            64,
+            100,
+            101,
+            value - 1,
+            value + 1,
+            value * 2,
+            max(value // 2, 1),
+            value * 32,
+            -1,
+            (1 << 31) - 1,
+            (1 << 32) - 1,
+            1 << 20,
+            rng.randrange(1 << 16),
+        ]
+    )
 
 
 def _rename(rng: random.Random, name: str, layers: int) -> str:
@@ -119,8 +185,18 @@ def _rename(rng: random.Random, name: str, layers: int) -> str:
     if choice == 2:
         return rng.choice(_GLOBALS)
     if choice == 3:  # a name that only looks like a layer
-        return rng.choice(["blocks.x.ln1.weight", "blocks..ln1.weight", "blocks.0", "blocks.\u00b2.a",
-                           "blocks.-1.ln1.weight", "blocks.01.ln1.weight", name + "\0", name.upper()])
+        return rng.choice(
+            [
+                "blocks.x.ln1.weight",
+                "blocks..ln1.weight",
+                "blocks.0",
+                "blocks.\u00b2.a",
+                "blocks.-1.ln1.weight",
+                "blocks.01.ln1.weight",
+                name + "\0",
+                name.upper(),
+            ]
+        )
     return f"blocks.0.{rng.choice(_SUFFIXES)}"
 
 
@@ -159,8 +235,11 @@ def _mutate_structure(rng: random.Random, header: list[int], records: list[_Reco
         # A copy of a whole layer as a new one, with n_layer raised to match (or not).
         layer = rng.randrange(max(header[4], 1) + 1)
         prefix = b"blocks.0."
-        copies = [replace(x, name=b"blocks.%d." % layer + x.name[len(prefix):])
-                  for x in records if x.name.startswith(prefix)]
+        copies = [
+            replace(x, name=b"blocks.%d." % layer + x.name[len(prefix) :])
+            for x in records
+            if x.name.startswith(prefix)
+        ]
         records += [c for c in copies if c.name not in {x.name for x in records}]
         if rng.random() < 0.8:
             header[4] = max(header[4], layer + 1)
@@ -169,8 +248,9 @@ def _mutate_structure(rng: random.Random, header: list[int], records: list[_Reco
         records[i], records[j] = records[j], records[i]
 
 
-def mutate_bin(data: bytes, max_size: int, seed: int,
-               fallback: Callable[[bytes, int], bytes] | None = None) -> bytes:
+def mutate_bin(
+    data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int], bytes] | None = None
+) -> bytes:
     """One mutation of ``data`` (atheris custom-mutator signature, plus the byte-level fallback)."""
     rng = random.Random(seed)
     parsed = parse(data) if rng.random() < 0.75 else None
@@ -189,15 +269,36 @@ def mutate_bin(data: bytes, max_size: int, seed: int,
 
 # Names of the three key layouts the checkpoint reader recognises, for renames across layouts.
 _CHECKPOINT_NAMES = (
-    "emb.weight", "head.weight", "ln_out.weight", "ln_out.bias", "blocks.0.att.time_decay",
-    "blocks.0.att.time_first", "blocks.0.att.time_faaaa", "blocks.0.att.time_state", "blocks.1.ln1.weight",
-    "blocks.0.att.x_r", "blocks.0.att.w1", "blocks.0.att.r_k", "blocks.0.att.time_maa_w2",
-    "rwkv.embeddings.weight", "rwkv.head.weight", "rwkv.blocks.0.pre_ln.weight",
-    "rwkv.blocks.0.attention.time_mix_key", "rwkv.blocks.0.feed_forward.key.weight", "rwkv.ln_out.weight",
-    "model.embeddings.weight", "model.norm.weight", "lm_head.weight", "model.layers.0.attn.r_proj.weight",
-    "model.layers.0.attn.x_r", "model.layers.0.attn.w_lora.lora.0.weight",
-    "model.layers.0.attn.w_lora.lora.2.bias", "model.layers.0.attn.g_norm.weight",
-    "blocks.0.att.lora_A", "blocks.0.att.key.weight.lora_B", "__metadata__",
+    "emb.weight",
+    "head.weight",
+    "ln_out.weight",
+    "ln_out.bias",
+    "blocks.0.att.time_decay",
+    "blocks.0.att.time_first",
+    "blocks.0.att.time_faaaa",
+    "blocks.0.att.time_state",
+    "blocks.1.ln1.weight",
+    "blocks.0.att.x_r",
+    "blocks.0.att.w1",
+    "blocks.0.att.r_k",
+    "blocks.0.att.time_maa_w2",
+    "rwkv.embeddings.weight",
+    "rwkv.head.weight",
+    "rwkv.blocks.0.pre_ln.weight",
+    "rwkv.blocks.0.attention.time_mix_key",
+    "rwkv.blocks.0.feed_forward.key.weight",
+    "rwkv.ln_out.weight",
+    "model.embeddings.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+    "model.layers.0.attn.r_proj.weight",
+    "model.layers.0.attn.x_r",
+    "model.layers.0.attn.w_lora.lora.0.weight",
+    "model.layers.0.attn.w_lora.lora.2.bias",
+    "model.layers.0.attn.g_norm.weight",
+    "blocks.0.att.lora_A",
+    "blocks.0.att.key.weight.lora_B",
+    "__metadata__",
 )
 _ST_DTYPES = ("F32", "F16", "BF16", "F64", "I8", "U8", "I32", "I64", "BOOL", "F8_E4M3", "X")
 
@@ -249,8 +350,9 @@ def _fit_offsets(entry: dict[str, object]) -> None:
     entry["data_offsets"] = [offsets[0], offsets[0] + count]
 
 
-def mutate_safetensors(data: bytes, max_size: int, seed: int,
-                       fallback: Callable[[bytes, int], bytes] | None = None) -> bytes:
+def mutate_safetensors(
+    data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int], bytes] | None = None
+) -> bytes:
     """One mutation of a safetensors file's JSON header (the data region is kept as is)."""
     import json
 
@@ -259,12 +361,12 @@ def mutate_safetensors(data: bytes, max_size: int, seed: int,
     if len(data) >= 8 and rng.random() < 0.75:
         length = int.from_bytes(data[:8], "little")
         try:
-            header = json.loads(data[8:8 + length])
+            header = json.loads(data[8 : 8 + length])
         except ValueError:
             header = None
     if not isinstance(header, dict) or not header:
         return fallback(data, max_size) if fallback is not None else data
-    body = data[8 + length:]
+    body = data[8 + length :]
     names = list(header)
     for _ in range(rng.choice([1, 1, 2, 3])):
         name = rng.choice(names)
@@ -290,8 +392,9 @@ def mutate_safetensors(data: bytes, max_size: int, seed: int,
 # --- PyTorch zip checkpoints --------------------------------------------------------------------
 
 
-def mutate_pth(data: bytes, max_size: int, seed: int,
-               fallback: Callable[[bytes, int], bytes] | None = None) -> bytes:
+def mutate_pth(
+    data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int], bytes] | None = None
+) -> bytes:
     """One mutation of a member of a ``.pth`` zip (mostly ``data.pkl``), the archive rebuilt around
     it, so byte-level changes hit the pickle instead of the weights and the zip stays readable."""
     import io
@@ -314,8 +417,10 @@ def mutate_pth(data: bytes, max_size: int, seed: int,
     if op == 0:
         del members[index]
     elif op == 1:
-        members[index] = (rng.choice(["data.pkl", "a/b/data.pkl", name + "x", "archive/data/0", "../x"]),
-                          content)
+        members[index] = (
+            rng.choice(["data.pkl", "a/b/data.pkl", name + "x", "archive/data/0", "../x"]),
+            content,
+        )
     else:
         members[index] = (name, fallback(content, max(len(content) * 2, 64)))
     compression = zipfile.ZIP_DEFLATED if rng.random() < 0.1 else zipfile.ZIP_STORED

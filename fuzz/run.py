@@ -58,6 +58,7 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
 
     structured = MUTATORS.get(args.target)
     if structured is not None:
+
         def mutator(data: bytes, max_size: int, seed: int) -> bytes:
             return structured(data, max_size, seed, atheris.Mutate)
 
@@ -111,30 +112,51 @@ def _run_target(args: argparse.Namespace, name: str, seconds: int) -> list[pathl
     grown.mkdir(parents=True, exist_ok=True)
     seeds = _seeds(args, name)
     before = set(findings.iterdir())
-    libfuzzer = [str(grown)] + ([str(seeds)] if seeds else []) + [
-        f"-timeout={args.timeout}",
-        f"-rss_limit_mb={RSS_LIMIT_MB}",
-        f"-artifact_prefix={findings}{os.sep}{label}-",
-        "-print_final_stats=1",
-    ]
+    libfuzzer = (
+        [str(grown)]
+        + ([str(seeds)] if seeds else [])
+        + [
+            f"-timeout={args.timeout}",
+            f"-rss_limit_mb={RSS_LIMIT_MB}",
+            f"-artifact_prefix={findings}{os.sep}{label}-",
+            "-print_final_stats=1",
+        ]
+    )
     if seeds is not None:
         from fuzz.corpus import largest
 
         libfuzzer.append(f"-max_len={max(largest(seeds) + 4096, 4096)}")
-    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", "--target", name,
-               "--findings", str(findings), "--memory-limit-mb", str(args.memory_limit_mb)]
+    command = [
+        sys.executable,
+        str(pathlib.Path(__file__).resolve()),
+        "--child",
+        "--target",
+        name,
+        "--findings",
+        str(findings),
+        "--memory-limit-mb",
+        str(args.memory_limit_mb),
+    ]
     if args.keep_going:
         command.append("--keep-going")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     print(f"fuzzing {name} for {seconds} s", flush=True)
     started = time.monotonic()
     left = seconds
     while True:
         # The wall-clock guard only matters if libFuzzer itself hangs outside an input.
         try:
-            rc = subprocess.run([*command, "--", *libfuzzer, f"-max_total_time={left}"], env=env,
-                                timeout=left + 4 * args.timeout + 60, check=False).returncode
+            rc = subprocess.run(
+                [*command, "--", *libfuzzer, f"-max_total_time={left}"],
+                env=env,
+                timeout=left + 4 * args.timeout + 60,
+                check=False,
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = -1
             print(f"{name}: the fuzzer did not stop on time", flush=True)
@@ -144,10 +166,17 @@ def _run_target(args: argparse.Namespace, name: str, seconds: int) -> list[pathl
             break
         print(f"{name}: restarting after exit status {rc}, {left} s left", flush=True)
     new = sorted(set(findings.iterdir()) - before)
-    saved = [p for p in new if p.suffix == ".input" or p.name.startswith(f"{label}-") and
-             p.name[len(label) + 1:].startswith(_ARTIFACT_PREFIXES)]
-    print(f"{name}: exit status {rc} after {time.monotonic() - started:.0f} s, {len(saved)} finding(s)",
-          flush=True)
+    saved = [
+        p
+        for p in new
+        if p.suffix == ".input"
+        or p.name.startswith(f"{label}-")
+        and p.name[len(label) + 1 :].startswith(_ARTIFACT_PREFIXES)
+    ]
+    print(
+        f"{name}: exit status {rc} after {time.monotonic() - started:.0f} s, {len(saved)} finding(s)",
+        flush=True,
+    )
     if rc != 0 and not saved:
         # A non-zero exit without a saved input is still a failure (the fuzzer could not run).
         print(f"{name}: the fuzzer failed without saving an input", flush=True)
@@ -160,19 +189,34 @@ def main(argv: list[str] | None = None) -> int:
     libfuzzer_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, libfuzzer_args = argv[:cut], argv[cut + 1:]
+        argv, libfuzzer_args = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=80, help="total fuzzing time, split among the targets")
-    parser.add_argument("--target", default="all",
-                        help="bin, pth, safetensors, state, all (default), module:function or file.py:function")
-    parser.add_argument("--corpus", type=pathlib.Path, default=REPO_ROOT / "fuzz" / "corpus",
-                        help="seed corpus folder (built from the tiny models if missing)")
-    parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK,
-                        help="where grown corpora and findings go (default fuzz/out)")
-    parser.add_argument("--findings", type=pathlib.Path, default=None,
-                        help="where findings go (default WORK/findings)")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="record every distinct exception and keep fuzzing (crashes still stop a target)")
+    parser.add_argument(
+        "--target",
+        default="all",
+        help="bin, pth, safetensors, state, all (default), module:function or file.py:function",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=pathlib.Path,
+        default=REPO_ROOT / "fuzz" / "corpus",
+        help="seed corpus folder (built from the tiny models if missing)",
+    )
+    parser.add_argument(
+        "--work",
+        type=pathlib.Path,
+        default=DEFAULT_WORK,
+        help="where grown corpora and findings go (default fuzz/out)",
+    )
+    parser.add_argument(
+        "--findings", type=pathlib.Path, default=None, help="where findings go (default WORK/findings)"
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="record every distinct exception and keep fuzzing (crashes still stop a target)",
+    )
     parser.add_argument("--timeout", type=int, default=PER_INPUT_TIMEOUT_S, help="seconds allowed per input")
     parser.add_argument("--memory-limit-mb", type=int, default=4096, help="address-space cap per fuzzer")
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run saved inputs once and report")

@@ -97,8 +97,8 @@ def with_state_checksum(data: bytes) -> bytes:
     at the checksum test; with it fixed, the fuzzer reaches the header validation behind it."""
     if len(data) < _STATE_HEADER_SIZE:
         return data
-    zeroed = data[:_STATE_CRC.start] + b"\0\0\0\0" + data[_STATE_CRC.stop:]
-    return data[:_STATE_CRC.start] + struct.pack("<I", zlib.crc32(zeroed)) + data[_STATE_CRC.stop:]
+    zeroed = data[: _STATE_CRC.start] + b"\0\0\0\0" + data[_STATE_CRC.stop :]
+    return data[: _STATE_CRC.start] + struct.pack("<I", zlib.crc32(zeroed)) + data[_STATE_CRC.stop :]
 
 
 _state_model: Any = None

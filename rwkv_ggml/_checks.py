@@ -30,7 +30,12 @@ def check_bool(value: Any, what: str) -> bool:
 
 
 def check_gn_eps(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise EngineArgumentError(f"gn_eps must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -61,16 +66,20 @@ def check_tokens(tokens: Any, n_vocab: int) -> npt.NDArray[np.int32]:
     bad = np.flatnonzero((arr < 0) | (arr >= n_vocab))
     if bad.size:
         i = int(bad[0])
-        raise EngineArgumentError(f"token id {int(arr[i])} at position {i} is outside the vocabulary "
-                                  f"(0..{n_vocab - 1})")
+        raise EngineArgumentError(
+            f"token id {int(arr[i])} at position {i} is outside the vocabulary (0..{n_vocab - 1})"
+        )
     return arr.astype(np.int32)
 
 
 def check_chunk_size(chunk_size: Any, default: int) -> int:
     if chunk_size is None:
         return default
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or not \
-            1 <= int(chunk_size) <= MAX_CHUNK_SIZE:
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or not 1 <= int(chunk_size) <= MAX_CHUNK_SIZE
+    ):
         raise EngineArgumentError(f"chunk_size must be an int in 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
     return int(chunk_size)
 
@@ -92,9 +101,13 @@ def check_state_array(state: Any, what: str, size: int, writable: bool = False) 
 
 def check_logits_out(logits_out: Any, shape: tuple[int, ...], contiguous: bool) -> FloatArray:
     """A writable float32 array of ``shape`` (C-contiguous if asked) for the logits to be written into."""
-    if not isinstance(logits_out, np.ndarray) or logits_out.dtype != np.float32 or \
-            logits_out.shape != shape or not logits_out.flags.writeable or \
-            (contiguous and not logits_out.flags.c_contiguous):
+    if (
+        not isinstance(logits_out, np.ndarray)
+        or logits_out.dtype != np.float32
+        or logits_out.shape != shape
+        or not logits_out.flags.writeable
+        or (contiguous and not logits_out.flags.c_contiguous)
+    ):
         layout = "C-contiguous " if contiguous else ""
         raise EngineArgumentError(f"logits_out must be a writable {layout}float32 array of shape {shape}")
     return logits_out

@@ -63,18 +63,33 @@ class Model(CoreModel):
     """
 
     @classmethod
-    def from_pretrained(cls, repo_id: str, filename: str | None = None, *, dtype: str = "Q8_0",
-                        revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                        threads: int | None = None, progress: bool | None = None,
-                        **model_kwargs: Any) -> Model:
+    def from_pretrained(
+        cls,
+        repo_id: str,
+        filename: str | None = None,
+        *,
+        dtype: str = "Q8_0",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        progress: bool | None = None,
+        **model_kwargs: Any,
+    ) -> Model:
         """A checkpoint from the Hugging Face hub (``"BlinkDL/rwkv-7-world"``, and ``filename`` when
         the repository holds several), downloaded, converted to ``dtype`` and cached on first use, then
         loaded. ``**model_kwargs``: the Model's own (``placement``, ``gn_eps``, ``bf16``).
         See :func:`rwkv_ggml.hub.pretrained_model_file` for the arguments, the cache and the errors."""
         from .hub import pretrained_model_file
 
-        path = pretrained_model_file(repo_id, filename, dtype=dtype, revision=revision, cache_dir=cache_dir,
-                                     threads=threads, progress=progress)
+        path = pretrained_model_file(
+            repo_id,
+            filename,
+            dtype=dtype,
+            revision=revision,
+            cache_dir=cache_dir,
+            threads=threads,
+            progress=progress,
+        )
         return cls(path, threads, **model_kwargs)
 
     # ---- tokenizer ----

@@ -65,7 +65,7 @@ class Hyper:
 
     @property
     def family(self) -> str:
-        """"4", "5", "6" or "7": which graph builder and state layout."""
+        """ "4", "5", "6" or "7": which graph builder and state layout."""
         return family(self.version)
 
     @property
@@ -92,8 +92,16 @@ class Hyper:
     def layers(self, weights: Mapping[str, W]) -> list[Layer[W]]:
         """Per-layer access to ``weights`` (stored and derived, by full name), with each layer's state slots."""
         layout = self.layout
-        return [Layer(i, layout.layer(i), Prefixed(weights, f"blocks.{i}."), Prefixed(weights, f"blocks.{i}.att."),
-                      Prefixed(weights, f"blocks.{i}.ffn.")) for i in range(self.n_layer)]
+        return [
+            Layer(
+                i,
+                layout.layer(i),
+                Prefixed(weights, f"blocks.{i}."),
+                Prefixed(weights, f"blocks.{i}.att."),
+                Prefixed(weights, f"blocks.{i}.ffn."),
+            )
+            for i in range(self.n_layer)
+        ]
 
 
 class Prefixed(Generic[W]):
@@ -153,7 +161,9 @@ def _stack(raw: Callable[[str], npt.NDArray[np.generic]], names: list[str]) -> n
     return np.ascontiguousarray(np.stack(rows)[:, None, :])
 
 
-def derived_weights(hp: Hyper, raw: Callable[[str], npt.NDArray[np.generic]]) -> dict[str, npt.NDArray[np.float32]]:
+def derived_weights(
+    hp: Hyper, raw: Callable[[str], npt.NDArray[np.generic]]
+) -> dict[str, npt.NDArray[np.float32]]:
     """The constants the graphs use besides the stored tensors, by full name (``blocks.<i>.`` + ATT_MIX,
     FFN_MIX, ONE_MINUS_K_A), computed from the stored arrays (``raw(name)``, e.g. ``WeightStore.raw``)."""
     fam = hp.family
@@ -226,11 +236,27 @@ def _v4_tensors(C: int, V: int, F: int, L: int) -> dict[str, tuple[str, tuple[in
     }
     for i in range(L):
         p = f"blocks.{i}."
-        for n in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.time_mix_k", "att.time_mix_v",
-                  "att.time_mix_r", "att.time_first", "att.time_decay", "ffn.time_mix_k", "ffn.time_mix_r"):
+        for n in (
+            "ln1.weight",
+            "ln1.bias",
+            "ln2.weight",
+            "ln2.bias",
+            "att.time_mix_k",
+            "att.time_mix_v",
+            "att.time_mix_r",
+            "att.time_first",
+            "att.time_decay",
+            "ffn.time_mix_k",
+            "ffn.time_mix_r",
+        ):
             want[p + n] = (VECTOR, (C,))
-        for n in ("att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight",
-                  "ffn.receptance.weight"):
+        for n in (
+            "att.key.weight",
+            "att.value.weight",
+            "att.receptance.weight",
+            "att.output.weight",
+            "ffn.receptance.weight",
+        ):
             want[p + n] = (MATRIX, (C, C))
         want[p + "ffn.key.weight"] = (MATRIX, (C, F))
         want[p + "ffn.value.weight"] = (MATRIX, (F, C))
@@ -257,8 +283,9 @@ def _rank(mf: ModelFile, name: str, dim: int) -> int:
     """A LoRA rank read off a tensor's shape (the tensor's full shape is checked afterwards)."""
     rec = _need(mf, name)
     if len(rec.ne) <= dim:
-        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}; expected at least {dim + 1} "
-                        "dimensions")
+        raise _fail(
+            mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}; expected at least {dim + 1} dimensions"
+        )
     return int(rec.ne[dim])
 
 
@@ -267,8 +294,11 @@ def _heads(mf: ModelFile, name: str, C: int, h_dim: int) -> tuple[int, int]:
     rec = _need(mf, name)
     H = int(rec.ne[h_dim]) if len(rec.ne) > h_dim else 0
     if H < 1 or C % H != 0:
-        raise _fail(mf, f"tensor '{name}' has shape ne={tuple(rec.ne)}: its head count (ne[{h_dim}]) must "
-                        f"divide n_embed={C}")
+        raise _fail(
+            mf,
+            f"tensor '{name}' has shape ne={tuple(rec.ne)}: its head count (ne[{h_dim}]) must "
+            f"divide n_embed={C}",
+        )
     return H, C // H
 
 
@@ -286,10 +316,26 @@ def _v5_tensors(version: str, C: int, V: int, F: int, L: int, H: int, N: int) ->
     head_or_channel = ((1, 1, H), (1, N, H))
     for i in range(L):
         p = f"blocks.{i}."
-        vectors = ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.time_mix_k", "att.time_mix_v",
-                   "att.time_mix_r", "att.ln_x.weight", "att.ln_x.bias", "ffn.time_mix_k", "ffn.time_mix_r"]
-        matrices = ["att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight",
-                    "ffn.receptance.weight"]
+        vectors = [
+            "ln1.weight",
+            "ln1.bias",
+            "ln2.weight",
+            "ln2.bias",
+            "att.time_mix_k",
+            "att.time_mix_v",
+            "att.time_mix_r",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+            "ffn.time_mix_k",
+            "ffn.time_mix_r",
+        ]
+        matrices = [
+            "att.key.weight",
+            "att.value.weight",
+            "att.receptance.weight",
+            "att.output.weight",
+            "ffn.receptance.weight",
+        ]
         if gated:
             vectors.append("att.time_mix_g")
             matrices.append("att.gate.weight")
@@ -311,12 +357,31 @@ def _v6_tensors(mf: ModelFile, C: int, V: int, F: int, L: int, H: int, N: int) -
         p = f"blocks.{i}."
         d_m = _rank(mf, p + "att.time_maa_w2", 0)
         d_w = _rank(mf, p + "att.time_decay_w1", 1)
-        for n in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.time_maa_x", "att.time_maa_w",
-                  "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g", "att.ln_x.weight",
-                  "att.ln_x.bias", "ffn.time_maa_k", "ffn.time_maa_r"):
+        for n in (
+            "ln1.weight",
+            "ln1.bias",
+            "ln2.weight",
+            "ln2.bias",
+            "att.time_maa_x",
+            "att.time_maa_w",
+            "att.time_maa_k",
+            "att.time_maa_v",
+            "att.time_maa_r",
+            "att.time_maa_g",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+            "ffn.time_maa_k",
+            "ffn.time_maa_r",
+        ):
             want[p + n] = (VECTOR, ((C,),))
-        for n in ("att.key.weight", "att.value.weight", "att.receptance.weight", "att.gate.weight",
-                  "att.output.weight", "ffn.receptance.weight"):
+        for n in (
+            "att.key.weight",
+            "att.value.weight",
+            "att.receptance.weight",
+            "att.gate.weight",
+            "att.output.weight",
+            "ffn.receptance.weight",
+        ):
             want[p + n] = (MATRIX, ((C, C),))
         want[p + "att.time_maa_w1"] = (MATRIX, ((C, 5 * d_m),))
         want[p + "att.time_maa_w2"] = (MATRIX, ((d_m, C, 5),))
@@ -358,20 +423,81 @@ _NORMS = ("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2
 _V4_FFN = ("ffn.time_mix_k", "ffn.time_mix_r", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight")
 _ATT_KVRO = ("att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight")
 _LAYER_NAMES: dict[str, frozenset[str]] = {
-    "4": frozenset(_NORMS + _V4_FFN + _ATT_KVRO + ("att.time_mix_k", "att.time_mix_v", "att.time_mix_r",
-                                                   "att.time_first", "att.time_decay")),
-    "5": frozenset(_NORMS + _V4_FFN + _ATT_KVRO + (
-        "att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_mix_g", "att.gate.weight",
-        "att.time_first", "att.time_faaaa", "att.time_decay", "att.ln_x.weight", "att.ln_x.bias")),
-    "6": frozenset(_NORMS + _ATT_KVRO + (
-        "att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r",
-        "att.time_maa_g", "att.time_maa_w1", "att.time_maa_w2", "att.time_decay", "att.time_decay_w1",
-        "att.time_decay_w2", "att.time_faaaa", "att.gate.weight", "att.ln_x.weight", "att.ln_x.bias",
-        "ffn.time_maa_k", "ffn.time_maa_r", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight")),
-    "7": frozenset(_NORMS + _ATT_KVRO + (
-        "att.x_rwkvag", "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2", "att.v0", "att.v1",
-        "att.v2", "att.g1", "att.g2", "att.k_k", "att.k_a", "att.r_k", "att.ln_x.weight", "att.ln_x.bias",
-        "ffn.x_k", "ffn.key.weight", "ffn.value.weight")),
+    "4": frozenset(
+        _NORMS
+        + _V4_FFN
+        + _ATT_KVRO
+        + ("att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_first", "att.time_decay")
+    ),
+    "5": frozenset(
+        _NORMS
+        + _V4_FFN
+        + _ATT_KVRO
+        + (
+            "att.time_mix_k",
+            "att.time_mix_v",
+            "att.time_mix_r",
+            "att.time_mix_g",
+            "att.gate.weight",
+            "att.time_first",
+            "att.time_faaaa",
+            "att.time_decay",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+        )
+    ),
+    "6": frozenset(
+        _NORMS
+        + _ATT_KVRO
+        + (
+            "att.time_maa_x",
+            "att.time_maa_w",
+            "att.time_maa_k",
+            "att.time_maa_v",
+            "att.time_maa_r",
+            "att.time_maa_g",
+            "att.time_maa_w1",
+            "att.time_maa_w2",
+            "att.time_decay",
+            "att.time_decay_w1",
+            "att.time_decay_w2",
+            "att.time_faaaa",
+            "att.gate.weight",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+            "ffn.time_maa_k",
+            "ffn.time_maa_r",
+            "ffn.key.weight",
+            "ffn.value.weight",
+            "ffn.receptance.weight",
+        )
+    ),
+    "7": frozenset(
+        _NORMS
+        + _ATT_KVRO
+        + (
+            "att.x_rwkvag",
+            "att.w0",
+            "att.w1",
+            "att.w2",
+            "att.a0",
+            "att.a1",
+            "att.a2",
+            "att.v0",
+            "att.v1",
+            "att.v2",
+            "att.g1",
+            "att.g2",
+            "att.k_k",
+            "att.k_a",
+            "att.r_k",
+            "att.ln_x.weight",
+            "att.ln_x.bias",
+            "ffn.x_k",
+            "ffn.key.weight",
+            "ffn.value.weight",
+        )
+    ),
 }
 
 
@@ -394,13 +520,19 @@ def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
             raise _fail(mf, f"header says n_layer={L} but the file has tensor '{name[:80]}'")
         present.add(int(parts[1]))
         if parts[2] in foreign:
-            raise _fail(mf, f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was "
-                            f"detected as v{version}: it mixes architectures")
+            raise _fail(
+                mf,
+                f"tensor '{name}' belongs to RWKV v{foreign[parts[2]]}, but the file was "
+                f"detected as v{version}: it mixes architectures",
+            )
     if len(present) < L:
         # Refused before the per-layer tensor lists are built: a header may claim 65535 layers.
         missing = min(set(range(len(present) + 1)) - present)
-        raise _fail(mf, f"missing tensor 'blocks.{missing}.ln1.weight' (the header says n_layer={L}, the file "
-                        f"has tensors of {len(present)} layers)")
+        raise _fail(
+            mf,
+            f"missing tensor 'blocks.{missing}.ln1.weight' (the header says n_layer={L}, the file "
+            f"has tensors of {len(present)} layers)",
+        )
 
 
 def validate(mf: ModelFile) -> Hyper:
@@ -412,16 +544,22 @@ def validate(mf: ModelFile) -> Hyper:
     version = detect_version(mf.tensors)
     if version not in VERSIONS:
         major = version.split(".")[0].split("-")[0]
-        raise UnsupportedError(f"{mf.path}: RWKV v{major} (detected '{version}') is not supported yet; "
-                               f"supported: v{', v'.join(SUPPORTED_VERSIONS)}")
+        raise UnsupportedError(
+            f"{mf.path}: RWKV v{major} (detected '{version}') is not supported yet; "
+            f"supported: v{', v'.join(SUPPORTED_VERSIONS)}"
+        )
     C, V, L = mf.n_embed, mf.n_vocab, mf.n_layer
     emb = _need(mf, "emb.weight")
     if tuple(emb.ne) != (C, V):
-        raise _fail(mf, f"tensor 'emb.weight' has shape ne={tuple(emb.ne)} but the header says n_embed={C}, "
-                        f"n_vocab={V}")
+        raise _fail(
+            mf,
+            f"tensor 'emb.weight' has shape ne={tuple(emb.ne)} but the header says n_embed={C}, n_vocab={V}",
+        )
     ffn_key = _need(mf, "blocks.0.ffn.key.weight")
     if len(ffn_key.ne) != 2 or ffn_key.ne[0] != C:
-        raise _fail(mf, f"tensor 'blocks.0.ffn.key.weight' has shape ne={tuple(ffn_key.ne)}, expected ({C}, F)")
+        raise _fail(
+            mf, f"tensor 'blocks.0.ffn.key.weight' has shape ne={tuple(ffn_key.ne)}, expected ({C}, F)"
+        )
     F = ffn_key.ne[1]
     # A layer beyond n_layer means the header and the tensors disagree about the depth.
     if f"blocks.{L}.ln1.weight" in mf.tensors:
@@ -440,8 +578,10 @@ def validate(mf: ModelFile) -> Hyper:
     _check_layers_and_foreign(mf, version, L)
     if version == "6":
         want = _v6_tensors(mf, C, V, F, L, H, N)
-        extra = {"mix_lora": _rank(mf, "blocks.0.att.time_maa_w2", 0),
-                 "decay_lora": _rank(mf, "blocks.0.att.time_decay_w1", 1)}
+        extra = {
+            "mix_lora": _rank(mf, "blocks.0.att.time_maa_w2", 0),
+            "decay_lora": _rank(mf, "blocks.0.att.time_decay_w1", 1),
+        }
     elif version == "7":
         want = _v7_tensors(mf, C, V, F, L, H, N)
         extra = {f"{f}_lora": _rank(mf, f"blocks.0.att.{f}1", 1) for f in ("w", "a", "g")}
@@ -451,5 +591,14 @@ def validate(mf: ModelFile) -> Hyper:
         want = _v5_tensors(version, C, V, F, L, H, N)
     for name, (kind, shapes) in want.items():
         _expect_any(mf, name, kind, shapes)
-    return Hyper(version=version, n_vocab=V, n_embed=C, n_layer=L, ffn_dim=F, n_head=H, head_size=N,
-                 extra=extra, gn_eps=DEFAULT_GN_EPS[version])
+    return Hyper(
+        version=version,
+        n_vocab=V,
+        n_embed=C,
+        n_layer=L,
+        ffn_dim=F,
+        n_head=H,
+        head_size=N,
+        extra=extra,
+        gn_eps=DEFAULT_GN_EPS[version],
+    )

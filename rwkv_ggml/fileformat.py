@@ -110,13 +110,35 @@ class DType(enum.IntEnum):
         return found
 
 
-_BLOCK_SIZE = {DType.F32: 1, DType.F16: 1, DType.Q4_0: 32, DType.Q4_1: 32,
-               DType.Q5_0: 32, DType.Q5_1: 32, DType.Q8_0: 32}
-_TYPE_SIZE = {DType.F32: 4, DType.F16: 2, DType.Q4_0: 18, DType.Q4_1: 20,
-              DType.Q5_0: 22, DType.Q5_1: 24, DType.Q8_0: 34}
+_BLOCK_SIZE = {
+    DType.F32: 1,
+    DType.F16: 1,
+    DType.Q4_0: 32,
+    DType.Q4_1: 32,
+    DType.Q5_0: 32,
+    DType.Q5_1: 32,
+    DType.Q8_0: 32,
+}
+_TYPE_SIZE = {
+    DType.F32: 4,
+    DType.F16: 2,
+    DType.Q4_0: 18,
+    DType.Q4_1: 20,
+    DType.Q5_0: 22,
+    DType.Q5_1: 24,
+    DType.Q8_0: 34,
+}
 _NAME_ALIASES: dict[str, DType] = {member.name: member for member in DType}
-_NAME_ALIASES.update({"FP32": DType.F32, "FLOAT32": DType.F32, "FLOAT": DType.F32,
-                      "FP16": DType.F16, "FLOAT16": DType.F16, "HALF": DType.F16})
+_NAME_ALIASES.update(
+    {
+        "FP32": DType.F32,
+        "FLOAT32": DType.F32,
+        "FLOAT": DType.F32,
+        "FP16": DType.F16,
+        "FLOAT16": DType.F16,
+        "HALF": DType.F16,
+    }
+)
 
 # Ids that appear in rwkv.cpp's enum but that we cannot read, with the reason we give.
 _REJECTED_TYPES = {
@@ -189,8 +211,10 @@ def _shape_problem(dtype: DType, ne: Sequence[Any]) -> str | None:
     if count > MAX_N_ELEMENTS:
         return f"has {count} elements (ne = {tuple(int(v) for v in ne)}), more than the limit 2**40"
     if int(ne[0]) % dtype.block_size != 0:
-        return (f"is {dtype.name} with ne[0] = {int(ne[0])}, which is not a multiple of the "
-                f"block size {dtype.block_size}")
+        return (
+            f"is {dtype.name} with ne[0] = {int(ne[0])}, which is not a multiple of the "
+            f"block size {dtype.block_size}"
+        )
     return None
 
 
@@ -210,8 +234,11 @@ def _header_problem(version: int, n_vocab: int, n_embed: int, n_layer: int, data
     """Return what is wrong with header values (magic excluded), or None."""
     if version not in SUPPORTED_VERSIONS:
         return f"unsupported version {version} (supported: 100, 101)"
-    for label, value, limit in (("n_vocab", n_vocab, MAX_N_VOCAB), ("n_embed", n_embed, MAX_N_EMBED),
-                                ("n_layer", n_layer, MAX_N_LAYER)):
+    for label, value, limit in (
+        ("n_vocab", n_vocab, MAX_N_VOCAB),
+        ("n_embed", n_embed, MAX_N_EMBED),
+        ("n_layer", n_layer, MAX_N_LAYER),
+    ):
         if value <= 0:
             return f"{label} is {value}; it must be positive"
         if value > limit:
@@ -220,8 +247,10 @@ def _header_problem(version: int, n_vocab: int, n_embed: int, n_layer: int, data
     if dtype is None:
         return f"header data_type: {why}"
     if dtype.is_quantized and version != CURRENT_VERSION:
-        return (f"version {version} file with quantized data_type {dtype.name}: its blocks use the old "
-                f"pre-2023-05-27 ggml layout that cannot be loaded; {_REQUANTIZE_HINT}")
+        return (
+            f"version {version} file with quantized data_type {dtype.name}: its blocks use the old "
+            f"pre-2023-05-27 ggml layout that cannot be loaded; {_REQUANTIZE_HINT}"
+        )
     return None
 
 
@@ -251,8 +280,10 @@ class ModelFile:
                 raise ModelIOError(f"cannot memory-map '{self.path}': {exc}") from exc
             if mm.shape[0] != self.file_size:
                 # The records were validated against the old size; the offsets mean nothing now.
-                raise ModelFormatError(f"{self.path}: file changed since it was read "
-                                       f"({self.file_size} bytes then, {mm.shape[0]} now)")
+                raise ModelFormatError(
+                    f"{self.path}: file changed since it was read "
+                    f"({self.file_size} bytes then, {mm.shape[0]} now)"
+                )
             self._mmap = mm
         return self._mmap
 
@@ -267,7 +298,7 @@ class ModelFile:
         record = self.tensors.get(name)
         if record is None:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
-        raw = self._map()[record.offset:record.offset + record.nbytes]
+        raw = self._map()[record.offset : record.offset + record.nbytes]
         if record.dtype == DType.F32:
             return raw.view("<f4").reshape(record.shape)
         if record.dtype == DType.F16:
@@ -321,8 +352,9 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
     with f:
         size = os.fstat(f.fileno()).st_size
         if size < HEADER_SIZE:
-            raise ModelFormatError(f"{path}: file is {size} bytes, shorter than the "
-                                   f"{HEADER_SIZE}-byte header")
+            raise ModelFormatError(
+                f"{path}: file is {size} bytes, shorter than the {HEADER_SIZE}-byte header"
+            )
         header = _HEADER.unpack(_read_exact(f, HEADER_SIZE, path))
         magic, version, n_vocab, n_embed, n_layer, data_type = header
         if magic != FILE_MAGIC:
@@ -331,8 +363,9 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
             if hint:
                 raise ModelFormatError(hint)
             shown = " ".join(f"{b:02X}" for b in struct.pack("<I", magic))
-            raise ModelFormatError(f"{path}: not an rwkv.cpp model file (magic bytes {shown}, "
-                                   f"expected 66 6D 67 67)")
+            raise ModelFormatError(
+                f"{path}: not an rwkv.cpp model file (magic bytes {shown}, expected 66 6D 67 67)"
+            )
         problem = _header_problem(version, n_vocab, n_embed, n_layer, data_type)
         if problem is not None:
             raise ModelFormatError(f"{path}: {problem}")
@@ -340,14 +373,24 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         pos = HEADER_SIZE
         while pos < size:
             if len(tensors) == MAX_N_TENSORS:
-                raise ModelFormatError(f"{path}: more than {MAX_N_TENSORS} tensor records (data continues at "
-                                       f"byte {pos}); RWKV models have a few thousand: corrupt or not a model")
+                raise ModelFormatError(
+                    f"{path}: more than {MAX_N_TENSORS} tensor records (data continues at "
+                    f"byte {pos}); RWKV models have a few thousand: corrupt or not a model"
+                )
             record = _read_record(f, path, size, pos, len(tensors), version, tensors)
             tensors[record.name] = record
             pos = record.offset + record.nbytes
             f.seek(pos)
-    return ModelFile(path=path, version=version, n_vocab=n_vocab, n_embed=n_embed, n_layer=n_layer,
-                     data_type=data_type, file_size=size, tensors=tensors)
+    return ModelFile(
+        path=path,
+        version=version,
+        n_vocab=n_vocab,
+        n_embed=n_embed,
+        n_layer=n_layer,
+        data_type=data_type,
+        file_size=size,
+        tensors=tensors,
+    )
 
 
 def _checkpoint_hint(path: pathlib.Path, head: bytes | None) -> str | None:
@@ -369,25 +412,38 @@ def _checkpoint_hint(path: pathlib.Path, head: bytes | None) -> str | None:
             return None
         what = CHECKPOINT_KINDS[kind]
         if kind == "legacy-pth":
-            return (f"{path} is {what}, not an rwkv.cpp model file: re-save it with a recent PyTorch "
-                    f"(torch.save(torch.load(path), new_path)), then convert it with `rwkv-ggml convert`")
+            return (
+                f"{path} is {what}, not an rwkv.cpp model file: re-save it with a recent PyTorch "
+                f"(torch.save(torch.load(path), new_path)), then convert it with `rwkv-ggml convert`"
+            )
         stem = path.name.removesuffix(".index.json").removesuffix(".safetensors").removesuffix(".pth")
         stem = stem if stem != path.name else path.stem
     dst = path.parent / f"{stem}.bin"
     if dst == path:
         dst = path.parent / f"{stem}-converted.bin"
     src_arg, dst_arg = shlex.quote(str(path)), shlex.quote(str(dst))
-    return (f"{path} is {what}, not an rwkv.cpp model file: convert it with `rwkv-ggml convert {src_arg} "
-            f"{dst_arg}` (add `--dtype Q8_0` or `--dtype Q4_0` to quantize it too), then load {dst_arg}")
+    return (
+        f"{path} is {what}, not an rwkv.cpp model file: convert it with `rwkv-ggml convert {src_arg} "
+        f"{dst_arg}` (add `--dtype Q8_0` or `--dtype Q4_0` to quantize it too), then load {dst_arg}"
+    )
 
 
-def _read_record(f: BinaryIO, path: pathlib.Path, size: int, pos: int, index: int, version: int,
-                 seen: dict[str, TensorRecord]) -> TensorRecord:
+def _read_record(
+    f: BinaryIO,
+    path: pathlib.Path,
+    size: int,
+    pos: int,
+    index: int,
+    version: int,
+    seen: dict[str, TensorRecord],
+) -> TensorRecord:
     """Parse the record starting at byte ``pos``; ``f`` is positioned there."""
     where = f"{path}: tensor record #{index} (at byte {pos})"
     if pos + _RECORD_HEAD.size > size:
-        raise ModelFormatError(f"{where}: file ends at byte {size} inside the record header, which needs "
-                               f"{pos + _RECORD_HEAD.size - size} more bytes")
+        raise ModelFormatError(
+            f"{where}: file ends at byte {size} inside the record header, which needs "
+            f"{pos + _RECORD_HEAD.size - size} more bytes"
+        )
     dim_count, key_length, type_id = _RECORD_HEAD.unpack(_read_exact(f, _RECORD_HEAD.size, path))
     if not 1 <= dim_count <= 3:
         raise ModelFormatError(f"{where}: dim_count is {dim_count}; it must be 1, 2 or 3")
@@ -396,33 +452,42 @@ def _read_record(f: BinaryIO, path: pathlib.Path, size: int, pos: int, index: in
     ne_start = pos + _RECORD_HEAD.size
     data_start = ne_start + 4 * dim_count + key_length
     if data_start > size:
-        raise ModelFormatError(f"{where}: file ends at byte {size} inside the record's sizes/name, which "
-                               f"need {data_start - size} more bytes")
+        raise ModelFormatError(
+            f"{where}: file ends at byte {size} inside the record's sizes/name, which "
+            f"need {data_start - size} more bytes"
+        )
     ne = struct.unpack(f"<{dim_count}i", _read_exact(f, 4 * dim_count, path))
     key = _read_exact(f, key_length, path)
     try:
         name = key.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{where}: name {key!r} is not valid UTF-8 ({exc.reason} at byte "
-                               f"{exc.start} of the name)") from None
+        raise ModelFormatError(
+            f"{where}: name {key!r} is not valid UTF-8 ({exc.reason} at byte {exc.start} of the name)"
+        ) from None
     where = f"{path}: tensor #{index} {name!r} (record at byte {pos})"
     if name in seen:
-        raise ModelFormatError(f"{where}: duplicate tensor name (an earlier record already defines it, "
-                               f"data at byte {seen[name].offset})")
+        raise ModelFormatError(
+            f"{where}: duplicate tensor name (an earlier record already defines it, "
+            f"data at byte {seen[name].offset})"
+        )
     dtype, why = _dtype_from_id(type_id)
     if dtype is None:
         raise ModelFormatError(f"{where}: {why}")
     if dtype.is_quantized and version != CURRENT_VERSION:
-        raise ModelFormatError(f"{where}: quantized ({dtype.name}) tensor in a version {version} file uses "
-                               f"the old pre-2023-05-27 ggml block layout; {_REQUANTIZE_HINT}")
+        raise ModelFormatError(
+            f"{where}: quantized ({dtype.name}) tensor in a version {version} file uses "
+            f"the old pre-2023-05-27 ggml block layout; {_REQUANTIZE_HINT}"
+        )
     problem = _shape_problem(dtype, ne)
     if problem is not None:
         raise ModelFormatError(f"{where}: tensor {problem}")
     nbytes = math.prod(ne) // dtype.block_size * dtype.type_size
     if data_start + nbytes > size:
-        raise ModelFormatError(f"{where}: file ends at byte {size}, tensor {name!r} needs "
-                               f"{data_start + nbytes - size} more bytes ({nbytes} bytes of {dtype.name} "
-                               f"data from byte {data_start}; file truncated?)")
+        raise ModelFormatError(
+            f"{where}: file ends at byte {size}, tensor {name!r} needs "
+            f"{data_start + nbytes - size} more bytes ({nbytes} bytes of {dtype.name} "
+            f"data from byte {data_start}; file truncated?)"
+        )
     return TensorRecord(name=name, dtype=dtype, ne=tuple(ne), offset=data_start, nbytes=nbytes)
 
 
@@ -459,16 +524,18 @@ def _encode_tensor(item: Any, index: int) -> tuple[str, DType, tuple[int, ...], 
     """Turn one entry of ``tensors`` into (name, dtype, ne, raw bytes), validating it."""
     if not isinstance(item, tuple) or len(item) not in (2, 4):
         kind = f"a tuple of {len(item)}" if isinstance(item, tuple) else type(item).__name__
-        raise ModelFormatError(f"tensors item #{index} must be (name, array) or (name, dtype, ne, data), "
-                               f"got {kind}")
+        raise ModelFormatError(
+            f"tensors item #{index} must be (name, array) or (name, dtype, ne, data), got {kind}"
+        )
     name = item[0]
     try:
         key_length = len(name.encode("utf-8")) if isinstance(name, str) else 0
     except UnicodeEncodeError:  # lone surrogates
         key_length = 0
     if not 1 <= key_length <= MAX_KEY_LENGTH:
-        raise ModelFormatError(f"tensors item #{index}: name {name!r} must be a str of 1..{MAX_KEY_LENGTH} "
-                               f"UTF-8 bytes")
+        raise ModelFormatError(
+            f"tensors item #{index}: name {name!r} must be a str of 1..{MAX_KEY_LENGTH} UTF-8 bytes"
+        )
     if len(item) == 2:
         array = np.asarray(item[1])
         # Compare kind and size, not dtype equality, so big-endian float arrays are accepted too.
@@ -477,8 +544,10 @@ def _encode_tensor(item: Any, index: int) -> tuple[str, DType, tuple[int, ...], 
         elif array.dtype.kind == "f" and array.dtype.itemsize == 2:
             dtype = DType.F16
         else:
-            raise DTypeError(f"tensor {name!r} has numpy dtype {array.dtype}; only float32 and float16 "
-                             f"arrays can be written directly (convert it, or pass (name, dtype, ne, data))")
+            raise DTypeError(
+                f"tensor {name!r} has numpy dtype {array.dtype}; only float32 and float16 "
+                f"arrays can be written directly (convert it, or pass (name, dtype, ne, data))"
+            )
         ne = tuple(int(n) for n in reversed(array.shape))
         data: memoryview | bytes = _little_endian_bytes(array)
     else:
@@ -486,24 +555,27 @@ def _encode_tensor(item: Any, index: int) -> tuple[str, DType, tuple[int, ...], 
         try:
             ne = tuple(item[2])
         except TypeError:
-            raise ModelFormatError(f"tensor {name!r}: ne must be a sequence of ints, "
-                                   f"got {item[2]!r}") from None
+            raise ModelFormatError(
+                f"tensor {name!r}: ne must be a sequence of ints, got {item[2]!r}"
+            ) from None
         raw = item[3]
         if isinstance(raw, np.ndarray):
             data = _little_endian_bytes(raw)
         elif isinstance(raw, (bytes, bytearray, memoryview)):
             data = memoryview(raw).cast("B")
         else:
-            raise ModelFormatError(f"tensor {name!r}: data must be bytes or a numpy array, got "
-                                   f"{type(raw).__name__}")
+            raise ModelFormatError(
+                f"tensor {name!r}: data must be bytes or a numpy array, got {type(raw).__name__}"
+            )
     problem = _shape_problem(dtype, ne)
     if problem is not None:
         raise ModelFormatError(f"tensor {name!r}: tensor {problem}")
     ne = tuple(int(n) for n in ne)
     expected = math.prod(ne) // dtype.block_size * dtype.type_size
     if len(data) != expected:
-        raise ModelFormatError(f"tensor {name!r}: {dtype.name} with ne = {ne} needs {expected} bytes "
-                               f"of data, got {len(data)}")
+        raise ModelFormatError(
+            f"tensor {name!r}: {dtype.name} with ne = {ne} needs {expected} bytes of data, got {len(data)}"
+        )
     return name, dtype, ne, data
 
 
@@ -536,14 +608,17 @@ def write_model_file(
         names: set[str] = set()
         for index, item in enumerate(tensors):
             if index == MAX_N_TENSORS:
-                raise ModelFormatError(f"cannot write '{path}': more than {MAX_N_TENSORS} tensors, which "
-                                       "read_model_file refuses")
+                raise ModelFormatError(
+                    f"cannot write '{path}': more than {MAX_N_TENSORS} tensors, which read_model_file refuses"
+                )
             name, dtype, ne, data = _encode_tensor(item, index)
             if name in names:
                 raise ModelFormatError(f"cannot write '{path}': duplicate tensor name {name!r}")
             if dtype.is_quantized and version != CURRENT_VERSION:
-                raise ModelFormatError(f"cannot write '{path}': quantized tensor {name!r} needs "
-                                       f"version {CURRENT_VERSION}, not {version}")
+                raise ModelFormatError(
+                    f"cannot write '{path}': quantized tensor {name!r} needs "
+                    f"version {CURRENT_VERSION}, not {version}"
+                )
             names.add(name)
             key = name.encode("utf-8")
             out.write(_RECORD_HEAD.pack(len(ne), len(key), int(dtype)))
@@ -552,4 +627,3 @@ def write_model_file(
             out.write(data)
             # Flushing per tensor keeps memory flat and surfaces a full disk early.
             out.flush()
-

@@ -291,7 +291,9 @@ def _require_array(array: np.ndarray, engine_type: int | None = None) -> np.ndar
     if array.dtype not in NUMPY_TYPES:
         raise EngineArgumentError(f"unsupported dtype {array.dtype}; use float32, float16 or int32")
     if engine_type is not None and NUMPY_TYPES[array.dtype] != engine_type:
-        raise EngineArgumentError(f"array dtype {array.dtype} does not match the tensor type {type_name(engine_type)}")
+        raise EngineArgumentError(
+            f"array dtype {array.dtype} does not match the tensor type {type_name(engine_type)}"
+        )
     if not array.flags.c_contiguous:
         raise EngineArgumentError("the array must be C-contiguous (use np.ascontiguousarray)")
     if array.ndim > 4:
@@ -382,8 +384,16 @@ class Context(OpBuilders[Tensor]):
     each graph's context). This context is usable only while all of them are open.
     """
 
-    def __init__(self, mem_size: int = DEFAULT_MEM_SIZE, *, threads: int = 1, no_alloc: bool = False,
-                 pool: Pool | None = None, bf16_matmul: bool = False, reads: Sequence[Context] = ()) -> None:
+    def __init__(
+        self,
+        mem_size: int = DEFAULT_MEM_SIZE,
+        *,
+        threads: int = 1,
+        no_alloc: bool = False,
+        pool: Pool | None = None,
+        bf16_matmul: bool = False,
+        reads: Sequence[Context] = (),
+    ) -> None:
         self._ptr: Any = None  # set first: __del__ runs even when __init__ raises
         self._owns_pool = False
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size <= 0:
@@ -392,8 +402,11 @@ class Context(OpBuilders[Tensor]):
             raise EngineArgumentError(f"context size {mem_size} bytes is not plausible")
         if pool is not None and not isinstance(pool, Pool):
             raise EngineArgumentError(f"pool must be a Pool or None, got {type(pool).__name__}")
-        if isinstance(reads, Context) or not isinstance(reads, Sequence) or \
-                not all(isinstance(c, Context) for c in reads):
+        if (
+            isinstance(reads, Context)
+            or not isinstance(reads, Sequence)
+            or not all(isinstance(c, Context) for c in reads)
+        ):
             raise EngineArgumentError("reads must be a sequence of Contexts")
         for other in reads:
             other._check_open()
@@ -477,8 +490,10 @@ class Context(OpBuilders[Tensor]):
             raise EngineArgumentError(f"{what} must be a Tensor, got {type(t).__name__}")
         owner = t._ctx
         if owner is not self and owner not in self._reads:
-            raise EngineArgumentError(f"{what} belongs to another context; ops take tensors of their own "
-                                      "context (or of a context given in reads=)")
+            raise EngineArgumentError(
+                f"{what} belongs to another context; ops take tensors of their own "
+                "context (or of a context given in reads=)"
+            )
         return t.ptr
 
     @property
@@ -519,8 +534,14 @@ class Context(OpBuilders[Tensor]):
             ffi.memmove(data, ffi.from_buffer(arr, require_writable=False), arr.nbytes)
         return t
 
-    def external(self, array: np.ndarray, *, engine_type: int | None = None, ne: Sequence[int] | None = None,
-                 constant: bool = False) -> Tensor:
+    def external(
+        self,
+        array: np.ndarray,
+        *,
+        engine_type: int | None = None,
+        ne: Sequence[int] | None = None,
+        constant: bool = False,
+    ) -> Tensor:
         """A tensor whose data is ``array``'s memory. With ``engine_type`` and ``ne`` the bytes of a uint8
         array are interpreted as that type (e.g. quantized weight blocks). ``constant=True`` promises that
         no graph writes this memory (weights): graphs then need fewer barriers between the nodes reading it.
@@ -545,9 +566,13 @@ class Context(OpBuilders[Tensor]):
         if arr.flags.writeable:
             t = self._wrap(lib.rg_new_tensor_ext(self.ptr, etype, len(ne_list), ne_c, buf, arr.nbytes))
         else:
-            t = self._wrap(lib.rg_new_tensor_ext_readonly(self.ptr, etype, len(ne_list), ne_c, buf, arr.nbytes))
+            t = self._wrap(
+                lib.rg_new_tensor_ext_readonly(self.ptr, etype, len(ne_list), ne_c, buf, arr.nbytes)
+            )
         self._keep(arr)
-        if constant and lib.rg_tensor_set_constant(self.ptr, t.ptr) != lib.RG_OK:  # cannot fail for a new external
+        if (
+            constant and lib.rg_tensor_set_constant(self.ptr, t.ptr) != lib.RG_OK
+        ):  # cannot fail for a new external
             self._raise_ctx_error("external")
         return t
 

@@ -25,8 +25,11 @@ I32: int = int(lib.RG_TYPE_I32)
 # The types a tensor built through this binding can have (the engine-internal activation type is left out).
 TENSOR_TYPES: tuple[int, ...] = (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, I32)
 
-NUMPY_TYPES: dict[np.dtype, int] = {np.dtype(np.float32): F32, np.dtype(np.float16): F16,
-                                    np.dtype(np.int32): I32}
+NUMPY_TYPES: dict[np.dtype, int] = {
+    np.dtype(np.float32): F32,
+    np.dtype(np.float16): F16,
+    np.dtype(np.int32): I32,
+}
 TYPE_NUMPY: dict[int, np.dtype] = {t: d for d, t in NUMPY_TYPES.items()}
 
 

@@ -51,7 +51,7 @@ V4_PP_INIT = -1e30  # v4's running maximum exponent starts "minus infinity" (arc
 
 
 def family(version: str) -> str:
-    """"4", "5", "6" or "7": "5.1", "5.1-gated" and "5.2" share the v5 graph and state layout."""
+    """ "4", "5", "6" or "7": "5.1", "5.1-gated" and "5.2" share the v5 graph and state layout."""
     info = VERSIONS.get(version)
     return info.family if info is not None else version.split(".")[0]
 
@@ -98,8 +98,12 @@ class StateLayout:
     def layer(self, index: int) -> LayerSlots:
         """Where layer ``index``'s ffn_x, att_x and recurrent part start."""
         base = index * self.layer_size
-        return LayerSlots(ffn_x=base, att_x=base + self.n_embed, recurrent=base + 2 * self.n_embed,
-                          recurrent_size=self.recurrent_size)
+        return LayerSlots(
+            ffn_x=base,
+            att_x=base + self.n_embed,
+            recurrent=base + 2 * self.n_embed,
+            recurrent_size=self.recurrent_size,
+        )
 
     def fresh(self) -> FloatArray:
         """A new initial state: zeros, except v4's pp = -1e30."""
@@ -108,7 +112,7 @@ class StateLayout:
             C = self.n_embed
             for index in range(self.n_layer):
                 pp = self.layer(index).recurrent + 2 * C  # after aa and bb
-                state[pp:pp + C] = V4_PP_INIT
+                state[pp : pp + C] = V4_PP_INIT
         return state
 
 

@@ -29,24 +29,36 @@ _KEEP_NAMES = ("emb.weight", "head.weight")
 
 def is_quantized_tensor(name: str, dtype: DType, n_dims: int) -> bool:
     """Whether rwkv.cpp's quantizer (and ours) quantizes this tensor (formats.md §4.2)."""
-    return (dtype in (DType.F32, DType.F16) and n_dims == 2 and name not in _KEEP_NAMES
-            and not any(part in name for part in _KEEP_PARTS))
+    return (
+        dtype in (DType.F32, DType.F16)
+        and n_dims == 2
+        and name not in _KEEP_NAMES
+        and not any(part in name for part in _KEEP_PARTS)
+    )
 
 
 def _target_format(fmt: str | DType) -> DType:
     try:
         target = fmt if isinstance(fmt, DType) else DType.from_name(str(fmt))
     except ValueError:
-        raise EngineArgumentError(f"unknown quantization format {fmt!r}; choose one of "
-                                  f"{', '.join(QUANTIZED_FORMATS)}") from None
+        raise EngineArgumentError(
+            f"unknown quantization format {fmt!r}; choose one of {', '.join(QUANTIZED_FORMATS)}"
+        ) from None
     if not target.is_quantized:
-        raise EngineArgumentError(f"{target.name} is not a quantized format; choose one of "
-                                  f"{', '.join(QUANTIZED_FORMATS)}")
+        raise EngineArgumentError(
+            f"{target.name} is not a quantized format; choose one of {', '.join(QUANTIZED_FORMATS)}"
+        )
     return target
 
 
-def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str | DType,
-             threads: int | None = None, *, progress: bool | None = None) -> None:
+def quantize(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    fmt: str | DType,
+    threads: int | None = None,
+    *,
+    progress: bool | None = None,
+) -> None:
     """Writes ``dst``: the model ``src`` (an F32 or F16 file) with its matrices quantized to ``fmt``.
 
     ``dst`` is written to a temporary file and renamed at the end, so an interrupted run leaves no
@@ -64,14 +76,22 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str 
     with read_model_file(src_path) as mf:
         already = [r.name for r in mf.tensors.values() if r.dtype.is_quantized]
         if already or (mf.data_type in DType._value2member_map_ and DType(mf.data_type).is_quantized):
-            raise EngineArgumentError(f"'{src_path}' is already quantized ({DType(mf.data_type).name}); "
-                                      "quantize from the F32 or F16 file")
+            raise EngineArgumentError(
+                f"'{src_path}' is already quantized ({DType(mf.data_type).name}); "
+                "quantize from the F32 or F16 file"
+            )
         if progress is None:
             progress = sys.stderr.isatty()
         pool = Pool(threads)
         try:
-            write_model_file(dst_path, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer,
-                             data_type=target, tensors=_tensors(mf, target, pool, progress))
+            write_model_file(
+                dst_path,
+                n_vocab=mf.n_vocab,
+                n_embed=mf.n_embed,
+                n_layer=mf.n_layer,
+                data_type=target,
+                tensors=_tensors(mf, target, pool, progress),
+            )
         finally:
             pool.close()
 
@@ -81,8 +101,13 @@ def _tensors(mf: ModelFile, target: DType, pool: Pool, progress: bool) -> Iterat
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(r.nbytes for r in mf.tensors.values()), unit="B", unit_scale=True,
-                   desc=f"quantize {target.name}", file=sys.stderr)
+        bar = tqdm(
+            total=sum(r.nbytes for r in mf.tensors.values()),
+            unit="B",
+            unit_scale=True,
+            desc=f"quantize {target.name}",
+            file=sys.stderr,
+        )
     try:
         for name, rec in mf.tensors.items():
             if is_quantized_tensor(name, rec.dtype, len(rec.ne)):
@@ -107,7 +132,9 @@ def quantize_matrix(weights: np.ndarray, target: DType | str, pool: Pool | None 
         raise EngineArgumentError(f"expected a 2-D array, got shape {weights.shape}")
     rows, k = weights.shape
     if k % fmt.block_size != 0:
-        raise UnsupportedError(f"rows of {k} elements cannot be split into {fmt.name} blocks of {fmt.block_size}")
+        raise UnsupportedError(
+            f"rows of {k} elements cannot be split into {fmt.name} blocks of {fmt.block_size}"
+        )
     src = np.ascontiguousarray(weights, dtype=np.float32)  # F16 widens exactly
     if not src.flags.aligned:  # a memory-mapped F32 tensor can start at any byte offset
         src = src.copy()
@@ -115,8 +142,15 @@ def quantize_matrix(weights: np.ndarray, target: DType | str, pool: Pool | None 
     out = np.empty((rows, row_bytes), dtype=np.uint8)
     use = Pool(default_threads()) if pool is None else pool
     try:
-        status = lib.rg_quantize_rows(int(fmt), ffi.cast("float *", ffi.from_buffer(src)), ffi.from_buffer(out),
-                                      rows, k, use.ptr, use.threads)
+        status = lib.rg_quantize_rows(
+            int(fmt),
+            ffi.cast("float *", ffi.from_buffer(src)),
+            ffi.from_buffer(out),
+            rows,
+            k,
+            use.ptr,
+            use.threads,
+        )
         check(status, f"quantizing to {fmt.name} failed")
     finally:
         if pool is None:

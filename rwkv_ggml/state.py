@@ -80,8 +80,14 @@ class StateInfo:
     def of(model: Model) -> StateInfo:
         """The identity of a loaded model."""
         hp = model.hparams
-        return StateInfo(version=hp.version, n_embed=hp.n_embed, n_layer=hp.n_layer, n_head=hp.n_head,
-                         head_size=hp.head_size, fingerprint=model.fingerprint)
+        return StateInfo(
+            version=hp.version,
+            n_embed=hp.n_embed,
+            n_layer=hp.n_layer,
+            n_head=hp.n_head,
+            head_size=hp.head_size,
+            fingerprint=model.fingerprint,
+        )
 
     def describe(self) -> str:
         shape = f"n_embed={self.n_embed}, n_layer={self.n_layer}"
@@ -100,8 +106,10 @@ class StateInfo:
             if getattr(self, field) != getattr(other, field):
                 return f"{field} {getattr(self, field)} vs {getattr(other, field)}"
         if strict and self.fingerprint != other.fingerprint:
-            return (f"weights fingerprint {self.fingerprint[:12]}... vs {other.fingerprint[:12]}... "
-                    "(same shape, different weights; pass strict=False to accept it anyway)")
+            return (
+                f"weights fingerprint {self.fingerprint[:12]}... vs {other.fingerprint[:12]}... "
+                "(same shape, different weights; pass strict=False to accept it anyway)"
+            )
         return None
 
 
@@ -118,10 +126,15 @@ class State:
 
     def __init__(self, array: FloatArray, info: StateInfo) -> None:
         """Low-level constructor: takes ``array`` as is. Prefer :meth:`new` / :meth:`from_array`."""
-        if not isinstance(array, np.ndarray) or array.dtype != np.float32 or \
-                array.shape != (info.state_size,) or not array.flags.c_contiguous:
-            raise EngineArgumentError(f"a State needs a C-contiguous float32 array of shape "
-                                      f"({info.state_size},)")
+        if (
+            not isinstance(array, np.ndarray)
+            or array.dtype != np.float32
+            or array.shape != (info.state_size,)
+            or not array.flags.c_contiguous
+        ):
+            raise EngineArgumentError(
+                f"a State needs a C-contiguous float32 array of shape ({info.state_size},)"
+            )
         self._array = array
         self._info = info
 
@@ -140,13 +153,18 @@ class State:
         (later changes to it then show in the State). Raises EngineArgumentError for a wrong size."""
         info = StateInfo.of(model)
         try:
-            arr = np.array(array, dtype=np.float32, copy=True) if copy else \
-                np.ascontiguousarray(array, dtype=np.float32)
+            arr = (
+                np.array(array, dtype=np.float32, copy=True)
+                if copy
+                else np.ascontiguousarray(array, dtype=np.float32)
+            )
         except (TypeError, ValueError) as exc:
             raise EngineArgumentError(f"not a state array: {exc}") from None
         if arr.ndim != 1 or arr.size != info.state_size:
-            raise EngineArgumentError(f"state array has shape {arr.shape}; a state of {info.describe()} "
-                                      f"has shape ({info.state_size},)")
+            raise EngineArgumentError(
+                f"state array has shape {arr.shape}; a state of {info.describe()} "
+                f"has shape ({info.state_size},)"
+            )
         return cls(arr, info)
 
     # ---- access ----
@@ -205,8 +223,10 @@ class State:
         when given a State. Raises EngineArgumentError naming the difference."""
         why = self._info.mismatch(StateInfo.of(model))
         if why is not None:
-            raise EngineArgumentError(f"this state belongs to another model ({why}): it was made by "
-                                      f"{self._info.describe()}, not by {model.path}")
+            raise EngineArgumentError(
+                f"this state belongs to another model ({why}): it was made by "
+                f"{self._info.describe()}, not by {model.path}"
+            )
         return self._array
 
     # ---- files ----
@@ -214,12 +234,22 @@ class State:
         """Write the state file (format in the module docstring) atomically: temp file + rename."""
         path = pathlib.Path(path)
         info = self._info
-        header = _HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, 0, info.version.encode("ascii"),
-                              info.n_embed, info.n_layer, info.n_head, info.head_size, self._array.size, 0,
-                              bytes.fromhex(info.fingerprint))
+        header = _HEADER.pack(
+            STATE_MAGIC,
+            STATE_FORMAT_VERSION,
+            0,
+            info.version.encode("ascii"),
+            info.n_embed,
+            info.n_layer,
+            info.n_head,
+            info.head_size,
+            self._array.size,
+            0,
+            bytes.fromhex(info.fingerprint),
+        )
         payload = self._array.astype("<f4", copy=False).tobytes()
         crc = zlib.crc32(payload, zlib.crc32(header))
-        header = header[:_CRC_OFFSET] + struct.pack("<I", crc) + header[_CRC_OFFSET + 4:]
+        header = header[:_CRC_OFFSET] + struct.pack("<I", crc) + header[_CRC_OFFSET + 4 :]
         with atomic_output(path, "state file") as out:
             out.write(header)
             out.write(payload)
@@ -241,22 +271,39 @@ class State:
             with open(_open_regular_file(path), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 head = f.read(_HEADER_SIZE)
-                if not head or head[:8] != STATE_MAGIC[:len(head)]:
-                    raise ModelFormatError(f"{path}: not an rwkv_ggml state file (magic {head[:8]!r}, "
-                                           f"expected {STATE_MAGIC!r})")
+                if not head or head[:8] != STATE_MAGIC[: len(head)]:
+                    raise ModelFormatError(
+                        f"{path}: not an rwkv_ggml state file (magic {head[:8]!r}, expected {STATE_MAGIC!r})"
+                    )
                 if len(head) < _HEADER_SIZE:
-                    raise ModelFormatError(f"{path}: truncated state file ({size} bytes, the header alone is "
-                                           f"{_HEADER_SIZE})")
-                (_, fmt, crc, version_raw, n_embed, n_layer, n_head, head_size, n_floats, _reserved,
-                 digest) = _HEADER.unpack(head)
+                    raise ModelFormatError(
+                        f"{path}: truncated state file ({size} bytes, the header alone is {_HEADER_SIZE})"
+                    )
+                (
+                    _,
+                    fmt,
+                    crc,
+                    version_raw,
+                    n_embed,
+                    n_layer,
+                    n_head,
+                    head_size,
+                    n_floats,
+                    _reserved,
+                    digest,
+                ) = _HEADER.unpack(head)
                 if fmt != STATE_FORMAT_VERSION:
-                    raise UnsupportedError(f"{path}: state file format version {fmt}; this rwkv_ggml reads "
-                                           f"version {STATE_FORMAT_VERSION}")
+                    raise UnsupportedError(
+                        f"{path}: state file format version {fmt}; this rwkv_ggml reads "
+                        f"version {STATE_FORMAT_VERSION}"
+                    )
                 want_size = _HEADER_SIZE + 4 * n_floats
                 if size != want_size:
                     what = "truncated" if size < want_size else "has trailing bytes"
-                    raise ModelFormatError(f"{path}: state file {what}: {size} bytes, the header announces "
-                                           f"{n_floats} floats ({want_size} bytes)")
+                    raise ModelFormatError(
+                        f"{path}: state file {what}: {size} bytes, the header announces "
+                        f"{n_floats} floats ({want_size} bytes)"
+                    )
                 payload = f.read(4 * n_floats)
         except ModelIOError:
             raise
@@ -264,7 +311,7 @@ class State:
             raise ModelIOError(f"cannot read state file '{path}': {exc.strerror or exc}") from exc
         if len(payload) != 4 * n_floats:
             raise ModelFormatError(f"{path}: state file changed while being read (short read)")
-        zeroed = head[:_CRC_OFFSET] + b"\0\0\0\0" + head[_CRC_OFFSET + 4:]
+        zeroed = head[:_CRC_OFFSET] + b"\0\0\0\0" + head[_CRC_OFFSET + 4 :]
         if zlib.crc32(payload, zlib.crc32(zeroed)) != crc:
             raise ModelFormatError(f"{path}: state file is corrupt (checksum mismatch)")
         # The checksum matched, so the fields are what save() wrote; still validate them, since a
@@ -275,15 +322,18 @@ class State:
         info = StateInfo(version, n_embed, n_layer, n_head, head_size, digest.hex())
         heads_ok = version == "4" or (head_size >= 1 and n_head * head_size == n_embed)
         if n_embed < 1 or n_layer < 1 or not heads_ok or info.state_size != n_floats:
-            raise ModelFormatError(f"{path}: inconsistent state file header ({info.describe()}, "
-                                   f"{n_floats} floats)")
+            raise ModelFormatError(
+                f"{path}: inconsistent state file header ({info.describe()}, {n_floats} floats)"
+            )
         array = np.frombuffer(payload, dtype="<f4").astype(np.float32)
         if model is not None:
             own = StateInfo.of(model)
             why = info.mismatch(own, strict)
             if why is not None:
-                raise ModelFormatError(f"{path}: state of another model ({why}): the file holds a state of "
-                                       f"{info.describe()}, the model '{model.path}' is {own.describe()}")
+                raise ModelFormatError(
+                    f"{path}: state of another model ({why}): the file holds a state of "
+                    f"{info.describe()}, the model '{model.path}' is {own.describe()}"
+                )
             info = own
         return cls(array, info)
 
@@ -300,8 +350,13 @@ def _open_regular_file(path: pathlib.Path) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-                "a device or socket"
+            kind = (
+                "a directory"
+                if stat.S_ISDIR(mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device or socket"
+            )
             raise ModelIOError(f"cannot read state file '{path}': it is {kind}, not a regular file")
         if flags & getattr(os, "O_NONBLOCK", 0):
             os.set_blocking(fd, True)

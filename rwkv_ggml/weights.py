@@ -45,7 +45,9 @@ class WeightStore:
         if placement == "hugepage":
             self._load_anonymous(mf, list(mf.tensors))
         else:
-            self._load_anonymous(mf, [n for n, r in mf.tensors.items() if len(r.ne) != 2 or r.nbytes < _SMALL])
+            self._load_anonymous(
+                mf, [n for n, r in mf.tensors.items() if len(r.ne) != 2 or r.nbytes < _SMALL]
+            )
 
     def _load_anonymous(self, mf: ModelFile, names: list[str]) -> None:
         """Copies the named tensors into an anonymous mapping (huge pages advised), 64-byte aligned."""
@@ -60,8 +62,10 @@ class WeightStore:
         try:
             anon = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except OSError as exc:
-            raise ModelIOError(f"cannot allocate {size} bytes to load '{mf.path}' ({exc.strerror or exc}); "
-                               "placement='mmap' maps the file instead of copying it") from exc
+            raise ModelIOError(
+                f"cannot allocate {size} bytes to load '{mf.path}' ({exc.strerror or exc}); "
+                "placement='mmap' maps the file instead of copying it"
+            ) from exc
         if hasattr(mmap, "MADV_HUGEPAGE"):
             try:
                 anon.madvise(mmap.MADV_HUGEPAGE)
@@ -73,9 +77,11 @@ class WeightStore:
                     rec = mf.tensors[name]
                     f.seek(rec.offset)
                     start = self._offsets[name]
-                    got = f.readinto(view[start:start + rec.nbytes])
+                    got = f.readinto(view[start : start + rec.nbytes])
                     if got != rec.nbytes:
-                        raise ModelIOError(f"{mf.path}: short read of tensor '{name}' (file changed while loading?)")
+                        raise ModelIOError(
+                            f"{mf.path}: short read of tensor '{name}' (file changed while loading?)"
+                        )
         except OSError as exc:
             anon.close()
             raise ModelIOError(f"cannot read '{mf.path}': {exc}") from exc

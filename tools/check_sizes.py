@@ -24,10 +24,16 @@ _C_DEFINITION = re.compile(r"^[A-Za-z_][\w\s\*]*\b(\w+)\s*\([^;]*$")
 
 def tracked_sources() -> list[Path]:
     """The C and Python files git tracks (plus untracked, not ignored ones), generated files excluded."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         check=True, capture_output=True, text=True).stdout
-    return sorted(ROOT / name for name in out.splitlines()
-                  if Path(name).suffix in MAX_LINES and (ROOT / name).is_file())
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sorted(
+        ROOT / name for name in out.splitlines() if Path(name).suffix in MAX_LINES and (ROOT / name).is_file()
+    )
 
 
 def python_functions(text: str) -> list[tuple[str, int, int]]:
@@ -63,12 +69,18 @@ def violations(paths: list[Path]) -> list[str]:
         limit = MAX_LINES[path.suffix]
         if n_lines > limit:
             problems.append(f"{rel}: {n_lines} lines (limit {limit})")
-        functions = python_functions(text) if path.suffix == ".py" else \
-            c_functions(text) if path.suffix == ".c" else []
+        functions = (
+            python_functions(text)
+            if path.suffix == ".py"
+            else c_functions(text)
+            if path.suffix == ".c"
+            else []
+        )
         for name, start, length in functions:
             if length > MAX_FUNCTION_LINES:
-                problems.append(f"{rel}:{start}: function {name} has {length} lines "
-                                f"(limit {MAX_FUNCTION_LINES})")
+                problems.append(
+                    f"{rel}:{start}: function {name} has {length} lines (limit {MAX_FUNCTION_LINES})"
+                )
     return problems
 
 

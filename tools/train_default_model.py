@@ -113,7 +113,7 @@ def wkv_chunked(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tens
     vbar = torch.zeros((B, C))
     outs = []
     for start in range(0, T, Q):
-        kc, vc = k[:, start:start + Q], v[:, start:start + Q]
+        kc, vc = k[:, start : start + Q], v[:, start : start + Q]
         q = kc.shape[1]
         t = torch.arange(q)
         dist = (t.view(q, 1) - 1 - t.view(1, q)).float()  # t-1-i
@@ -152,8 +152,8 @@ class TimeMix(nn.Module):
         self.time_decay = nn.Parameter(-5 + 8 * (i / (C - 1)) ** (0.7 + 1.3 * r01))
         zigzag = ((i + 1) % 3 - 1) * 0.5
         self.time_first = nn.Parameter(torch.full((C,), math.log(0.3)) + zigzag)
-        self.time_mix_k = nn.Parameter((ramp ** r10).view(1, 1, C))
-        self.time_mix_v = nn.Parameter((ramp ** r10 + 0.3 * r01).view(1, 1, C))
+        self.time_mix_k = nn.Parameter((ramp**r10).view(1, 1, C))
+        self.time_mix_v = nn.Parameter((ramp**r10 + 0.3 * r01).view(1, 1, C))
         self.time_mix_r = nn.Parameter((ramp ** (0.5 * r10)).view(1, 1, C))
         self.key = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(C, C, bias=False)
@@ -178,8 +178,8 @@ class ChannelMix(nn.Module):
         super().__init__()
         r10 = 1.0 - layer / n_layer
         ramp = torch.arange(C, dtype=torch.float32) / C
-        self.time_mix_k = nn.Parameter((ramp ** r10).view(1, 1, C))
-        self.time_mix_r = nn.Parameter((ramp ** r10).view(1, 1, C))
+        self.time_mix_k = nn.Parameter((ramp**r10).view(1, 1, C))
+        self.time_mix_r = nn.Parameter((ramp**r10).view(1, 1, C))
         self.key = nn.Linear(C, Fdim, bias=False)
         self.receptance = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(Fdim, C, bias=False)
@@ -239,9 +239,14 @@ def write_bin(model: RWKV4, path: Path, dtype: str) -> None:
     from rwkv_ggml.fileformat import DType, write_model_file
 
     sd = model.official_state_dict()
-    write_model_file(path, n_vocab=model.n_vocab, n_embed=model.C, n_layer=model.n_layer,
-                     data_type=DType.F16 if dtype == "f16" else DType.F32,
-                     tensors=convert_state_dict(sd, dtype))
+    write_model_file(
+        path,
+        n_vocab=model.n_vocab,
+        n_embed=model.C,
+        n_layer=model.n_layer,
+        data_type=DType.F16 if dtype == "f16" else DType.F32,
+        tensors=convert_state_dict(sd, dtype),
+    )
 
 
 def check_engine(model: RWKV4, path: Path, tokens: list[int]) -> float:
@@ -273,10 +278,18 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=128, help="training window (bytes)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=None,
-                    help="number of steps (LR schedule by step: reproducible); default: train for --minutes")
-    ap.add_argument("--minutes", type=float, default=30.0,
-                    help="without --steps: train this long, the LR schedule following the elapsed time")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="number of steps (LR schedule by step: reproducible); default: train for --minutes",
+    )
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="without --steps: train this long, the LR schedule following the elapsed time",
+    )
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-final", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=50)
@@ -285,15 +298,20 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def train(model: RWKV4, data: np.ndarray, args: argparse.Namespace, rng: np.random.Generator
-          ) -> tuple[int, float, float]:
+def train(
+    model: RWKV4, data: np.ndarray, args: argparse.Namespace, rng: np.random.Generator
+) -> tuple[int, float, float]:
     """AdamW with warm-up and a cosine schedule (by step, or by elapsed time without --steps).
     Returns (steps, final EMA loss, minutes)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim == 2 and "emb" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+    )
 
     def lr_at(step: int, elapsed: float) -> float:
         if step < args.warmup:
@@ -314,7 +332,7 @@ def train(model: RWKV4, data: np.ndarray, args: argparse.Namespace, rng: np.rand
         for g in opt.param_groups:
             g["lr"] = lr
         offs = rng.integers(0, len(data) - T - 1, size=B)
-        batch = torch.from_numpy(np.stack([data[o:o + T + 1] for o in offs]))
+        batch = torch.from_numpy(np.stack([data[o : o + T + 1] for o in offs]))
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -324,11 +342,14 @@ def train(model: RWKV4, data: np.ndarray, args: argparse.Namespace, rng: np.rand
         ema = loss.item() if step == 0 else 0.98 * ema + 0.02 * loss.item()
         elapsed = time.monotonic() - start
         if step % 50 == 0:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr:.2e}  "
-                  f"{elapsed / 60:.1f} min", flush=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  lr {lr:.2e}  {elapsed / 60:.1f} min",
+                flush=True,
+            )
         step += 1
-        if (args.steps is not None and step >= args.steps) or \
-                (args.steps is None and elapsed >= args.minutes * 60):
+        if (args.steps is not None and step >= args.steps) or (
+            args.steps is None and elapsed >= args.minutes * 60
+        ):
             break
     return step, ema, (time.monotonic() - start) / 60
 
@@ -337,12 +358,14 @@ def heldout_nll(model: RWKV4, held: np.ndarray, T: int) -> float:
     """Held-out loss in PyTorch (nats per byte) over windows of the training length."""
     with torch.no_grad():
         n = (len(held) - 1) // T
-        xs = torch.from_numpy(held[:n * T + 1])
+        xs = torch.from_numpy(held[: n * T + 1])
         losses = []
         for i in range(0, n, 32):
-            rows = torch.stack([xs[j * T:(j + 1) * T + 1] for j in range(i, min(n, i + 32))])
+            rows = torch.stack([xs[j * T : (j + 1) * T + 1] for j in range(i, min(n, i + 32))])
             lg = model(rows[:, :-1])
-            losses.append(F.cross_entropy(lg.reshape(-1, 256), rows[:, 1:].reshape(-1), reduction="sum").item())
+            losses.append(
+                F.cross_entropy(lg.reshape(-1, 256), rows[:, 1:].reshape(-1), reduction="sum").item()
+            )
     return sum(losses) / (n * T)
 
 
@@ -367,8 +390,11 @@ def main() -> None:
     model.eval()
     T = args.ctx
     held_nll = heldout_nll(model, held, T)
-    print(f"trained {step} steps in {train_minutes:.1f} min; final train loss (EMA) {ema:.4f}; "
-          f"held-out NLL (ctx {T}) {held_nll:.4f} nats/byte, perplexity {math.exp(held_nll):.3f}", flush=True)
+    print(
+        f"trained {step} steps in {train_minutes:.1f} min; final train loss (EMA) {ema:.4f}; "
+        f"held-out NLL (ctx {T}) {held_nll:.4f} nats/byte, perplexity {math.exp(held_nll):.3f}",
+        flush=True,
+    )
 
     torch.save(model.state_dict(), args.out_dir / "default-model.pth")
     f32 = args.out_dir / "default-model-f32.bin"
@@ -378,7 +404,10 @@ def main() -> None:
     probe = list(heldout_text[:200].encode("utf-8"))
     err32 = check_engine(model, f32, probe)
     err16 = check_engine(model, f16, probe)
-    print(f"engine vs PyTorch, max |dlogit| over {len(probe)} tokens: F32 {err32:.2e}, F16 {err16:.2e}", flush=True)
+    print(
+        f"engine vs PyTorch, max |dlogit| over {len(probe)} tokens: F32 {err32:.2e}, F16 {err16:.2e}",
+        flush=True,
+    )
     if err32 > 1e-3:
         raise SystemExit(f"the F32 file does not reproduce the PyTorch model (max |dlogit| {err32})")
 

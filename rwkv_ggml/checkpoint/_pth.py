@@ -219,13 +219,17 @@ def _check_pickle_bounds(data: bytes, path: Path) -> None:
         for opcode, arg, _ in pickletools.genops(data):
             n_ops += 1
             if opcode.name in _MEMO_OPCODES and isinstance(arg, int) and not 0 <= arg <= n_ops:
-                raise ModelFormatError(f"{path}: data.pkl stores memo entry {arg} after {n_ops} opcodes: "
-                                       "not a pickle a PyTorch writer makes")
+                raise ModelFormatError(
+                    f"{path}: data.pkl stores memo entry {arg} after {n_ops} opcodes: "
+                    "not a pickle a PyTorch writer makes"
+                )
     except ModelFormatError:
         raise
     except Exception as e:
         if _LENGTH_BEYOND_DATA.search(str(e)):
-            raise ModelFormatError(f"{path}: data.pkl declares an object longer than the pickle ({_short(e)})") from e
+            raise ModelFormatError(
+                f"{path}: data.pkl declares an object longer than the pickle ({_short(e)})"
+            ) from e
 
 
 def _open_pth(ckpt: Checkpoint, path: Path) -> None:
@@ -337,7 +341,15 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: 
     try:
         with zf.open(info) as f:
             return f.read(limit)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error) as e:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+    ) as e:
         raise ModelFormatError(
             f"{path}: cannot read zip member '{info.filename}' ({_short(e)}); truncated or corrupt?"
         ) from e

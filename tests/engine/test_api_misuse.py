@@ -31,16 +31,21 @@ REPO = Path(rwkv_ggml.__file__).resolve().parents[1]
 def run_child(body: str) -> str:
     """Runs ``body`` (which defines ``main()``) in a fresh interpreter; returns what it printed. The
     child prints the class name of the exception main() raised, or "no error"."""
-    code = "import numpy as np\nfrom rwkv_ggml import ggml\n" + textwrap.dedent(body) + textwrap.dedent("""
+    code = (
+        "import numpy as np\nfrom rwkv_ggml import ggml\n"
+        + textwrap.dedent(body)
+        + textwrap.dedent("""
         try:
             main()
             print("no error")
         except Exception as exc:
             print(type(exc).__name__, exc)
     """)
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, f"child died with status {proc.returncode}: {proc.stderr[-2000:]}"
     return proc.stdout.strip()
 
@@ -57,6 +62,7 @@ def ones(n: int = 3) -> np.ndarray:
 
 
 # ---- item 1: a graph or tensor of a closed context ----
+
 
 def test_compute_after_close_with_a_shared_pool_raises_closed_error() -> None:
     out = run_child("""
@@ -79,9 +85,17 @@ def test_every_use_of_a_closed_context_raises_closed_error() -> None:
     g = ctx.graph([y])
     ctx.close()
     # (g.compute is the case above: in-process it would crash pytest before the fix)
-    uses: list[Callable[[], Any]] = [lambda: g.n_nodes, lambda: g.n_barriers, g.node_ops,
-                                     lambda: g.node_indices([y]), y.numpy, lambda: y.ne, lambda: x.set_data(ones()),
-                                     lambda: ctx.exp(x), lambda: ctx.graph([y])]
+    uses: list[Callable[[], Any]] = [
+        lambda: g.n_nodes,
+        lambda: g.n_barriers,
+        g.node_ops,
+        lambda: g.node_indices([y]),
+        y.numpy,
+        lambda: y.ne,
+        lambda: x.set_data(ones()),
+        lambda: ctx.exp(x),
+        lambda: ctx.graph([y]),
+    ]
     for use in uses:
         with pytest.raises(ClosedError):
             use()
@@ -89,6 +103,7 @@ def test_every_use_of_a_closed_context_raises_closed_error() -> None:
 
 
 # ---- item 2: tensors of another context ----
+
 
 def test_compute_after_closing_a_foreign_operand_context_cannot_crash() -> None:
     out = run_child("""
@@ -105,26 +120,49 @@ def test_compute_after_closing_a_foreign_operand_context_cannot_crash() -> None:
 def _every_builder(c: ggml.Context, t: ggml.Tensor, own: ggml.Tensor) -> list[tuple[str, Callable[[], Any]]]:
     """Every public entry point that takes a tensor, called with ``t`` in one operand slot (``own`` of the
     calling context elsewhere)."""
+
     def fn(dst: np.ndarray, src: np.ndarray) -> None:
         pass
 
     return [
-        ("view", lambda: c.view(t, [3])), ("reshape", lambda: c.reshape(t, [3])),
-        ("permute", lambda: c.permute(t, [0, 1])), ("transpose", lambda: c.transpose(t)), ("cont", lambda: c.cont(t)),
-        ("cpy src", lambda: c.cpy(t, own)), ("cpy dst", lambda: c.cpy(own, t)),
+        ("view", lambda: c.view(t, [3])),
+        ("reshape", lambda: c.reshape(t, [3])),
+        ("permute", lambda: c.permute(t, [0, 1])),
+        ("transpose", lambda: c.transpose(t)),
+        ("cont", lambda: c.cont(t)),
+        ("cpy src", lambda: c.cpy(t, own)),
+        ("cpy dst", lambda: c.cpy(own, t)),
         *[(name, partial(getattr(c, name), own, t)) for name in ("add", "sub", "mul", "div", "max")],
         ("scale", lambda: c.scale(t, 2.0)),
-        *[(name, partial(getattr(c, name), t))
-          for name in ("neg", "exp", "one_minus_x", "sigmoid", "silu", "relu", "sqr", "sqrt", "tanh", "sum_rows")],
-        ("layer_norm x", lambda: c.layer_norm(t)), ("layer_norm w", lambda: c.layer_norm(own, t)),
+        *[
+            (name, partial(getattr(c, name), t))
+            for name in (
+                "neg",
+                "exp",
+                "one_minus_x",
+                "sigmoid",
+                "silu",
+                "relu",
+                "sqr",
+                "sqrt",
+                "tanh",
+                "sum_rows",
+            )
+        ],
+        ("layer_norm x", lambda: c.layer_norm(t)),
+        ("layer_norm w", lambda: c.layer_norm(own, t)),
         ("layer_norm b", lambda: c.layer_norm(own, None, t)),
-        ("group_norm", lambda: c.group_norm(own, 1, t)), ("mul_mat", lambda: c.mul_mat(t, own)),
-        ("get_rows", lambda: c.get_rows(own, t)), ("concat", lambda: c.concat(own, t, 0)),
-        ("map_unary", lambda: c.map_unary(t, fn)), ("map_binary", lambda: c.map_binary(own, t, fn)),
+        ("group_norm", lambda: c.group_norm(own, 1, t)),
+        ("mul_mat", lambda: c.mul_mat(t, own)),
+        ("get_rows", lambda: c.get_rows(own, t)),
+        ("concat", lambda: c.concat(own, t, 0)),
+        ("map_unary", lambda: c.map_unary(t, fn)),
+        ("map_binary", lambda: c.map_binary(own, t, fn)),
         ("rwkv_wkv4", lambda: c.rwkv_wkv4(own, own, own, own, t)),
         ("rwkv_wkv5", lambda: c.rwkv_wkv5(own, own, own, own, own, t)),
         ("rwkv_wkv7", lambda: c.rwkv_wkv7(own, own, own, own, own, own, t)),
-        ("l2_norm", lambda: c.l2_norm(t, 1)), ("graph", lambda: c.graph([own, t])),
+        ("l2_norm", lambda: c.l2_norm(t, 1)),
+        ("graph", lambda: c.graph([own, t])),
     ]
 
 
@@ -181,6 +219,7 @@ def test_a_context_may_read_the_tensors_of_the_contexts_it_names() -> None:
 
 
 # ---- item 3: read-only memory ----
+
 
 def test_cpy_into_an_immutable_bytes_object_is_refused(ctx: ggml.Context) -> None:
     raw = bytes(16)
@@ -248,6 +287,7 @@ def test_cpy_into_constant_memory_is_refused(ctx: ggml.Context) -> None:
 
 
 # ---- item 4: untyped or empty errors ----
+
 
 def test_bad_argument_types_name_the_argument(ctx: ggml.Context) -> None:
     t = ctx.tensor(np.ones((4, 4), np.float32))

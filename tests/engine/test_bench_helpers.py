@@ -10,8 +10,11 @@ from rwkv_ggml import ggml
 from rwkv_ggml._lib import ffi, lib
 
 # (kind, ops per iteration per thread, the CPU feature it needs beyond AVX-512)
-KINDS = [(lib.RG_PEAK_F32, 8 * 16 * 2, None), (lib.RG_PEAK_BF16, 12 * 16 * 4, "avx512_bf16"),
-         (lib.RG_PEAK_INT8, 12 * 16 * 8, "avx512_vnni")]
+KINDS = [
+    (lib.RG_PEAK_F32, 8 * 16 * 2, None),
+    (lib.RG_PEAK_BF16, 12 * 16 * 4, "avx512_bf16"),
+    (lib.RG_PEAK_INT8, 12 * 16 * 8, "avx512_vnni"),
+]
 
 
 @pytest.mark.parametrize("kind, ops, feature", KINDS, ids=["f32", "bf16", "int8"])

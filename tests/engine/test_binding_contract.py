@@ -21,8 +21,11 @@ def may_touch_the_extension(module: Path) -> bool:
     rel = module.relative_to(PACKAGE)
     name = module.stem
     top_level = len(rel.parts) == 1
-    return ((top_level and (name in ("_lib", "ggml", "quantization") or name.startswith("ggml_")))
-            or "tokenizer" in str(rel) or "trie" in str(rel))
+    return (
+        (top_level and (name in ("_lib", "ggml", "quantization") or name.startswith("ggml_")))
+        or "tokenizer" in str(rel)
+        or "trie" in str(rel)
+    )
 
 
 def raw_imports(source: str) -> list[str]:
@@ -46,8 +49,11 @@ def raw_imports(source: str) -> list[str]:
 def test_only_the_binding_modules_import_the_extension() -> None:
     modules = sorted(PACKAGE.rglob("*.py"))
     assert len(modules) > 10
-    offenders = {str(m.relative_to(PACKAGE)): raw for m in modules
-                 if not may_touch_the_extension(m) and (raw := raw_imports(m.read_text(encoding="utf-8")))}
+    offenders = {
+        str(m.relative_to(PACKAGE)): raw
+        for m in modules
+        if not may_touch_the_extension(m) and (raw := raw_imports(m.read_text(encoding="utf-8")))
+    }
     assert offenders == {}, f"only the binding modules may use the compiled extension: {offenders}"
 
 
@@ -55,8 +61,12 @@ def test_the_scan_sees_each_form_of_import() -> None:
     assert raw_imports("from ._lib import ffi, lib") and raw_imports("from rwkv_ggml._lib import lib")
     assert raw_imports("from . import _lib") and raw_imports("from ._core import lib")
     assert raw_imports("import rwkv_ggml._core") and raw_imports("def f():\n    from .._lib import ffi\n")
-    assert not raw_imports("from ._lib import check, raise_status") and not raw_imports("from .ggml import Context")
-    assert may_touch_the_extension(PACKAGE / "ggml_ops.py") and may_touch_the_extension(PACKAGE / "tokenizer.py")
+    assert not raw_imports("from ._lib import check, raise_status") and not raw_imports(
+        "from .ggml import Context"
+    )
+    assert may_touch_the_extension(PACKAGE / "ggml_ops.py") and may_touch_the_extension(
+        PACKAGE / "tokenizer.py"
+    )
     assert not may_touch_the_extension(PACKAGE / "model.py")
     assert not may_touch_the_extension(PACKAGE / "graphs" / "ggml_v4.py")
     assert not may_touch_the_extension(PACKAGE / "graphs" / "ggml.py")

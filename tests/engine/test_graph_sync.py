@@ -27,7 +27,9 @@ SMALL_T = 1  # a C-vector: computed solo by thread 0
 
 def _random_graph(ctx: ggml.Context, seed: int, state: ggml.Tensor) -> list[ggml.Tensor]:
     r = np.random.default_rng(seed)
-    weights = [ctx.external((r.standard_normal((C, C)) / 8).astype(np.float32), constant=True) for _ in range(3)]
+    weights = [
+        ctx.external((r.standard_normal((C, C)) / 8).astype(np.float32), constant=True) for _ in range(3)
+    ]
     big = [ctx.external(r.standard_normal((BIG_T, C)).astype(np.float32), constant=True)]
     small = [ctx.external(r.standard_normal((SMALL_T, C)).astype(np.float32), constant=True), state]
     for _ in range(60):
@@ -101,7 +103,9 @@ def test_a_buffer_both_read_and_written_is_ordered() -> None:
                 buf_in.set_data(shared)
                 buf_out.set_data(shared)
                 g.compute()
-                assert bits_equal(after.numpy(), 2 * x.T), f"{threads} threads: a read of the input overtook the write"
+                assert bits_equal(after.numpy(), 2 * x.T), (
+                    f"{threads} threads: a read of the input overtook the write"
+                )
 
 
 def test_independent_products_need_no_barrier_between_them() -> None:

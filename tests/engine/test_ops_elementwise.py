@@ -317,8 +317,27 @@ def test_exp_family_ulp_and_special_values(simd_level: int, op: str) -> None:
     of the exact value over the whole finite range, densely (sigmoid and silu 4; observed up to 1.24
     and 3.12); and expf's answers for the special inputs."""
     dense = np.linspace(-103.0, 88.7, 200_001, dtype=np.float64).astype(np.float32)
-    special = np.array([0.0, -0.0, 1e-30, -1e-30, 88.72, 88.73, -87.3, -103.9, -104.5, -200.0, 200.0,
-                        np.inf, -np.inf, np.nan, 3e38, -3e38], dtype=np.float32)
+    special = np.array(
+        [
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            88.72,
+            88.73,
+            -87.3,
+            -103.9,
+            -104.5,
+            -200.0,
+            200.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            3e38,
+            -3e38,
+        ],
+        dtype=np.float32,
+    )
     x = np.concatenate([dense, special])
     with ggml.Context(8 << 20) as ctx:
         t = ctx.tensor(x)
@@ -331,7 +350,9 @@ def test_exp_family_ulp_and_special_values(simd_level: int, op: str) -> None:
     finite = np.isfinite(exact) & (np.abs(exact) < 3.4e38)
     # 1 / (1 + exp(-x)) is 0 once exp(-x) overflows (x < -88.7), where the exact value is below 1e-38
     # (times |x| for silu)
-    tiny = np.abs(got[finite].astype(np.float64) - exact[finite]) <= 1.2e-38 * np.maximum(1.0, np.abs(xd[finite]))
+    tiny = np.abs(got[finite].astype(np.float64) - exact[finite]) <= 1.2e-38 * np.maximum(
+        1.0, np.abs(xd[finite])
+    )
     bound = 2.0 if op == "exp" else 4.0  # sigmoid, silu: exp's error, then 1 + e and a division
     assert np.all((_ulp_error(got[finite], exact[finite]) <= bound) | tiny), op
     # infinities, NaN and overflow exactly as the float math gives them

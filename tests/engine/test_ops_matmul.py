@@ -182,8 +182,9 @@ def _bf16_round(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
-@pytest.mark.skipif(not ggml.cpu_features()["avx512_bf16"] or ggml.simd_max_level() < 2,
-                    reason="this CPU has no AVX512_BF16")
+@pytest.mark.skipif(
+    not ggml.cpu_features()["avx512_bf16"] or ggml.simd_max_level() < 2, reason="this CPU has no AVX512_BF16"
+)
 @pytest.mark.parametrize("wtype", [np.float32, np.float16])
 @pytest.mark.parametrize("k, t", [(1, 2), (33, 7), (64, 6), (777, 13), (2048, 64), (4097, 100)])
 def test_mul_mat_bf16_computes_with_bf16_operands(wtype: type, k: int, t: int) -> None:

@@ -45,6 +45,7 @@ ACT_BYTES = 44  # per 32 activations: 32 codes + f32 d + f32 s + i32 sum
 
 # ---- plumbing -----------------------------------------------------------------------------------------
 
+
 def _fptr(a: np.ndarray) -> object:
     return ffi.cast("float *", ffi.from_buffer(a))
 
@@ -71,8 +72,9 @@ def quantize_rows(x: np.ndarray, etype: int, threads: int, pool: ggml.Pool | Non
     x = np.ascontiguousarray(x, dtype=F32)
     rows, k = x.shape
     out = np.full((rows, row_bytes(etype, k)), 0xAB, dtype=np.uint8)
-    status = lib.rg_quantize_rows(etype, _fptr(x), ffi.from_buffer(out), rows, k,
-                                  pool.ptr if pool is not None else ffi.NULL, threads)
+    status = lib.rg_quantize_rows(
+        etype, _fptr(x), ffi.from_buffer(out), rows, k, pool.ptr if pool is not None else ffi.NULL, threads
+    )
     assert status == lib.RG_OK
     return out
 
@@ -84,8 +86,15 @@ def pool4() -> Iterator[ggml.Pool]:
     pool.close()
 
 
-def run_mul_mat(w_bytes: np.ndarray, dtype: DType, k: int, m: int, x: np.ndarray, threads: int = 1,
-                transposed_x: bool = False) -> np.ndarray:
+def run_mul_mat(
+    w_bytes: np.ndarray,
+    dtype: DType,
+    k: int,
+    m: int,
+    x: np.ndarray,
+    threads: int = 1,
+    transposed_x: bool = False,
+) -> np.ndarray:
     """ctx.mul_mat(quantized weights (m, k), x (t, k)) -> (t, m)."""
     with ggml.Context(32 << 20, threads=max(threads, 1)) as ctx:
         wt = ctx.external(w_bytes, engine_type=int(dtype), ne=[k, m])
@@ -100,6 +109,7 @@ def run_mul_mat(w_bytes: np.ndarray, dtype: DType, k: int, m: int, x: np.ndarray
 
 
 # ---- data sets ----------------------------------------------------------------------------------------
+
 
 def datasets(k: int = 256) -> dict[str, np.ndarray]:
     """Float32 matrices (rows, k) that exercise every branch of the §5.3 rules."""
@@ -119,8 +129,8 @@ def datasets(k: int = 256) -> dict[str, np.ndarray]:
         "subnormal": rng.standard_normal((rows, k)) * 1e-41,  # d subnormal, 1/d overflows
         "huge": rng.standard_normal((rows, k)) * 1e37,
         "near_max": rng.choice([-3.0e38, 3.0e38, 1.0, -2.0], size=(rows, k)),  # max - min overflows
-        "mixed_scales": rng.standard_normal((rows, k)) * 10.0 ** rng.integers(-20, 20, size=(rows, k // 32)
-                                                                            ).repeat(32, axis=1),
+        "mixed_scales": rng.standard_normal((rows, k))
+        * 10.0 ** rng.integers(-20, 20, size=(rows, k // 32)).repeat(32, axis=1),
     }
     with np.errstate(over="ignore"):
         return {name: a.astype(F32) for name, a in sets.items()}
@@ -131,6 +141,7 @@ DATASETS = datasets()
 
 # ---- quantizer: byte-exact ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(DATASETS))
 @pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
 def test_quantizer_bytes_equal_reference(dtype: DType, name: str) -> None:
@@ -139,8 +150,10 @@ def test_quantizer_bytes_equal_reference(dtype: DType, name: str) -> None:
         want = quantize_ref(x, dtype)
     got = encode(x, int(dtype))
     bad = np.argwhere(got != want)
-    assert bad.size == 0, (f"{dtype.name}/{name}: {len(bad)} bytes differ, first at row {bad[0][0]} byte {bad[0][1]}: "
-                           f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
+    assert bad.size == 0, (
+        f"{dtype.name}/{name}: {len(bad)} bytes differ, first at row {bad[0][0]} byte {bad[0][1]}: "
+        f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}"
+    )
 
 
 @pytest.mark.parametrize("dtype", QTYPES + [DType.F16, ACT], ids=QIDS + ["F16", "Q8_ACT"])
@@ -178,6 +191,7 @@ def test_quantize_rows_errors(pool4: ggml.Pool) -> None:
 
 # ---- dequantization and round trip --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
 def test_dequantize_equals_reference(dtype: DType) -> None:
     rng = np.random.default_rng(7)
@@ -188,7 +202,7 @@ def test_dequantize_equals_reference(dtype: DType) -> None:
     blocks = raw.reshape(-1, dtype.type_size)
     scales = rng.uniform(-2.0, 2.0, size=(blocks.shape[0], 2)).astype("<f2")
     n_scales = 2 if dtype in HAS_MIN else 1
-    blocks[:, :2 * n_scales] = scales[:, :n_scales].view(np.uint8).reshape(-1, 2 * n_scales)
+    blocks[:, : 2 * n_scales] = scales[:, :n_scales].view(np.uint8).reshape(-1, 2 * n_scales)
     for data in (quantized, raw):
         got = decode(data, int(dtype), rows * k)
         want = dequantize_ref(data, dtype, (k, rows)).reshape(-1)
@@ -202,7 +216,7 @@ def round_trip_bound(x: np.ndarray, dtype: DType) -> np.ndarray:
     d/2; the _0 types' asymmetric range clamps the largest positive code, an error of up to d; the stored
     d is off by h|d| per unit of code; the _1 types' minimum by h|min|; plus a few f32 ulps.
     """
-    h = 2.0 ** -11
+    h = 2.0**-11
     b = x.reshape(-1, QK).astype(np.float64)
     amax = np.abs(b).max(axis=1)
     if dtype == DType.Q8_0:
@@ -229,8 +243,10 @@ def test_round_trip_error_bound(dtype: DType, name: str) -> None:
         # scales from 0.1 to 1000 per block: the stored d stays in f16's normal range, where the bound's
         # relative rounding holds (the byte-exact test above covers the extreme scales)
         rng = np.random.default_rng(5)
-        x = (rng.standard_normal(x.shape) * 10.0 ** rng.integers(-1, 4, size=(x.shape[0], x.shape[1] // QK)
-                                                                 ).repeat(QK, axis=1)).astype(F32)
+        x = (
+            rng.standard_normal(x.shape)
+            * 10.0 ** rng.integers(-1, 4, size=(x.shape[0], x.shape[1] // QK)).repeat(QK, axis=1)
+        ).astype(F32)
     y = decode(encode(x, int(dtype)), int(dtype), x.size).reshape(x.shape)
     err = np.abs(y.astype(np.float64) - x)
     bound = round_trip_bound(x, dtype)
@@ -239,6 +255,7 @@ def test_round_trip_error_bound(dtype: DType, name: str) -> None:
 
 
 # ---- the activation rows (§5.4) ------------------------------------------------------------------------
+
 
 def act_positions(nb: int) -> np.ndarray:
     """Byte offset of code e of block b in an activation row: pairs interleaved by halves (quant.h)."""
@@ -270,19 +287,24 @@ def act_bytes(x: np.ndarray) -> np.ndarray:
     nb = q.shape[0]
     qs = np.zeros(32 * nb, dtype=np.int8)
     qs[act_positions(nb)] = q
-    return np.concatenate([qs.view(np.uint8), d.view(np.uint8), s.view(np.uint8),
-                           total.astype("<i4").view(np.uint8)])
+    return np.concatenate(
+        [qs.view(np.uint8), d.view(np.uint8), s.view(np.uint8), total.astype("<i4").view(np.uint8)]
+    )
 
 
 @pytest.mark.parametrize("k", [32, 96, 256, 800])
 def test_activation_rows_match_emulation(simd_level: int, k: int) -> None:
     rng = np.random.default_rng(k)
-    rows = [rng.standard_normal(k) * 3, rng.uniform(-1, 1, k) * 1e-3, np.zeros(k),
-            # amax 127 makes the factor 127/amax exactly 1, so x.5 values are halfway cases (half to even)
-            np.tile(np.concatenate([[127.0], np.arange(-15, 16) + 0.5]), k // 32),
-            rng.standard_normal(k) * 10.0 ** rng.integers(-6, 6, size=k // 32).repeat(32),
-            rng.standard_normal(k) * 1e9,  # d = amax / 127 beyond f16: inf, as in ggml
-            rng.standard_normal(k) * 1e-9]  # d below f16's subnormals: 0
+    rows = [
+        rng.standard_normal(k) * 3,
+        rng.uniform(-1, 1, k) * 1e-3,
+        np.zeros(k),
+        # amax 127 makes the factor 127/amax exactly 1, so x.5 values are halfway cases (half to even)
+        np.tile(np.concatenate([[127.0], np.arange(-15, 16) + 0.5]), k // 32),
+        rng.standard_normal(k) * 10.0 ** rng.integers(-6, 6, size=k // 32).repeat(32),
+        rng.standard_normal(k) * 1e9,  # d = amax / 127 beyond f16: inf, as in ggml
+        rng.standard_normal(k) * 1e-9,
+    ]  # d below f16's subnormals: 0
     assert row_bytes(ACT, k) == k // 32 * ACT_BYTES
     for x in rows:
         x = x.astype(F32)
@@ -296,7 +318,10 @@ def test_activation_rows_match_emulation(simd_level: int, k: int) -> None:
 
 # ---- mul_mat ------------------------------------------------------------------------------------------
 
-def emulate_mul_mat(w_bytes: np.ndarray, dtype: DType, k: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def emulate_mul_mat(
+    w_bytes: np.ndarray, dtype: DType, k: int, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """formats.md §5.4 in numpy: y[t, m] = sum_b f32(d_w d_x) isum + m_w s_x, exact integer isum.
 
     Returns the sum (f64) and the sum of the terms' magnitudes, which scales the f32 rounding error of
@@ -323,7 +348,7 @@ def emulate_mul_mat(w_bytes: np.ndarray, dtype: DType, k: int, x: np.ndarray) ->
 
 
 def rounding_tol(k: int, mag: np.ndarray) -> np.ndarray:
-    return (k // QK + 8) * 2.0 ** -24 * mag + 1e-30
+    return (k // QK + 8) * 2.0**-24 * mag + 1e-30
 
 
 def weights_for(dtype: DType, m: int, k: int, seed: int) -> np.ndarray:
@@ -422,7 +447,7 @@ def test_mul_mat_columns_equal_mat_vec(simd_level: int, dtype: DType, t_cols: in
     _, mag = emulate_mul_mat(w, dtype, k, x)
     panel_route = t_cols >= 8 and simd_level == 2 and ggml.cpu_features()["avx512_vnni"]
     for t in range(x.shape[0]):
-        alone = run_mul_mat(w, dtype, k, m, x[t:t + 1])[0]
+        alone = run_mul_mat(w, dtype, k, m, x[t : t + 1])[0]
         if panel_route:
             assert np.all(np.abs(alone - together[t]) <= 2 * rounding_tol(k, mag[t])), f"column {t}"
         else:

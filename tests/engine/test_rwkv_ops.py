@@ -54,8 +54,10 @@ def _check_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 # ---- wkv5 (v5 / v6) ----
 
-def wkv5_reference(r: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray, u: np.ndarray,
-                   state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def wkv5_reference(
+    r: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray, u: np.ndarray, state: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(V5.4)-(V5.5) in float64 PyTorch. r, k, v (T, H, N); w (T, H, N) per-token decays; u (H, N);
     state S (H, N, N) with S[h, i=key, j=value]. Returns y (T, H, N) and the final state."""
     S = torch.tensor(state, dtype=torch.float64)
@@ -88,22 +90,31 @@ def _wkv5_expected(x: dict[str, np.ndarray], H: int, N: int, T: int) -> tuple[np
         return np.repeat(a, N).reshape(H, N) if a.size == H else a.reshape(H, N)
 
     w = x["w"].reshape(T, H, N) if x["w"].ndim == 2 else np.broadcast_to(per_channel(x["w"]), (T, H, N))
-    return wkv5_reference(x["r"].reshape(T, H, N), x["k"].reshape(T, H, N), x["v"].reshape(T, H, N), w,
-                          per_channel(x["u"]), x["state"])
+    return wkv5_reference(
+        x["r"].reshape(T, H, N),
+        x["k"].reshape(T, H, N),
+        x["v"].reshape(T, H, N),
+        w,
+        per_channel(x["u"]),
+        x["state"],
+    )
 
 
 def _run_wkv5(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
     def build(c: ggml.Context, r, k, v, w, u, s):
         return c.rwkv_wkv5(r, k, v, w, u, s)
+
     return _compute(build, [x[n] for n in ("r", "k", "v", "w", "u", "state")], threads)
 
 
 @pytest.mark.parametrize("T", T_VALUES)
 @pytest.mark.parametrize("H, N", HEADS)
-@pytest.mark.parametrize("modes", [("head", "head"), ("channel", "channel"), ("token", "channel")],
-                         ids=["v5.1", "v5.2", "v6"])
-def test_wkv5_matches_reference_and_is_thread_invariant(T: int, H: int, N: int,
-                                                        modes: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "modes", [("head", "head"), ("channel", "channel"), ("token", "channel")], ids=["v5.1", "v5.2", "v6"]
+)
+def test_wkv5_matches_reference_and_is_thread_invariant(
+    T: int, H: int, N: int, modes: tuple[str, str]
+) -> None:
     if modes[0] == "token" and T == 1:
         modes = ("channel", "channel")  # one token: per-token decay is the per-channel case
     x = _wkv5_inputs(H, N, T, *modes, seed=T * 100 + H * 10 + N)
@@ -125,7 +136,7 @@ def test_wkv5_scan_equals_chained_single_tokens(H: int, N: int, modes: tuple[str
     whole = _run_wkv5(x, 2)
     state = x["state"]
     for t in range(T):
-        step = dict(x, r=x["r"][t:t + 1], k=x["k"][t:t + 1], v=x["v"][t:t + 1], state=state)
+        step = dict(x, r=x["r"][t : t + 1], k=x["k"][t : t + 1], v=x["v"][t : t + 1], state=state)
         if modes[0] == "token":
             step["w"] = np.ascontiguousarray(x["w"][t])
         out = _run_wkv5(step, 2)
@@ -137,9 +148,14 @@ def test_wkv5_scan_equals_chained_single_tokens(H: int, N: int, modes: tuple[str
 def test_wkv5_zero_state_single_token_closed_form() -> None:
     """From a zero state one token gives y[h,j] = (sum_i r u k)[h] v[h,j] and S = k v^T: exact small cases."""
     H, N = 2, 3
-    x = {"r": np.ones((1, 6), np.float32), "k": np.full((1, 6), 2.0, np.float32),
-         "v": np.arange(6, dtype=np.float32).reshape(1, 6), "w": np.full(2, 0.5, np.float32),
-         "u": np.array([1.0, 0.5], np.float32), "state": np.zeros((H, N, N), np.float32)}
+    x = {
+        "r": np.ones((1, 6), np.float32),
+        "k": np.full((1, 6), 2.0, np.float32),
+        "v": np.arange(6, dtype=np.float32).reshape(1, 6),
+        "w": np.full(2, 0.5, np.float32),
+        "u": np.array([1.0, 0.5], np.float32),
+        "state": np.zeros((H, N, N), np.float32),
+    }
     out = _run_wkv5(x, 1)
     np.testing.assert_array_equal(out[0], [0, 6, 12, 9, 12, 15])  # head 0: 3*1*2 = 6; head 1: 3*0.5*2 = 3
     np.testing.assert_array_equal(out[1:].reshape(H, N, N)[1], 2.0 * np.tile([3.0, 4.0, 5.0], (3, 1)))
@@ -166,8 +182,16 @@ def test_wkv5_builder_errors() -> None:
 
 # ---- wkv7 ----
 
-def wkv7_reference(r: np.ndarray, w: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray,
-                   state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def wkv7_reference(
+    r: np.ndarray,
+    w: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    state: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """(V7.10)-(V7.11) in float64 PyTorch; all vectors (T, H, N), S (H, N, N) with S[h, i=value, j=key]:
     S <- S diag(w) + (S a) b^T + v k^T, then y = S r with the updated state."""
     S = torch.tensor(state, dtype=torch.float64)
@@ -206,6 +230,7 @@ WKV7_NAMES = ("r", "w", "k", "v", "a", "b", "state")
 def _run_wkv7(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
     def build(c: ggml.Context, *t):
         return c.rwkv_wkv7(*t)
+
     return _compute(build, [x[n] for n in WKV7_NAMES], threads)
 
 
@@ -230,7 +255,7 @@ def test_wkv7_scan_equals_chained_single_tokens(H: int, N: int) -> None:
     whole = _run_wkv7(x, 2)
     state = x["state"]
     for t in range(T):
-        step = {n: np.ascontiguousarray(x[n][t:t + 1]) for n in WKV7_NAMES[:-1]}
+        step = {n: np.ascontiguousarray(x[n][t : t + 1]) for n in WKV7_NAMES[:-1]}
         out = _run_wkv7(dict(step, state=state), 2)
         np.testing.assert_array_equal(out[0], whole[t])
         state = np.ascontiguousarray(out[1:].reshape(H, N, N))
@@ -251,12 +276,18 @@ def test_wkv7_builder_errors() -> None:
 
 # ---- l2_norm ----
 
+
 @pytest.mark.parametrize("rows, groups, size", [(1, 1, 64), (3, 4, 8), (5, 3, 13), (2, 16, 1)])
 def test_l2_norm_matches_torch_normalize(rows: int, groups: int, size: int) -> None:
     x = _rng(rows * groups + size).standard_normal((rows, groups * size)).astype(np.float32)
     x[0, :size] = 0.0  # a zero group stays zero thanks to eps
-    want = F.normalize(torch.tensor(x, dtype=torch.float64).reshape(rows, groups, size), p=2.0, dim=-1,
-                       eps=1e-12).reshape(rows, -1).numpy()
+    want = (
+        F.normalize(
+            torch.tensor(x, dtype=torch.float64).reshape(rows, groups, size), p=2.0, dim=-1, eps=1e-12
+        )
+        .reshape(rows, -1)
+        .numpy()
+    )
     outs = [_compute(lambda c, t: c.l2_norm(t, groups, 1e-12), [x], n) for n in THREAD_COUNTS]
     for other in outs[1:]:
         np.testing.assert_array_equal(other, outs[0])

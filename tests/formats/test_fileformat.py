@@ -37,8 +37,11 @@ TINY = {
     "6v0-3m": (128, 12, 342, {"Q5_0": 132, "Q5_1": 132}),
     "7v0-834K": (64, 12, 339, {"FP16": 168, "Q5_0": 72, "Q5_1": 72}),
 }
-TINY_FILES = [(stem, fmt) for stem, (_, _, _, per) in TINY.items()
-              for fmt in (["FP32"] if stem != "6v0-3m" else []) + list(per)]
+TINY_FILES = [
+    (stem, fmt)
+    for stem, (_, _, _, per) in TINY.items()
+    for fmt in (["FP32"] if stem != "6v0-3m" else []) + list(per)
+]
 
 
 @pytest.mark.parametrize(("stem", "fmt"), TINY_FILES, ids=[f"{s}-{f}" for s, f in TINY_FILES])
@@ -101,8 +104,10 @@ def test_tiny_v4_details() -> None:
 @pytest.mark.parametrize("stem", ["4v0-660K", "5v1-730K", "5v2-730K", "7v0-834K"])
 def test_fp16_file_is_fp32_file_rounded(stem: str) -> None:
     """The converter's FP16 file equals the FP32 file with the 2-D weights rounded to f16."""
-    with read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP32.bin")) as f32, \
-            read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP16.bin")) as f16:
+    with (
+        read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP32.bin")) as f32,
+        read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP16.bin")) as f16,
+    ):
         assert list(f32.tensors) == list(f16.tensors)
         for name, record in f16.tensors.items():
             assert record.ne == f32.tensors[name].ne
@@ -118,9 +123,15 @@ def test_fp16_file_is_fp32_file_rounded(stem: str) -> None:
 
 
 def test_dtype_properties() -> None:
-    table = {DType.F32: (0, 1, 4, False), DType.F16: (1, 1, 2, False), DType.Q4_0: (2, 32, 18, True),
-             DType.Q4_1: (3, 32, 20, True), DType.Q5_0: (7, 32, 22, True), DType.Q5_1: (8, 32, 24, True),
-             DType.Q8_0: (9, 32, 34, True)}
+    table = {
+        DType.F32: (0, 1, 4, False),
+        DType.F16: (1, 1, 2, False),
+        DType.Q4_0: (2, 32, 18, True),
+        DType.Q4_1: (3, 32, 20, True),
+        DType.Q5_0: (7, 32, 22, True),
+        DType.Q5_1: (8, 32, 24, True),
+        DType.Q8_0: (9, 32, 34, True),
+    }
     assert set(table) == set(DType)
     for dtype, (type_id, block, size, quantized) in table.items():
         got = (int(dtype), dtype.block_size, dtype.type_size, dtype.is_quantized)
@@ -128,11 +139,21 @@ def test_dtype_properties() -> None:
     assert FILE_MAGIC == 0x67676D66
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Q5_1", DType.Q5_1), ("q5_1", DType.Q5_1), ("q4_0", DType.Q4_0), ("Q8_0", DType.Q8_0),
-    ("f16", DType.F16), ("fp16", DType.F16), ("FP16", DType.F16), ("F32", DType.F32), ("fp32", DType.F32),
-    (" q5-0 ", DType.Q5_0),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Q5_1", DType.Q5_1),
+        ("q5_1", DType.Q5_1),
+        ("q4_0", DType.Q4_0),
+        ("Q8_0", DType.Q8_0),
+        ("f16", DType.F16),
+        ("fp16", DType.F16),
+        ("FP16", DType.F16),
+        ("F32", DType.F32),
+        ("fp32", DType.F32),
+        (" q5-0 ", DType.Q5_0),
+    ],
+)
 def test_dtype_from_name(text: str, expected: DType) -> None:
     assert DType.from_name(text) is expected
 
@@ -149,8 +170,15 @@ def test_tensor_nbytes() -> None:
     assert tensor_nbytes(DType.F16, (7,)) == 14
     assert tensor_nbytes(DType.Q5_1, (64, 3, 2)) == 2 * 3 * 2 * 24
     assert tensor_nbytes(DType.Q8_0, (32,)) == 34
-    for dtype, ne in [(DType.Q4_0, (48, 2)), (DType.F32, (0, 3)), (DType.F32, (3, -1)), (DType.F32, ()),
-                      (DType.F32, (1, 1, 1, 1)), (DType.F32, (1 << 20, 1 << 20, 2)), (DType.F32, (2.0,))]:
+    for dtype, ne in [
+        (DType.Q4_0, (48, 2)),
+        (DType.F32, (0, 3)),
+        (DType.F32, (3, -1)),
+        (DType.F32, ()),
+        (DType.F32, (1, 1, 1, 1)),
+        (DType.F32, (1 << 20, 1 << 20, 2)),
+        (DType.F32, (2.0,)),
+    ]:
         with pytest.raises(ModelFormatError):
             tensor_nbytes(dtype, ne)
 
@@ -167,8 +195,12 @@ def _sample_tensors(rng: np.random.Generator) -> list[tuple]:
         ("blocks.0.att.time_decay", rng.standard_normal((4, 2, 1), dtype=np.float32)),
         ("blocks.0.att.key.weight", rng.standard_normal((3, 16)).astype(np.float16)),
         ("blocks.0.ffn.key.weight", DType.Q5_1, (64, 3), quantize_ref(q_source, DType.Q5_1)),
-        ("blocks.0.ffn.value.weight", DType.Q8_0, (32, 1),
-         quantize_ref(q_source[:1, :32], DType.Q8_0).tobytes()),
+        (
+            "blocks.0.ffn.value.weight",
+            DType.Q8_0,
+            (32, 1),
+            quantize_ref(q_source[:1, :32], DType.Q8_0).tobytes(),
+        ),
         ("名前.ünïcode", np.arange(3, dtype=np.float32)),
     ]
 
@@ -202,7 +234,8 @@ def test_round_trip(tmp_path: Path) -> None:
                 raw = data if isinstance(data, bytes) else data.tobytes()
                 assert model.array(item[0]).tobytes() == raw
         assert model.file_size == 24 + sum(
-            12 + 4 * len(r.ne) + len(r.name.encode()) + r.nbytes for r in model.tensors.values())
+            12 + 4 * len(r.ne) + len(r.name.encode()) + r.nbytes for r in model.tensors.values()
+        )
     raw = path.read_bytes()
     assert raw[:24] == struct.pack("<6I", FILE_MAGIC, 101, 5, 32, 1, 8)
 
@@ -211,9 +244,19 @@ def test_round_trip_version_100_and_byte_order(tmp_path: Path) -> None:
     """Version 100 is writable for F32/F16; big-endian or strided inputs are stored little-endian."""
     path = tmp_path / "v100.bin"
     base = np.arange(24, dtype=np.float32).reshape(4, 6)
-    write_model_file(path, n_vocab=1, n_embed=1, n_layer=1, data_type=DType.F32, version=100,
-                     tensors=[("big", base.astype(">f4")), ("strided", base[:, ::2]),
-                              ("raw", DType.F32, (3,), np.array([1, 2, 3], dtype=">f4"))])
+    write_model_file(
+        path,
+        n_vocab=1,
+        n_embed=1,
+        n_layer=1,
+        data_type=DType.F32,
+        version=100,
+        tensors=[
+            ("big", base.astype(">f4")),
+            ("strided", base[:, ::2]),
+            ("raw", DType.F32, (3,), np.array([1, 2, 3], dtype=">f4")),
+        ],
+    )
     with read_model_file(path) as model:
         assert model.version == 100
         assert np.array_equal(model.array("big"), base)
@@ -299,29 +342,35 @@ def test_written_file_mode_follows_umask(tmp_path: Path) -> None:
     assert (tmp_path / "m.bin").stat().st_mode & 0o777 == 0o640
 
 
-@pytest.mark.parametrize(("overrides", "error", "match"), [
-    (dict(n_vocab=0), ModelFormatError, "n_vocab"),
-    (dict(n_layer=1 << 30), ModelFormatError, "n_layer"),
-    (dict(version=102), ModelFormatError, "version"),
-    (dict(data_type=5), ModelFormatError, "Q4_2"),
-    (dict(data_type=DType.Q5_1, version=100), ModelFormatError, "pre-2023"),
-    (dict(version=100), ModelFormatError, "version 101"),  # the sample has quantized tensors
-    (dict(tensors=[("a", np.zeros(3))]), DTypeError, "float64"),
-    (dict(tensors=[("a", np.zeros((1, 1, 1, 1), np.float32))]), ModelFormatError, "4 dimensions"),
-    (dict(tensors=[("a", np.zeros(0, np.float32))]), ModelFormatError, "positive"),
-    (dict(tensors=[("a", np.float32(1.0))]), ModelFormatError, "0 dimensions"),
-    (dict(tensors=[("", np.zeros(1, np.float32))]), ModelFormatError, "name"),
-    (dict(tensors=[("x" * 1025, np.zeros(1, np.float32))]), ModelFormatError, "name"),
-    (dict(tensors=[("bad\udc80", np.zeros(1, np.float32))]), ModelFormatError, "name"),
-    (dict(tensors=[("a", np.zeros(1, np.float32)), ("a", np.zeros(1, np.float32))]), ModelFormatError,
-     "duplicate"),
-    (dict(tensors=[("a", DType.Q4_0, (48,), b"\0" * 36)]), ModelFormatError, "multiple"),
-    (dict(tensors=[("a", DType.Q4_0, (32,), b"\0" * 17)]), ModelFormatError, "18 bytes"),
-    (dict(tensors=[("a", 12, (32,), b"\0" * 18)]), ModelFormatError, "Q3_K"),
-    (dict(tensors=[("a", DType.F32, (2,), "text")]), ModelFormatError, "bytes"),
-    (dict(tensors=[("a",)]), ModelFormatError, "tuple of 1"),
-    (dict(tensors=["a"]), ModelFormatError, "str"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        (dict(n_vocab=0), ModelFormatError, "n_vocab"),
+        (dict(n_layer=1 << 30), ModelFormatError, "n_layer"),
+        (dict(version=102), ModelFormatError, "version"),
+        (dict(data_type=5), ModelFormatError, "Q4_2"),
+        (dict(data_type=DType.Q5_1, version=100), ModelFormatError, "pre-2023"),
+        (dict(version=100), ModelFormatError, "version 101"),  # the sample has quantized tensors
+        (dict(tensors=[("a", np.zeros(3))]), DTypeError, "float64"),
+        (dict(tensors=[("a", np.zeros((1, 1, 1, 1), np.float32))]), ModelFormatError, "4 dimensions"),
+        (dict(tensors=[("a", np.zeros(0, np.float32))]), ModelFormatError, "positive"),
+        (dict(tensors=[("a", np.float32(1.0))]), ModelFormatError, "0 dimensions"),
+        (dict(tensors=[("", np.zeros(1, np.float32))]), ModelFormatError, "name"),
+        (dict(tensors=[("x" * 1025, np.zeros(1, np.float32))]), ModelFormatError, "name"),
+        (dict(tensors=[("bad\udc80", np.zeros(1, np.float32))]), ModelFormatError, "name"),
+        (
+            dict(tensors=[("a", np.zeros(1, np.float32)), ("a", np.zeros(1, np.float32))]),
+            ModelFormatError,
+            "duplicate",
+        ),
+        (dict(tensors=[("a", DType.Q4_0, (48,), b"\0" * 36)]), ModelFormatError, "multiple"),
+        (dict(tensors=[("a", DType.Q4_0, (32,), b"\0" * 17)]), ModelFormatError, "18 bytes"),
+        (dict(tensors=[("a", 12, (32,), b"\0" * 18)]), ModelFormatError, "Q3_K"),
+        (dict(tensors=[("a", DType.F32, (2,), "text")]), ModelFormatError, "bytes"),
+        (dict(tensors=[("a",)]), ModelFormatError, "tuple of 1"),
+        (dict(tensors=["a"]), ModelFormatError, "str"),
+    ],
+)
 def test_write_rejects(tmp_path: Path, overrides: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         _write_sample(tmp_path / "bad.bin", **overrides)
@@ -343,13 +392,25 @@ def test_missing_or_unreadable_file(tmp_path: Path) -> None:
         read_model_file(tmp_path)
 
 
-def _header(magic: int = FILE_MAGIC, version: int = 101, n_vocab: int = 256, n_embed: int = 32,
-            n_layer: int = 2, data_type: int = 0) -> bytes:
+def _header(
+    magic: int = FILE_MAGIC,
+    version: int = 101,
+    n_vocab: int = 256,
+    n_embed: int = 32,
+    n_layer: int = 2,
+    data_type: int = 0,
+) -> bytes:
     return struct.pack("<6I", magic, version, n_vocab, n_embed, n_layer, data_type)
 
 
-def _record(name: bytes | str = b"t", type_id: int = 0, ne: tuple[int, ...] = (4,), data: bytes | None = None,
-            dim_count: int | None = None, key_length: int | None = None) -> bytes:
+def _record(
+    name: bytes | str = b"t",
+    type_id: int = 0,
+    ne: tuple[int, ...] = (4,),
+    data: bytes | None = None,
+    dim_count: int | None = None,
+    key_length: int | None = None,
+) -> bytes:
     """Pack a record with any field overridable, valid or not."""
     key = name.encode() if isinstance(name, str) else name
     if data is None:
@@ -357,8 +418,12 @@ def _record(name: bytes | str = b"t", type_id: int = 0, ne: tuple[int, ...] = (4
             data = b"\x01" * tensor_nbytes(DType(type_id), ne)
         except (ValueError, ModelFormatError):
             data = b""
-    head = struct.pack("<3i", len(ne) if dim_count is None else dim_count,
-                       len(key) if key_length is None else key_length, type_id)
+    head = struct.pack(
+        "<3i",
+        len(ne) if dim_count is None else dim_count,
+        len(key) if key_length is None else key_length,
+        type_id,
+    )
     return head + struct.pack(f"<{len(ne)}i", *ne) + key + data
 
 
@@ -408,8 +473,10 @@ CORRUPT_CASES = {
     "ne past eof": (_header() + _record(ne=(1 << 20,), data=b"\0" * 16), ["needs", "more bytes"]),
     "quantized ne0": (_header() + _record(type_id=8, ne=(48, 2), data=b"\0" * 72), ["Q5_1", "ne[0] = 48"]),
     "quantized in v100 file": (_header(version=100) + _record(type_id=9, ne=(32,)), ["re-quantize"]),
-    "duplicate name": (_header() + _record(name="a") + _record(name="b") + _record(name="a"),
-                       ["#2", "'a'", "duplicate"]),
+    "duplicate name": (
+        _header() + _record(name="a") + _record(name="b") + _record(name="a"),
+        ["#2", "'a'", "duplicate"],
+    ),
     "garbage after records": (_header() + _record() + b"\x07\x00", ["record #1", "inside the record header"]),
 }
 
@@ -423,11 +490,18 @@ def test_corrupt_file(tmp_path: Path, case: str) -> None:
 def test_hand_built_file_is_valid(tmp_path: Path) -> None:
     """Control for the corruption suite: the same builders without a defect parse fine."""
     path = tmp_path / "ok.bin"
-    path.write_bytes(_header(version=100) + _record(name="a", ne=(4, 2))
-                     + _record(name="b", type_id=1, ne=(3,)) + _record(name="é", ne=(1, 1, 1)))
+    path.write_bytes(
+        _header(version=100)
+        + _record(name="a", ne=(4, 2))
+        + _record(name="b", type_id=1, ne=(3,))
+        + _record(name="é", ne=(1, 1, 1))
+    )
     model = read_model_file(path)
     assert [(r.name, r.dtype, r.ne) for r in model.tensors.values()] == [
-        ("a", DType.F32, (4, 2)), ("b", DType.F16, (3,)), ("é", DType.F32, (1, 1, 1))]
+        ("a", DType.F32, (4, 2)),
+        ("b", DType.F16, (3,)),
+        ("é", DType.F32, (1, 1, 1)),
+    ]
     path.write_bytes(_header())
     assert read_model_file(path).tensors == {}  # header only: valid, architecture checks come later
 

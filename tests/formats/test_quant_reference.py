@@ -28,9 +28,12 @@ _NOT_QUANTIZED = ("att.v1", "att.v2", "att.g1", "att.g2", "att.a1", "att.a2", "a
 
 def quantized_by_rwkv_cpp(record: TensorRecord) -> bool:
     """formats.md §4.2: which tensors the quantizer converts."""
-    return (record.dtype in (DType.F32, DType.F16) and len(record.ne) == 2
-            and record.name not in ("emb.weight", "head.weight")
-            and not any(part in record.name for part in _NOT_QUANTIZED))
+    return (
+        record.dtype in (DType.F32, DType.F16)
+        and len(record.ne) == 2
+        and record.name not in ("emb.weight", "head.weight")
+        and not any(part in record.name for part in _NOT_QUANTIZED)
+    )
 
 
 SHIPPED = {"4v0-660K": 28, "5v1-730K": 84, "5v2-730K": 96, "7v0-834K": 72}  # quantized tensors per file
@@ -39,11 +42,16 @@ SHIPPED = {"4v0-660K": 28, "5v1-730K": 84, "5v2-730K": 96, "7v0-834K": 72}  # qu
 @pytest.mark.parametrize("qtype", [DType.Q5_0, DType.Q5_1], ids=lambda t: t.name)
 @pytest.mark.parametrize("stem", list(SHIPPED))
 def test_regenerates_shipped_file(tmp_path: Path, stem: str, qtype: DType) -> None:
-    with read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP32.bin")) as source, \
-            read_model_file(tiny_path(f"tiny-rwkv-{stem}-{qtype.name}.bin")) as shipped:
+    with (
+        read_model_file(tiny_path(f"tiny-rwkv-{stem}-FP32.bin")) as source,
+        read_model_file(tiny_path(f"tiny-rwkv-{stem}-{qtype.name}.bin")) as shipped,
+    ):
         assert (shipped.version, shipped.data_type) == (101, qtype)
-        assert (shipped.n_vocab, shipped.n_embed, shipped.n_layer) == (source.n_vocab, source.n_embed,
-                                                                      source.n_layer)
+        assert (shipped.n_vocab, shipped.n_embed, shipped.n_layer) == (
+            source.n_vocab,
+            source.n_embed,
+            source.n_layer,
+        )
         assert list(shipped.tensors) == list(source.tensors)
 
         regenerated: list[tuple] = []
@@ -59,8 +67,10 @@ def test_regenerates_shipped_file(tmp_path: Path, stem: str, qtype: DType) -> No
                 theirs = shipped.array(name)
                 if not np.array_equal(ours, theirs):
                     bad_blocks = np.flatnonzero((ours != theirs).reshape(-1, qtype.type_size).any(axis=1))
-                    pytest.fail(f"{name}: {bad_blocks.size} of {ours.size // qtype.type_size} blocks differ, "
-                                f"first block {bad_blocks[0]}")
+                    pytest.fail(
+                        f"{name}: {bad_blocks.size} of {ours.size // qtype.type_size} blocks differ, "
+                        f"first block {bad_blocks[0]}"
+                    )
                 regenerated.append((name, qtype, record.ne, ours))
             else:
                 # Everything else is a byte-identical copy (same type, same bytes).
@@ -71,8 +81,14 @@ def test_regenerates_shipped_file(tmp_path: Path, stem: str, qtype: DType) -> No
 
         # And the whole file, header included, comes out identical through our writer.
         out = tmp_path / "regenerated.bin"
-        write_model_file(out, n_vocab=source.n_vocab, n_embed=source.n_embed, n_layer=source.n_layer,
-                         data_type=qtype, tensors=iter(regenerated))
+        write_model_file(
+            out,
+            n_vocab=source.n_vocab,
+            n_embed=source.n_embed,
+            n_layer=source.n_layer,
+            data_type=qtype,
+            tensors=iter(regenerated),
+        )
         assert out.read_bytes() == shipped.path.read_bytes()
 
 
@@ -95,13 +111,17 @@ def _golden_cases() -> list[tuple[DType, np.ndarray, bytes]]:
         # x = 0..31: d = 31/31 = 1, m = 0, q = j.
         (DType.Q5_1, j.astype(F32), one + b"\x00\x00" + b"\x00\x00\xff\xff" + nibbles),
         # amax 127 -> d = 1, q = x as int8.
-        (DType.Q8_0, np.concatenate([[127], np.arange(-15, 16)]).astype(F32),
-         one + bytes([127]) + np.arange(-15, 16, dtype=np.int8).tobytes()),
+        (
+            DType.Q8_0,
+            np.concatenate([[127], np.arange(-15, 16)]).astype(F32),
+            one + bytes([127]) + np.arange(-15, 16, dtype=np.int8).tobytes(),
+        ),
     ]
 
 
-@pytest.mark.parametrize(("qtype", "x", "expected"), _golden_cases(),
-                         ids=[case[0].name for case in _golden_cases()])
+@pytest.mark.parametrize(
+    ("qtype", "x", "expected"), _golden_cases(), ids=[case[0].name for case in _golden_cases()]
+)
 def test_golden_block(qtype: DType, x: np.ndarray, expected: bytes) -> None:
     assert len(expected) == qtype.type_size
     data = quantize_ref(x[None, :], qtype)
@@ -115,7 +135,7 @@ def test_q8_0_rounds_half_away_from_zero() -> None:
     halfway = [2.5, -2.5, 0.5, -0.5, 1.5, -1.5, below_half, -below_half]
     x = np.zeros(32, dtype=F32)
     x[0] = 127  # d = 1, id = 1: the code is roundf(x)
-    x[1:1 + len(halfway)] = halfway
+    x[1 : 1 + len(halfway)] = halfway
     codes = block_codes(quantize_ref(x[None, :], DType.Q8_0), DType.Q8_0)[0]
     assert codes[:9].tolist() == [127, 3, -3, 1, -1, 2, -2, 0, 0]
 
@@ -296,18 +316,21 @@ def test_multi_block_rows_are_independent() -> None:
     x = _random_matrix(seed=5, rows=3, cols=96)
     for qtype in QUANT_TYPES:
         whole = quantize_ref(x, qtype)
-        pieces = [quantize_ref(x[r:r + 1, c:c + 32], qtype) for r in range(3) for c in range(0, 96, 32)]
+        pieces = [quantize_ref(x[r : r + 1, c : c + 32], qtype) for r in range(3) for c in range(0, 96, 32)]
         assert whole.tobytes() == b"".join(p.tobytes() for p in pieces)
 
 
-@pytest.mark.parametrize(("x", "qtype", "match"), [
-    (np.zeros((2, 48), F32), DType.Q4_0, "multiple of 32"),
-    (np.zeros((2, 32), np.float64), DType.Q4_0, "float32"),
-    (np.zeros(32, F32), DType.Q4_0, "2-D"),
-    (np.full((1, 32), np.nan, F32), DType.Q5_1, "NaN"),
-    (np.full((1, 32), np.inf, F32), DType.Q8_0, "inf"),
-    (np.zeros((1, 32), F32), DType.F16, "not a block-quantized type"),
-])
+@pytest.mark.parametrize(
+    ("x", "qtype", "match"),
+    [
+        (np.zeros((2, 48), F32), DType.Q4_0, "multiple of 32"),
+        (np.zeros((2, 32), np.float64), DType.Q4_0, "float32"),
+        (np.zeros(32, F32), DType.Q4_0, "2-D"),
+        (np.full((1, 32), np.nan, F32), DType.Q5_1, "NaN"),
+        (np.full((1, 32), np.inf, F32), DType.Q8_0, "inf"),
+        (np.zeros((1, 32), F32), DType.F16, "not a block-quantized type"),
+    ],
+)
 def test_quantize_ref_rejects(x: np.ndarray, qtype: DType, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         quantize_ref(x, qtype)

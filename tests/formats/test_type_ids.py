@@ -23,7 +23,11 @@ def test_each_file_type_is_the_engine_type_of_the_same_name(dtype: DType) -> Non
 def test_the_engine_has_no_file_type_the_file_format_lacks() -> None:
     # I32 holds token ids inside graphs; it is never a tensor of a model file.
     assert {int(d) for d in DType} == set(ggml.TENSOR_TYPES) - {ggml.I32}
-    assert ggml.type_name(ggml.I32) == "I32" and ggml.block_size(ggml.I32) == 1 and ggml.block_bytes(ggml.I32) == 4
+    assert (
+        ggml.type_name(ggml.I32) == "I32"
+        and ggml.block_size(ggml.I32) == 1
+        and ggml.block_bytes(ggml.I32) == 4
+    )
 
 
 def test_the_binding_takes_its_ids_from_the_engine() -> None:

@@ -81,6 +81,7 @@ def test_state_checksum_is_fixed_up(tmp_path: pathlib.Path, seeds: pathlib.Path)
 
 # --- targets on seeds and on garbage --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """The seed corpus, built once for this module (skipped without the tiny models)."""
@@ -128,8 +129,9 @@ def run_driver(tmp_path: pathlib.Path, target: str, *extra: str) -> subprocess.C
     pytest.importorskip("atheris")
     command = [sys.executable, str(RUN), "--target", target, "--work", str(tmp_path / "work"), *extra]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def saved_inputs(tmp_path: pathlib.Path) -> list[pathlib.Path]:
@@ -143,9 +145,15 @@ def test_driver_reports_a_planted_exception(tmp_path: pathlib.Path) -> None:
     assert saved, result.stdout
     assert str(saved[0]) in result.stdout
     assert "KeyError" in saved[0].with_suffix(".txt").read_text()
-    replay = subprocess.run([sys.executable, str(RUN), "--target", f"{PLANTED}:planted_key_error",
-                             "--replay", str(saved[0])], cwd=REPO_ROOT, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=120, check=False)
+    replay = subprocess.run(
+        [sys.executable, str(RUN), "--target", f"{PLANTED}:planted_key_error", "--replay", str(saved[0])],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        timeout=120,
+        check=False,
+    )
     assert replay.returncode == 1 and "FINDING KeyError" in replay.stdout, replay.stdout + replay.stderr
 
 
@@ -156,7 +164,9 @@ def test_driver_passes_a_target_that_only_refuses(tmp_path: pathlib.Path) -> Non
     assert not saved_inputs(tmp_path)
 
 
-@pytest.mark.parametrize(("planted", "artifact"), [("planted_segfault", "crash-"), ("planted_hang", "timeout-")])
+@pytest.mark.parametrize(
+    ("planted", "artifact"), [("planted_segfault", "crash-"), ("planted_hang", "timeout-")]
+)
 def test_driver_reports_a_crash_or_hang(tmp_path: pathlib.Path, planted: str, artifact: str) -> None:
     result = run_driver(tmp_path, f"{PLANTED}:{planted}", "--seconds", "60", "--timeout", "2")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -196,5 +206,5 @@ def test_safetensors_mutator_keeps_a_json_header(seeds: pathlib.Path) -> None:
         if out != data and out[:8] != data[:8] or out[8:] != data[8:]:
             changed += 1
             length = int.from_bytes(out[:8], "little")
-            assert isinstance(json.loads(out[8:8 + length]), dict)
+            assert isinstance(json.loads(out[8 : 8 + length]), dict)
     assert changed > 50

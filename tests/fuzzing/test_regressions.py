@@ -36,14 +36,21 @@ def tensors_of(path: pathlib.Path) -> Iterator[tuple[str, DType, tuple[int, ...]
             yield name, rec.dtype, rec.ne, np.asarray(mf.array(name)).tobytes()
 
 
-def model_bytes(tmp_path: pathlib.Path, seed: pathlib.Path,
-                extra: list[tuple[str, DType, tuple[int, ...], bytes]]) -> bytes:
+def model_bytes(
+    tmp_path: pathlib.Path, seed: pathlib.Path, extra: list[tuple[str, DType, tuple[int, ...], bytes]]
+) -> bytes:
     """The seed model's bytes with ``extra`` tensor records appended."""
     with read_model_file(seed) as mf:
         n_vocab, n_embed, n_layer, data_type = mf.n_vocab, mf.n_embed, mf.n_layer, mf.data_type
     out = tmp_path / "model.bin"
-    write_model_file(out, n_vocab=n_vocab, n_embed=n_embed, n_layer=n_layer, data_type=data_type,
-                     tensors=[*tensors_of(seed), *extra])
+    write_model_file(
+        out,
+        n_vocab=n_vocab,
+        n_embed=n_embed,
+        n_layer=n_layer,
+        data_type=data_type,
+        tensors=[*tensors_of(seed), *extra],
+    )
     return out.read_bytes()
 
 
@@ -55,7 +62,8 @@ def many_records(count: int) -> bytes:
 
     record = struct.pack("<3ii", 1, 8, 0, 1)
     return struct.pack("<6I", FILE_MAGIC, 101, 8, 64, 1, 0) + b"".join(
-        record + b"t%07d" % i + b"\0\0\0\0" for i in range(count))
+        record + b"t%07d" % i + b"\0\0\0\0" for i in range(count)
+    )
 
 
 def test_bin_record_count_is_bounded(tmp_path: pathlib.Path) -> None:
@@ -80,8 +88,14 @@ def test_bin_writer_refuses_what_the_reader_would(tmp_path: pathlib.Path) -> Non
 
     one = np.zeros(1, np.float32)
     with pytest.raises(ModelFormatError, match="more than"):
-        write_model_file(tmp_path / "m.bin", n_vocab=8, n_embed=64, n_layer=1, data_type=DType.F32,
-                         tensors=((f"t{i}", one) for i in range(MAX_N_TENSORS + 1)))
+        write_model_file(
+            tmp_path / "m.bin",
+            n_vocab=8,
+            n_embed=64,
+            n_layer=1,
+            data_type=DType.F32,
+            tensors=((f"t{i}", one) for i in range(MAX_N_TENSORS + 1)),
+        )
     assert not (tmp_path / "m.bin").exists()
 
 
@@ -154,7 +168,7 @@ def test_pth_corrupt_deflate_stream() -> None:
     data = bytearray(buf.getvalue())
     name_length, extra_length = struct.unpack_from("<HH", data, 26)
     start = 30 + name_length + extra_length  # the member's data follows its local header
-    data[start:start + 5] = b"\x00\x05\x00\x00\x00"  # a stored block whose LEN and NLEN disagree
+    data[start : start + 5] = b"\x00\x05\x00\x00\x00"  # a stored block whose LEN and NLEN disagree
     assert_no_finding(targets.fuzz_pth, bytes(data))
 
 

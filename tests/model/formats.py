@@ -22,8 +22,14 @@ def to_f16_file(src: Path, dst: Path) -> Path:
         for name in mf.tensors:
             arr = np.array(mf.array(name))
             tensors.append((name, arr.astype(np.float16) if stored_as_fp16(name, arr) else arr))
-        write_model_file(dst, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer, data_type=DType.F16,
-                         tensors=tensors)
+        write_model_file(
+            dst,
+            n_vocab=mf.n_vocab,
+            n_embed=mf.n_embed,
+            n_layer=mf.n_layer,
+            data_type=DType.F16,
+            tensors=tensors,
+        )
     return dst
 
 

@@ -11,8 +11,10 @@ from rwkv_ggml import Model, ggml
 from tests.model.formats import model_in_format
 from tests.reference.random_models import write_random_model
 
-needs_bf16 = pytest.mark.skipif(not ggml.cpu_features()["avx512_bf16"] or ggml.simd_level() < 2,
-                                reason="no AVX512_BF16 kernels (CPU or selected level)")
+needs_bf16 = pytest.mark.skipif(
+    not ggml.cpu_features()["avx512_bf16"] or ggml.simd_level() < 2,
+    reason="no AVX512_BF16 kernels (CPU or selected level)",
+)
 
 # bf16 keeps 8 significant bits: each product is off by <= 2^-9 relative, and the errors of a K-long dot
 # product mostly cancel; relative to the largest |logit| the observed error is ~3e-3.

@@ -52,8 +52,10 @@ BOUND = 1e-4  # relative to max |logit|: the engine's F32 accuracy target (archi
 def require_engine(version: str) -> None:
     """Skip unless this build's engine runs ``version`` (versions are being added one by one)."""
     if version not in arch.SUPPORTED_VERSIONS:
-        pytest.skip(f"RWKV v{version} is not supported by the engine yet "
-                    f"(arch.SUPPORTED_VERSIONS = {arch.SUPPORTED_VERSIONS})")
+        pytest.skip(
+            f"RWKV v{version} is not supported by the engine yet "
+            f"(arch.SUPPORTED_VERSIONS = {arch.SUPPORTED_VERSIONS})"
+        )
 
 
 def default_gn_eps(weights: Mapping[str, np.ndarray]) -> float | None:
@@ -71,12 +73,19 @@ def expected_weights(version: str, raw: Mapping[str, np.ndarray], dtype: str) ->
     pre = hand_preprocess(version, raw)
     half = fp16_names(version, list(pre)) if dtype == "f16" else set()
     # f32 first, then f16 for the listed matrices: the converter computes in f32 and rounds once.
-    return {name: a.astype(np.float32).astype(np.float16) if name in half else a.astype(np.float32)
-            for name, a in pre.items()}
+    return {
+        name: a.astype(np.float32).astype(np.float16) if name in half else a.astype(np.float32)
+        for name, a in pre.items()
+    }
 
 
-def assert_engine_matches_reference(path: Path, weights: Mapping[str, np.ndarray], toks: list[int],
-                                    what: str, initial: np.ndarray | None = None) -> None:
+def assert_engine_matches_reference(
+    path: Path,
+    weights: Mapping[str, np.ndarray],
+    toks: list[int],
+    what: str,
+    initial: np.ndarray | None = None,
+) -> None:
     """Token by token and in sequence mode, the engine's logits within BOUND of the float64 reference."""
     ref = reference_model(weights, L, gn_eps=default_gn_eps(weights))
     ref_state = ref.init_state() if initial is None else initial.astype(np.float64)
@@ -123,8 +132,9 @@ def write_checkpoint(path: Path, version: str, raw: Mapping[str, np.ndarray], la
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("version", VERSIONS)
-def test_converted_checkpoint_runs_like_the_reference(tmp_path: Path, version: str, layout: str,
-                                                      dtype: str) -> None:
+def test_converted_checkpoint_runs_like_the_reference(
+    tmp_path: Path, version: str, layout: str, dtype: str
+) -> None:
     require_engine(version)
     seed = 100 + VERSIONS.index(version) * 10 + LAYOUTS.index(layout)
     _, raw = model(version, seed=seed)
@@ -134,8 +144,9 @@ def test_converted_checkpoint_runs_like_the_reference(tmp_path: Path, version: s
     with Model(dst, threads=1) as m:
         assert (m.version, m.n_vocab, m.n_embed, m.n_layer) == (version, V, C, L)
         assert m.dtype == dtype.upper()
-    assert_engine_matches_reference(dst, expected_weights(version, raw, dtype), tokens(seed),
-                                    f"v{version} {layout} {dtype}")
+    assert_engine_matches_reference(
+        dst, expected_weights(version, raw, dtype), tokens(seed), f"v{version} {layout} {dtype}"
+    )
 
 
 def test_f16_rounding_is_beyond_the_bound(tmp_path: Path) -> None:
@@ -182,8 +193,9 @@ def test_merged_lora_runs_like_merging_by_hand(tmp_path: Path, version: str, con
     for dtype in ("f32", "f16"):
         dst = tmp_path / f"merged-{dtype}.bin"
         merge_lora(base_path, lora_path, dst, alpha=alpha, dtype=dtype, progress=False)
-        assert_engine_matches_reference(dst, expected_weights(version, merged, dtype), toks,
-                                        f"v{version} LoRA {container} {dtype}")
+        assert_engine_matches_reference(
+            dst, expected_weights(version, merged, dtype), toks, f"v{version} LoRA {container} {dtype}"
+        )
     # The LoRA must matter, or the comparison above proves nothing about the merge.
     plain = tmp_path / "plain.bin"
     convert(base_path, plain, "f32", progress=False)
@@ -196,13 +208,18 @@ def test_merged_lora_runs_like_merging_by_hand(tmp_path: Path, version: str, con
 # State-tuned initial states
 
 
-def time_states(version: str, seed: int, n_head: int, head_size: int,
-                n_layer: int = L) -> dict[str, np.ndarray]:
+def time_states(
+    version: str, seed: int, n_head: int, head_size: int, n_layer: int = L
+) -> dict[str, np.ndarray]:
     """A state-tuning checkpoint: ``blocks.N.att.time_state`` (H, N, N) per layer, as trainers save it."""
     rng = np.random.default_rng(seed)
-    return {f"blocks.{layer}.att.time_state":
-            rng.standard_normal((n_head, head_size, head_size)).astype(np.float32) * 0.5
-            for layer in range(n_layer)}
+    return {
+        f"blocks.{layer}.att.time_state": rng.standard_normal((n_head, head_size, head_size)).astype(
+            np.float32
+        )
+        * 0.5
+        for layer in range(n_layer)
+    }
 
 
 def expected_initial_state(version: str, ts: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -225,8 +242,10 @@ def test_state_checkpoint_gives_the_permuted_time_state(tmp_path: Path, version:
     H, N = 4, C // 4
     ts = time_states(version, 51, H, N)
     want = expected_initial_state(version, ts)
-    for path, save in ((tmp_path / "state.pth", save_pth),
-                       (tmp_path / "state.safetensors", save_safetensors)):
+    for path, save in (
+        (tmp_path / "state.pth", save_pth),
+        (tmp_path / "state.safetensors", save_safetensors),
+    ):
         save(path, ts)
         got = initial_state_from_checkpoint(path, version, n_layer=L, n_embed=C)
         assert got.dtype == np.float32 and got.shape == want.shape

@@ -36,19 +36,44 @@ def test_truncations_raise_model_format_error(good_file: Path, tmp_path: Path) -
     data = good_file.read_bytes()
     mf = read_model_file(good_file)
     recs = list(mf.tensors.values())
-    points = {0, 3, 12, 23, 24, 27, 30, recs[0].offset - 2, recs[0].offset + 1, recs[3].offset + 7,
-              recs[len(recs) // 2].offset, recs[-1].offset - 1, len(data) - 1}
+    points = {
+        0,
+        3,
+        12,
+        23,
+        24,
+        27,
+        30,
+        recs[0].offset - 2,
+        recs[0].offset + 1,
+        recs[3].offset + 7,
+        recs[len(recs) // 2].offset,
+        recs[-1].offset - 1,
+        len(data) - 1,
+    }
     assert len(points) >= 10
     for cut in sorted(points):
         with pytest.raises(ModelFormatError):
             Model(_write(tmp_path, data[:cut]))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("magic", 0x12345678), ("version", 99), ("version", 102), ("n_vocab", 101), ("n_vocab", 0),
-    ("n_embed", 65), ("n_embed", 1 << 30), ("n_layer", 3), ("n_layer", 1), ("n_layer", 0), ("data_type", 5),
-    ("data_type", 77),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("magic", 0x12345678),
+        ("version", 99),
+        ("version", 102),
+        ("n_vocab", 101),
+        ("n_vocab", 0),
+        ("n_embed", 65),
+        ("n_embed", 1 << 30),
+        ("n_layer", 3),
+        ("n_layer", 1),
+        ("n_layer", 0),
+        ("data_type", 5),
+        ("data_type", 77),
+    ],
+)
 def test_each_header_field_corrupted(good_file: Path, tmp_path: Path, field: str, value: int) -> None:
     data = bytearray(good_file.read_bytes())
     offset = ["magic", "version", "n_vocab", "n_embed", "n_layer", "data_type"].index(field) * 4
@@ -67,14 +92,23 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
         item = edit(name, np.array(mf.array(name)))
         if item is not None:
             tensors.append(item)
-    write_model_file(dst, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer, data_type=mf.data_type,
-                     tensors=tensors)
+    write_model_file(
+        dst,
+        n_vocab=mf.n_vocab,
+        n_embed=mf.n_embed,
+        n_layer=mf.n_layer,
+        data_type=mf.data_type,
+        tensors=tensors,
+    )
     return dst
 
 
 def test_renamed_tensor(good_file: Path, tmp_path: Path) -> None:
-    bad = _rewrite(good_file, tmp_path / "renamed.bin",
-                   lambda n, a: (n.replace("blocks.1.att.key.weight", "blocks.1.att.kee.weight"), a))
+    bad = _rewrite(
+        good_file,
+        tmp_path / "renamed.bin",
+        lambda n, a: (n.replace("blocks.1.att.key.weight", "blocks.1.att.kee.weight"), a),
+    )
     with pytest.raises(ModelFormatError, match="blocks.1.att.key.weight"):
         Model(bad)
 
@@ -86,15 +120,21 @@ def test_missing_tensor(good_file: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_shape(good_file: Path, tmp_path: Path) -> None:
-    bad = _rewrite(good_file, tmp_path / "shape.bin",
-                   lambda n, a: (n, a[:, :-1].copy()) if n == "blocks.0.att.value.weight" else (n, a))
+    bad = _rewrite(
+        good_file,
+        tmp_path / "shape.bin",
+        lambda n, a: (n, a[:, :-1].copy()) if n == "blocks.0.att.value.weight" else (n, a),
+    )
     with pytest.raises(ModelFormatError, match="blocks.0.att.value.weight"):
         Model(bad)
 
 
 def test_wrong_dtype_for_a_vector(good_file: Path, tmp_path: Path) -> None:
-    bad = _rewrite(good_file, tmp_path / "dtype.bin",
-                   lambda n, a: (n, a.astype(np.float16)) if n == "blocks.0.att.time_decay" else (n, a))
+    bad = _rewrite(
+        good_file,
+        tmp_path / "dtype.bin",
+        lambda n, a: (n, a.astype(np.float16)) if n == "blocks.0.att.time_decay" else (n, a),
+    )
     with pytest.raises(ModelFormatError, match="must be F32"):
         Model(bad)
 

@@ -73,7 +73,9 @@ def test_random_v4_matches_reference_over_many_tokens(random_v4: dict[str, objec
             # are held to the F32 bound: our kernels widen f16 weights and keep activations in f32.
             err = np.abs(logits - ref_logits).max()
             assert err <= 1e-4 * np.abs(ref_logits).max(), f"token {i}: max error {err}"
-        np.testing.assert_allclose(state, ref_state, rtol=1e-4, atol=1e-4 * np.abs(ref_state[ref_state > -1e29]).max())
+        np.testing.assert_allclose(
+            state, ref_state, rtol=1e-4, atol=1e-4 * np.abs(ref_state[ref_state > -1e29]).max()
+        )
 
 
 def test_ffn_matters_in_random_models(random_v4: dict[str, object]) -> None:
@@ -164,8 +166,14 @@ def test_bad_arguments_raise_value_errors(small_model_path) -> None:
             with pytest.raises(ValueError):
                 m.eval(tok)  # type: ignore[arg-type]
         good = m.init_state()
-        bad_states = [good.astype(np.float64), good[:-1], good.reshape(5 * m.n_layer, -1), good[::2].copy(),
-                      np.concatenate([good, good])[::2], list(good)]
+        bad_states = [
+            good.astype(np.float64),
+            good[:-1],
+            good.reshape(5 * m.n_layer, -1),
+            good[::2].copy(),
+            np.concatenate([good, good])[::2],
+            list(good),
+        ]
         for s in bad_states:
             with pytest.raises(ValueError):
                 m.eval(1, s)  # type: ignore[arg-type]

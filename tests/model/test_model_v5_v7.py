@@ -50,13 +50,20 @@ MAX_ABS = {"FP32": 1e-4, "FP16": 0.02, "Q5_0": 2.5, "Q5_1": 2.5}
 # (FP32 and FP16 files tested directly, Q5 rows of the shipped files; 7v0's from its FP32 -> Q5 rows,
 # which are the same bytes, testdata.md §1).
 SUM_E = {
-    ("5v1-730K", "FP32"): 0.001, ("5v1-730K", "FP16"): -0.289921,
-    ("5v1-730K", "Q5_0"): -163.439407, ("5v1-730K", "Q5_1"): -18.017435,
-    ("5v2-730K", "FP32"): 0.001, ("5v2-730K", "FP16"): 0.455912,
-    ("5v2-730K", "Q5_0"): 25.273308, ("5v2-730K", "Q5_1"): 48.068733,
-    ("6v0-3m", "Q5_0"): -21.151785, ("6v0-3m", "Q5_1"): 3.576909,
-    ("7v0-834K", "FP32"): 0.001, ("7v0-834K", "FP16"): 0.005766,
-    ("7v0-834K", "Q5_0"): -0.063645, ("7v0-834K", "Q5_1"): -0.064663,
+    ("5v1-730K", "FP32"): 0.001,
+    ("5v1-730K", "FP16"): -0.289921,
+    ("5v1-730K", "Q5_0"): -163.439407,
+    ("5v1-730K", "Q5_1"): -18.017435,
+    ("5v2-730K", "FP32"): 0.001,
+    ("5v2-730K", "FP16"): 0.455912,
+    ("5v2-730K", "Q5_0"): 25.273308,
+    ("5v2-730K", "Q5_1"): 48.068733,
+    ("6v0-3m", "Q5_0"): -21.151785,
+    ("6v0-3m", "Q5_1"): 3.576909,
+    ("7v0-834K", "FP32"): 0.001,
+    ("7v0-834K", "FP16"): 0.005766,
+    ("7v0-834K", "Q5_0"): -0.063645,
+    ("7v0-834K", "Q5_1"): -0.064663,
 }
 
 
@@ -120,7 +127,9 @@ def test_tiny_argmax_and_first_logit() -> None:
     """testdata.md §2 quick facts, a readable cross-check of the FP32 files."""
     facts = {"5v1-730K": (112, -4.83053), "5v2-730K": (112, -3.65706), "7v0-834K": (32, -0.03215)}
     for stem, (argmax, first) in facts.items():
-        with Model(tiny_path(f"tiny-rwkv-{stem}-FP32.bin"), threads=1, gn_eps=rwkv_cpp_gn_eps(TINY[stem][0])) as m:
+        with Model(
+            tiny_path(f"tiny-rwkv-{stem}-FP32.bin"), threads=1, gn_eps=rwkv_cpp_gn_eps(TINY[stem][0])
+        ) as m:
             logits, _ = m.eval_sequence(PROMPT)
         assert int(np.argmax(logits)) == argmax
         assert abs(float(logits[0]) - first) < 1e-4
@@ -160,11 +169,16 @@ def test_group_norm_epsilon_defaults_and_validation(tmp_path: Path) -> None:
 
 # (version, C, L, V, N, F, LoRA ranks): two shapes per family, odd head counts in the second
 RANDOM_SHAPES = [
-    ("5.1", 32, 2, 50, 8, 64, None), ("5.1", 96, 3, 120, 32, 160, None),
-    ("5.1-gated", 32, 2, 50, 8, 64, None), ("5.1-gated", 80, 3, 120, 16, 96, None),
-    ("5.2", 32, 2, 50, 8, 64, None), ("5.2", 96, 3, 120, 32, 160, None),
-    ("6", 32, 2, 50, 8, 64, None), ("6", 96, 3, 120, 32, 160, {"maa": 16, "decay": 24}),
-    ("7", 32, 2, 50, 8, 64, None), ("7", 96, 3, 120, 32, 160, {"w": 16, "a": 12, "v": 8, "g": 24}),
+    ("5.1", 32, 2, 50, 8, 64, None),
+    ("5.1", 96, 3, 120, 32, 160, None),
+    ("5.1-gated", 32, 2, 50, 8, 64, None),
+    ("5.1-gated", 80, 3, 120, 16, 96, None),
+    ("5.2", 32, 2, 50, 8, 64, None),
+    ("5.2", 96, 3, 120, 32, 160, None),
+    ("6", 32, 2, 50, 8, 64, None),
+    ("6", 96, 3, 120, 32, 160, {"maa": 16, "decay": 24}),
+    ("7", 32, 2, 50, 8, 64, None),
+    ("7", 96, 3, 120, 32, 160, {"w": 16, "a": 12, "v": 8, "g": 24}),
 ]
 
 
@@ -174,14 +188,16 @@ def _shape_id(shape: tuple) -> str:  # type: ignore[type-arg]
 
 
 @pytest.fixture(scope="module", params=RANDOM_SHAPES, ids=_shape_id)
-def random_model(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def random_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
     version, C, L, V, N, F, lora = request.param
     out: dict[str, object] = {"version": version, "L": L, "V": V}
     for dtype in ("f32", "f16"):
         path = tmp_path_factory.mktemp("v5plus") / f"random-{version}-{dtype}.bin"
-        stored = write_random_model(path, version, C, L, V, head_size=N, ffn_dim=F, lora_dims=lora,
-                                    dtype=dtype, seed=C + L + N)
+        stored = write_random_model(
+            path, version, C, L, V, head_size=N, ffn_dim=F, lora_dims=lora, dtype=dtype, seed=C + L + N
+        )
         out[dtype] = (path, reference_model(stored, L, gn_eps=DEFAULT_GN_EPS[version]))
     return out
 
@@ -310,6 +326,7 @@ def test_state_round_trip_and_initial_state(small_models: dict[str, Path], versi
 
 # ---- broken and mixed files ----
 
+
 def _write(path: Path, weights: dict[str, np.ndarray], C: int, L: int, V: int) -> Path:
     write_model_file(path, n_vocab=V, n_embed=C, n_layer=L, data_type=0, tensors=list(weights.items()))
     return path
@@ -330,11 +347,17 @@ BROKEN: dict[str, tuple[str, dict[str, np.ndarray | None], str]] = {
     "missing-ln_x": ("6", {"blocks.0.att.ln_x.bias": None}, "blocks.0.att.ln_x.bias"),
     "missing-v7-lora": ("7", {"blocks.1.att.g2": None}, "blocks.1.att.g2"),
     "missing-v7-v1-layer1": ("7", {"blocks.1.att.v1": None}, "blocks.1.att.v1"),
-    "bad-decay-shape": ("5.2", {"blocks.1.att.time_decay": np.ones((8, 4, 1), np.float32)},
-                        "blocks.1.att.time_decay"),
+    "bad-decay-shape": (
+        "5.2",
+        {"blocks.1.att.time_decay": np.ones((8, 4, 1), np.float32)},
+        "blocks.1.att.time_decay",
+    ),
     "bad-r_k": ("7", {"blocks.1.att.r_k": np.ones((2, 16), np.float32)}, "blocks.1.att.r_k"),
-    "f16-bonus": ("6", {"blocks.0.att.time_faaaa": np.ones((4, 8, 1), np.float16)},
-                  "blocks.0.att.time_faaaa"),
+    "f16-bonus": (
+        "6",
+        {"blocks.0.att.time_faaaa": np.ones((4, 8, 1), np.float16)},
+        "blocks.0.att.time_faaaa",
+    ),
     "extra-layer": ("5.1", {"blocks.2.att.ln_x.weight": _VEC}, "blocks.2.att.ln_x.weight"),
 }
 

@@ -72,8 +72,9 @@ RANDOM_BOUNDS = {"Q8_0": 0.02, "Q5_1": 0.06, "Q5_0": 0.06, "Q4_1": 0.15, "Q4_0":
 
 
 @pytest.mark.parametrize("fmt", list(RANDOM_BOUNDS))
-def test_random_model_every_format_close_to_f32(random_f32: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                fmt: str) -> None:
+def test_random_model_every_format_close_to_f32(
+    random_f32: Path, tmp_path_factory: pytest.TempPathFactory, fmt: str
+) -> None:
     tokens = np.random.default_rng(2).integers(0, 200, 16)
     with Model(random_f32, threads=2) as m:
         want, _ = m.eval_sequence(tokens, all_logits=True)

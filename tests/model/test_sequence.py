@@ -32,8 +32,13 @@ def serial(model: Model, tokens: list[int], state: np.ndarray | None = None) -> 
     return np.stack(logits_all), state
 
 
-def assert_close(got: np.ndarray, want: np.ndarray, bound: float = SERIAL_BOUND, quantized: bool = False,
-                 median: bool = False) -> None:
+def assert_close(
+    got: np.ndarray,
+    want: np.ndarray,
+    bound: float = SERIAL_BOUND,
+    quantized: bool = False,
+    median: bool = False,
+) -> None:
     finite = np.abs(want) < 1e29  # v4's pp starts at -1e30 and stays huge for unused channels
     scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
     diff = np.abs(got - want)
@@ -57,7 +62,9 @@ def v4_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("T", [1, 2, 17, 64, 300])
-def test_sequence_equals_serial(v4_path: Path, tmp_path_factory: pytest.TempPathFactory, fmt: str, T: int) -> None:
+def test_sequence_equals_serial(
+    v4_path: Path, tmp_path_factory: pytest.TempPathFactory, fmt: str, T: int
+) -> None:
     path = model_in_format(v4_path, fmt, tmp_path_factory)
     rng = np.random.default_rng(T)
     tokens = rng.integers(0, 97, size=T).tolist()
@@ -102,8 +109,9 @@ def test_state_in_place_and_output_buffers(v4_path: Path) -> None:
         _, new_state = m.eval_sequence(tokens, state)
         np.testing.assert_array_equal(state, state_copy)  # never modifies the caller's state
         logits_out = np.empty(m.n_vocab, dtype=np.float32)
-        got_logits, got_state = m.eval_sequence(tokens, state, state_out=state, logits_out=logits_out,
-                                                chunk_size=3)
+        got_logits, got_state = m.eval_sequence(
+            tokens, state, state_out=state, logits_out=logits_out, chunk_size=3
+        )
         assert got_state is state and got_logits is logits_out
         assert_close(state, want_state)
         assert_close(logits_out, want_logits)

@@ -26,7 +26,9 @@ def test_tiny_models_on_every_level(stem: str, fmt: str, level: int) -> None:
     previous = ggml.simd_level()
     try:
         assert ggml.simd_select(level) == level
-        with Model(tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2, gn_eps=rwkv_cpp_gn_eps(TINY[stem][0])) as m:
+        with Model(
+            tiny_path(f"tiny-rwkv-{stem}-{fmt}.bin"), threads=2, gn_eps=rwkv_cpp_gn_eps(TINY[stem][0])
+        ) as m:
             per_token, _ = serial(m, PROMPT)
             seq_logits, _ = m.eval_sequence(PROMPT)
     finally:

@@ -39,8 +39,15 @@ class FakeModel:
 
     def __post_init__(self) -> None:
         n_head = self.n_embed // self.head_size if self.head_size else 0
-        self.hparams = Hyper(version=self.version, n_vocab=10, n_embed=self.n_embed, n_layer=self.n_layer,
-                             ffn_dim=4 * self.n_embed, n_head=n_head, head_size=self.head_size)
+        self.hparams = Hyper(
+            version=self.version,
+            n_vocab=10,
+            n_embed=self.n_embed,
+            n_layer=self.n_layer,
+            ffn_dim=4 * self.n_embed,
+            n_head=n_head,
+            head_size=self.head_size,
+        )
 
     @property
     def state_size(self) -> int:
@@ -149,14 +156,17 @@ def test_header_layout_is_as_documented(tmp_path: Path) -> None:
     assert crc == zlib.crc32(data[:12] + b"\0\0\0\0" + data[16:])
 
 
-@pytest.mark.parametrize("other, match", [
-    (FakeModel("5.2", 32, 3, head_size=8, fingerprint="cd" * 32), "fingerprint"),
-    (FakeModel("6", 32, 3, head_size=8), "version v5.2 vs v6"),
-    (FakeModel("5.2", 32, 2, head_size=8), "n_layer 3 vs 2"),
-    (FakeModel("5.2", 64, 3, head_size=8), "n_embed 32 vs 64"),
-    (FakeModel("5.2", 32, 3, head_size=16), "n_head 4 vs 2"),
-    (FakeModel("4", 32, 3), "version"),
-])
+@pytest.mark.parametrize(
+    "other, match",
+    [
+        (FakeModel("5.2", 32, 3, head_size=8, fingerprint="cd" * 32), "fingerprint"),
+        (FakeModel("6", 32, 3, head_size=8), "version v5.2 vs v6"),
+        (FakeModel("5.2", 32, 2, head_size=8), "n_layer 3 vs 2"),
+        (FakeModel("5.2", 64, 3, head_size=8), "n_embed 32 vs 64"),
+        (FakeModel("5.2", 32, 3, head_size=16), "n_head 4 vs 2"),
+        (FakeModel("4", 32, 3), "version"),
+    ],
+)
 def test_load_refuses_another_models_state(tmp_path: Path, other: FakeModel, match: str) -> None:
     path = tmp_path / "s.state"
     random_state(V52).save(path)
@@ -182,7 +192,7 @@ def test_truncated_file(tmp_path: Path, keep: int) -> None:
     path = tmp_path / "s.state"
     random_state(V52).save(path)
     data = path.read_bytes()
-    path.write_bytes(data[:keep] if keep >= 0 else data[:len(data) + keep])
+    path.write_bytes(data[:keep] if keep >= 0 else data[: len(data) + keep])
     with pytest.raises(ModelFormatError, match="truncated|not an rwkv_ggml state file") as info:
         State.load(path, V52)  # type: ignore[arg-type]
     assert str(path) in str(info.value)
@@ -198,15 +208,18 @@ def test_trailing_bytes(tmp_path: Path) -> None:
         State.load(path, V52)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("offset, match", [
-    (0, "magic"),
-    (7, "magic"),
-    (20, "checksum"),  # the version string
-    (33, "checksum"),  # n_embed
-    (70, "checksum"),  # the fingerprint
-    (HEADER + 5, "checksum"),  # a float
-    (-1, "checksum"),  # the last float
-])
+@pytest.mark.parametrize(
+    "offset, match",
+    [
+        (0, "magic"),
+        (7, "magic"),
+        (20, "checksum"),  # the version string
+        (33, "checksum"),  # n_embed
+        (70, "checksum"),  # the fingerprint
+        (HEADER + 5, "checksum"),  # a float
+        (-1, "checksum"),  # the last float
+    ],
+)
 def test_corrupted_file(tmp_path: Path, offset: int, match: str) -> None:
     path = tmp_path / "s.state"
     random_state(V52).save(path)
@@ -229,7 +242,7 @@ def rewrite(path: Path, edit: dict[int, bytes]) -> None:
     """Patch header bytes and fix the checksum, as a hand-made (not damaged) file would be."""
     data = bytearray(path.read_bytes())
     for offset, value in edit.items():
-        data[offset:offset + len(value)] = value
+        data[offset : offset + len(value)] = value
     data[12:16] = b"\0\0\0\0"
     data[12:16] = struct.pack("<I", zlib.crc32(bytes(data)))
     path.write_bytes(bytes(data))
@@ -243,11 +256,14 @@ def test_newer_format_version_is_unsupported(tmp_path: Path) -> None:
         State.load(path, V52)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({16: b"9.9\0"}, "unknown RWKV version"),
-    ({40: struct.pack("<I", 3)}, "inconsistent"),  # n_head * head_size != n_embed
-    ({32: struct.pack("<I", 0)}, "inconsistent"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({16: b"9.9\0"}, "unknown RWKV version"),
+        ({40: struct.pack("<I", 3)}, "inconsistent"),  # n_head * head_size != n_embed
+        ({32: struct.pack("<I", 0)}, "inconsistent"),
+    ],
+)
 def test_inconsistent_header_with_valid_checksum(tmp_path: Path, edit: dict[int, bytes], match: str) -> None:
     path = tmp_path / "s.state"
     random_state(V52).save(path)
@@ -278,8 +294,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {}
     for name, seed, dtype in (("a", 1, "f32"), ("b", 2, "f32"), ("a16", 1, "f16")):
         paths[name] = d / f"{name}.bin"
-        write_random_model(paths[name], "4", 32, 2, 60, ffn_dim=64, seed=seed,
-                           dtype="f16" if dtype == "f16" else "f32")
+        write_random_model(
+            paths[name], "4", 32, 2, 60, ffn_dim=64, seed=seed, dtype="f16" if dtype == "f16" else "f32"
+        )
     return paths
 
 
@@ -333,9 +350,13 @@ def test_fingerprint(models: dict[str, Path], tmp_path: Path) -> None:
     copy = tmp_path / "copy.bin"
     copy.write_bytes(models["a"].read_bytes())
     prints = {}
-    for name, path, placement in (("a", models["a"], "hugepage"), ("a-mmap", models["a"], "mmap"),
-                                  ("copy", copy, "hugepage"), ("b", models["b"], "hugepage"),
-                                  ("a16", models["a16"], "hugepage")):
+    for name, path, placement in (
+        ("a", models["a"], "hugepage"),
+        ("a-mmap", models["a"], "mmap"),
+        ("copy", copy, "hugepage"),
+        ("b", models["b"], "hugepage"),
+        ("a16", models["a16"], "hugepage"),
+    ):
         with Model(path, threads=1, placement=placement) as m:
             fp = m.fingerprint
             assert m.fingerprint == fp  # cached, stable

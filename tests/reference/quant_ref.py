@@ -124,7 +124,7 @@ def quantize_ref(x: NDArray[np.float32], dtype: DType) -> NDArray[np.uint8]:
         inv = _reciprocal(d)
         scaled = (blocks * inv[:, None]).astype(F32)
         codes = np.minimum(2 * levels - 1, _trunc_to_int(scaled + F32(levels + 0.5)))
-        out[:, d_off:d_off + 2] = _f16_bytes(d)
+        out[:, d_off : d_off + 2] = _f16_bytes(d)
     elif dtype in (DType.Q4_1, DType.Q5_1):
         top = 15 if dtype == DType.Q4_1 else 31
         # First occurrence, like the C scan (`if (v < min) min = v`); it only matters for the
@@ -137,21 +137,21 @@ def quantize_ref(x: NDArray[np.float32], dtype: DType) -> NDArray[np.uint8]:
         codes = _trunc_to_int(scaled + F32(0.5))
         if dtype == DType.Q4_1:
             codes = np.minimum(15, codes)  # Q5_1 has no clamp in ggml; <= 31 by construction
-        out[:, d_off:d_off + 2] = _f16_bytes(d)
+        out[:, d_off : d_off + 2] = _f16_bytes(d)
         assert m_off is not None
-        out[:, m_off:m_off + 2] = _f16_bytes(mn)
+        out[:, m_off : m_off + 2] = _f16_bytes(mn)
     else:  # Q8_0
         amax = np.abs(blocks).max(axis=1)
         d = (amax / F32(127)).astype(F32)
         inv = _reciprocal(d)
         codes = _round_half_away((blocks * inv[:, None]).astype(F32))
-        out[:, d_off:d_off + 2] = _f16_bytes(d)
-        out[:, qs_off:qs_off + QK] = codes.astype(np.int8).view(np.uint8)
+        out[:, d_off : d_off + 2] = _f16_bytes(d)
+        out[:, qs_off : qs_off + QK] = codes.astype(np.int8).view(np.uint8)
         return out.reshape(rows, -1)
 
-    out[:, qs_off:qs_off + 16] = _pack_nibbles(codes)
+    out[:, qs_off : qs_off + 16] = _pack_nibbles(codes)
     if qh_off is not None:
-        out[:, qh_off:qh_off + 4] = _pack_high_bits(codes)
+        out[:, qh_off : qh_off + 4] = _pack_high_bits(codes)
     return out.reshape(rows, -1)
 
 
@@ -161,11 +161,11 @@ def block_codes(data: NDArray[np.uint8], dtype: DType) -> NDArray[np.int32]:
     blocks = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1, dtype.type_size)
     _, _, qh_off, qs_off = _LAYOUT[dtype]
     if dtype == DType.Q8_0:
-        return blocks[:, qs_off:qs_off + QK].view(np.int8).astype(np.int32)
-    qs = blocks[:, qs_off:qs_off + 16].astype(np.int32)
+        return blocks[:, qs_off : qs_off + QK].view(np.int8).astype(np.int32)
+    qs = blocks[:, qs_off : qs_off + 16].astype(np.int32)
     codes = np.concatenate([qs & 0xF, qs >> 4], axis=1)
     if qh_off is not None:
-        qh = np.ascontiguousarray(blocks[:, qh_off:qh_off + 4]).view("<u4").astype(np.int64)
+        qh = np.ascontiguousarray(blocks[:, qh_off : qh_off + 4]).view("<u4").astype(np.int64)
         codes = codes | (((qh >> np.arange(QK)) & 1) << 4).astype(np.int32)
     return codes
 
@@ -177,10 +177,10 @@ def block_scales(
     dtype = _check_quant_dtype(dtype)
     blocks = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1, dtype.type_size)
     d_off, m_off, _, _ = _LAYOUT[dtype]
-    d = np.ascontiguousarray(blocks[:, d_off:d_off + 2]).view("<f2").reshape(-1).astype(F32)
+    d = np.ascontiguousarray(blocks[:, d_off : d_off + 2]).view("<f2").reshape(-1).astype(F32)
     if m_off is None:
         return d, None
-    m = np.ascontiguousarray(blocks[:, m_off:m_off + 2]).view("<f2").reshape(-1).astype(F32)
+    m = np.ascontiguousarray(blocks[:, m_off : m_off + 2]).view("<f2").reshape(-1).astype(F32)
     return d, m
 
 
@@ -196,8 +196,9 @@ def dequantize_ref(data: NDArray[np.uint8], dtype: DType, ne: Sequence[int]) -> 
         raise ValueError(f"ne[0] = {ne[0]} is not a multiple of {QK}")
     expected = n_elements // QK * dtype.type_size
     if np.asarray(data).size != expected:
-        raise ValueError(f"{dtype.name} tensor with ne = {ne} needs {expected} bytes, "
-                         f"got {np.asarray(data).size}")
+        raise ValueError(
+            f"{dtype.name} tensor with ne = {ne} needs {expected} bytes, got {np.asarray(data).size}"
+        )
     codes = block_codes(data, dtype)
     d, m = block_scales(data, dtype)
     # A stored d of inf (|d| >= 65520) decodes to inf/NaN, exactly as in ggml; no warnings.

@@ -109,7 +109,9 @@ def test_greedy() -> None:
     assert biased.sample(logits) == 2
 
 
-@pytest.mark.parametrize(("temperature", "expected"), [(1.0, [1 / 3, 2 / 3]), (0.5, [1 / 5, 4 / 5]), (2.0, None)])
+@pytest.mark.parametrize(
+    ("temperature", "expected"), [(1.0, [1 / 3, 2 / 3]), (0.5, [1 / 5, 4 / 5]), (2.0, None)]
+)
 def test_temperature_scales_logits(temperature: float, expected: list[float] | None) -> None:
     logits = np.array([0.0, math.log(2.0)])  # p = 1/3, 2/3 at T = 1
     probs = Sampler(SamplingParams(temperature=temperature), n_vocab=2).probabilities(logits)
@@ -119,7 +121,9 @@ def test_temperature_scales_logits(temperature: float, expected: list[float] | N
 
 
 def test_tiny_temperature_is_stable() -> None:
-    probs = Sampler(SamplingParams(temperature=1e-9), n_vocab=3).probabilities(np.array([1000.0, 999.0, -1e6]))
+    probs = Sampler(SamplingParams(temperature=1e-9), n_vocab=3).probabilities(
+        np.array([1000.0, 999.0, -1e6])
+    )
     np.testing.assert_allclose(probs, [1.0, 0.0, 0.0])
 
 
@@ -140,7 +144,9 @@ def test_top_k_never_samples_outside() -> None:
 
 def test_top_k_larger_than_vocab_is_no_filter() -> None:
     logits = logits_of([0.5, 0.3, 0.2])
-    np.testing.assert_allclose(Sampler(SamplingParams(top_k=10), n_vocab=3).probabilities(logits), [0.5, 0.3, 0.2])
+    np.testing.assert_allclose(
+        Sampler(SamplingParams(top_k=10), n_vocab=3).probabilities(logits), [0.5, 0.3, 0.2]
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,7 +160,9 @@ def test_top_p_minimal_nucleus(top_p: float, nucleus: set[int]) -> None:
     probs = sampler.probabilities(logits_of(probs_in))
     assert support(probs) == nucleus
     total = sum(probs_in[i] for i in nucleus)
-    np.testing.assert_allclose(probs[sorted(nucleus)], [probs_in[i] / total for i in sorted(nucleus)], rtol=1e-9)
+    np.testing.assert_allclose(
+        probs[sorted(nucleus)], [probs_in[i] / total for i in sorted(nucleus)], rtol=1e-9
+    )
     assert set(draw(sampler, logits_of(probs_in), 500)) <= nucleus
 
 
