@@ -22,10 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import anonymous_buffer, fma_peak, read_bandwidth  # noqa: E402
+from machine import anonymous_buffer, fma_peak, read_bandwidth
 
-from rwkv_ggml import ggml  # noqa: E402
-from rwkv_ggml._lib import ffi, lib  # noqa: E402
+from rwkv_ggml import ggml
+from rwkv_ggml._lib import ffi, lib
 
 # (out, in): rows x row length of the weight, as in an nn.Linear weight; names after RWKV shapes
 SHAPES = [(2048, 2048), (3072, 768), (8192, 2048), (2048, 8192)]
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--types", nargs="+", default=["f32", "f16"], choices=list(TYPES))
     args = ap.parse_args()
     pool = ggml.Pool(max(args.threads))
-    print(f"SIMD level {ggml.simd_level()} ({'scalar AVX2 AVX-512'.split()[ggml.simd_level()]})")
+    print(f"SIMD level {ggml.simd_level()} ({['scalar', 'AVX2', 'AVX-512'][ggml.simd_level()]})")
     bw = {t: read_bandwidth(pool, t) for t in args.threads}
     peak = {t: fma_peak(pool, t) for t in args.threads}
     for t in args.threads:

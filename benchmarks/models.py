@@ -2,7 +2,8 @@
 
 Weights are random (the benchmarks measure speed, not text), drawn with realistic magnitudes so no
 kernel sees denormals or infinities. Other formats are derived from the F32 file with our converter
-rules (F16), and the block types from the F16 file with our quantizer (so emb and head stay F16). An official-layout ``.pth`` of the same weights can be written
+rules (F16), and the block types from the F16 file with our quantizer (so emb and head stay F16).
+An official-layout ``.pth`` of the same weights can be written
 for the official ``rwkv`` package (needs torch).
 """
 

@@ -26,10 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import read_bandwidth, read_bandwidth_of  # noqa: E402
-from models import SHAPES, load_official, model_file, streamed_bytes  # noqa: E402
+from machine import read_bandwidth, read_bandwidth_of
+from models import SHAPES, load_official, model_file, streamed_bytes
 
-from rwkv_ggml import Model, ggml  # noqa: E402
+from rwkv_ggml import Model, ggml
 
 
 def median_latency(model: Model, tokens: int, warm_up: int = 5) -> float:
@@ -111,7 +111,8 @@ def main() -> None:
     pool = ggml.Pool(max(args.threads))
     print(
         f"SIMD level {ggml.simd_level()}; latency = median over the timed tokens; floor = streamed bytes / "
-        f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] measured "
+        f"read bandwidth (2 MiB pages); ratio = median of {args.rounds} rounds of [bandwidth, latency] "
+        "measured "
         "back to back; own = median ratio of many [read of the model's own weight pages, 3 tokens] pairs"
     )
     print(

@@ -108,12 +108,13 @@ def main() -> None:
     pool = ggml.Pool(max(args.threads))
     level = ggml.simd_level()
     print(
-        f"SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), VNNI: {ggml.cpu_features()['avx512_vnni']}"
+        f"SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), "
+        f"VNNI: {ggml.cpu_features()['avx512_vnni']}"
     )
     w = np.random.default_rng(0).standard_normal((out_dim, in_dim)).astype(np.float32) / np.sqrt(in_dim)
     cases = [Case(pool, name, w, args.budget << 20) for name in args.types]
     # Rounds interleave every case and the bandwidth probe, so a noisy neighbour hits all of them alike.
-    bw = {t: 0.0 for t in args.threads}
+    bw = dict.fromkeys(args.threads, 0.0)
     best = {(c.name, t): float("inf") for c in cases for t in args.threads}
     for _ in range(args.rounds):
         for t in args.threads:

@@ -32,7 +32,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from rwkv_ggml.fileformat import DType, ModelFile, read_model_file, write_model_file
+from rwkv_ggml.fileformat import DType, ModelFile, read_model_file, write_model_file  # noqa: E402 (after the path)
 
 TINY_MODELS = REPO_ROOT / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
 DEFAULT_OUT = REPO_ROOT / "fuzz" / "corpus"

@@ -406,7 +406,7 @@ def mutate_pth(
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             members = [(info.filename, zf.read(info)) for info in zf.infolist()]
-    except Exception:  # noqa: BLE001 - anything unreadable gets the byte-level mutation
+    except Exception:
         members = []
     if not members or rng.random() < 0.25:
         return fallback(data, max_size)

@@ -170,8 +170,7 @@ def _run_target(args: argparse.Namespace, name: str, seconds: int) -> list[pathl
         p
         for p in new
         if p.suffix == ".input"
-        or p.name.startswith(f"{label}-")
-        and p.name[len(label) + 1 :].startswith(_ARTIFACT_PREFIXES)
+        or (p.name.startswith(f"{label}-") and p.name[len(label) + 1 :].startswith(_ARTIFACT_PREFIXES))
     ]
     print(
         f"{name}: exit status {rc} after {time.monotonic() - started:.0f} s, {len(saved)} finding(s)",

@@ -346,7 +346,7 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         # Opening a FIFO would block and a directory has no bytes; say so instead.
         raise ModelIOError(f"model file '{path}' is not a regular file")
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; open errors get their own message)
     except OSError as exc:
         raise ModelIOError(f"cannot open model file '{path}': {exc.strerror or exc}") from exc
     with f:
@@ -500,7 +500,7 @@ def _little_endian_bytes(array: np.ndarray) -> memoryview:
     if array.dtype.itemsize > 1 and array.dtype.byteorder != "|":
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
         array = np.ascontiguousarray(array)
-    return memoryview(array).cast("B")
+    return array.reshape(-1).view(np.uint8).data
 
 
 def _coerce_dtype(value: Any, name: str) -> DType:

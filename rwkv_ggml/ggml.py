@@ -107,7 +107,8 @@ def simd_select(max_level: int) -> int:
 
 
 def cpu_features() -> dict[str, bool]:
-    """Each RG_CPU_* feature of the engine's header, by lower-case name without the prefix: detected or not."""
+    """Each RG_CPU_* feature of the engine's header, by lower-case name without the prefix: detected or
+    not."""
     bits = int(lib.rg_cpu_features())
     named = sorted((int(getattr(lib, n)), n) for n in dir(lib) if n.startswith("RG_CPU_"))
     return {n.removeprefix("RG_CPU_").lower(): bool(bits & bit) for bit, n in named}
@@ -455,7 +456,7 @@ class Context(OpBuilders[Tensor]):
             self._keepalive.clear()
             self._data_refs.clear()
 
-    def __enter__(self) -> Context:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> Context:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -153,7 +153,7 @@ def _repo_files(repo_id: str, revision: str | None, cache_dir: str | None) -> li
 
     try:
         return list(hub.list_repo_files(repo_id, revision=revision))
-    except Exception as online_error:  # noqa: BLE001 (see above _repo_files)
+    except Exception as online_error:
         # offline (HF_HUB_OFFLINE=1, no network): the files of the snapshot already in the hub cache
         try:
             snapshot = Path(
@@ -169,7 +169,7 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
 
     try:
         return Path(hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
-    except Exception as exc:  # noqa: BLE001 (see above _repo_files)
+    except Exception as exc:
         raise _hub_error(repo_id, filename, exc) from exc
 
 

@@ -22,7 +22,7 @@ import mmap
 
 import numpy as np
 
-from .errors import ClosedError, EngineArgumentError, ModelIOError
+from .errors import EngineArgumentError, ModelIOError
 from .fileformat import DType, ModelFile, TensorRecord
 
 PLACEMENTS = ("hugepage", "mmap")
@@ -33,7 +33,8 @@ _SMALL = 1 << 20  # mmap placement: tensors below this are copied to aligned mem
 
 
 class WeightStore:
-    """The weights of one model file in one placement; ``raw(name)`` gives a numpy view of a tensor's bytes."""
+    """The weights of one model file in one placement; ``raw(name)`` gives a numpy view of a tensor's
+    bytes."""
 
     def __init__(self, mf: ModelFile, placement: str = DEFAULT_PLACEMENT) -> None:
         if placement not in PLACEMENTS:

@@ -175,7 +175,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise ModelFormatError(
-                f"{self._file}: data.pkl references the forbidden global '{_short(module)}.{_short(name)}'; refusing to load "
+                f"{self._file}: data.pkl references the forbidden global '{_short(module)}.{_short(name)}'; "
+                "refusing to load "
                 "(a checkpoint may only contain tensors; this file may be malicious)"
             ) from None
 

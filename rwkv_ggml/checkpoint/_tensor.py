@@ -157,11 +157,13 @@ def _check_extent(spec: _Spec, what: str) -> None:
     if spec.offset < 0 or any(s < 0 for s in spec.shape) or any(s < 0 for s in spec.strides):
         raise ModelFormatError(
             f"{what}: negative storage offset, size or stride "
-            f"(offset {_short(spec.offset)}, size {_short(list(spec.shape))}, stride {_short(list(spec.strides))})"
+            f"(offset {_short(spec.offset)}, size {_short(list(spec.shape))}, "
+            f"stride {_short(list(spec.strides))})"
         )
     if len(spec.shape) != len(spec.strides):
         raise ModelFormatError(
-            f"{what}: size {_short(list(spec.shape))} and stride {_short(list(spec.strides))} differ in length"
+            f"{what}: size {_short(list(spec.shape))} and stride {_short(list(spec.strides))} "
+            "differ in length"
         )
     _check_shape(spec.shape, what)
     if _numel(spec.shape) == 0:

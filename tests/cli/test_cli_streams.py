@@ -21,8 +21,8 @@ import pytest
 from rwkv_ggml import cli
 from rwkv_ggml.generation import complete
 from rwkv_ggml.model import Model
-from tests.conftest import REPO_ROOT, tiny_path
 from tests.cli.test_cli import assert_one_line_error, run
+from tests.conftest import REPO_ROOT, tiny_path
 
 TINY4 = "tiny-rwkv-4v0-660K-FP32.bin"
 TINY5 = "tiny-rwkv-5v2-730K-FP32.bin"

@@ -101,7 +101,8 @@ def assert_close(got: np.ndarray, want: np.ndarray, *, rtol: float, atol: float,
         rtol=rtol,
         atol=atol,
         equal_nan=True,
-        err_msg=f"{name}: max abs err {errs.max_abs:.3g}, max rel err {errs.max_rel:.3g} (rtol {rtol}, atol {atol})",
+        err_msg=f"{name}: max abs err {errs.max_abs:.3g}, max rel err {errs.max_rel:.3g} "
+        f"(rtol {rtol}, atol {atol})",
     )
     if name:
         _record(name, errs)
@@ -167,7 +168,7 @@ def engine_input(ctx: ggml.Context, arr: np.ndarray, layout: str = "contiguous")
     elif layout == "padded":
         pad, lead = 3, 5
         fill = -1 if arr.dtype.kind == "i" else np.nan
-        big = np.full(arr.shape[:-1] + (arr.shape[-1] + pad,), fill, dtype=arr.dtype)
+        big = np.full((*arr.shape[:-1], arr.shape[-1] + pad), fill, dtype=arr.dtype)
         big[..., : arr.shape[-1]] = arr
         flat = np.concatenate([np.full(lead, fill, arr.dtype), big.ravel(), np.full(2, fill, arr.dtype)])
         base = ctx.tensor(flat)
@@ -194,10 +195,11 @@ def run_engine(
     layouts: Sequence[str] | None = None,
     mem_size: int = 16 << 20,
 ) -> np.ndarray:
-    """Builds ``build(ctx, *tensors)`` in a fresh context, computes it with ``threads`` and returns the output."""
+    """Builds ``build(ctx, *tensors)`` in a fresh context, computes it with ``threads`` and returns the
+    output."""
     lays = list(layouts) if layouts is not None else ["contiguous"] * len(inputs)
     with ggml.Context(mem_size, threads=threads) as ctx:
-        tensors = [engine_input(ctx, a, lay) for a, lay in zip(inputs, lays)]
+        tensors = [engine_input(ctx, a, lay) for a, lay in zip(inputs, lays, strict=True)]
         out = build(ctx, *tensors)
         ctx.graph([out]).compute(threads=threads)
         return out.numpy()

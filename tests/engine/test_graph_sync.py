@@ -80,7 +80,7 @@ def test_random_graphs_match_one_thread_bit_for_bit(seed: int) -> None:
     assert all(np.isfinite(a).all() for a in want)
     for threads in (2, 4):
         for i, got in enumerate(results[threads]):
-            for a, b in zip(got, want):
+            for a, b in zip(got, want, strict=True):
                 assert bits_equal(a, b), f"seed {seed}: {threads} threads differ from 1 thread on compute {i}"
 
 
@@ -118,7 +118,7 @@ def test_independent_products_need_no_barrier_between_them() -> None:
         total = outs[0]
         for o in outs[1:]:
             total = ctx.add(total, o)  # each add reads a product: a barrier before the first add only
-        g = ctx.graph(outs + [total])  # the products first, then the adds
+        g = ctx.graph([*outs, total])  # the products first, then the adds
         assert g.n_nodes == 11
         assert g.n_barriers == 1
         g.compute()

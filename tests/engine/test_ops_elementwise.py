@@ -313,7 +313,8 @@ def _ulp_error(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("op", ["exp", "sigmoid", "silu"])
 def test_exp_family_ulp_and_special_values(simd_level: int, op: str) -> None:
-    """The SIMD exp (a polynomial, simd/k_vec_avx512.c and k_vec_avx2.c) and the scalar one (libm): within 2 ulp
+    """The SIMD exp (a polynomial, simd/k_vec_avx512.c and k_vec_avx2.c) and the scalar one (libm):
+    within 2 ulp
     of the exact value over the whole finite range, densely (sigmoid and silu 4; observed up to 1.24
     and 3.12); and expf's answers for the special inputs."""
     dense = np.linspace(-103.0, 88.7, 200_001, dtype=np.float64).astype(np.float32)

@@ -8,7 +8,8 @@ Tolerance: a dot product's rounding error scales with the norms of its operands,
 against the f64 product of the same values. F16 weights enter the reference already rounded to f16, so
 the check isolates the kernel from the (intended) weight rounding. Covered: mat-vec and mat-mat with
 T = 1, 2, 3, 4, 5, 17, 64, 100 (from 8 columns on, with AVX-512, the column-panel kernels: partial
-panels and tiles, several panel groups, k walked in blocks), K = 1, 7, 33, 4097, F32 and F16 weights, batched 3-D/4-D operands with a
+panels and tiles, several panel groups, k walked in blocks), K = 1, 7, 33, 4097, F32 and F16 weights,
+batched 3-D/4-D operands with a
 broadcast, transposed / permuted / padded b (which the kernel packs or reads with a row stride), padded a
 rows, 1/2/4 threads (bit-identical) and every SIMD level.
 """

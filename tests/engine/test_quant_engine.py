@@ -156,7 +156,7 @@ def test_quantizer_bytes_equal_reference(dtype: DType, name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("dtype", QTYPES + [DType.F16, ACT], ids=QIDS + ["F16", "Q8_ACT"])
+@pytest.mark.parametrize("dtype", [*QTYPES, DType.F16, ACT], ids=[*QIDS, "F16", "Q8_ACT"])
 @pytest.mark.parametrize("shape", [(1, 32 * 1000), (7, 96), (33, 512), (130, 64), (600, 32)])
 def test_quantize_rows_threads_equal_single(pool4: ggml.Pool, dtype: int, shape: tuple[int, int]) -> None:
     x = np.random.default_rng(shape[0]).standard_normal(shape).astype(F32)

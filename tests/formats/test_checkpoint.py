@@ -168,8 +168,8 @@ def test_sharded_safetensors_and_directory(tmp_path: Path) -> None:
     b = {"head.weight": torch.randn(4, 2), "ln_out.weight": torch.ones(2)}
     safetensors_torch.save_file(a, str(tmp_path / "model-00001-of-00002.safetensors"))
     safetensors_torch.save_file(b, str(tmp_path / "model-00002-of-00002.safetensors"))
-    weight_map = {k: "model-00001-of-00002.safetensors" for k in a}
-    weight_map |= {k: "model-00002-of-00002.safetensors" for k in b}
+    weight_map = dict.fromkeys(a, "model-00001-of-00002.safetensors")
+    weight_map |= dict.fromkeys(b, "model-00002-of-00002.safetensors")
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     for target in (index, tmp_path):

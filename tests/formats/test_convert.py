@@ -663,7 +663,7 @@ def test_merge_lora_matches_numpy(tmp_path: Path, container: str) -> None:
     merge_lora(base_path, lora_path, dst, alpha=16, dtype="f32", progress=False)
     expected = merge_by_hand(raw, lora, 16.0)
     assert not np.allclose(expected["blocks.1.att.gate.weight"], raw["blocks.1.att.gate.weight"], atol=1e-3)
-    mf, got = read_back(dst)
+    _mf, got = read_back(dst)
     want = hand_preprocess("5.2", expected)
     assert set(got) == set(want) and not any("lora" in n for n in got)
     for name, value in want.items():

@@ -3,7 +3,8 @@
 The driver tests plant targets (the ``planted_*`` functions of tests/fuzzing/planted.py, passed as
 ``file.py:function``) that misbehave in each way the harness must catch: an untyped exception, a
 crash of the process, a hang and a memory blow-up; and one that only ever refuses its input the
-documented way, which must not be reported. Those tests need atheris (skipped without it); the rest need only the library.
+documented way, which must not be reported. Those tests need atheris (skipped without it); the rest
+need only the library.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def test_safetensors_mutator_keeps_a_json_header(seeds: pathlib.Path) -> None:
     changed = 0
     for seed in range(100):
         out = mutators.mutate_safetensors(data, 1 << 22, seed)
-        if out != data and out[:8] != data[:8] or out[8:] != data[8:]:
+        if (out != data and out[:8] != data[:8]) or out[8:] != data[8:]:
             changed += 1
             length = int.from_bytes(out[:8], "little")
             assert isinstance(json.loads(out[8 : 8 + length]), dict)

@@ -2,7 +2,8 @@
 
 tests/formats/test_convert.py checks the converted *files* tensor by tensor; this file closes the loop through
 rwkv_ggml.Model. For every RWKV version the engine runs, random raw official checkpoints (made by
-tests/formats/test_convert.py's helpers: a random model in file layout, inverted to official tensors) are written
+tests/formats/test_convert.py's helpers: a random model in file layout, inverted to official tensors)
+are written
 as .pth (torch.save), safetensors in the official layout and safetensors in the Hugging Face layout (for
 v7, whose HF models use flash-linear-attention naming, that layout), converted to f32 and f16, loaded,
 and run for 20 tokens. The reference is the float64 model of the spec's conversion applied by hand
@@ -26,12 +27,11 @@ from rwkv_ggml import Model, UnsupportedError, arch
 from rwkv_ggml.checkpoint import initial_state_from_checkpoint
 from rwkv_ggml.conversion import convert, merge_lora
 from rwkv_ggml.errors import ModelFormatError
-from tests.reference.rwkv_ref import reference_model
 from tests.formats.test_convert import (
+    VERSIONS,
     C,
     L,
     V,
-    VERSIONS,
     fp16_names,
     hand_preprocess,
     lora_checkpoint,
@@ -42,6 +42,7 @@ from tests.formats.test_convert import (
     to_fla,
     to_hf,
 )
+from tests.reference.rwkv_ref import reference_model
 
 torch = pytest.importorskip("torch")
 
@@ -328,6 +329,5 @@ def test_load_initial_state_refused_for_v4(tmp_path: Path) -> None:
     path, _ = converted(tmp_path, "4", 81)
     ckpt = tmp_path / "state.pth"
     save_pth(ckpt, time_states("6", 82, 4, C // 4))
-    with Model(path, threads=1) as m:
-        with pytest.raises(UnsupportedError, match="v4"):
-            m.load_initial_state(ckpt)
+    with Model(path, threads=1) as m, pytest.raises(UnsupportedError, match="v4"):
+        m.load_initial_state(ckpt)

@@ -284,7 +284,7 @@ def test_thread_counts_give_bit_identical_results(small_models: dict[str, Path],
             seq_logits, seq_state = m.eval_sequence(tokens, all_logits=True)
             results.append((logits, state, seq_logits, seq_state))
     for other in results[1:]:
-        for got, want in zip(other, results[0]):
+        for got, want in zip(other, results[0], strict=True):
             np.testing.assert_array_equal(got, want)
 
 

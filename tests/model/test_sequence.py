@@ -106,7 +106,7 @@ def test_state_in_place_and_output_buffers(v4_path: Path) -> None:
         want_logits, want_state = m.eval_sequence(tokens, m.eval(8)[1])
         state = m.eval(8)[1]
         state_copy = state.copy()
-        _, new_state = m.eval_sequence(tokens, state)
+        _, _new_state = m.eval_sequence(tokens, state)
         np.testing.assert_array_equal(state, state_copy)  # never modifies the caller's state
         logits_out = np.empty(m.n_vocab, dtype=np.float32)
         got_logits, got_state = m.eval_sequence(

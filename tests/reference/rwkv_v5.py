@@ -80,7 +80,7 @@ class RwkvV5(ReferenceModel):
         for layer in range(n_layer):
             p = f"blocks.{layer}.att."
             mixes = ["time_mix_k", "time_mix_v", "time_mix_r"] + (["time_mix_g"] if self.gated else [])
-            for name in mixes + ["ln_x.weight", "ln_x.bias"]:
+            for name in [*mixes, "ln_x.weight", "ln_x.bias"]:
                 self._expect(p + name, (C,))
             mats = ["key", "value", "receptance", "output"] + (["gate"] if self.gated else [])
             for name in mats:

@@ -44,7 +44,7 @@ class RwkvV6(ReferenceModel):
             p = f"blocks.{layer}.att."
             d_m = self.w(p + "time_maa_w2").shape[-1]
             d_w = self.w(p + "time_decay_w1").shape[0]
-            for f in ("x",) + MIX_ORDER:
+            for f in ("x", *MIX_ORDER):
                 self._expect(p + "time_maa_" + f, (C,))
             self._expect(p + "time_maa_w1", (5 * d_m, C))
             self._expect(p + "time_maa_w2", (5, C, d_m))
