@@ -54,10 +54,9 @@ HEADER_SIZE = 24
 SUPPORTED_VERSIONS = (100, 101)
 CURRENT_VERSION = 101
 
-# Sanity limits. The header fields are u32, so a random or damaged file easily yields values
-# in the billions that would later drive allocations of absurd size. The limits sit far above
-# any RWKV model ever trained (largest vocabularies are ~65k, largest n_embed 7168, largest
-# n_layer 61) while still turning garbage into a clear error instead of a MemoryError.
+# Sanity limits. The u32 header fields of a damaged file easily hold billions that would drive absurd
+# allocations; the limits sit far above any RWKV model (vocabularies ~65k, n_embed <= 7168, n_layer
+# <= 61) and turn garbage into a clear error instead of a MemoryError.
 MAX_N_VOCAB = 1 << 24
 MAX_N_EMBED = 1 << 20
 MAX_N_LAYER = 1 << 16
@@ -394,38 +393,10 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
 
 
 def _checkpoint_hint(path: pathlib.Path, head: bytes | None) -> str | None:
-    """For a checkpoint (a file whose first bytes are ``head``, or a folder if ``head`` is None) given
-    where a model file is expected: a message with the command that converts it; else None."""
-    import shlex
+    """The convert command for a checkpoint given where a model file is expected (error path only)."""
+    from .checkpoint._load import convert_hint
 
-    from .checkpoint._load import CHECKPOINT_KINDS, find_checkpoint_in, sniff_checkpoint
-
-    if head is None:
-        found = find_checkpoint_in(path)
-        if found is None:
-            return None
-        what = f"a checkpoint folder (holding {found.name})"
-        stem = path.resolve().name or "model"
-    else:
-        kind = sniff_checkpoint(path.name, head)
-        if kind is None:
-            return None
-        what = CHECKPOINT_KINDS[kind]
-        if kind == "legacy-pth":
-            return (
-                f"{path} is {what}, not an rwkv.cpp model file: re-save it with a recent PyTorch "
-                f"(torch.save(torch.load(path), new_path)), then convert it with `rwkv-ggml convert`"
-            )
-        stem = path.name.removesuffix(".index.json").removesuffix(".safetensors").removesuffix(".pth")
-        stem = stem if stem != path.name else path.stem
-    dst = path.parent / f"{stem}.bin"
-    if dst == path:
-        dst = path.parent / f"{stem}-converted.bin"
-    src_arg, dst_arg = shlex.quote(str(path)), shlex.quote(str(dst))
-    return (
-        f"{path} is {what}, not an rwkv.cpp model file: convert it with `rwkv-ggml convert {src_arg} "
-        f"{dst_arg}` (add `--dtype Q8_0` or `--dtype Q4_0` to quantize it too), then load {dst_arg}"
-    )
+    return convert_hint(path, head)
 
 
 def _read_record(

@@ -154,3 +154,36 @@ def _pick_from_directory(d: Path) -> Path:
                 f"{d}: several {pattern} files ({', '.join(f.name for f in found)}); pass one of them"
             )
     raise ModelFormatError(f"{d}: no .safetensors, .safetensors.index.json or .pth checkpoint in this folder")
+
+
+def convert_hint(path: Path, head: bytes | None) -> str | None:
+    """For a checkpoint (a file whose first bytes are ``head``, or a folder if ``head`` is None) given
+    where a model file is expected: a message with the command that converts it; else None."""
+    import shlex
+
+    if head is None:
+        found = find_checkpoint_in(path)
+        if found is None:
+            return None
+        what = f"a checkpoint folder (holding {found.name})"
+        stem = path.resolve().name or "model"
+    else:
+        kind = sniff_checkpoint(path.name, head)
+        if kind is None:
+            return None
+        what = CHECKPOINT_KINDS[kind]
+        if kind == "legacy-pth":
+            return (
+                f"{path} is {what}, not an rwkv.cpp model file: re-save it with a recent PyTorch "
+                f"(torch.save(torch.load(path), new_path)), then convert it with `rwkv-ggml convert`"
+            )
+        stem = path.name.removesuffix(".index.json").removesuffix(".safetensors").removesuffix(".pth")
+        stem = stem if stem != path.name else path.stem
+    dst = path.parent / f"{stem}.bin"
+    if dst == path:
+        dst = path.parent / f"{stem}-converted.bin"
+    src_arg, dst_arg = shlex.quote(str(path)), shlex.quote(str(dst))
+    return (
+        f"{path} is {what}, not an rwkv.cpp model file: convert it with `rwkv-ggml convert {src_arg} "
+        f"{dst_arg}` (add `--dtype Q8_0` or `--dtype Q4_0` to quantize it too), then load {dst_arg}"
+    )
