@@ -23,7 +23,8 @@ import pytest
 
 from rwkv_ggml.checkpoint import load_checkpoint
 from rwkv_ggml.errors import ModelFormatError, ModelIOError, RwkvGgmlError
-from tests.formats.test_checkpoint import _FakeStorage, _FakeTensor, crafted_pth, safetensors_bytes
+from tests.formats.test_checkpoint import safetensors_bytes
+from tests.formats.test_checkpoint_pickle import _FakeStorage, _FakeTensor, crafted_pth
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
