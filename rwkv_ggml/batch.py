@@ -42,8 +42,8 @@ MAX_BATCH_GRAPHS = 8
 
 def check_batch_tokens(tokens: Any, n_vocab: int) -> npt.NDArray[np.int32]:
     """One token id per sequence: a non-empty 1-D int sequence in the vocabulary."""
-    if isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.size == 0 or \
-            isinstance(tokens, (list, tuple)) and len(tokens) == 0:
+    if (isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.size == 0) or \
+            (isinstance(tokens, (list, tuple)) and len(tokens) == 0):
         raise EngineArgumentError("eval_batch needs at least one sequence (tokens is empty: B = 0)")
     return _checks.check_tokens(tokens, n_vocab)
 
@@ -55,7 +55,8 @@ def check_slots(slots: Any, B: int, capacity: int) -> SlotArray:
     except (TypeError, ValueError) as exc:
         raise EngineArgumentError(f"slots must be a sequence of ints: {exc}") from None
     if arr.ndim != 1 or arr.size != B:
-        raise EngineArgumentError(f"slots must be a 1-D sequence of B = {B} ints (one per token), got shape {arr.shape}")
+        raise EngineArgumentError(f"slots must be a 1-D sequence of B = {B} ints (one per token), "
+                                  f"got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise EngineArgumentError(f"slots must be ints, got {arr.dtype}")
     bad = np.flatnonzero((arr < 0) | (arr >= capacity))
@@ -64,8 +65,9 @@ def check_slots(slots: Any, B: int, capacity: int) -> SlotArray:
                                   f"(0..{capacity - 1})")
     uniq, counts = np.unique(arr, return_counts=True)
     if uniq.size != arr.size:
-        raise EngineArgumentError(f"slot {int(uniq[np.argmax(counts > 1)])} appears more than once: each sequence "
-                                  "of a step needs its own state")
+        twice = int(uniq[np.argmax(counts > 1)])
+        raise EngineArgumentError(f"slot {twice} appears more than once: each sequence of a step needs "
+                                  "its own state")
     return arr.astype(np.int32)
 
 
@@ -77,7 +79,7 @@ def check_states(states: Any, what: str, state_size: int, rows: int | None, writ
         raise EngineArgumentError(f"{what} has dtype {states.dtype}; states are float32")
     want = f"({rows if rows is not None else 'n'}, {state_size})"
     if states.ndim != 2 or states.shape[1] != state_size or states.shape[0] < 1 or \
-            rows is not None and states.shape[0] != rows:
+            (rows is not None and states.shape[0] != rows):
         raise EngineArgumentError(f"{what} has shape {states.shape}; need {want} float32 (one state per row)")
     if not states.flags.c_contiguous:
         raise EngineArgumentError(f"{what} must be C-contiguous")
@@ -132,10 +134,12 @@ class StateBank:
 
     def state(self, slot: int) -> FloatArray:
         """A copy of the slot's state (e.g. to save or branch it)."""
-        return self.array[self._check_allocated(slot)].copy()
+        row: FloatArray = self.array[self._check_allocated(slot)].copy()
+        return row
 
     def set_state(self, slot: int, state: FloatArray) -> None:
-        self.array[self._check_allocated(slot)] = _checks.check_state_array(state, "state", self.model.state_size)
+        row = _checks.check_state_array(state, "state", self.model.state_size)
+        self.array[self._check_allocated(slot)] = row
 
     def check_step(self, slots: Any, B: int) -> SlotArray:
         """The slots of a step: B distinct allocated slots."""
@@ -154,6 +158,7 @@ class StateBank:
         return logits
 
     def _check_allocated(self, slot: Any) -> int:
-        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or int(slot) not in self._allocated:
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or \
+                int(slot) not in self._allocated:
             raise EngineArgumentError(f"slot {slot!r} is not an allocated slot of this bank")
         return int(slot)

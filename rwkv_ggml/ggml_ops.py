@@ -194,8 +194,8 @@ class OpBuilders(Generic[T]):
     def set_rows(self, dst: T, src: T, ids: T) -> T:
         """Scatter: row ids[b] of dst (F32 (n, rows), rows contiguous at any stride) <- column b of src
         (contiguous F32 (n, B)). The result stands for dst after the write (as ``cpy``'s)."""
-        return self._wrap(lib.rg_set_rows(self.ptr, self._arg(dst, "set_rows: dst"), self._arg(src, "set_rows: src"),
-                                          self._arg(ids, "set_rows: ids")))
+        return self._wrap(lib.rg_set_rows(self.ptr, self._arg(dst, "set_rows: dst"),
+                                          self._arg(src, "set_rows: src"), self._arg(ids, "set_rows: ids")))
 
     def concat(self, a: T, b: T, dim: int) -> T:
         return self._wrap(lib.rg_concat(self.ptr, self._arg(a, "concat: a"), self._arg(b, "concat: b"),
@@ -278,8 +278,8 @@ class OpBuilders(Generic[T]):
     def rwkv_wkv4_batch(self, k: T, v: T, time_first: T, time_decay: T, states: T, slots: T) -> T:
         """Batched :meth:`rwkv_wkv4`: states rows of 3*C floats (aa, bb, pp)."""
         args = [self._arg(t, f"rwkv_wkv4_batch: {n}") for t, n in
-                ((k, "k"), (v, "v"), (time_first, "time_first"), (time_decay, "time_decay"), (states, "states"),
-                 (slots, "slots"))]
+                ((k, "k"), (v, "v"), (time_first, "time_first"), (time_decay, "time_decay"),
+                 (states, "states"), (slots, "slots"))]
         return self._wrap(lib.rg_rwkv_wkv4_batch(self.ptr, *args))
 
     def rwkv_wkv5_batch(self, r: T, k: T, v: T, w: T, u: T, states: T, slots: T) -> T:
@@ -291,7 +291,8 @@ class OpBuilders(Generic[T]):
     def rwkv_wkv7_batch(self, r: T, w: T, k: T, v: T, a: T, b: T, states: T, slots: T) -> T:
         """Batched :meth:`rwkv_wkv7`: states rows of C*N floats."""
         args = [self._arg(t, f"rwkv_wkv7_batch: {n}") for t, n in
-                ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (states, "states"), (slots, "slots"))]
+                ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (states, "states"),
+                 (slots, "slots"))]
         return self._wrap(lib.rg_rwkv_wkv7_batch(self.ptr, *args))
 
     def l2_norm(self, x: T, n_groups: int, eps: float = 1e-12) -> T:

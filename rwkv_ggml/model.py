@@ -203,8 +203,10 @@ class Model:
 
     # ---- graphs ----
     def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray,
-               all_logits: bool = False, B: int = 0) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
-        """B > 0: a batch graph (one token for each of B sequences; state_in is the bank, state_out unused)."""
+               all_logits: bool = False, B: int = 0
+               ) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
+        """B > 0: a batch graph (one token for each of B sequences; state_in is the bank, state_out
+        unused)."""
         hp, w = self.hparams, self._graph_weights
         if B:
             bank = ctx.external(state_in)
@@ -220,9 +222,10 @@ class Model:
         logits = ctx.mul_mat(w["head.weight"], hidden)
         return io, hidden, logits, io.state_writes
 
-    def _graph_for(self, T: int, all_logits: bool = False, batch_shape: tuple[int, int] | None = None) -> _Graphs:
-        """The graph of T tokens of one sequence, or with batch_shape = (B, capacity) of one token for each of B
-        sequences in a bank of capacity states (the last MAX_BATCH_GRAPHS of those are kept)."""
+    def _graph_for(self, T: int, all_logits: bool = False, batch_shape: tuple[int, int] | None = None
+                   ) -> _Graphs:
+        """The graph of T tokens of one sequence, or with batch_shape = (B, capacity) of one token for each
+        of B sequences in a bank of capacity states (the last MAX_BATCH_GRAPHS of those are kept)."""
         key: tuple[Any, ...] = (T, all_logits and T > 1) if batch_shape is None else ("batch", *batch_shape)
         g = self._graphs.get(key)
         if g is not None:
@@ -323,7 +326,8 @@ class Model:
         g.io.state_out.set_data(state_out)
         g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
 
-    def eval_batch(self, tokens: Sequence[int] | np.ndarray, states: FloatArray | batch.StateBank | None = None, *,
+    def eval_batch(self, tokens: Sequence[int] | np.ndarray,
+                   states: FloatArray | batch.StateBank | None = None, *,
                    slots: Sequence[int] | np.ndarray | None = None, state_out: FloatArray | None = None,
                    logits_out: FloatArray | None = None, compute_logits: bool = True
                    ) -> tuple[FloatArray | None, FloatArray]:
@@ -345,7 +349,8 @@ class Model:
         B = len(toks)
         if isinstance(states, batch.StateBank) or slots is not None:
             if state_out is not None:
-                raise EngineArgumentError("state_out is not used with slots: the bank's rows are updated in place")
+                raise EngineArgumentError("state_out is not used with slots: the bank's rows are updated "
+                                          "in place")
             if isinstance(states, batch.StateBank):
                 if states.model is not self:
                     raise EngineArgumentError("this state bank belongs to another model")
@@ -374,7 +379,7 @@ class Model:
             g.slots_view[:] = slot_ids
             self._run(g, bank, bank, compute_logits)
             if compute_logits:
-                logits = logits_out if logits_out is not None else np.empty((B, self.n_vocab), dtype=np.float32)
+                logits = np.empty((B, self.n_vocab), np.float32) if logits_out is None else logits_out
                 np.copyto(logits, g.logits_view)
         return logits, bank
 

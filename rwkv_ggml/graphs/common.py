@@ -30,8 +30,9 @@ class GraphIO:
 
     T: int
     ids: Tensor          # I32 (T,) or in batch mode (B,): the token ids
-    state_in: Tensor     # F32 (state_size,): external, repointed per eval; batch: the bank (state_size, capacity)
-    state_out: Tensor    # F32 (state_size,): external, repointed per eval; batch: the bank again
+    # batch mode: state_in is the bank, ne (state_size, capacity), and state_out is state_in
+    state_in: Tensor     # F32 (state_size,): external, repointed per eval
+    state_out: Tensor    # F32 (state_size,): external, repointed per eval
     state_writes: list[Tensor] = field(default_factory=list)
     # The nodes that read a token-shift slot of state_in (each slot has one). A graph whose outputs list
     # them before state_writes orders every read of the old state before every write of the new one
@@ -48,7 +49,8 @@ class GraphIO:
 
 
 def state_rows(ctx: Context, io: GraphIO, offset_floats: int, n_floats: int) -> Tensor:
-    """Batch mode: the n_floats at offset_floats of every state of the bank, as a table (n_floats, capacity)."""
+    """Batch mode: the n_floats at offset_floats of every state of the bank, as a table
+    (n_floats, capacity)."""
     bank = io.state_in
     return ctx.view(bank, [n_floats, bank.ne[1]], [0, bank.ne[0] * F32_BYTES], offset_floats * F32_BYTES)
 
@@ -143,11 +145,13 @@ def split_wkv(ctx: Context, io: GraphIO, wkv: Tensor, slots: LayerSlots) -> Tens
 
 def wkv4(ctx: Context, io: GraphIO, slots: LayerSlots, k: Tensor, v: Tensor, time_first: Tensor,
          time_decay: Tensor) -> Tensor:
-    """(V4.4-V4.5) over the graph's tokens (or sequences), the layer's aa, bb, pp in and out: y (C, columns)."""
+    """(V4.4-V4.5) over the graph's tokens (or sequences), the layer's aa, bb, pp in and out:
+    y (C, columns)."""
     if io.slots is not None:
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
         return ctx.rwkv_wkv4_batch(k, v, time_first, time_decay, states, io.slots)
-    wkv = ctx.rwkv_wkv4(k, v, time_first, time_decay, state_slice(ctx, io.state_in, slots.recurrent, k.ne[0], 3))
+    state = state_slice(ctx, io.state_in, slots.recurrent, k.ne[0], 3)
+    wkv = ctx.rwkv_wkv4(k, v, time_first, time_decay, state)
     return split_wkv(ctx, io, wkv, slots)
 
 
@@ -167,7 +171,8 @@ def wkv7(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, w: Tensor, k: 
     if io.slots is not None:
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
         return ctx.rwkv_wkv7_batch(r, w, k, v, a, b, states, io.slots)
-    wkv = ctx.rwkv_wkv7(r, w, k, v, a, b, state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size))
+    state = state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size)
+    wkv = ctx.rwkv_wkv7(r, w, k, v, a, b, state)
     return split_wkv(ctx, io, wkv, slots)
 
 

@@ -25,8 +25,10 @@ F32 = np.float32
 PAD = 5  # floats of the bank row before the layer's part (the part is a strided view, not row 0)
 
 
-def _bank(capacity: int, S: int, g: np.random.Generator, fill: Callable[[np.random.Generator, int], np.ndarray]
-          ) -> np.ndarray:
+Fill = Callable[[np.random.Generator, int], np.ndarray]
+
+
+def _bank(capacity: int, S: int, g: np.random.Generator, fill: Fill) -> np.ndarray:
     bank = g.uniform(-1, 1, (capacity, PAD + S + 3)).astype(F32)
     for row in range(capacity):
         bank[row, PAD:PAD + S] = fill(g, S)
@@ -39,7 +41,8 @@ def _slots(B: int, capacity: int, g: np.random.Generator) -> np.ndarray:
 
 def _run_batch(build: Callable[..., ggml.Tensor], dense: list[np.ndarray], bank: np.ndarray, S: int,
                slots: np.ndarray, threads: int) -> np.ndarray:
-    """Runs build(ctx, *dense tensors, states view, slots) on the bank (updated in place); returns y (B, C)."""
+    """Runs build(ctx, *dense tensors, states view, slots) on the bank (updated in place); returns
+    y (B, C)."""
     with ggml.Context(16 << 20, threads=threads) as ctx:
         tensors = [ctx.tensor(a) for a in dense]
         bank_t = ctx.external(bank)
@@ -56,10 +59,10 @@ def _run_single(build: Callable[..., ggml.Tensor], dense: list[np.ndarray], stat
         return out.numpy().copy()
 
 
-def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Callable[[np.random.Generator, int], np.ndarray],
+def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Fill,
            make_dense: Callable[[np.random.Generator], list[np.ndarray]], per_column: list[bool],
-           batch_op: Callable[..., ggml.Tensor], single_op: Callable[..., ggml.Tensor], state_shape: tuple[int, ...]
-           ) -> None:
+           batch_op: Callable[..., ggml.Tensor], single_op: Callable[..., ggml.Tensor],
+           state_shape: tuple[int, ...]) -> None:
     g = np.random.default_rng(seed)
     capacity = 2 * B + 3
     bank = _bank(capacity, S, g, fill)
@@ -69,7 +72,7 @@ def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Callable[[np.r
     y = _run_batch(batch_op, dense, bank, S, slots, threads)
     assert y.shape == (B, C)
     for b, slot in enumerate(slots):
-        column = [a[b:b + 1] if col else a for a, col in zip(dense, per_column)]
+        column = [a[b:b + 1] if col else a for a, col in zip(dense, per_column, strict=True)]
         single = _run_single(single_op, column, before[slot, PAD:PAD + S].reshape(state_shape))
         np.testing.assert_array_equal(y[b], single[0], err_msg=f"output of sequence {b} (slot {slot})")
         np.testing.assert_array_equal(bank[slot, PAD:PAD + S], single[1:].reshape(-1),
@@ -117,8 +120,9 @@ def test_wkv5_batch_equals_single_sequence_op(B: int, threads: int, modes: tuple
 
     def dense(g: np.random.Generator) -> list[np.ndarray]:
         w_shape = {"head": (H,), "channel": (C,), "token": (B, C)}[w_mode]
+        u_shape = (H,) if u_mode == "head" else (C,)
         return [g.uniform(-1, 1, (B, C)).astype(F32) for _ in range(3)] + [
-            g.uniform(0.3, 0.999, w_shape).astype(F32), g.uniform(-1, 1, (H,) if u_mode == "head" else (C,)).astype(F32)]
+            g.uniform(0.3, 0.999, w_shape).astype(F32), g.uniform(-1, 1, u_shape).astype(F32)]
 
     _check(B, threads, 20 + B, C, C * N, _matrix_state, dense, [True, True, True, w_mode == "token", False],
            lambda ctx, *t: ctx.rwkv_wkv5_batch(*t), lambda ctx, *t: ctx.rwkv_wkv5(*t), (C * N,))
@@ -170,7 +174,8 @@ def test_batch_builders_reject_bad_operands() -> None:
         with pytest.raises(ShapeError, match="C\\*N"):
             ctx.rwkv_wkv7_batch(k, k, k, k, k, k, ctx.tensor(np.zeros((4, 20), F32)), slots)
         with pytest.raises(ShapeError, match="decay w"):
-            ctx.rwkv_wkv5_batch(k, k, k, ctx.tensor(np.zeros(5, F32)), u, ctx.tensor(np.zeros((4, 64), F32)), slots)
+            five = ctx.tensor(np.zeros(5, F32))
+            ctx.rwkv_wkv5_batch(k, k, k, five, u, ctx.tensor(np.zeros((4, 64), F32)), slots)
         with pytest.raises(EngineArgumentError):
             ctx.rwkv_wkv5_batch(k, k, k, u, u, None, slots)  # type: ignore[arg-type]
 
