@@ -188,3 +188,27 @@ def test_out_of_range_slot_is_a_compute_error() -> None:
         out = ctx.rwkv_wkv4_batch(k, k, u, u, states, ctx.tensor(np.array([1, 4], np.int32)))
         with pytest.raises(RwkvGgmlError, match="slot 4"):
             ctx.graph([out]).compute()
+
+
+def test_in_place_state_update_is_ordered_before_later_readers() -> None:
+    """A node that reads the bank rows after a batched WKV op updated them in place (nothing else links the
+    two) must see the new rows: the op declares the table it writes, so barrier elision keeps a barrier
+    between them. Sizes above the solo threshold, so both nodes are split across threads."""
+    H, N, B = 4, 64, 3
+    C, S = H * N, H * N * N
+    g = np.random.default_rng(9)
+    bank = g.uniform(-1, 1, (B + 1, S)).astype(F32)
+    slots = np.array([2, 0, 3], np.int32)
+    dense = [g.uniform(-1, 1, (B, C)).astype(F32) for _ in range(6)]
+    before = bank.copy()
+    with ggml.Context(16 << 20, threads=4) as ctx:
+        view = ctx.view(ctx.external(bank), [S, B + 1], [0, S * 4], 0)
+        slots_t = ctx.tensor(slots)
+        y = ctx.rwkv_wkv7_batch(*[ctx.tensor(a) for a in dense], view, slots_t)
+        after = ctx.get_rows(view, slots_t)
+        graph = ctx.graph([y, after])
+        assert graph.n_barriers >= 1
+        graph.compute(4)
+        got = after.numpy().copy()
+    np.testing.assert_array_equal(got, bank[slots])
+    assert not np.array_equal(bank[slots], before[slots])
