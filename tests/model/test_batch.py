@@ -175,6 +175,22 @@ def test_array_forms_of_the_states() -> None:
         _assert_close(bank[1], solo_state, False, "array bank row 1")
 
 
+@pytest.mark.parametrize("path", ["tiny-rwkv-7v0-834K-FP32.bin", "tiny-rwkv-4v0-660K-Q5_1.bin"])
+def test_eval_batch_is_thread_count_invariant(path: str) -> None:
+    """Threads split (sequence, head) pairs and the products' rows: the results do not depend on how many."""
+    results = []
+    for threads in (1, 2, 4):
+        with Model(tiny_path(path), threads=threads) as m:
+            g = np.random.default_rng(1)
+            states = _distinct_states(m, 9, g)
+            for _ in range(2):
+                logits, states = m.eval_batch(g.integers(0, m.n_vocab, 9), states, state_out=states)
+            results.append((logits, states))
+    for logits, states in results[1:]:
+        np.testing.assert_array_equal(logits, results[0][0])
+        np.testing.assert_array_equal(states, results[0][1])
+
+
 def test_batch_graphs_are_bounded() -> None:
     with Model(tiny_path("tiny-rwkv-4v0-660K-FP32.bin"), threads=1) as m:
         for B in range(1, MAX_BATCH_GRAPHS + 4):
