@@ -209,3 +209,150 @@ void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
         }
     }
 }
+
+/* ---- B sequences of one token each, states in the rows of a bank ----
+ *
+ * Operands are {C, B} (column b = sequence b); sequence b's recurrent state is row slots[b] of the F32
+ * table `states` ({C*N, capacity}, rows possibly strided: a view into a bank of whole model states),
+ * read and written in place, so a step moves no state anywhere else. The result is y {C, B}. Threads
+ * split the (sequence, head) pairs; each pair runs the single-sequence op's arithmetic in its order,
+ * so every result is bit-identical to a one-token call of the single-sequence op. */
+
+static bool check_batch_dense(rg_ctx *ctx, const char *op, rg_tensor *const *all, const char *const *names, int n,
+                              int n_columns_checked, int64_t *C, int64_t *B) {
+    if (!check_operands(ctx, op, all, names, n)) return false;
+    *C = all[0]->ne[0];
+    *B = all[0]->ne[1];
+    for (int i = 0; i < n_columns_checked; i++) {
+        if (!is_ct(all[i], *C, *B)) {
+            rg_set_error(ctx, RG_E_SHAPE, "%s: '%s' must be {C, B} = {%" PRId64 ", %" PRId64 "}", op, names[i], *C, *B);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* N from the states table's row length C*N. */
+static int64_t head_size_of_rows(rg_ctx *ctx, const char *op, const rg_tensor *states, int64_t C) {
+    const int64_t S = states->ne[0];
+    if (C < 1 || S % C != 0 || S / C < 1 || C % (S / C) != 0) {
+        rg_set_error(ctx, RG_E_SHAPE, "%s: a state row has %" PRId64 " floats; it must hold C*N with N dividing C = %" PRId64,
+                     op, S, C);
+        return 0;
+    }
+    return S / C;
+}
+
+rg_tensor *rg_rwkv_wkv5_batch(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
+                              rg_tensor *states, rg_tensor *slots) {
+    static const char *const names[5] = {"r", "k", "v", "w", "u"};
+    rg_tensor *const all[5] = {r, k, v, w, u};
+    int64_t C, B;
+    if (!check_batch_dense(ctx, "rwkv_wkv5_batch", all, names, 5, 3, &C, &B)) return NULL;
+    if (states == NULL || slots == NULL) {
+        rg_set_error(ctx, RG_E_ARG, "rwkv_wkv5_batch: NULL states or slots");
+        return NULL;
+    }
+    const int64_t N = head_size_of_rows(ctx, "rwkv_wkv5_batch", states, C);
+    if (N == 0 || !rg_check_state_rows(ctx, "rwkv_wkv5_batch", states, slots, C * N, B)) return NULL;
+    const int64_t H = C / N, nw = rg_tensor_n_elements(w), nu = rg_tensor_n_elements(u);
+    /* PER_TOKEN: one decay column per sequence (v6); C and H as in the single-sequence op */
+    const int w_mode = nw == C * B && B > 1 ? PER_TOKEN : nw == C ? PER_CHANNEL : nw == H ? PER_HEAD : -1;
+    const int u_mode = nu == C ? PER_CHANNEL : nu == H ? PER_HEAD : -1;
+    if (w_mode < 0 || u_mode < 0) {
+        rg_set_error(ctx, RG_E_SHAPE,
+                     "rwkv_wkv5_batch: decay w has %" PRId64 " elements (need H, C or C*B), bonus u %" PRId64
+                     " (need H or C); H = %" PRId64 ", C = %" PRId64 ", B = %" PRId64,
+                     nw, nu, H, C, B);
+        return NULL;
+    }
+    const int64_t ne[2] = {C, B};
+    rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV5_BATCH, RG_TYPE_F32, 2, ne);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < 5; i++) t->src[i] = all[i];
+    t->src[5] = states;
+    t->src[6] = slots;
+    t->iparams[0] = N;
+    t->iparams[1] = w_mode;
+    t->iparams[2] = u_mode;
+    return t;
+}
+
+void rg_fwd_rwkv_wkv5_batch(const rg_compute_params *p, rg_tensor *dst) {
+    const float *r = dst->src[0]->data, *k = dst->src[1]->data, *v = dst->src[2]->data;
+    const float *w = dst->src[3]->data, *u = dst->src[4]->data;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], B = dst->ne[1], H = C / N;
+    const int w_mode = (int)dst->iparams[1], u_mode = (int)dst->iparams[2];
+    int64_t i0, i1;
+    rg_split(B * H, p->ith, p->nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        const int64_t b = item / H, h = item % H, hc = h * N, o = b * C + hc;
+        float *yt = (float *)dst->data + o;
+        for (int64_t j = 0; j < N; j++) yt[j] = 0.0f;
+        float *row = rg_state_row(p, dst->src[5], dst->src[6], b);
+        if (row == NULL) continue;
+        float *s = row + h * N * N;
+        const float *rt = r + o, *kt = k + o, *vt = v + o;
+        for (int64_t i = 0; i < N; i++) {
+            const float ri = rt[i], ki = kt[i];
+            const float ui = u_mode == PER_HEAD ? u[h] : u[hc + i];
+            const float wi = w_mode == PER_HEAD ? w[h] : w_mode == PER_CHANNEL ? w[hc + i] : w[o + i];
+            float *si = s + i * N;
+            for (int64_t j = 0; j < N; j++) {
+                const float kv = ki * vt[j];
+                const float sij = si[j];
+                yt[j] += ri * (ui * kv + sij); /* (V5.4) */
+                si[j] = wi * sij + kv;         /* (V5.5) */
+            }
+        }
+    }
+}
+
+rg_tensor *rg_rwkv_wkv7_batch(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
+                              rg_tensor *b, rg_tensor *states, rg_tensor *slots) {
+    static const char *const names[6] = {"r", "w", "k", "v", "a", "b"};
+    rg_tensor *const all[6] = {r, w, k, v, a, b};
+    int64_t C, B;
+    if (!check_batch_dense(ctx, "rwkv_wkv7_batch", all, names, 6, 6, &C, &B)) return NULL;
+    if (states == NULL || slots == NULL) {
+        rg_set_error(ctx, RG_E_ARG, "rwkv_wkv7_batch: NULL states or slots");
+        return NULL;
+    }
+    const int64_t N = head_size_of_rows(ctx, "rwkv_wkv7_batch", states, C);
+    if (N == 0 || !rg_check_state_rows(ctx, "rwkv_wkv7_batch", states, slots, C * N, B)) return NULL;
+    const int64_t ne[2] = {C, B};
+    rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV7_BATCH, RG_TYPE_F32, 2, ne);
+    if (t == NULL) return NULL;
+    for (int i = 0; i < 6; i++) t->src[i] = all[i];
+    t->src[6] = states;
+    t->src[7] = slots;
+    t->iparams[0] = N;
+    return t;
+}
+
+/* Row i is read whole (sa) before it is rewritten, and y[i] reads the new row: in place is exact. */
+void rg_fwd_rwkv_wkv7_batch(const rg_compute_params *p, rg_tensor *dst) {
+    const float *r = dst->src[0]->data, *w = dst->src[1]->data, *k = dst->src[2]->data;
+    const float *v = dst->src[3]->data, *a = dst->src[4]->data, *b = dst->src[5]->data;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], B = dst->ne[1], H = C / N;
+    int64_t i0, i1;
+    rg_split(B * H, p->ith, p->nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        const int64_t seq = item / H, h = item % H, o = seq * C + h * N;
+        float *y = (float *)dst->data + o;
+        float *row = rg_state_row(p, dst->src[6], dst->src[7], seq);
+        if (row == NULL) {
+            memset(y, 0, (size_t)N * sizeof(float));
+            continue;
+        }
+        float *s = row + h * N * N;
+        const float *rt = r + o, *wt = w + o, *kt = k + o, *vt = v + o, *at = a + o, *bt = b + o;
+        for (int64_t i = 0; i < N; i++) {
+            float *si = s + i * N;
+            const float sa = dot8(N, si, at); /* (V7.10) with the old state */
+            const float vi = vt[i];
+            for (int64_t j = 0; j < N; j++) si[j] = si[j] * wt[j] + sa * bt[j] + vi * kt[j];
+            y[i] = dot8(N, si, rt); /* (V7.11) with the new state */
+        }
+    }
+}

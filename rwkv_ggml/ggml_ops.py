@@ -191,6 +191,12 @@ class OpBuilders(Generic[T]):
         return self._wrap(lib.rg_get_rows(self.ptr, self._arg(table, "get_rows: table"),
                                           self._arg(ids, "get_rows: ids")))
 
+    def set_rows(self, dst: T, src: T, ids: T) -> T:
+        """Scatter: row ids[b] of dst (F32 (n, rows), rows contiguous at any stride) <- column b of src
+        (contiguous F32 (n, B)). The result stands for dst after the write (as ``cpy``'s)."""
+        return self._wrap(lib.rg_set_rows(self.ptr, self._arg(dst, "set_rows: dst"),
+                                          self._arg(src, "set_rows: src"), self._arg(ids, "set_rows: ids")))
+
     def concat(self, a: T, b: T, dim: int) -> T:
         return self._wrap(lib.rg_concat(self.ptr, self._arg(a, "concat: a"), self._arg(b, "concat: b"),
                                         as_int(dim, "concat: dim", *C_INT)))
@@ -266,6 +272,28 @@ class OpBuilders(Generic[T]):
         args = [self._arg(t, f"rwkv_wkv7: {n}") for t, n in
                 ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (state, "state"))]
         return self._wrap(lib.rg_rwkv_wkv7(self.ptr, *args))
+
+    # B sequences of one token each: operands (C, B); sequence b's state is row slots[b] of ``states`` (F32
+    # (S, capacity), rows contiguous at any stride), updated in place; the result is y (C, B).
+    def rwkv_wkv4_batch(self, k: T, v: T, time_first: T, time_decay: T, states: T, slots: T) -> T:
+        """Batched :meth:`rwkv_wkv4`: states rows of 3*C floats (aa, bb, pp)."""
+        args = [self._arg(t, f"rwkv_wkv4_batch: {n}") for t, n in
+                ((k, "k"), (v, "v"), (time_first, "time_first"), (time_decay, "time_decay"),
+                 (states, "states"), (slots, "slots"))]
+        return self._wrap(lib.rg_rwkv_wkv4_batch(self.ptr, *args))
+
+    def rwkv_wkv5_batch(self, r: T, k: T, v: T, w: T, u: T, states: T, slots: T) -> T:
+        """Batched :meth:`rwkv_wkv5`: decay w of H, C or C*B floats; states rows of C*N floats."""
+        args = [self._arg(t, f"rwkv_wkv5_batch: {n}") for t, n in
+                ((r, "r"), (k, "k"), (v, "v"), (w, "w"), (u, "u"), (states, "states"), (slots, "slots"))]
+        return self._wrap(lib.rg_rwkv_wkv5_batch(self.ptr, *args))
+
+    def rwkv_wkv7_batch(self, r: T, w: T, k: T, v: T, a: T, b: T, states: T, slots: T) -> T:
+        """Batched :meth:`rwkv_wkv7`: states rows of C*N floats."""
+        args = [self._arg(t, f"rwkv_wkv7_batch: {n}") for t, n in
+                ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (states, "states"),
+                 (slots, "slots"))]
+        return self._wrap(lib.rg_rwkv_wkv7_batch(self.ptr, *args))
 
     def l2_norm(self, x: T, n_groups: int, eps: float = 1e-12) -> T:
         """Each row in n_groups groups, each divided by max(its L2 norm, eps)."""

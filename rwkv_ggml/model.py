@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, arch, ggml
+from . import _checks, arch, batch, ggml
 from ._threads import default_threads_for_model
 from .checkpoint import initial_state_from_checkpoint
 from .errors import ClosedError, EngineArgumentError, ModelFormatError
@@ -68,6 +68,7 @@ class _Graphs:
     hidden: ggml.Tensor
     graph: ggml.Graph
     n_state_nodes: int
+    slots_view: np.ndarray | None = None  # batch graphs: the bank row of each sequence
 
 
 class _Resources:
@@ -76,7 +77,8 @@ class _Resources:
     when a Model is dropped without close()."""
 
     def __init__(self) -> None:
-        self.graphs: dict[tuple[int, bool], _Graphs] = {}
+        # (T, all_logits) for sequence graphs, ("batch", B, capacity) for batch graphs
+        self.graphs: dict[tuple[Any, ...], _Graphs] = {}
         self._closers: list[Callable[[], None]] = []
 
     def own(self, closer: Callable[[], None]) -> None:
@@ -201,14 +203,18 @@ class Model:
 
     # ---- graphs ----
     def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray,
-               all_logits: bool = False) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
+               all_logits: bool = False, B: int = 0
+               ) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
+        """B > 0: a batch graph (one token for each of B sequences; state_in is the bank, state_out
+        unused)."""
         hp, w = self.hparams, self._graph_weights
-        io = gcommon.GraphIO(
-            T=T,
-            ids=ctx.new_tensor(ggml.I32, (T,)),
-            state_in=ctx.external(state_in),
-            state_out=ctx.external(state_out),
-        )
+        if B:
+            bank = ctx.external(state_in)
+            io = gcommon.GraphIO(T=1, ids=ctx.new_tensor(ggml.I32, (B,)), state_in=bank, state_out=bank, B=B,
+                                 slots=ctx.new_tensor(ggml.I32, (B,)))
+        else:
+            io = gcommon.GraphIO(T=T, ids=ctx.new_tensor(ggml.I32, (T,)), state_in=ctx.external(state_in),
+                                 state_out=ctx.external(state_out))
         x = _GRAPH_BUILDERS[hp.family](ctx, w, hp, io)
         last = gcommon.column(ctx, x, T - 1) if T > 1 and not all_logits else x
         # (S3) logits = head . LN(x; ln_out), for the last token (or every token)
@@ -216,17 +222,31 @@ class Model:
         logits = ctx.mul_mat(w["head.weight"], hidden)
         return io, hidden, logits, io.state_writes
 
-    def _graph_for(self, T: int, all_logits: bool = False) -> _Graphs:
-        key = (T, all_logits and T > 1)
+    def _graph_for(self, T: int, all_logits: bool = False, batch_shape: tuple[int, int] | None = None
+                   ) -> _Graphs:
+        """The graph of T tokens of one sequence, or with batch_shape = (B, capacity) of one token for each
+        of B sequences in a bank of capacity states (the last MAX_BATCH_GRAPHS of those are kept)."""
+        key: tuple[Any, ...] = (T, all_logits and T > 1) if batch_shape is None else ("batch", *batch_shape)
         g = self._graphs.get(key)
         if g is not None:
+            if batch_shape is not None:  # most recently used last
+                self._graphs[key] = self._graphs.pop(key)
             return g
+        if batch_shape is not None:
+            batch_keys = [k for k in self._graphs if k[0] == "batch"]
+            if len(batch_keys) >= batch.MAX_BATCH_GRAPHS:
+                self._graphs.pop(batch_keys[0]).ctx.close()
         # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
         # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
         ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, reads=[self._weights_ctx],
                            bf16_matmul=self.bf16 and T > 1)
         try:
-            io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1], key[1])
+            if batch_shape is None:
+                io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1],
+                                                         key[1])
+            else:  # built on a placeholder bank (untouched pages), repointed at the caller's bank per eval
+                placeholder = np.empty((batch_shape[1], self.state_size), dtype=np.float32)
+                io, hidden, logits, writes = self._build(ctx, 1, placeholder, placeholder, B=batch_shape[0])
             # The state's readers, then its writes, come first in the outputs: every read of the old
             # state precedes every write of the new one (so an eval may update a state in place), and
             # what the writes need precedes the rest (the last layer's channel mix, ln_out, the head)
@@ -239,7 +259,8 @@ class Model:
         except BaseException:
             ctx.close()
             raise
-        g = _Graphs(ctx, io, ids_view, logits_view, logits, hidden, graph, n_state_nodes)
+        slots_view = io.slots.data_view() if io.slots is not None else None
+        g = _Graphs(ctx, io, ids_view, logits_view, logits, hidden, graph, n_state_nodes, slots_view)
         self._graphs[key] = g
         return g
 
@@ -304,6 +325,63 @@ class Model:
         g.io.state_in.set_data(state_in)
         g.io.state_out.set_data(state_out)
         g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
+
+    def eval_batch(self, tokens: Sequence[int] | np.ndarray,
+                   states: FloatArray | batch.StateBank | None = None, *,
+                   slots: Sequence[int] | np.ndarray | None = None, state_out: FloatArray | None = None,
+                   logits_out: FloatArray | None = None, compute_logits: bool = True
+                   ) -> tuple[FloatArray | None, FloatArray]:
+        """Feeds one token to each of B sequences at once (``tokens[b]`` to sequence b), in one graph: the
+        weights are read once for all B. Returns ``(logits, states)``, logits of shape ``(B, n_vocab)``.
+
+        * ``states`` a ``(B, state_size)`` float32 array (or None: B fresh states), no ``slots``: the new
+          states go to ``state_out`` (which may be ``states`` itself: updated in place) or a new array,
+          returned; ``states`` is otherwise not modified.
+        * ``states`` a :class:`~rwkv_ggml.batch.StateBank` (or a writable C-contiguous ``(capacity,
+          state_size)`` array) with ``slots`` (B distinct rows): those rows are updated in place and the
+          bank's array is returned; the other rows are untouched and no state is copied.
+
+        The result equals B separate :meth:`eval` calls up to the matrix products' rounding (module
+        :mod:`rwkv_ggml.batch`). ``logits_out``/``compute_logits`` as in :meth:`eval`.
+        """
+        self._check_open()
+        toks = batch.check_batch_tokens(tokens, self.n_vocab)
+        B = len(toks)
+        if isinstance(states, batch.StateBank) or slots is not None:
+            if state_out is not None:
+                raise EngineArgumentError("state_out is not used with slots: the bank's rows are updated "
+                                          "in place")
+            if isinstance(states, batch.StateBank):
+                if states.model is not self:
+                    raise EngineArgumentError("this state bank belongs to another model")
+                bank, slot_ids = states.array, states.check_step(slots, B)
+            else:
+                bank = batch.check_states(states, "states (the bank)", self.state_size, None, writable=True)
+                slot_ids = batch.check_slots(slots, B, bank.shape[0])
+        else:
+            bank = np.empty((B, self.state_size), np.float32) if state_out is None else \
+                batch.check_states(state_out, "state_out", self.state_size, B, writable=True)
+            if states is None:
+                bank[...] = self.init_state()
+            else:
+                source = batch.check_states(states, "states", self.state_size, B, writable=False)
+                if source.ctypes.data != bank.ctypes.data or source.strides != bank.strides:
+                    np.copyto(bank, source.copy() if np.shares_memory(source, bank) else source)
+            slot_ids = np.arange(B, dtype=np.int32)
+        if logits_out is not None:
+            _checks.check_logits_out(logits_out, (B, self.n_vocab), contiguous=False)
+        logits = None
+        with self._lock:
+            self._check_open()
+            g = self._graph_for(1, batch_shape=(B, bank.shape[0]))
+            assert g.slots_view is not None
+            g.ids_view[:] = toks
+            g.slots_view[:] = slot_ids
+            self._run(g, bank, bank, compute_logits)
+            if compute_logits:
+                logits = np.empty((B, self.n_vocab), np.float32) if logits_out is None else logits_out
+                np.copyto(logits, g.logits_view)
+        return logits, bank
 
     def eval_sequence(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
                       all_logits: bool = False, chunk_size: int | None = None,

@@ -56,7 +56,11 @@ static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
 #define RG_SOLO_MAX_ELEMENTS 32768
 
 static bool is_solo(const rg_tensor *t) {
-    return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && rg_tensor_n_elements(t) <= RG_SOLO_MAX_ELEMENTS;
+    int64_t n = rg_tensor_n_elements(t);
+    /* an in-place updater (a batched WKV op) also touches one row of that source per result column */
+    const int in_place = rg_op_table[t->op].writes_src;
+    if (in_place > 0) n += t->src[in_place - 1]->ne[0] * t->ne[1];
+    return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && n <= RG_SOLO_MAX_ELEMENTS;
 }
 
 /* Total of the nodes' shared work regions up to which each node gets its own. */

@@ -23,6 +23,8 @@ typedef struct {
 
 typedef struct {
     mem_span write;
+    mem_span write2; /* a source the op updates in place (rg_op_info.writes_src), if has_write2 */
+    bool has_write2;
     mem_span reads[RG_MAX_SRC];
     int n_reads;
     bool solo, common_work;
@@ -51,12 +53,20 @@ static bool may_overlap(mem_span w, mem_span x) {
     return w.lo < x.hi && x.lo < w.hi;
 }
 
+/* Whether a write w may touch what b reads or writes. */
+static bool writes_conflict(mem_span w, const access *b) {
+    if (may_overlap(w, b->write)) return true;
+    for (int s = 0; s < b->n_reads; s++)
+        if (may_overlap(w, b->reads[s])) return true;
+    return false;
+}
+
 static bool conflict(const access *a, const access *b) {
     if (a->solo && b->solo) return false; /* both on thread 0, in order */
     if (a->common_work && b->common_work) return true;
-    if (may_overlap(a->write, b->write)) return true;
-    for (int s = 0; s < b->n_reads; s++)
-        if (may_overlap(a->write, b->reads[s])) return true;
+    if (writes_conflict(a->write, b)) return true;
+    if (a->has_write2 && writes_conflict(a->write2, b)) return true;
+    if (b->has_write2 && writes_conflict(b->write2, a)) return true;
     for (int s = 0; s < a->n_reads; s++)
         if (may_overlap(b->write, a->reads[s])) return true;
     return false;
@@ -70,6 +80,11 @@ int rg_graph_plan_sync(rg_tensor *const *nodes, const bool *solo, const bool *co
         access a = {.write = span_of(nodes[i]), .solo = solo[i], .common_work = common_work[i]};
         for (int s = 0; s < RG_MAX_SRC; s++)
             if (nodes[i]->src[s] != NULL) a.reads[a.n_reads++] = span_of(nodes[i]->src[s]);
+        const int in_place = rg_op_table[nodes[i]->op].writes_src;
+        if (in_place > 0) {
+            a.write2 = span_of(nodes[i]->src[in_place - 1]);
+            a.has_write2 = true;
+        }
         bool need = n_window == RG_SYNC_WINDOW;
         for (int k = 0; k < n_window && !need; k++) need = conflict(&a, &window[k]);
         barrier_before[i] = need && i > 0;

@@ -58,6 +58,10 @@ typedef enum {
     RG_OP_RWKV_WKV5,
     RG_OP_RWKV_WKV7,
     RG_OP_L2_NORM,
+    RG_OP_SET_ROWS,
+    RG_OP_RWKV_WKV4_BATCH,
+    RG_OP_RWKV_WKV5_BATCH,
+    RG_OP_RWKV_WKV7_BATCH,
     RG_OP_COUNT
 } rg_op;
 
@@ -140,6 +144,7 @@ typedef struct {
     rg_forward_fn forward; /* NULL for leaves and views */
     rg_work_fn work;       /* NULL = no scratch */
     int n_phases;          /* 2 if the op may need a prepare phase + barrier (then node->prepare says) */
+    int writes_src;        /* 1 + index of a source the op updates in place besides its result (0: none) */
 } rg_op_info;
 
 RG_INTERNAL_API extern const rg_op_info rg_op_table[RG_OP_COUNT];

@@ -297,6 +297,44 @@ rg_tensor *rg_cpy(rg_ctx *ctx, rg_tensor *src, rg_tensor *dst) {
     return t;
 }
 
+rg_tensor *rg_set_rows(rg_ctx *ctx, rg_tensor *dst, rg_tensor *src, rg_tensor *ids) {
+    if (!usable(ctx, src, dst, 1, "set_rows") || !usable(ctx, ids, NULL, 0, "set_rows")) return NULL;
+    if (src->type != RG_TYPE_F32 || !rg_tensor_is_contiguous(src) || dst->type != RG_TYPE_F32 ||
+        dst->nb[0] != sizeof(float)) {
+        rg_set_error(ctx, RG_E_TYPE, "set_rows: src must be contiguous F32 and dst F32 with contiguous rows");
+        return NULL;
+    }
+    if (ids->type != RG_TYPE_I32 || !rg_tensor_is_contiguous(ids) || ids->ne[1] * ids->ne[2] * ids->ne[3] != 1) {
+        rg_set_error(ctx, RG_E_TYPE, "set_rows: ids must be a contiguous I32 vector");
+        return NULL;
+    }
+    if (dst->ne[2] * dst->ne[3] != 1 || src->ne[0] != dst->ne[0] || src->ne[1] != ids->ne[0] ||
+        src->ne[2] * src->ne[3] != 1) {
+        rg_set_error(ctx, RG_E_SHAPE,
+                     "set_rows: need dst {n, rows}, src {n, B}, ids {B}; got dst {%" PRId64 ", %" PRId64
+                     "}, src {%" PRId64 ", %" PRId64 "}, ids {%" PRId64 "}",
+                     dst->ne[0], dst->ne[1], src->ne[0], src->ne[1], ids->ne[0]);
+        return NULL;
+    }
+    if (!rg_tensor_claim_write(ctx, dst, "set_rows")) return NULL;
+    /* As cpy's: the node stands for dst after the write, so it is a view of dst. */
+    rg_tensor *t = rg_tensor_alloc_struct(ctx);
+    if (t == NULL) return NULL;
+    t->type = dst->type;
+    t->n_dims = dst->n_dims;
+    memcpy(t->ne, dst->ne, sizeof t->ne);
+    memcpy(t->nb, dst->nb, sizeof t->nb);
+    t->op = RG_OP_SET_ROWS;
+    t->src[0] = src;
+    t->src[1] = dst;
+    t->src[2] = ids;
+    t->view_src = dst;
+    t->view_offs = 0;
+    t->data = dst->data;
+    rg_tensor_set_name(t, dst->name);
+    return t;
+}
+
 rg_tensor *rg_map_unary(rg_ctx *ctx, rg_tensor *a, rg_map_unary_fn fn, void *userdata) {
     if (!usable(ctx, a, NULL, 0, "map_unary") || !check_float(ctx, a, "map_unary", "input")) return NULL;
     if (fn == NULL) {
@@ -367,4 +405,9 @@ const rg_op_info rg_op_table[RG_OP_COUNT] = {
     [RG_OP_RWKV_WKV5] = {"rwkv_wkv5", rg_fwd_rwkv_wkv5, NULL, 1},
     [RG_OP_RWKV_WKV7] = {"rwkv_wkv7", rg_fwd_rwkv_wkv7, NULL, 1},
     [RG_OP_L2_NORM] = {"l2_norm", rg_fwd_l2_norm, rg_work_rows2, 1},
+    [RG_OP_SET_ROWS] = {"set_rows", rg_fwd_set_rows, NULL, 1},
+    /* the batched WKV ops update their state table (src 4 / 5 / 6) in place */
+    [RG_OP_RWKV_WKV4_BATCH] = {"rwkv_wkv4_batch", rg_fwd_rwkv_wkv4_batch, NULL, 1, 5},
+    [RG_OP_RWKV_WKV5_BATCH] = {"rwkv_wkv5_batch", rg_fwd_rwkv_wkv5_batch, NULL, 1, 6},
+    [RG_OP_RWKV_WKV7_BATCH] = {"rwkv_wkv7_batch", rg_fwd_rwkv_wkv7_batch, NULL, 1, 7},
 };

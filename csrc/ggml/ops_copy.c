@@ -92,3 +92,19 @@ void rg_fwd_get_rows(const rg_compute_params *p, rg_tensor *dst) {
         }
     }
 }
+
+/* Rows split across threads; an id outside dst is reported and its row skipped. */
+void rg_fwd_set_rows(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *src = dst->src[0], *ids = dst->src[2];
+    int64_t r0, r1;
+    rg_split(src->ne[1], p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const int32_t id = ((const int32_t *)ids->data)[r];
+        if (id < 0 || id >= dst->ne[1]) {
+            rg_report_compute_error(p, "set_rows: id %" PRId32 " at position %" PRId64 " is outside 0..%" PRId64, id, r,
+                                    dst->ne[1] - 1);
+            continue;
+        }
+        memcpy(rg_row_ptr(dst, id, 0, 0), rg_row_ptr(src, r, 0, 0), (size_t)src->ne[0] * sizeof(float));
+    }
+}

@@ -19,6 +19,18 @@ RG_INTERNAL_API void rg_fwd_mul_mat(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst);
+RG_INTERNAL_API void rg_fwd_set_rows(const rg_compute_params *p, rg_tensor *dst);
+RG_INTERNAL_API void rg_fwd_rwkv_wkv4_batch(const rg_compute_params *p, rg_tensor *dst);
+RG_INTERNAL_API void rg_fwd_rwkv_wkv5_batch(const rg_compute_params *p, rg_tensor *dst);
+RG_INTERNAL_API void rg_fwd_rwkv_wkv7_batch(const rg_compute_params *p, rg_tensor *dst);
+
+/* The batched WKV ops' state table: checks an F32 {S, capacity} table with contiguous (possibly strided)
+ * rows and an I32 vector of B slots, and claims the table for writing (rwkv_wkv4.c). */
+RG_INTERNAL_API bool rg_check_state_rows(rg_ctx *ctx, const char *op, rg_tensor *states, rg_tensor *slots, int64_t S,
+                                         int64_t B);
+/* Row slots[b] of the table, or NULL after reporting a compute error when the slot is out of range. */
+RG_INTERNAL_API float *rg_state_row(const rg_compute_params *p, const rg_tensor *states, const rg_tensor *slots,
+                                    int64_t b);
 
 /* Scratch for loading two rows (of the longest row among dst and its sources) as floats. */
 RG_INTERNAL_API rg_work rg_work_rows2(const rg_tensor *dst, int nth);

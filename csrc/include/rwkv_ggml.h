@@ -220,6 +220,10 @@ rg_tensor *rg_mul_mat_bf16(rg_ctx *ctx, rg_tensor *a, rg_tensor *b);
 rg_tensor *rg_get_rows(rg_ctx *ctx, rg_tensor *table, rg_tensor *ids);
 /* Concatenate along dim (0..3); other dims must match. */
 rg_tensor *rg_concat(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, int dim);
+/* Scatter: row ids[b] of dst (F32 {n, rows}, contiguous rows at any stride) <- column b of src (contiguous
+ * F32 {n, B}). The result stands for dst after the write (like rg_cpy). An id outside dst is a compute
+ * error (that row is not written); duplicate ids leave one of their columns, unspecified which. */
+rg_tensor *rg_set_rows(rg_ctx *ctx, rg_tensor *dst, rg_tensor *src, rg_tensor *ids);
 
 /* ---- user callbacks as graph nodes (rows split across threads; fn must be thread-safe) ---- */
 rg_tensor *rg_map_unary(rg_ctx *ctx, rg_tensor *a, rg_map_unary_fn fn, void *userdata);
@@ -245,6 +249,20 @@ rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, r
  * state), then the new state. */
 rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
                         rg_tensor *b, rg_tensor *state);
+
+/* ---- B sequences of one token each (batched decode) ----
+ * Sequence b's state is row slots[b] (I32 {B}, distinct) of `states`, an F32 table {S, capacity} with
+ * contiguous rows at any row stride (e.g. a view of one layer's part of a bank of whole model states);
+ * the ops update those rows in place and return y {C, B}. Each sequence gets exactly the arithmetic of
+ * the single-sequence op for one token (bit-identical). Operands are {C, B} (column b = sequence b).
+ * v4: S = 3*C (aa, bb, pp); v5/v6: S = C*N, decay w of H, C or C*B floats, bonus u of H or C;
+ * v7: S = C*N. A slot outside the table is a compute error (its y is zero). */
+rg_tensor *rg_rwkv_wkv4_batch(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
+                              rg_tensor *states, rg_tensor *slots);
+rg_tensor *rg_rwkv_wkv5_batch(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
+                              rg_tensor *states, rg_tensor *slots);
+rg_tensor *rg_rwkv_wkv7_batch(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
+                              rg_tensor *b, rg_tensor *states, rg_tensor *slots);
 
 /* ---- graphs ---- */
 /* Collects every node the outputs depend on (each once, topological order) and reserves the work

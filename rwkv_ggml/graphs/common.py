@@ -3,6 +3,12 @@
 Conventions: activations are F32 tensors of ne (C, T), one column per token; the recurrent state is
 one flat F32 vector read from ``io.state_in`` and written to ``io.state_out`` (two distinct buffers,
 repointed before every compute, so one built graph serves any caller state).
+
+Batch mode (``io.slots`` set): one token for each of B sequences, activations (C, B), one column per
+sequence. The state is a bank of whole model states, ``io.state_in`` (which is ``io.state_out``) of ne
+(state_size, capacity), and sequence b's state is row ``slots[b]``: the token shifts gather and scatter
+the rows' att_x/ffn_x slots (get_rows / set_rows) and the batched WKV ops update the rows' recurrent parts
+in place, so a step moves no whole state.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ class GraphIO:
     """The graph's inputs and outputs, and the nodes that write the new state."""
 
     T: int
-    ids: Tensor          # I32 (T,): the token ids
+    ids: Tensor          # I32 (T,) or in batch mode (B,): the token ids
+    # batch mode: state_in is the bank, ne (state_size, capacity), and state_out is state_in
     state_in: Tensor     # F32 (state_size,): external, repointed per eval
     state_out: Tensor    # F32 (state_size,): external, repointed per eval
     state_writes: list[Tensor] = field(default_factory=list)
@@ -32,6 +39,20 @@ class GraphIO:
     # (the WKV ops' state writes depend on the op that reads that slot anyway), so state_in and
     # state_out may then be one buffer.
     state_reads: list[Tensor] = field(default_factory=list)
+    B: int = 1                   # sequences (batch mode: T = 1 each)
+    slots: Tensor | None = None  # batch mode: I32 (B,), the bank row of each sequence
+
+    @property
+    def columns(self) -> int:
+        """Columns of the activations: T tokens of one sequence, or one token of each of B sequences."""
+        return self.T * self.B
+
+
+def state_rows(ctx: Context, io: GraphIO, offset_floats: int, n_floats: int) -> Tensor:
+    """Batch mode: the n_floats at offset_floats of every state of the bank, as a table
+    (n_floats, capacity)."""
+    bank = io.state_in
+    return ctx.view(bank, [n_floats, bank.ne[1]], [0, bank.ne[0] * F32_BYTES], offset_floats * F32_BYTES)
 
 
 def state_slice(ctx: Context, state: Tensor, offset_floats: int, n_floats: int, cols: int = 1) -> Tensor:
@@ -68,6 +89,12 @@ def norm_and_shift(ctx: Context, io: GraphIO, x: Tensor, weight: Tensor, bias: T
     Returns (a, s)."""
     C, T = x.ne[0], io.T
     a = ctx.layer_norm(x, weight, bias, LN_EPS)
+    if io.slots is not None:  # batch mode: each sequence's own slot, gathered, then a scattered back
+        rows = state_rows(ctx, io, state_offset, C)
+        s = ctx.get_rows(rows, io.slots)
+        io.state_reads.append(s)
+        io.state_writes.append(ctx.set_rows(rows, a, io.slots))
+        return a, s
     s = token_shift(ctx, a, state_slice(ctx, io.state_in, state_offset, C), T)
     if T == 1:
         s = ctx.cont(s)  # one node reads the state slot, whatever uses s (see GraphIO.state_reads)
@@ -114,6 +141,39 @@ def split_wkv(ctx: Context, io: GraphIO, wkv: Tensor, slots: LayerSlots) -> Tens
     rows = slots.recurrent_size // C
     write_state(ctx, io, ctx.view(wkv, [C, rows], [0, C * F32_BYTES], T * C * F32_BYTES), slots.recurrent)
     return y
+
+
+def wkv4(ctx: Context, io: GraphIO, slots: LayerSlots, k: Tensor, v: Tensor, time_first: Tensor,
+         time_decay: Tensor) -> Tensor:
+    """(V4.4-V4.5) over the graph's tokens (or sequences), the layer's aa, bb, pp in and out:
+    y (C, columns)."""
+    if io.slots is not None:
+        states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
+        return ctx.rwkv_wkv4_batch(k, v, time_first, time_decay, states, io.slots)
+    state = state_slice(ctx, io.state_in, slots.recurrent, k.ne[0], 3)
+    wkv = ctx.rwkv_wkv4(k, v, time_first, time_decay, state)
+    return split_wkv(ctx, io, wkv, slots)
+
+
+def wkv5(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor
+         ) -> Tensor:
+    """(V5.4-V5.5) / (V6.7) over the graph's tokens (or sequences), the layer's WKV matrices in and out."""
+    if io.slots is not None:
+        states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
+        return ctx.rwkv_wkv5_batch(r, k, v, w, u, states, io.slots)
+    wkv = ctx.rwkv_wkv5(r, k, v, w, u, state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size))
+    return split_wkv(ctx, io, wkv, slots)
+
+
+def wkv7(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor,
+         b: Tensor) -> Tensor:
+    """(V7.10-V7.11) over the graph's tokens (or sequences), the layer's WKV matrices in and out."""
+    if io.slots is not None:
+        states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
+        return ctx.rwkv_wkv7_batch(r, w, k, v, a, b, states, io.slots)
+    state = state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size)
+    wkv = ctx.rwkv_wkv7(r, w, k, v, a, b, state)
+    return split_wkv(ctx, io, wkv, slots)
 
 
 def channel_mix_v4(ctx: Context, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:

@@ -16,14 +16,12 @@ from .common import (
     lerp_stacked,
     norm_and_shift,
     planes,
-    split_wkv,
-    state_slice,
+    wkv4,
 )
 
 
 def time_mix_v4(ctx: Context, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:
     """x + TimeMix(LN(x; ln1)) (V4.1)-(V4.6); the recurrent slot holds aa, bb, pp."""
-    C = x.ne[0]
     # (V4.1) a = LN(x); s = state.att_x; state.att_x <- a
     a, s = norm_and_shift(ctx, io, x, *layer.ln1, layer.state.att_x)
     # (V4.2) x_f = a*mu_f + s*(1-mu_f) = s + (a - s)*mu_f, for f = r, k, v at once -> (C, T, 3)
@@ -33,9 +31,7 @@ def time_mix_v4(ctx: Context, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> T
     k = ctx.mul_mat(layer.att["key.weight"], xk)
     v = ctx.mul_mat(layer.att["value.weight"], xv)
     # (V4.4-V4.5) the WKV scan over the T tokens, state (aa, bb, pp) in and out
-    wkv = ctx.rwkv_wkv4(k, v, layer.att["time_first"], layer.att["time_decay"],
-                        state_slice(ctx, io.state_in, layer.state.recurrent, C, 3))
-    y = split_wkv(ctx, io, wkv, layer.state)
+    y = wkv4(ctx, io, layer.state, k, v, layer.att["time_first"], layer.att["time_decay"])
     # (V4.6) out = W_o (r * wkv)
     return ctx.add(x, ctx.mul_mat(layer.att["output.weight"], ctx.mul(r, y)))
 

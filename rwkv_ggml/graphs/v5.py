@@ -21,8 +21,7 @@ from .common import (
     lerp_stacked,
     norm_and_shift,
     planes,
-    split_wkv,
-    state_slice,
+    wkv5,
 )
 
 
@@ -38,9 +37,7 @@ def time_mix_v5(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, io: Gr
     k = ctx.mul_mat(layer.att["key.weight"], xk)
     v = ctx.mul_mat(layer.att["value.weight"], xv)
     # (V5.4)-(V5.5) the multi-head WKV scan over the T tokens; decay exp(-exp(.)) and bonus as stored
-    wkv = ctx.rwkv_wkv5(r, k, v, layer.att["time_decay"], layer.att[hp.bonus],
-                        state_slice(ctx, io.state_in, layer.state.recurrent, layer.state.recurrent_size))
-    y = split_wkv(ctx, io, wkv, layer.state)
+    y = wkv5(ctx, io, layer.state, r, k, v, layer.att["time_decay"], layer.att[hp.bonus])
     # (V5.6) z = GN(y; ln_x, eps) (* g if gated), g = silu(W_g x_g) of (V5.3)
     z = ctx.group_norm(y, hp.n_head, layer.att["ln_x.weight"], layer.att["ln_x.bias"], hp.gn_eps)
     if hp.gated:

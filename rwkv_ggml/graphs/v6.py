@@ -22,8 +22,7 @@ from .common import (
     lerp_stacked,
     norm_and_shift,
     planes,
-    split_wkv,
-    state_slice,
+    wkv5,
 )
 
 MIX_ORDER = V6_MIX_ORDER  # (V6.2): w, k, v, r, g: the five LoRA chunks, time_maa_w2's planes, ATT_MIX's planes
@@ -31,7 +30,7 @@ MIX_ORDER = V6_MIX_ORDER  # (V6.2): w, k, v, r, g: the five LoRA chunks, time_ma
 
 def time_mix_v6(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:
     """x + TimeMix(LN(x; ln1)) (V6.1)-(V6.8); the recurrent slot holds the H matrices N x N."""
-    T = io.T
+    T = io.columns  # tokens, or sequences in batch mode
     att = layer.att
     # (V6.1) a = LN(x); s = state.att_x; state.att_x <- a; d = s - a
     a, s = norm_and_shift(ctx, io, x, *layer.ln1, layer.state.att_x)
@@ -58,9 +57,7 @@ def time_mix_v6(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, io: Gr
     lora = ctx.mul_mat(att["time_decay_w2"], ctx.tanh(ctx.mul_mat(att["time_decay_w1"], xw)))
     decay = ctx.exp(ctx.neg(ctx.exp(ctx.add(lora, flat(ctx, att["time_decay"])))))
     # (V6.7) the v5 WKV scan with this token's decay and u = time_faaaa
-    wkv = ctx.rwkv_wkv5(r, k, v, decay, att["time_faaaa"],
-                        state_slice(ctx, io.state_in, layer.state.recurrent, layer.state.recurrent_size))
-    y = split_wkv(ctx, io, wkv, layer.state)
+    y = wkv5(ctx, io, layer.state, r, k, v, decay, att["time_faaaa"])
     # (V6.8) out = W_o (GN(y; ln_x, eps) * g)
     z = ctx.group_norm(y, hp.n_head, att["ln_x.weight"], att["ln_x.bias"], hp.gn_eps)
     return ctx.add(x, ctx.mul_mat(att["output.weight"], ctx.mul(z, g)))

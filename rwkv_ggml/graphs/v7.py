@@ -21,8 +21,7 @@ from .common import (
     flat,
     norm_and_shift,
     planes,
-    split_wkv,
-    state_slice,
+    wkv7,
 )
 
 L2_EPS = 1e-12  # (V7.7): F.normalize's eps
@@ -32,7 +31,7 @@ DECAY_SCALE = math.exp(-0.5)  # (V7.4): e^{-1/2}
 def time_mix_v7(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, v_first: Tensor | None,
                 io: GraphIO) -> tuple[Tensor, Tensor]:
     """x + TimeMix(LN(x; ln1)) (V7.1)-(V7.13), and v_first (layer 0's value, made by layer 0)."""
-    T, H, N = io.T, hp.n_head, hp.head_size
+    T, H, N = io.columns, hp.n_head, hp.head_size  # T: tokens, or sequences in batch mode
     C = x.ne[0]
     att = layer.att
     # (V7.1) a = LN(x); s = state.att_x; state.att_x <- a; d = s - a
@@ -67,9 +66,7 @@ def time_mix_v7(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, v_firs
         gate = ctx.sigmoid(ctx.add(lora_v, flat(ctx, att["v0"])))
         v = ctx.add(v, ctx.mul(ctx.sub(v_first, v), gate))
     # (V7.10)-(V7.11) the WKV7 scan over the T tokens with a = -kappa_hat, b = kappa_hat*alpha
-    wkv = ctx.rwkv_wkv7(r, decay, k, v, ctx.neg(kappa_hat), ctx.mul(kappa_hat, alpha),
-                        state_slice(ctx, io.state_in, layer.state.recurrent, layer.state.recurrent_size))
-    y = split_wkv(ctx, io, wkv, layer.state)
+    y = wkv7(ctx, io, layer.state, r, decay, k, v, ctx.neg(kappa_hat), ctx.mul(kappa_hat, alpha))
     # (V7.12) z = GN(y; ln_x, eps) + (sum_j r k r_k)[h] * v, per head
     z = ctx.group_norm(y, H, att["ln_x.weight"], att["ln_x.bias"], hp.gn_eps)
     rkr = ctx.mul(ctx.mul(r, k), flat(ctx, att["r_k"]))
