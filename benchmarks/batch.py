@@ -52,6 +52,7 @@ def eval_rate(m: Model, steps: int) -> float:
     rng = np.random.default_rng(0)
     state = m.init_state()
     logits = np.empty(m.n_vocab, dtype=np.float32)
+
     def step() -> None:
         m.eval(int(rng.integers(m.n_vocab)), state, state_out=state, logits_out=logits)
 
@@ -64,18 +65,29 @@ def batch_step(m: Model, B: int, steps: int) -> float:
     bank = StateBank(m, B)
     slots = [bank.allocate() for _ in range(B)]
     logits = np.empty((B, m.n_vocab), dtype=np.float32)
+
     def step() -> None:
         bank.eval_batch(rng.integers(0, m.n_vocab, B), slots, logits_out=logits)
 
     return median_step(step, steps)
 
 
-def row(name: str, fmt: str, B: str, sec: float, n_tokens: int, base_rate: float, flops_per_token: int,
-        unit: float) -> str:
+def row(
+    name: str,
+    fmt: str,
+    B: str,
+    sec: float,
+    n_tokens: int,
+    base_rate: float,
+    flops_per_token: int,
+    unit: float,
+) -> str:
     gflops = n_tokens * flops_per_token / sec / 1e9
     rate = n_tokens / sec
-    return (f"{name:<10}{fmt:<8}{B:>4}{1e3 * sec:>10.2f}{rate:>10.1f}{rate / base_rate:>7.2f}"
-            f"{gflops:>9.1f}{100 * gflops / unit:>7.0f}%")
+    return (
+        f"{name:<10}{fmt:<8}{B:>4}{1e3 * sec:>10.2f}{rate:>10.1f}{rate / base_rate:>7.2f}"
+        f"{gflops:>9.1f}{100 * gflops / unit:>7.0f}%"
+    )
 
 
 def main() -> None:
@@ -90,11 +102,15 @@ def main() -> None:
     pool = ggml.Pool(args.threads)
     peaks = {kind: fma_peak(pool, args.threads, kind=kind) for kind in ("f32", "int8")}
     pool.close()
-    print(f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): "
-          f"F32 FMA {peaks['f32']:.0f}, int8 dot {peaks['int8']:.0f}; "
-          "'% unit': of the peak of the unit the products run on")
-    print(f"{'model':<10}{'format':<8}{'B':>4}{'ms/step':>10}{'tokens/s':>10}{'x eval':>7}{'GFLOP/s':>9}"
-          f"{'% unit':>8}")
+    print(
+        f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): "
+        f"F32 FMA {peaks['f32']:.0f}, int8 dot {peaks['int8']:.0f}; "
+        "'% unit': of the peak of the unit the products run on"
+    )
+    print(
+        f"{'model':<10}{'format':<8}{'B':>4}{'ms/step':>10}{'tokens/s':>10}{'x eval':>7}{'GFLOP/s':>9}"
+        f"{'% unit':>8}"
+    )
     for name in args.models:
         for fmt in args.formats:
             path = model_file(name, fmt)

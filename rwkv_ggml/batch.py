@@ -42,8 +42,9 @@ MAX_BATCH_GRAPHS = 8
 
 def check_batch_tokens(tokens: Any, n_vocab: int) -> npt.NDArray[np.int32]:
     """One token id per sequence: a non-empty 1-D int sequence in the vocabulary."""
-    if (isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.size == 0) or \
-            (isinstance(tokens, (list, tuple)) and len(tokens) == 0):
+    if (isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.size == 0) or (
+        isinstance(tokens, (list, tuple)) and len(tokens) == 0
+    ):
         raise EngineArgumentError("eval_batch needs at least one sequence (tokens is empty: B = 0)")
     return _checks.check_tokens(tokens, n_vocab)
 
@@ -55,19 +56,22 @@ def check_slots(slots: Any, B: int, capacity: int) -> SlotArray:
     except (TypeError, ValueError) as exc:
         raise EngineArgumentError(f"slots must be a sequence of ints: {exc}") from None
     if arr.ndim != 1 or arr.size != B:
-        raise EngineArgumentError(f"slots must be a 1-D sequence of B = {B} ints (one per token), "
-                                  f"got shape {arr.shape}")
+        raise EngineArgumentError(
+            f"slots must be a 1-D sequence of B = {B} ints (one per token), got shape {arr.shape}"
+        )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise EngineArgumentError(f"slots must be ints, got {arr.dtype}")
     bad = np.flatnonzero((arr < 0) | (arr >= capacity))
     if bad.size:
-        raise EngineArgumentError(f"slot {int(arr[bad[0]])} at position {int(bad[0])} is outside the bank "
-                                  f"(0..{capacity - 1})")
+        raise EngineArgumentError(
+            f"slot {int(arr[bad[0]])} at position {int(bad[0])} is outside the bank (0..{capacity - 1})"
+        )
     uniq, counts = np.unique(arr, return_counts=True)
     if uniq.size != arr.size:
         twice = int(uniq[np.argmax(counts > 1)])
-        raise EngineArgumentError(f"slot {twice} appears more than once: each sequence of a step needs "
-                                  "its own state")
+        raise EngineArgumentError(
+            f"slot {twice} appears more than once: each sequence of a step needs its own state"
+        )
     return arr.astype(np.int32)
 
 
@@ -78,8 +82,12 @@ def check_states(states: Any, what: str, state_size: int, rows: int | None, writ
     if states.dtype != np.float32:
         raise EngineArgumentError(f"{what} has dtype {states.dtype}; states are float32")
     want = f"({rows if rows is not None else 'n'}, {state_size})"
-    if states.ndim != 2 or states.shape[1] != state_size or states.shape[0] < 1 or \
-            (rows is not None and states.shape[0] != rows):
+    if (
+        states.ndim != 2
+        or states.shape[1] != state_size
+        or states.shape[0] < 1
+        or (rows is not None and states.shape[0] != rows)
+    ):
         raise EngineArgumentError(f"{what} has shape {states.shape}; need {want} float32 (one state per row)")
     if not states.flags.c_contiguous:
         raise EngineArgumentError(f"{what} must be C-contiguous")
@@ -119,8 +127,11 @@ class StateBank:
         """A free slot, its row set to ``state`` (copied) or the model's initial state."""
         if not self._free:
             raise EngineArgumentError(f"the state bank is full ({self.capacity} slots): free one first")
-        row = self.model.init_state() if state is None else \
-            _checks.check_state_array(state, "state", self.model.state_size)
+        row = (
+            self.model.init_state()
+            if state is None
+            else _checks.check_state_array(state, "state", self.model.state_size)
+        )
         slot = self._free.pop()
         self.array[slot] = row
         self._allocated.add(slot)
@@ -149,16 +160,21 @@ class StateBank:
                 raise EngineArgumentError(f"slot {int(s)} is not allocated (allocate() it first)")
         return arr
 
-    def eval_batch(self, tokens: Any, slots: Any, *, logits_out: FloatArray | None = None,
-                   compute_logits: bool = True) -> FloatArray | None:
+    def eval_batch(
+        self, tokens: Any, slots: Any, *, logits_out: FloatArray | None = None, compute_logits: bool = True
+    ) -> FloatArray | None:
         """One token for each slot (``tokens[b]`` for ``slots[b]``): the (B, n_vocab) logits (None with
         ``compute_logits=False``); the slots' rows are updated in place."""
-        logits, _ = self.model.eval_batch(tokens, self, slots=slots, logits_out=logits_out,
-                                          compute_logits=compute_logits)
+        logits, _ = self.model.eval_batch(
+            tokens, self, slots=slots, logits_out=logits_out, compute_logits=compute_logits
+        )
         return logits
 
     def _check_allocated(self, slot: Any) -> int:
-        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or \
-                int(slot) not in self._allocated:
+        if (
+            isinstance(slot, bool)
+            or not isinstance(slot, (int, np.integer))
+            or int(slot) not in self._allocated
+        ):
             raise EngineArgumentError(f"slot {slot!r} is not an allocated slot of this bank")
         return int(slot)

@@ -90,8 +90,9 @@ class OpBuilders(Generic[T]):
         if len(nbl) < len(nel):
             raise EngineArgumentError(f"view: need one stride per dimension ({len(nel)}), got {len(nbl)}")
         off = as_int(offset, "view: offset", *SIZE_T)
-        return self._wrap(lib.rg_view(self.ptr, s, len(nel), ffi.new("int64_t[]", nel), ffi.new("size_t[]", nbl),
-                                      off))
+        return self._wrap(
+            lib.rg_view(self.ptr, s, len(nel), ffi.new("int64_t[]", nel), ffi.new("size_t[]", nbl), off)
+        )
 
     def reshape(self, src: T, ne: Sequence[int]) -> T:
         s = self._arg(src, "reshape: src")
@@ -168,14 +169,27 @@ class OpBuilders(Generic[T]):
 
     # ---- norms, reductions, products ----
     def layer_norm(self, x: T, w: T | None = None, b: T | None = None, eps: float = 1e-5) -> T:
-        return self._wrap(lib.rg_layer_norm(self.ptr, self._arg(x, "layer_norm: x"), self._opt(w, "layer_norm: w"),
-                                            self._opt(b, "layer_norm: b"), as_float(eps, "layer_norm: eps")))
+        return self._wrap(
+            lib.rg_layer_norm(
+                self.ptr,
+                self._arg(x, "layer_norm: x"),
+                self._opt(w, "layer_norm: w"),
+                self._opt(b, "layer_norm: b"),
+                as_float(eps, "layer_norm: eps"),
+            )
+        )
 
     def group_norm(self, x: T, n_groups: int, w: T | None = None, b: T | None = None, eps: float = 1e-5) -> T:
-        return self._wrap(lib.rg_group_norm(self.ptr, self._arg(x, "group_norm: x"),
-                                            as_int(n_groups, "group_norm: n_groups", *INT64),
-                                            self._opt(w, "group_norm: w"), self._opt(b, "group_norm: b"),
-                                            as_float(eps, "group_norm: eps")))
+        return self._wrap(
+            lib.rg_group_norm(
+                self.ptr,
+                self._arg(x, "group_norm: x"),
+                as_int(n_groups, "group_norm: n_groups", *INT64),
+                self._opt(w, "group_norm: w"),
+                self._opt(b, "group_norm: b"),
+                as_float(eps, "group_norm: eps"),
+            )
+        )
 
     def sum_rows(self, x: T) -> T:
         return self._wrap(lib.rg_sum_rows(self.ptr, self._arg(x, "sum_rows: x")))
@@ -188,18 +202,31 @@ class OpBuilders(Generic[T]):
         return self._binary(lib.rg_mul_mat_bf16 if use_bf16 else lib.rg_mul_mat, "mul_mat", a, b)
 
     def get_rows(self, table: T, ids: T) -> T:
-        return self._wrap(lib.rg_get_rows(self.ptr, self._arg(table, "get_rows: table"),
-                                          self._arg(ids, "get_rows: ids")))
+        return self._wrap(
+            lib.rg_get_rows(self.ptr, self._arg(table, "get_rows: table"), self._arg(ids, "get_rows: ids"))
+        )
 
     def set_rows(self, dst: T, src: T, ids: T) -> T:
         """Scatter: row ids[b] of dst (F32 (n, rows), rows contiguous at any stride) <- column b of src
         (contiguous F32 (n, B)). The result stands for dst after the write (as ``cpy``'s)."""
-        return self._wrap(lib.rg_set_rows(self.ptr, self._arg(dst, "set_rows: dst"),
-                                          self._arg(src, "set_rows: src"), self._arg(ids, "set_rows: ids")))
+        return self._wrap(
+            lib.rg_set_rows(
+                self.ptr,
+                self._arg(dst, "set_rows: dst"),
+                self._arg(src, "set_rows: src"),
+                self._arg(ids, "set_rows: ids"),
+            )
+        )
 
     def concat(self, a: T, b: T, dim: int) -> T:
-        return self._wrap(lib.rg_concat(self.ptr, self._arg(a, "concat: a"), self._arg(b, "concat: b"),
-                                        as_int(dim, "concat: dim", *C_INT)))
+        return self._wrap(
+            lib.rg_concat(
+                self.ptr,
+                self._arg(a, "concat: a"),
+                self._arg(b, "concat: b"),
+                as_int(dim, "concat: dim", *C_INT),
+            )
+        )
 
     # ---- callbacks ----
     def map_unary(self, a: T, fn: Any, userdata: Any = None) -> T:
@@ -238,65 +265,113 @@ class OpBuilders(Generic[T]):
 
         # An exception cannot cross the C frames: it is kept and raised by Graph.compute afterwards.
         if n_inputs == 1:
+
             def trampoline(n: int, dst: Any, src: Any, _ud: Any) -> None:
                 try:
                     py_fn(as_array(dst, n), as_array(src, n))
-                except BaseException as exc:  # noqa: BLE001 - re-raised by Graph.compute
+                except BaseException as exc:
                     errors.append(exc)
         else:
+
             def trampoline(n: int, dst: Any, a: Any, b: Any, _ud: Any) -> None:  # type: ignore[misc]
                 try:
                     py_fn(as_array(dst, n), as_array(a, n), as_array(b, n))
-                except BaseException as exc:  # noqa: BLE001 - re-raised by Graph.compute
+                except BaseException as exc:
                     errors.append(exc)
+
         cb = ffi.callback(ctype, trampoline)
         self._keep(cb)
         return cb, ffi.NULL
 
     # ---- RWKV fused ops ----
     def rwkv_wkv4(self, k: T, v: T, time_first: T, time_decay: T, state: T) -> T:
-        args = [self._arg(t, f"rwkv_wkv4: {n}") for t, n in
-                ((k, "k"), (v, "v"), (time_first, "time_first"), (time_decay, "time_decay"), (state, "state"))]
+        args = [
+            self._arg(t, f"rwkv_wkv4: {n}")
+            for t, n in (
+                (k, "k"),
+                (v, "v"),
+                (time_first, "time_first"),
+                (time_decay, "time_decay"),
+                (state, "state"),
+            )
+        ]
         return self._wrap(lib.rg_rwkv_wkv4(self.ptr, *args))
 
     def rwkv_wkv5(self, r: T, k: T, v: T, w: T, u: T, state: T) -> T:
         """RWKV v5/v6 WKV over T tokens: r, k, v (C, T); decay w of H, C or C*T floats; bonus u of H or C
         floats; state C*N floats. Result ne (C, T + N): T output columns, then the new state."""
-        args = [self._arg(t, f"rwkv_wkv5: {n}") for t, n in
-                ((r, "r"), (k, "k"), (v, "v"), (w, "w"), (u, "u"), (state, "state"))]
+        args = [
+            self._arg(t, f"rwkv_wkv5: {n}")
+            for t, n in ((r, "r"), (k, "k"), (v, "v"), (w, "w"), (u, "u"), (state, "state"))
+        ]
         return self._wrap(lib.rg_rwkv_wkv5(self.ptr, *args))
 
     def rwkv_wkv7(self, r: T, w: T, k: T, v: T, a: T, b: T, state: T) -> T:
         """RWKV v7 WKV over T tokens: r, decay w, k, v, a, b (C, T); state C*N floats.
         Result ne (C, T + N): T output columns, then the new state."""
-        args = [self._arg(t, f"rwkv_wkv7: {n}") for t, n in
-                ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (state, "state"))]
+        args = [
+            self._arg(t, f"rwkv_wkv7: {n}")
+            for t, n in ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (state, "state"))
+        ]
         return self._wrap(lib.rg_rwkv_wkv7(self.ptr, *args))
 
     # B sequences of one token each: operands (C, B); sequence b's state is row slots[b] of ``states`` (F32
     # (S, capacity), rows contiguous at any stride), updated in place; the result is y (C, B).
     def rwkv_wkv4_batch(self, k: T, v: T, time_first: T, time_decay: T, states: T, slots: T) -> T:
         """Batched :meth:`rwkv_wkv4`: states rows of 3*C floats (aa, bb, pp)."""
-        args = [self._arg(t, f"rwkv_wkv4_batch: {n}") for t, n in
-                ((k, "k"), (v, "v"), (time_first, "time_first"), (time_decay, "time_decay"),
-                 (states, "states"), (slots, "slots"))]
+        args = [
+            self._arg(t, f"rwkv_wkv4_batch: {n}")
+            for t, n in (
+                (k, "k"),
+                (v, "v"),
+                (time_first, "time_first"),
+                (time_decay, "time_decay"),
+                (states, "states"),
+                (slots, "slots"),
+            )
+        ]
         return self._wrap(lib.rg_rwkv_wkv4_batch(self.ptr, *args))
 
     def rwkv_wkv5_batch(self, r: T, k: T, v: T, w: T, u: T, states: T, slots: T) -> T:
         """Batched :meth:`rwkv_wkv5`: decay w of H, C or C*B floats; states rows of C*N floats."""
-        args = [self._arg(t, f"rwkv_wkv5_batch: {n}") for t, n in
-                ((r, "r"), (k, "k"), (v, "v"), (w, "w"), (u, "u"), (states, "states"), (slots, "slots"))]
+        args = [
+            self._arg(t, f"rwkv_wkv5_batch: {n}")
+            for t, n in (
+                (r, "r"),
+                (k, "k"),
+                (v, "v"),
+                (w, "w"),
+                (u, "u"),
+                (states, "states"),
+                (slots, "slots"),
+            )
+        ]
         return self._wrap(lib.rg_rwkv_wkv5_batch(self.ptr, *args))
 
     def rwkv_wkv7_batch(self, r: T, w: T, k: T, v: T, a: T, b: T, states: T, slots: T) -> T:
         """Batched :meth:`rwkv_wkv7`: states rows of C*N floats."""
-        args = [self._arg(t, f"rwkv_wkv7_batch: {n}") for t, n in
-                ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (states, "states"),
-                 (slots, "slots"))]
+        args = [
+            self._arg(t, f"rwkv_wkv7_batch: {n}")
+            for t, n in (
+                (r, "r"),
+                (w, "w"),
+                (k, "k"),
+                (v, "v"),
+                (a, "a"),
+                (b, "b"),
+                (states, "states"),
+                (slots, "slots"),
+            )
+        ]
         return self._wrap(lib.rg_rwkv_wkv7_batch(self.ptr, *args))
 
     def l2_norm(self, x: T, n_groups: int, eps: float = 1e-12) -> T:
         """Each row in n_groups groups, each divided by max(its L2 norm, eps)."""
-        return self._wrap(lib.rg_l2_norm(self.ptr, self._arg(x, "l2_norm: x"),
-                                         as_int(n_groups, "l2_norm: n_groups", *INT64),
-                                         as_float(eps, "l2_norm: eps")))
+        return self._wrap(
+            lib.rg_l2_norm(
+                self.ptr,
+                self._arg(x, "l2_norm: x"),
+                as_int(n_groups, "l2_norm: n_groups", *INT64),
+                as_float(eps, "l2_norm: eps"),
+            )
+        )

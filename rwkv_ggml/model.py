@@ -19,8 +19,7 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,11 +30,7 @@ from ._threads import default_threads_for_model
 from .checkpoint import initial_state_from_checkpoint
 from .errors import ClosedError, EngineArgumentError, ModelFormatError
 from .fileformat import DType, read_model_file
-from .graphs import common as gcommon
-from .graphs import v4 as graph_v4
-from .graphs import v5 as graph_v5
-from .graphs import v6 as graph_v6
-from .graphs import v7 as graph_v7
+from .model_graphs import ModelGraph, Resources, new_graph
 from .state import State
 from .weights import DEFAULT_PLACEMENT, WeightStore
 
@@ -48,48 +43,6 @@ FloatArray = npt.NDArray[np.float32]
 # amortise that (on a 1.5B model 256 ingests ~10-30% faster than 64) at the price of activation memory
 # (about 40 MB more for 1.5B RWKV-4, 10 MB for 169M).
 DEFAULT_CHUNK_SIZE = 256
-# Arena bytes for one graph's metadata (tensor headers, node lists). The pages are only touched as used,
-# so a generous reservation costs nothing; a 24-layer sequence graph needs about 2 MB.
-_METADATA_BYTES = 64 << 20
-# The graph builder of each version family (arch.Hyper.family).
-_GRAPH_BUILDERS = {"4": graph_v4.build, "5": graph_v5.build, "6": graph_v6.build, "7": graph_v7.build}
-
-
-@dataclass
-class _Graphs:
-    """The graph for a sequence length T: its context, inputs and outputs. Computing the first
-    ``n_state_nodes`` nodes yields the new state without the head (the largest matrix)."""
-
-    ctx: ggml.Context
-    io: gcommon.GraphIO
-    ids_view: np.ndarray
-    logits_view: np.ndarray  # (T or 1, V) view of the logits' planned memory: read without a round trip
-    logits: ggml.Tensor
-    hidden: ggml.Tensor
-    graph: ggml.Graph
-    n_state_nodes: int
-    slots_view: np.ndarray | None = None  # batch graphs: the bank row of each sequence
-
-
-class _Resources:
-    """What a Model owns, released in reverse order of acquisition (graphs, then the weights' context, the
-    thread pool, the weights' memory). Separate from the Model so that weakref.finalize can release them
-    when a Model is dropped without close()."""
-
-    def __init__(self) -> None:
-        # (T, all_logits) for sequence graphs, ("batch", B, capacity) for batch graphs
-        self.graphs: dict[tuple[Any, ...], _Graphs] = {}
-        self._closers: list[Callable[[], None]] = []
-
-    def own(self, closer: Callable[[], None]) -> None:
-        self._closers.append(closer)
-
-    def release(self) -> None:
-        for g in self.graphs.values():
-            g.ctx.close()
-        self.graphs.clear()
-        while self._closers:
-            self._closers.pop()()
 
 
 class Model:
@@ -108,8 +61,15 @@ class Model:
     bound). Per-token evals and quantized weights are unaffected; without AVX512_BF16 it does nothing.
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, *,
-                 placement: str = DEFAULT_PLACEMENT, gn_eps: float | None = None, bf16: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        *,
+        placement: str = DEFAULT_PLACEMENT,
+        gn_eps: float | None = None,
+        bf16: bool = False,
+    ) -> None:
         self.bf16 = _checks.check_bool(bf16, "bf16")
         self.threads = _checks.check_threads(default_threads_for_model(path) if threads is None else threads)
         self.path = os.fspath(path)
@@ -117,7 +77,7 @@ class Model:
         self._closed = True
         self._initial_state: FloatArray | None = None  # load_initial_state
         self._fingerprint: str | None = None  # computed on first use
-        self._resources = _Resources()
+        self._resources = Resources()
         self._release = weakref.finalize(self, self._resources.release)
         self._graphs = self._resources.graphs
         mf = read_model_file(path)
@@ -134,7 +94,9 @@ class Model:
             self._pool = ggml.Pool(self.threads)
             self._resources.own(self._pool.close)
             derived = arch.derived_weights(self.hparams, self._store.raw)
-            self._weights_ctx = ggml.Context((1 << 16) + 512 * (len(mf.tensors) + len(derived)), pool=self._pool)
+            self._weights_ctx = ggml.Context(
+                (1 << 16) + 512 * (len(mf.tensors) + len(derived)), pool=self._pool
+            )
             self._resources.own(self._weights_ctx.close)
             self._closed = False
             self._weights = self._place_weights(list(mf.tensors))
@@ -144,8 +106,10 @@ class Model:
                 self._graph_weights[name] = self._weights_ctx.external(arr, constant=True)
             self._dtype = DType(mf.data_type) if mf.data_type in DType._value2member_map_ else DType.F32
             # Output buffers for when the caller's output aliases the input (evals hold the lock).
-            self._scratch_states = (np.empty(self.state_size, dtype=np.float32),
-                                    np.empty(self.state_size, dtype=np.float32))
+            self._scratch_states = (
+                np.empty(self.state_size, dtype=np.float32),
+                np.empty(self.state_size, dtype=np.float32),
+            )
             self._graph_for(1)
         except BaseException:
             self.close()
@@ -156,8 +120,9 @@ class Model:
         weights = {}
         for name in names:
             rec = self._store.record(name)
-            t = self._weights_ctx.external(self._store.raw(name), engine_type=int(rec.dtype), ne=list(rec.ne),
-                                           constant=True)
+            t = self._weights_ctx.external(
+                self._store.raw(name), engine_type=int(rec.dtype), ne=list(rec.ne), constant=True
+            )
             t.name = name
             weights[name] = t
         return weights
@@ -202,30 +167,11 @@ class Model:
         return self._closed
 
     # ---- graphs ----
-    def _build(self, ctx: ggml.Context, T: int, state_in: np.ndarray, state_out: np.ndarray,
-               all_logits: bool = False, B: int = 0
-               ) -> tuple[gcommon.GraphIO, ggml.Tensor, ggml.Tensor, list[ggml.Tensor]]:
-        """B > 0: a batch graph (one token for each of B sequences; state_in is the bank, state_out
-        unused)."""
-        hp, w = self.hparams, self._graph_weights
-        if B:
-            bank = ctx.external(state_in)
-            io = gcommon.GraphIO(T=1, ids=ctx.new_tensor(ggml.I32, (B,)), state_in=bank, state_out=bank, B=B,
-                                 slots=ctx.new_tensor(ggml.I32, (B,)))
-        else:
-            io = gcommon.GraphIO(T=T, ids=ctx.new_tensor(ggml.I32, (T,)), state_in=ctx.external(state_in),
-                                 state_out=ctx.external(state_out))
-        x = _GRAPH_BUILDERS[hp.family](ctx, w, hp, io)
-        last = gcommon.column(ctx, x, T - 1) if T > 1 and not all_logits else x
-        # (S3) logits = head . LN(x; ln_out), for the last token (or every token)
-        hidden = ctx.layer_norm(last, w["ln_out.weight"], w["ln_out.bias"], gcommon.LN_EPS)
-        logits = ctx.mul_mat(w["head.weight"], hidden)
-        return io, hidden, logits, io.state_writes
-
-    def _graph_for(self, T: int, all_logits: bool = False, batch_shape: tuple[int, int] | None = None
-                   ) -> _Graphs:
-        """The graph of T tokens of one sequence, or with batch_shape = (B, capacity) of one token for each
-        of B sequences in a bank of capacity states (the last MAX_BATCH_GRAPHS of those are kept)."""
+    def _graph_for(
+        self, T: int, all_logits: bool = False, batch_shape: tuple[int, int] | None = None
+    ) -> ModelGraph:
+        """The cached graph of T tokens of one sequence, or with batch_shape = (B, capacity) of one token for
+        each of B sequences in a bank of capacity states (the last MAX_BATCH_GRAPHS of those are kept)."""
         key: tuple[Any, ...] = (T, all_logits and T > 1) if batch_shape is None else ("batch", *batch_shape)
         g = self._graphs.get(key)
         if g is not None:
@@ -236,31 +182,17 @@ class Model:
             batch_keys = [k for k in self._graphs if k[0] == "batch"]
             if len(batch_keys) >= batch.MAX_BATCH_GRAPHS:
                 self._graphs.pop(batch_keys[0]).ctx.close()
-        # A no_alloc context holds only the graph's metadata: the graph plans its activations into one
-        # buffer, reusing each intermediate's memory after its last reader (ggml.Context docs).
-        ctx = ggml.Context(_METADATA_BYTES, no_alloc=True, pool=self._pool, reads=[self._weights_ctx],
-                           bf16_matmul=self.bf16 and T > 1)
-        try:
-            if batch_shape is None:
-                io, hidden, logits, writes = self._build(ctx, T, self._scratch_states[0], self._scratch_states[1],
-                                                         key[1])
-            else:  # built on a placeholder bank (untouched pages), repointed at the caller's bank per eval
-                placeholder = np.empty((batch_shape[1], self.state_size), dtype=np.float32)
-                io, hidden, logits, writes = self._build(ctx, 1, placeholder, placeholder, B=batch_shape[0])
-            # The state's readers, then its writes, come first in the outputs: every read of the old
-            # state precedes every write of the new one (so an eval may update a state in place), and
-            # what the writes need precedes the rest (the last layer's channel mix, ln_out, the head)
-            # in the dependency order, so the state-only eval computes the prefix ending at the last
-            # write.
-            graph = ctx.graph(io.state_reads + writes + [hidden, logits])
-            n_state_nodes = 1 + max(graph.node_indices(writes))
-            ids_view = io.ids.data_view()
-            logits_view = logits.data_view().reshape(-1, self.n_vocab)
-        except BaseException:
-            ctx.close()
-            raise
-        slots_view = io.slots.data_view() if io.slots is not None else None
-        g = _Graphs(ctx, io, ids_view, logits_view, logits, hidden, graph, n_state_nodes, slots_view)
+        g = new_graph(
+            self.hparams,
+            self._graph_weights,
+            self._pool,
+            self._weights_ctx,
+            T,
+            all_logits,
+            batch_shape,
+            self._scratch_states,
+            self.bf16,
+        )
         self._graphs[key] = g
         return g
 
@@ -285,9 +217,15 @@ class Model:
         return self._check_state(state_out, "state_out", writable=True)
 
     # ---- evaluation ----
-    def eval(self, token: int, state: FloatArray | State | None = None, *,
-             state_out: FloatArray | State | None = None, logits_out: FloatArray | None = None,
-             compute_logits: bool = True) -> tuple[FloatArray | None, FloatArray]:
+    def eval(
+        self,
+        token: int,
+        state: FloatArray | State | None = None,
+        *,
+        state_out: FloatArray | State | None = None,
+        logits_out: FloatArray | None = None,
+        compute_logits: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray]:
         """Feeds one token. Returns ``(logits, new_state)``.
 
         ``state=None`` starts from :meth:`init_state`; the caller's ``state`` is never modified.
@@ -318,7 +256,7 @@ class Model:
         return logits, out
 
     @staticmethod
-    def _run(g: _Graphs, state_in: np.ndarray, state_out: np.ndarray, compute_logits: bool) -> None:
+    def _run(g: ModelGraph, state_in: np.ndarray, state_out: np.ndarray, compute_logits: bool) -> None:
         """One compute of a built graph (ids already written): the engine reads state_in and writes
         state_out (the same buffer, or two that do not overlap); with compute_logits=False the head is
         skipped."""
@@ -326,11 +264,16 @@ class Model:
         g.io.state_out.set_data(state_out)
         g.graph.compute(n_nodes=None if compute_logits else g.n_state_nodes)
 
-    def eval_batch(self, tokens: Sequence[int] | np.ndarray,
-                   states: FloatArray | batch.StateBank | None = None, *,
-                   slots: Sequence[int] | np.ndarray | None = None, state_out: FloatArray | None = None,
-                   logits_out: FloatArray | None = None, compute_logits: bool = True
-                   ) -> tuple[FloatArray | None, FloatArray]:
+    def eval_batch(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        states: FloatArray | batch.StateBank | None = None,
+        *,
+        slots: Sequence[int] | np.ndarray | None = None,
+        state_out: FloatArray | None = None,
+        logits_out: FloatArray | None = None,
+        compute_logits: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray]:
         """Feeds one token to each of B sequences at once (``tokens[b]`` to sequence b), in one graph: the
         weights are read once for all B. Returns ``(logits, states)``, logits of shape ``(B, n_vocab)``.
 
@@ -349,8 +292,9 @@ class Model:
         B = len(toks)
         if isinstance(states, batch.StateBank) or slots is not None:
             if state_out is not None:
-                raise EngineArgumentError("state_out is not used with slots: the bank's rows are updated "
-                                          "in place")
+                raise EngineArgumentError(
+                    "state_out is not used with slots: the bank's rows are updated in place"
+                )
             if isinstance(states, batch.StateBank):
                 if states.model is not self:
                     raise EngineArgumentError("this state bank belongs to another model")
@@ -359,8 +303,11 @@ class Model:
                 bank = batch.check_states(states, "states (the bank)", self.state_size, None, writable=True)
                 slot_ids = batch.check_slots(slots, B, bank.shape[0])
         else:
-            bank = np.empty((B, self.state_size), np.float32) if state_out is None else \
-                batch.check_states(state_out, "state_out", self.state_size, B, writable=True)
+            bank = (
+                np.empty((B, self.state_size), np.float32)
+                if state_out is None
+                else batch.check_states(state_out, "state_out", self.state_size, B, writable=True)
+            )
             if states is None:
                 bank[...] = self.init_state()
             else:
@@ -383,10 +330,17 @@ class Model:
                 np.copyto(logits, g.logits_view)
         return logits, bank
 
-    def eval_sequence(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
-                      all_logits: bool = False, chunk_size: int | None = None,
-                      state_out: FloatArray | State | None = None, logits_out: FloatArray | None = None,
-                      compute_logits: bool = True) -> tuple[FloatArray | None, FloatArray]:
+    def eval_sequence(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        state: FloatArray | State | None = None,
+        *,
+        all_logits: bool = False,
+        chunk_size: int | None = None,
+        state_out: FloatArray | State | None = None,
+        logits_out: FloatArray | None = None,
+        compute_logits: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray]:
         """Feeds a whole sequence at once ("GPT mode"). Returns ``(logits, new_state)``.
 
         Equivalent to calling :meth:`eval` for each token (up to float rounding), but the projections of
@@ -415,13 +369,20 @@ class Model:
                 if logits is None or result is None:
                     continue
                 if all_logits:
-                    result[start:start + length] = logits
+                    result[start : start + length] = logits
                 elif start + length == len(toks):
                     result[...] = logits[-1]
         return result, out
 
-    def _chunks(self, toks: np.ndarray, state_in: np.ndarray, out: np.ndarray, chunk: int, all_logits: bool,
-                compute_logits: bool) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    def _chunks(
+        self,
+        toks: np.ndarray,
+        state_in: np.ndarray,
+        out: np.ndarray,
+        chunk: int,
+        all_logits: bool,
+        compute_logits: bool,
+    ) -> Iterator[tuple[int, int, np.ndarray | None]]:
         """Runs toks through the graphs chunk by chunk, carrying the state from state_in to out; yields
         (start, length, logits of the chunk's tokens as (length, V) or None). The logits are a view of the
         graph's memory, valid until the generator resumes. Caller holds the lock.
@@ -441,7 +402,7 @@ class Model:
             g = self._graph_for(length, all_logits)
             # write where it may not alias what this chunk reads: out for the last chunk when possible
             target = out if last and not np.shares_memory(cur, out) else self._scratch_states[i % 2]
-            g.ids_view[:] = toks[start:start + length]
+            g.ids_view[:] = toks[start : start + length]
             need_logits = compute_logits and (all_logits or last)
             self._run(g, cur, target, need_logits)
             yield start, length, g.logits_view if need_logits else None
@@ -450,8 +411,13 @@ class Model:
         if cur is not out:
             np.copyto(out, cur)
 
-    def hidden(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
-               chunk_size: int | None = None) -> tuple[FloatArray, FloatArray]:
+    def hidden(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        state: FloatArray | State | None = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> tuple[FloatArray, FloatArray]:
         """The final hidden vector of the last token (after ``ln_out``, before the head), shape
         ``(n_embed,)``, and the state after the tokens. The basis of sentence embeddings."""
         self._check_open()
@@ -472,8 +438,13 @@ class Model:
         rest = n % chunk
         return chunk if rest == 0 else rest & -rest  # pieces shrink, so the last is the lowest set bit
 
-    def perplexity(self, tokens: Sequence[int] | np.ndarray, state: FloatArray | State | None = None, *,
-                   chunk_size: int | None = None) -> tuple[float, float]:
+    def perplexity(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        state: FloatArray | State | None = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> tuple[float, float]:
         """Mean negative log-likelihood (nats per token) of tokens[1:] given the tokens before them,
         and the perplexity exp(mean NLL). Runs in sequence mode, one chunk of logits at a time."""
         self._check_open()
@@ -491,7 +462,7 @@ class Model:
                 z = logits.astype(np.float64)
                 z -= z.max(axis=1, keepdims=True)
                 log_norm = np.log(np.exp(z).sum(axis=1))
-                targets = toks[start + 1:start + 1 + length]
+                targets = toks[start + 1 : start + 1 + length]
                 total += float(np.sum(log_norm - z[np.arange(length), targets]))
         nll = total / (len(toks) - 1)
         return nll, float(np.exp(nll))
@@ -521,12 +492,15 @@ class Model:
         UnsupportedError for v4 (it has no trainable state).
         """
         self._check_open()
-        state = initial_state_from_checkpoint(source, self.version, n_layer=self.n_layer,
-                                              n_embed=self.n_embed)
+        state = initial_state_from_checkpoint(
+            source, self.version, n_layer=self.n_layer, n_embed=self.n_embed
+        )
         if state.shape != (self.state_size,):
             where = source if not isinstance(source, Mapping) else "state checkpoint"
-            raise ModelFormatError(f"{where}: time_state has the wrong head size for this model "
-                                   f"({self.hparams.n_head} heads of size {self.hparams.head_size})")
+            raise ModelFormatError(
+                f"{where}: time_state has the wrong head size for this model "
+                f"({self.hparams.n_head} heads of size {self.hparams.head_size})"
+            )
         state.flags.writeable = False
         self._initial_state = state
         return state.copy()
@@ -550,8 +524,10 @@ class Model:
         if fp is None:
             self._check_open()
             hp = self.hparams
-            h = hashlib.sha256(f"rwkv_ggml weights v1|{hp.version}|{hp.n_vocab}|{hp.n_embed}|{hp.n_layer}|"
-                               f"{self.dtype}".encode())
+            h = hashlib.sha256(
+                f"rwkv_ggml weights v1|{hp.version}|{hp.n_vocab}|{hp.n_embed}|{hp.n_layer}|"
+                f"{self.dtype}".encode()
+            )
             for name in self._weights:
                 rec = self._store.record(name)
                 h.update(f"|{name}|{rec.dtype.name}|{tuple(rec.ne)}|".encode())
@@ -560,7 +536,7 @@ class Model:
                     h.update(data.tobytes())
                 else:
                     for start in np.linspace(0, data.size - 16, 16).astype(np.int64):
-                        h.update(data[start:start + 16].tobytes())
+                        h.update(data[start : start + 16].tobytes())
                 del data
             fp = h.hexdigest()
             self._fingerprint = fp
@@ -583,5 +559,7 @@ class Model:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.dtype}, {self.threads} threads"
-        return (f"Model({self.path!r}, v{self.hparams.version}, n_embed={self.n_embed}, n_layer={self.n_layer}, "
-                f"n_vocab={self.n_vocab}, {state})")
+        return (
+            f"Model({self.path!r}, v{self.hparams.version}, n_embed={self.n_embed}, n_layer={self.n_layer}, "
+            f"n_vocab={self.n_vocab}, {state})"
+        )

@@ -29,17 +29,17 @@ class GraphIO:
     """The graph's inputs and outputs, and the nodes that write the new state."""
 
     T: int
-    ids: Tensor          # I32 (T,) or in batch mode (B,): the token ids
+    ids: Tensor  # I32 (T,) or in batch mode (B,): the token ids
     # batch mode: state_in is the bank, ne (state_size, capacity), and state_out is state_in
-    state_in: Tensor     # F32 (state_size,): external, repointed per eval
-    state_out: Tensor    # F32 (state_size,): external, repointed per eval
+    state_in: Tensor  # F32 (state_size,): external, repointed per eval
+    state_out: Tensor  # F32 (state_size,): external, repointed per eval
     state_writes: list[Tensor] = field(default_factory=list)
     # The nodes that read a token-shift slot of state_in (each slot has one). A graph whose outputs list
     # them before state_writes orders every read of the old state before every write of the new one
     # (the WKV ops' state writes depend on the op that reads that slot anyway), so state_in and
     # state_out may then be one buffer.
     state_reads: list[Tensor] = field(default_factory=list)
-    B: int = 1                   # sequences (batch mode: T = 1 each)
+    B: int = 1  # sequences (batch mode: T = 1 each)
     slots: Tensor | None = None  # batch mode: I32 (B,), the bank row of each sequence
 
     @property
@@ -82,8 +82,9 @@ def embed(ctx: Context, w: Mapping[str, Tensor], io: GraphIO) -> Tensor:
     return ctx.layer_norm(x, w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"], LN_EPS)
 
 
-def norm_and_shift(ctx: Context, io: GraphIO, x: Tensor, weight: Tensor, bias: Tensor, state_offset: int
-                   ) -> tuple[Tensor, Tensor]:
+def norm_and_shift(
+    ctx: Context, io: GraphIO, x: Tensor, weight: Tensor, bias: Tensor, state_offset: int
+) -> tuple[Tensor, Tensor]:
     """The input of a mixing block and its token shift: a = LN(x), s = the previous token's a (from the
     state at ``state_offset`` for the first token), and state <- a of the last token (V4.1, CM4.1, ...).
     Returns (a, s)."""
@@ -143,8 +144,9 @@ def split_wkv(ctx: Context, io: GraphIO, wkv: Tensor, slots: LayerSlots) -> Tens
     return y
 
 
-def wkv4(ctx: Context, io: GraphIO, slots: LayerSlots, k: Tensor, v: Tensor, time_first: Tensor,
-         time_decay: Tensor) -> Tensor:
+def wkv4(
+    ctx: Context, io: GraphIO, slots: LayerSlots, k: Tensor, v: Tensor, time_first: Tensor, time_decay: Tensor
+) -> Tensor:
     """(V4.4-V4.5) over the graph's tokens (or sequences), the layer's aa, bb, pp in and out:
     y (C, columns)."""
     if io.slots is not None:
@@ -155,8 +157,9 @@ def wkv4(ctx: Context, io: GraphIO, slots: LayerSlots, k: Tensor, v: Tensor, tim
     return split_wkv(ctx, io, wkv, slots)
 
 
-def wkv5(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor
-         ) -> Tensor:
+def wkv5(
+    ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor
+) -> Tensor:
     """(V5.4-V5.5) / (V6.7) over the graph's tokens (or sequences), the layer's WKV matrices in and out."""
     if io.slots is not None:
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
@@ -165,8 +168,17 @@ def wkv5(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, k: Tensor, v: 
     return split_wkv(ctx, io, wkv, slots)
 
 
-def wkv7(ctx: Context, io: GraphIO, slots: LayerSlots, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor,
-         b: Tensor) -> Tensor:
+def wkv7(
+    ctx: Context,
+    io: GraphIO,
+    slots: LayerSlots,
+    r: Tensor,
+    w: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    b: Tensor,
+) -> Tensor:
     """(V7.10-V7.11) over the graph's tokens (or sequences), the layer's WKV matrices in and out."""
     if io.slots is not None:
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)

@@ -25,7 +25,9 @@ from .common import (
     wkv5,
 )
 
-MIX_ORDER = V6_MIX_ORDER  # (V6.2): w, k, v, r, g: the five LoRA chunks, time_maa_w2's planes, ATT_MIX's planes
+MIX_ORDER = (
+    V6_MIX_ORDER  # (V6.2): w, k, v, r, g: the five LoRA chunks, time_maa_w2's planes, ATT_MIX's planes
+)
 
 
 def time_mix_v6(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:

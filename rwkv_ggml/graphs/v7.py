@@ -28,8 +28,9 @@ L2_EPS = 1e-12  # (V7.7): F.normalize's eps
 DECAY_SCALE = math.exp(-0.5)  # (V7.4): e^{-1/2}
 
 
-def time_mix_v7(ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, v_first: Tensor | None,
-                io: GraphIO) -> tuple[Tensor, Tensor]:
+def time_mix_v7(
+    ctx: Context, hp: Hyper, layer: Layer[Tensor], x: Tensor, v_first: Tensor | None, io: GraphIO
+) -> tuple[Tensor, Tensor]:
     """x + TimeMix(LN(x; ln1)) (V7.1)-(V7.13), and v_first (layer 0's value, made by layer 0)."""
     T, H, N = io.columns, hp.n_head, hp.head_size  # T: tokens, or sequences in batch mode
     C = x.ne[0]

@@ -31,7 +31,7 @@ Fill = Callable[[np.random.Generator, int], np.ndarray]
 def _bank(capacity: int, S: int, g: np.random.Generator, fill: Fill) -> np.ndarray:
     bank = g.uniform(-1, 1, (capacity, PAD + S + 3)).astype(F32)
     for row in range(capacity):
-        bank[row, PAD:PAD + S] = fill(g, S)
+        bank[row, PAD : PAD + S] = fill(g, S)
     return bank
 
 
@@ -39,8 +39,14 @@ def _slots(B: int, capacity: int, g: np.random.Generator) -> np.ndarray:
     return g.permutation(capacity)[:B].astype(np.int32)
 
 
-def _run_batch(build: Callable[..., ggml.Tensor], dense: list[np.ndarray], bank: np.ndarray, S: int,
-               slots: np.ndarray, threads: int) -> np.ndarray:
+def _run_batch(
+    build: Callable[..., ggml.Tensor],
+    dense: list[np.ndarray],
+    bank: np.ndarray,
+    S: int,
+    slots: np.ndarray,
+    threads: int,
+) -> np.ndarray:
     """Runs build(ctx, *dense tensors, states view, slots) on the bank (updated in place); returns
     y (B, C)."""
     with ggml.Context(16 << 20, threads=threads) as ctx:
@@ -59,10 +65,19 @@ def _run_single(build: Callable[..., ggml.Tensor], dense: list[np.ndarray], stat
         return out.numpy().copy()
 
 
-def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Fill,
-           make_dense: Callable[[np.random.Generator], list[np.ndarray]], per_column: list[bool],
-           batch_op: Callable[..., ggml.Tensor], single_op: Callable[..., ggml.Tensor],
-           state_shape: tuple[int, ...]) -> None:
+def _check(
+    B: int,
+    threads: int,
+    seed: int,
+    C: int,
+    S: int,
+    fill: Fill,
+    make_dense: Callable[[np.random.Generator], list[np.ndarray]],
+    per_column: list[bool],
+    batch_op: Callable[..., ggml.Tensor],
+    single_op: Callable[..., ggml.Tensor],
+    state_shape: tuple[int, ...],
+) -> None:
     g = np.random.default_rng(seed)
     capacity = 2 * B + 3
     bank = _bank(capacity, S, g, fill)
@@ -72,14 +87,15 @@ def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Fill,
     y = _run_batch(batch_op, dense, bank, S, slots, threads)
     assert y.shape == (B, C)
     for b, slot in enumerate(slots):
-        column = [a[b:b + 1] if col else a for a, col in zip(dense, per_column, strict=True)]
-        single = _run_single(single_op, column, before[slot, PAD:PAD + S].reshape(state_shape))
+        column = [a[b : b + 1] if col else a for a, col in zip(dense, per_column, strict=True)]
+        single = _run_single(single_op, column, before[slot, PAD : PAD + S].reshape(state_shape))
         np.testing.assert_array_equal(y[b], single[0], err_msg=f"output of sequence {b} (slot {slot})")
-        np.testing.assert_array_equal(bank[slot, PAD:PAD + S], single[1:].reshape(-1),
-                                      err_msg=f"state of sequence {b} (slot {slot})")
+        np.testing.assert_array_equal(
+            bank[slot, PAD : PAD + S], single[1:].reshape(-1), err_msg=f"state of sequence {b} (slot {slot})"
+        )
         # the floats around the layer's part belong to other layers: untouched
         np.testing.assert_array_equal(bank[slot, :PAD], before[slot, :PAD])
-        np.testing.assert_array_equal(bank[slot, PAD + S:], before[slot, PAD + S:])
+        np.testing.assert_array_equal(bank[slot, PAD + S :], before[slot, PAD + S :])
     untouched = np.setdiff1d(np.arange(capacity), slots)
     np.testing.assert_array_equal(bank[untouched], before[untouched])
 
@@ -87,7 +103,7 @@ def _check(B: int, threads: int, seed: int, C: int, S: int, fill: Fill,
 def _v4_state(g: np.random.Generator, S: int) -> np.ndarray:
     C = S // 3
     st = g.uniform(-1, 1, S).astype(F32)
-    st[2 * C:] = g.uniform(-3, 3, C)  # pp, a running max exponent
+    st[2 * C :] = g.uniform(-3, 3, C)  # pp, a running max exponent
     return st
 
 
@@ -97,11 +113,26 @@ def test_wkv4_batch_equals_single_sequence_op(B: int, threads: int) -> None:
     C = 150  # not a multiple of the 64-channel blocks
 
     def dense(g: np.random.Generator) -> list[np.ndarray]:
-        return [g.uniform(-2, 2, (B, C)).astype(F32), g.uniform(-2, 2, (B, C)).astype(F32),
-                g.uniform(-1, 1, C).astype(F32), -np.exp(g.uniform(-2, 1, C)).astype(F32)]
+        return [
+            g.uniform(-2, 2, (B, C)).astype(F32),
+            g.uniform(-2, 2, (B, C)).astype(F32),
+            g.uniform(-1, 1, C).astype(F32),
+            -np.exp(g.uniform(-2, 1, C)).astype(F32),
+        ]
 
-    _check(B, threads, 10 + B, C, 3 * C, _v4_state, dense, [True, True, False, False],
-           lambda ctx, *t: ctx.rwkv_wkv4_batch(*t), lambda ctx, *t: ctx.rwkv_wkv4(*t), (3, C))
+    _check(
+        B,
+        threads,
+        10 + B,
+        C,
+        3 * C,
+        _v4_state,
+        dense,
+        [True, True, False, False],
+        lambda ctx, *t: ctx.rwkv_wkv4_batch(*t),
+        lambda ctx, *t: ctx.rwkv_wkv4(*t),
+        (3, C),
+    )
 
 
 def _matrix_state(g: np.random.Generator, S: int) -> np.ndarray:
@@ -122,10 +153,23 @@ def test_wkv5_batch_equals_single_sequence_op(B: int, threads: int, modes: tuple
         w_shape = {"head": (H,), "channel": (C,), "token": (B, C)}[w_mode]
         u_shape = (H,) if u_mode == "head" else (C,)
         return [g.uniform(-1, 1, (B, C)).astype(F32) for _ in range(3)] + [
-            g.uniform(0.3, 0.999, w_shape).astype(F32), g.uniform(-1, 1, u_shape).astype(F32)]
+            g.uniform(0.3, 0.999, w_shape).astype(F32),
+            g.uniform(-1, 1, u_shape).astype(F32),
+        ]
 
-    _check(B, threads, 20 + B, C, C * N, _matrix_state, dense, [True, True, True, w_mode == "token", False],
-           lambda ctx, *t: ctx.rwkv_wkv5_batch(*t), lambda ctx, *t: ctx.rwkv_wkv5(*t), (C * N,))
+    _check(
+        B,
+        threads,
+        20 + B,
+        C,
+        C * N,
+        _matrix_state,
+        dense,
+        [True, True, True, w_mode == "token", False],
+        lambda ctx, *t: ctx.rwkv_wkv5_batch(*t),
+        lambda ctx, *t: ctx.rwkv_wkv5(*t),
+        (C * N,),
+    )
 
 
 @pytest.mark.parametrize("B", B_VALUES)
@@ -141,8 +185,19 @@ def test_wkv7_batch_equals_single_sequence_op(B: int, threads: int, H: int, N: i
         alpha = g.uniform(0, 1, (B, C)).astype(F32)
         return [r, w, k, v, -kappa, kappa * alpha]
 
-    _check(B, threads, 30 + B, C, C * N, _matrix_state, dense, [True] * 6,
-           lambda ctx, *t: ctx.rwkv_wkv7_batch(*t), lambda ctx, *t: ctx.rwkv_wkv7(*t), (C * N,))
+    _check(
+        B,
+        threads,
+        30 + B,
+        C,
+        C * N,
+        _matrix_state,
+        dense,
+        [True] * 6,
+        lambda ctx, *t: ctx.rwkv_wkv7_batch(*t),
+        lambda ctx, *t: ctx.rwkv_wkv7(*t),
+        (C * N,),
+    )
 
 
 def test_set_rows_scatters_columns_into_strided_rows() -> None:

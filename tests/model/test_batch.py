@@ -65,14 +65,16 @@ def _assert_close(got: np.ndarray, want: np.ndarray, quantized: bool, what: str)
 
 def _distinct_states(m: Model, n: int, g: np.random.Generator) -> np.ndarray:
     """n different states: each after its own short random prompt."""
-    return np.stack([m.eval_sequence(g.integers(0, m.n_vocab, 1 + i % 4), compute_logits=False)[1]
-                     for i in range(n)])
+    return np.stack(
+        [m.eval_sequence(g.integers(0, m.n_vocab, 1 + i % 4), compute_logits=False)[1] for i in range(n)]
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("stem, gn_eps", [*TINY, ("6v0-3m", None)])
-def test_eval_batch_equals_separate_evals(stem: str, gn_eps: float | None, fmt: str, v6_path: Path,
-                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_eval_batch_equals_separate_evals(
+    stem: str, gn_eps: float | None, fmt: str, v6_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     quantized = fmt.startswith("Q")
     with Model(_model_path(stem, fmt, v6_path, tmp_path_factory), threads=2, gn_eps=gn_eps) as m:
         g = np.random.default_rng(hash((stem, fmt)) % 2**32)
@@ -101,9 +103,14 @@ def test_eval_batch_equals_separate_evals(stem: str, gn_eps: float | None, fmt: 
             np.testing.assert_array_equal(bank.array[idle], idle_before)
 
 
-@pytest.mark.parametrize("path, gn_eps", [("tiny-rwkv-7v0-834K-FP32.bin", None),
-                                          ("tiny-rwkv-5v2-730K-Q5_1.bin", 1e-5),
-                                          ("tiny-rwkv-4v0-660K-FP16.bin", None)])
+@pytest.mark.parametrize(
+    "path, gn_eps",
+    [
+        ("tiny-rwkv-7v0-834K-FP32.bin", None),
+        ("tiny-rwkv-5v2-730K-Q5_1.bin", 1e-5),
+        ("tiny-rwkv-4v0-660K-FP16.bin", None),
+    ],
+)
 def test_sequences_join_and_leave_mid_run(path: str, gn_eps: float | None) -> None:
     """A bank of 5 slots serving 8 sequences over 12 steps: each step, some sequences leave (their slot freed
     and reused), others join (from a fresh state or a prompt), and a random subset of the active ones is
@@ -120,13 +127,16 @@ def test_sequences_join_and_leave_mid_run(path: str, gn_eps: float | None) -> No
                     bank.free(slot)
                     del active[slot]
             while bank.n_free and joined < 8 and (not active or g.random() < 0.5):
-                start = m.init_state() if joined % 2 == 0 else \
-                    m.eval_sequence(g.integers(0, m.n_vocab, 3), compute_logits=False)[1]
+                start = (
+                    m.init_state()
+                    if joined % 2 == 0
+                    else m.eval_sequence(g.integers(0, m.n_vocab, 3), compute_logits=False)[1]
+                )
                 active[bank.allocate(start)] = start.copy()
                 joined += 1
             if not active:
                 continue
-            members = list(g.permutation(list(active)))[:max(1, int(g.integers(1, len(active) + 1)))]
+            members = list(g.permutation(list(active)))[: max(1, int(g.integers(1, len(active) + 1)))]
             others = [s for s in active if s not in members]
             others_before = bank.array[others].copy()
             tokens = g.integers(0, m.n_vocab, len(members))
@@ -230,8 +240,10 @@ def test_bad_input_gets_clear_errors() -> None:
     bank.allocate()
     with pytest.raises(EngineArgumentError, match="full"):
         bank.allocate()
-    with Model(tiny_path("tiny-rwkv-4v0-660K-FP16.bin"), threads=1) as other, \
-            pytest.raises(EngineArgumentError, match="another model"):
+    with (
+        Model(tiny_path("tiny-rwkv-4v0-660K-FP16.bin"), threads=1) as other,
+        pytest.raises(EngineArgumentError, match="another model"),
+    ):
         other.eval_batch([1], bank, slots=[a])
     m.close()
     with pytest.raises(ClosedError):

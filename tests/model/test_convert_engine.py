@@ -34,14 +34,13 @@ from tests.formats.test_convert import (
     V,
     fp16_names,
     hand_preprocess,
-    lora_checkpoint,
-    merge_by_hand,
     model,
     save_pth,
     save_safetensors,
     to_fla,
     to_hf,
 )
+from tests.formats.test_convert_lora import lora_checkpoint, merge_by_hand
 from tests.reference.rwkv_ref import reference_model
 
 torch = pytest.importorskip("torch")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rwkv_ggml
-from rwkv_ggml import api, arch, layout, model
+from rwkv_ggml import api, arch, layout, model, model_graphs
 from rwkv_ggml.layout import SUPPORTED_VERSIONS, state_layout
 from tests.reference.random_models import write_random_model
 
@@ -108,7 +108,7 @@ def test_version_lists_agree() -> None:
     from rwkv_ggml import state
 
     assert arch.SUPPORTED_VERSIONS == layout.SUPPORTED_VERSIONS == state.SUPPORTED_VERSIONS
-    assert set(model._GRAPH_BUILDERS) == {layout.family(v) for v in SUPPORTED_VERSIONS}
+    assert set(model_graphs._GRAPH_BUILDERS) == {layout.family(v) for v in SUPPORTED_VERSIONS}
 
 
 def test_public_model_is_the_core_model_with_text_methods() -> None:
