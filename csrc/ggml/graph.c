@@ -71,22 +71,28 @@ _Static_assert(RG_NODE_COUNTERS <= RG_COUNTER_STRIDE, "a node's counters fit its
 
 static size_t align_cl(size_t n) { return (n + RG_CACHE_LINE - 1) / RG_CACHE_LINE * RG_CACHE_LINE; }
 
-rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, int max_threads) {
-    if (ctx == NULL || ctx->status != RG_OK) return NULL;
+/* The arguments of rg_graph_build; false (with the context's error set) if they are unusable. */
+static bool build_args_ok(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, int max_threads) {
     if (outputs == NULL || n_outputs < 1) {
         rg_set_error(ctx, RG_E_ARG, "graph_build: no outputs");
-        return NULL;
+        return false;
     }
     if (max_threads < 1 || max_threads > 512) {
         rg_set_error(ctx, RG_E_ARG, "graph_build: max_threads must be 1..512, got %d", max_threads);
-        return NULL;
+        return false;
     }
     for (int i = 0; i < n_outputs; i++) {
         if (outputs[i] == NULL) {
             rg_set_error(ctx, RG_E_ARG, "graph_build: output %d is NULL", i);
-            return NULL;
+            return false;
         }
     }
+    return true;
+}
+
+rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, int max_threads) {
+    if (ctx == NULL || ctx->status != RG_OK) return NULL;
+    if (!build_args_ok(ctx, outputs, n_outputs, max_threads)) return NULL;
     rg_graph *g = rg_ctx_alloc(ctx, sizeof *g);
     if (g == NULL) return NULL;
     memset(g, 0, sizeof *g);
