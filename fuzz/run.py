@@ -121,6 +121,7 @@ def _run_target(args: argparse.Namespace, name: str, seconds: int) -> list[pathl
             f"-artifact_prefix={findings}{os.sep}{label}-",
             "-print_final_stats=1",
         ]
+        + ([f"-seed={args.seed}"] if args.seed else [])
     )
     if seeds is not None:
         from fuzz.corpus import largest
@@ -220,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit-mb", type=int, default=4096, help="address-space cap per fuzzer")
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run saved inputs once and report")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="libFuzzer's random seed (0: a new one each run); CI fixes it so a run explores the same inputs",
+    )
     args = parser.parse_args(argv)
     if args.findings is None:
         args.findings = args.work / "findings"
