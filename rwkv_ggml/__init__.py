@@ -43,6 +43,8 @@ _LAZY = {
     "embed": ("rwkv_ggml.generation", "embed"),
     "Generation": ("rwkv_ggml.generation", "Generation"),
     "ChatSession": ("rwkv_ggml.generation", "ChatSession"),
+    "ChatTemplate": ("rwkv_ggml.chat_format", "ChatTemplate"),
+    "StateBank": ("rwkv_ggml.batch", "StateBank"),
     "default_model_path": ("rwkv_ggml.generation", "default_model_path"),
 }
 
@@ -65,6 +67,7 @@ def __dir__() -> list[str]:
 __all__ = [  # every error class and every name of _LAZY (a test checks that they agree)
     "BusyError",
     "ChatSession",
+    "ChatTemplate",
     "ClosedError",
     "DTypeError",
     "EngineArgumentError",
@@ -79,6 +82,7 @@ __all__ = [  # every error class and every name of _LAZY (a test checks that the
     "SamplingParams",
     "ShapeError",
     "State",
+    "StateBank",
     "Tokenizer",
     "UnsupportedError",
     "complete",
