@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -90,7 +91,7 @@ class Hyper:
         """v5: the name (after ``att.``) of the bonus u: ``time_faaaa`` (raw, 5.2) or ``time_first``."""
         return _v5_bonus(self.version)
 
-    @property
+    @cached_property  # asked for on every eval (state_size); the dataclass is frozen, so it never changes
     def layout(self) -> StateLayout:
         """Where everything lives in the flat recurrent state (architecture.md §7)."""
         return state_layout(self.version, self.n_layer, self.n_embed, self.head_size)

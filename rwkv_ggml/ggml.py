@@ -440,12 +440,18 @@ class Context(OpBuilders[Tensor]):
     def _check_open(self) -> None:
         if self._ptr is None:
             raise ClosedError("the context was closed")
-        if not all(other._is_open() for other in self._reads):
-            raise ClosedError("a context this one reads tensors from (reads=) was closed")
+        for other in self._reads:  # a plain loop: this runs several times per eval
+            if not other._is_open():
+                raise ClosedError("a context this one reads tensors from (reads=) was closed")
 
     def _is_open(self) -> bool:
         # transitive: a tensor of a context read from may itself view a tensor of a context it reads
-        return self._ptr is not None and all(other._is_open() for other in self._reads)
+        if self._ptr is None:
+            return False
+        for other in self._reads:  # noqa: SIM110 (all() with a generator costs more per eval)
+            if not other._is_open():
+                return False
+        return True
 
     def close(self) -> None:
         if self._ptr is not None:
