@@ -17,67 +17,16 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rwkv_ggml.arch_tensors import LAYER_NAMES
+from rwkv_ggml.fileformat import DType
+
 _HEADER = struct.Struct("<6I")
 _RECORD_HEAD = struct.Struct("<3i")
-# Elements per block and bytes per block of each file type id (formats.md §2 / §5.1).
-_LAYOUT = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 7: (32, 22), 8: (32, 24), 9: (32, 34)}
+# Elements per block and bytes per block of each file type id (formats.md §2 / §5.1), from the reader's table.
+_LAYOUT = {int(t): (t.block_size, t.type_size) for t in DType}
 _MAX_DATA = 1 << 20  # never grow one tensor's data beyond this
 # Per-layer tensor names of every RWKV version, so renames can produce foreign or misplaced tensors.
-_SUFFIXES = (
-    "ln0.weight",
-    "ln0.bias",
-    "ln1.weight",
-    "ln1.bias",
-    "ln2.weight",
-    "ln2.bias",
-    "att.key.weight",
-    "att.value.weight",
-    "att.receptance.weight",
-    "att.output.weight",
-    "att.gate.weight",
-    "att.time_mix_k",
-    "att.time_mix_v",
-    "att.time_mix_r",
-    "att.time_mix_g",
-    "att.time_first",
-    "att.time_decay",
-    "att.time_faaaa",
-    "att.ln_x.weight",
-    "att.ln_x.bias",
-    "att.time_maa_x",
-    "att.time_maa_w",
-    "att.time_maa_k",
-    "att.time_maa_v",
-    "att.time_maa_r",
-    "att.time_maa_g",
-    "att.time_maa_w1",
-    "att.time_maa_w2",
-    "att.time_decay_w1",
-    "att.time_decay_w2",
-    "att.x_rwkvag",
-    "att.w0",
-    "att.w1",
-    "att.w2",
-    "att.a0",
-    "att.a1",
-    "att.a2",
-    "att.v0",
-    "att.v1",
-    "att.v2",
-    "att.g1",
-    "att.g2",
-    "att.k_k",
-    "att.k_a",
-    "att.r_k",
-    "ffn.x_k",
-    "ffn.time_mix_k",
-    "ffn.time_mix_r",
-    "ffn.time_maa_k",
-    "ffn.time_maa_r",
-    "ffn.key.weight",
-    "ffn.value.weight",
-    "ffn.receptance.weight",
-)
+_SUFFIXES = tuple(sorted(frozenset().union(*LAYER_NAMES.values())))
 _GLOBALS = ("emb.weight", "head.weight", "ln_out.weight", "ln_out.bias")
 _LAYER = re.compile(r"blocks\.(\d+)\.(.+)")
 

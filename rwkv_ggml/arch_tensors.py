@@ -243,7 +243,7 @@ def _v7_tensors(mf: ModelFile, C: int, V: int, F: int, L: int, H: int, N: int) -
 _NORMS = ("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias")
 _V4_FFN = ("ffn.time_mix_k", "ffn.time_mix_r", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight")
 _ATT_KVRO = ("att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight")
-_LAYER_NAMES: dict[str, frozenset[str]] = {
+LAYER_NAMES: dict[str, frozenset[str]] = {
     "4": frozenset(
         _NORMS
         + _V4_FFN
@@ -324,9 +324,9 @@ _LAYER_NAMES: dict[str, frozenset[str]] = {
 
 def _check_layers_and_foreign(mf: ModelFile, version: str, L: int) -> None:
     """Every ``blocks.<i>.`` tensor must be of a layer below n_layer and not belong to another version."""
-    own = _LAYER_NAMES[family(version)]
+    own = LAYER_NAMES[family(version)]
     foreign: dict[str, str] = {}
-    for other, names in _LAYER_NAMES.items():
+    for other, names in LAYER_NAMES.items():
         for n in names - own:
             foreign[n] = f"{foreign[n]}/v{other}" if n in foreign else other
     present: set[int] = set()
