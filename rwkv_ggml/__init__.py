@@ -45,6 +45,8 @@ _LAZY = {
     "ChatSession": ("rwkv_ggml.generation", "ChatSession"),
     "ChatTemplate": ("rwkv_ggml.chat_format", "ChatTemplate"),
     "StateBank": ("rwkv_ggml.batch", "StateBank"),
+    "generate_batch": ("rwkv_ggml.batch_generation", "generate_batch"),
+    "BatchGenerator": ("rwkv_ggml.batch_generation", "BatchGenerator"),
     "default_model_path": ("rwkv_ggml.generation", "default_model_path"),
 }
 
@@ -65,6 +67,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # every error class and every name of _LAZY (a test checks that they agree)
+    "BatchGenerator",
     "BusyError",
     "ChatSession",
     "ChatTemplate",
@@ -90,6 +93,7 @@ __all__ = [  # every error class and every name of _LAZY (a test checks that the
     "default_model_path",
     "embed",
     "generate",
+    "generate_batch",
     "merge_lora",
     "quantize",
 ]

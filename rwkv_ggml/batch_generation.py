@@ -1,0 +1,331 @@
+"""Text generation for many prompts at once: one :meth:`~rwkv_ggml.model.Model.eval_batch` per step.
+
+:func:`generate_batch` runs a list of prompts to completion; :class:`BatchGenerator` is the streaming
+form, which accepts new requests while it runs, reports each request's text as it is produced and
+cancels requests. Both keep every running sequence's state in a row of a
+:class:`~rwkv_ggml.batch.StateBank`:
+
+* a request joins when a slot is free: its prompt is read in sequence mode
+  (:meth:`~rwkv_ggml.model.Model.eval_sequence`) straight into its bank row;
+* each step samples one token for every running request, from its own logits with its own
+  :class:`~rwkv_ggml.sampling.Sampler` (its own parameters and seed), feeds the tokens through its own
+  incremental decoder and :class:`~rwkv_ggml.sampling.StopChecker`, then feeds all the new tokens to the
+  model in one ``eval_batch`` over the slots still running;
+* a request that finishes (a stop token or stop string: ``"stop"``; ``max_tokens``: ``"length"``;
+  :meth:`BatchGenerator.cancel`: ``"cancelled"``) frees its slot and leaves the batch at once.
+
+The per-request rules are those of :func:`rwkv_ggml.generation.generate` (a stop token is not part of the
+tokens, a stop string and what follows is not part of the text, a multi-byte character is emitted once
+complete), so a request's result equals generating its prompt alone, up to the rounding of the batch's
+matrix products: with one running request ``eval_batch`` is bit-identical to ``eval`` and the results are
+identical; with B > 1 the logits differ from single-sequence ones by the mat-mat rounding (module
+:mod:`rwkv_ggml.batch`), which can only change a token where two candidates are that close (a greedy
+near-tie, or a random draw within that distance of a boundary).
+
+Not thread-safe: one BatchGenerator drives one model at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .batch import StateBank
+from .generation import DEFAULT_MAX_TOKENS, _check_max_tokens, _encode, _tokenizer_for
+from .sampling import Sampler, SamplingParams, StopChecker, params_from_options
+from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .model import Model
+
+FloatArray = npt.NDArray[np.float32]
+Prompt = str | Sequence[int] | np.ndarray
+
+#: Default number of requests that run at once in a :class:`BatchGenerator`.
+DEFAULT_CAPACITY = 8
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """One request's outcome: the generated ``text`` and ``tokens`` (a stop token is not included; a stop
+    string is cut from the text, its tokens stay), ``finish_reason`` ("stop", "length" or "cancelled") and
+    the token counts."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class BatchEvent(NamedTuple):
+    """Text produced by one request in one step; ``finish_reason`` is set on the request's last event."""
+
+    request_id: int
+    text: str
+    finish_reason: str | None
+
+
+class _Request:
+    """One request's sampling and text side; the model side (state row, logits) is the generator's."""
+
+    def __init__(
+        self, ids: list[int], max_tokens: int, params: SamplingParams, tokenizer: Tokenizer, n_vocab: int
+    ) -> None:
+        self.prompt_tokens = ids
+        self.max_tokens = max_tokens
+        self.sampler = Sampler(params, n_vocab)
+        self.stops = StopChecker(params.stop_strings)
+        self.decoder = tokenizer.incremental_decoder()
+        self.tokens: list[int] = []
+        self.chunks: list[str] = []
+        self.finish_reason: str | None = None
+        self.slot: int | None = None
+        self.logits: FloatArray | None = None
+
+    def _emit(self, text: str, out: list[str]) -> None:
+        if text:
+            shown, stopped = self.stops.feed(text)
+            if shown:
+                out.append(shown)
+            if stopped:
+                self.finish_reason = "stop"
+
+    def finish(self, reason: str, out: list[str]) -> None:
+        """Ends the request: the decoder's and the stop checker's held-back text is released."""
+        if self.finish_reason is None:
+            self._emit(self.decoder.flush(), out)
+        if self.finish_reason is None:
+            tail = self.stops.flush()
+            if tail:
+                out.append(tail)
+            self.finish_reason = reason
+
+    def advance(self) -> str:
+        """Samples the next token from :attr:`logits` (or finishes); returns the text that became
+        complete. After it, the request is finished or its last token waits to be fed."""
+        out: list[str] = []
+        if len(self.tokens) >= self.max_tokens:
+            self.finish("length", out)
+        else:
+            assert self.logits is not None
+            tok = self.sampler.sample(self.logits)
+            if self.sampler.is_stop_token(tok):
+                self.finish("stop", out)
+            else:
+                self.sampler.accept(tok)
+                self.tokens.append(tok)
+                self._emit(self.decoder.feed([tok]), out)
+                if self.finish_reason is None and len(self.tokens) >= self.max_tokens:
+                    self.finish("length", out)  # no need to feed a token nobody samples after
+        text = "".join(out)
+        self.chunks.append(text)
+        return text
+
+    def result(self) -> BatchResult:
+        return BatchResult(
+            text="".join(self.chunks),
+            tokens=list(self.tokens),
+            finish_reason=self.finish_reason or "running",
+            prompt_tokens=len(self.prompt_tokens),
+            completion_tokens=len(self.tokens),
+        )
+
+
+class BatchGenerator:
+    """Runs many generation requests together, ``capacity`` at a time (the rest wait for a free slot).
+
+    :meth:`add` a request (validated at once; its prompt is read when it gets a slot), then call
+    :meth:`step` (one sampled token per running request, one ``eval_batch``) or iterate :meth:`events`
+    until :attr:`done`; :meth:`result` gives a request's outcome, :meth:`cancel` stops it and frees its
+    slot. Requests can be added at any time, also while others run.
+    """
+
+    def __init__(
+        self, model: Model, *, capacity: int = DEFAULT_CAPACITY, tokenizer: Tokenizer | str | None = None
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        self.model = model
+        self.tokenizer = _tokenizer_for(model, tokenizer)
+        self.bank = StateBank(model, int(capacity))
+        self._requests: dict[int, _Request] = {}
+        self._waiting: list[int] = []
+        self._running: list[int] = []  # in the order they joined: the order of the batch's rows
+        self._next_id = 0
+
+    def add(
+        self,
+        prompt: Prompt,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        *,
+        params: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> int:
+        """Queues a request; returns its id. ``prompt``: text or token ids (not empty); ``params``: its
+        sampling parameters and seed (default :class:`~rwkv_ggml.sampling.SamplingParams`); ``stop``:
+        extra stop strings. Raises TypeError/ValueError for bad arguments, before anything runs."""
+        max_tokens = _check_max_tokens(max_tokens)
+        sp = params_from_options(params, stop)
+        ids = _encode(self.tokenizer, prompt)
+        if not ids:
+            raise ValueError("the prompt is empty: give some text (or token ids) to continue")
+        bad = [t for t in ids if not 0 <= t < self.model.n_vocab]
+        if bad:
+            raise ValueError(
+                f"prompt token {bad[0]} is outside the model's vocabulary [0, {self.model.n_vocab})"
+            )
+        request = _Request(ids, max_tokens, sp, self.tokenizer, self.model.n_vocab)
+        rid = self._next_id
+        self._next_id += 1
+        self._requests[rid] = request
+        self._waiting.append(rid)
+        return rid
+
+    @property
+    def done(self) -> bool:
+        """Whether no request is running or waiting."""
+        return not self._running and not self._waiting
+
+    @property
+    def running(self) -> list[int]:
+        """The ids of the requests that hold a slot, in batch order."""
+        return list(self._running)
+
+    @property
+    def waiting(self) -> list[int]:
+        """The ids of the requests waiting for a slot, in the order they were added."""
+        return list(self._waiting)
+
+    def result(self, request_id: int) -> BatchResult:
+        """The request's outcome so far (``finish_reason`` "running" until it finishes)."""
+        return self._request(request_id).result()
+
+    def cancel(self, request_id: int) -> None:
+        """Stops a request (waiting or running): its slot is freed, its result keeps the text so far with
+        ``finish_reason`` "cancelled". Cancelling a finished request does nothing."""
+        request = self._request(request_id)
+        if request.finish_reason is not None:
+            return
+        request.finish_reason = "cancelled"
+        if request_id in self._waiting:
+            self._waiting.remove(request_id)
+        else:
+            self._leave(request_id)
+
+    def step(self) -> list[BatchEvent]:
+        """Admits waiting requests into free slots (reading their prompts), samples one token for every
+        running request and feeds them all in one ``eval_batch``. Returns the events of this step: one per
+        request that produced text or finished."""
+        self._admit()
+        events: list[BatchEvent] = []
+        for rid in list(self._running):
+            request = self._requests[rid]
+            text = request.advance()
+            if request.finish_reason is not None:
+                self._leave(rid)
+            if text or request.finish_reason is not None:
+                events.append(BatchEvent(rid, text, request.finish_reason))
+        if self._running:
+            requests = [self._requests[rid] for rid in self._running]
+            logits = self.bank.eval_batch([r.tokens[-1] for r in requests], [r.slot for r in requests])
+            assert logits is not None
+            for row, request in enumerate(requests):
+                request.logits = logits[row]
+        return events
+
+    def events(self) -> Iterator[BatchEvent]:
+        """Steps until every request (also those added meanwhile) is finished, yielding the events."""
+        while not self.done:
+            yield from self.step()
+
+    def _admit(self) -> None:
+        while self._waiting and self.bank.n_free:
+            rid = self._waiting.pop(0)
+            request = self._requests[rid]
+            slot = self.bank.allocate()
+            row = self.bank.array[slot]
+            logits, _ = self.model.eval_sequence(request.prompt_tokens, row, state_out=row)
+            request.slot, request.logits = slot, logits
+            self._running.append(rid)
+
+    def _leave(self, request_id: int) -> None:
+        request = self._requests[request_id]
+        self._running.remove(request_id)
+        assert request.slot is not None
+        self.bank.free(request.slot)
+        request.slot, request.logits = None, None
+
+    def _request(self, request_id: int) -> _Request:
+        if isinstance(request_id, bool) or request_id not in self._requests:
+            raise KeyError(f"no request with id {request_id!r} in this BatchGenerator")
+        return self._requests[request_id]
+
+
+def _per_prompt(value: Any, n: int, what: str) -> list[Any]:
+    """``value`` repeated for each of the n prompts, or a list/tuple of exactly n values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{what} has {len(value)} entries for {n} prompts: give one per prompt")
+        return list(value)
+    return [value] * n
+
+
+def generate_batch(
+    model: Model,
+    prompts: Sequence[Prompt],
+    max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
+    *,
+    tokenizer: Tokenizer | str | None = None,
+    params: SamplingParams | Sequence[SamplingParams] | None = None,
+    stop: str | Sequence[str] | None = None,
+) -> list[BatchResult]:
+    """Generates a continuation for every prompt at once (all in one batch); the results in prompt order.
+
+    ``prompts``: a list of texts or token-id lists (none empty). ``max_tokens``: one limit for all, or a
+    list with one per prompt. ``params``: None (the defaults), one
+    :class:`~rwkv_ggml.sampling.SamplingParams` for all or a list with one per prompt (each request
+    samples with its own, seed included). ``stop``: stop strings added to every request's. Each result
+    equals generating that prompt alone with :func:`rwkv_ggml.generation.generate` and the same options,
+    up to the batch rounding described in the module docstring.
+
+    Raises TypeError for prompts that are not a list of prompts, ValueError for an empty list, an empty
+    prompt or a per-prompt list of the wrong length (before anything is computed).
+    """
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
+        raise TypeError(
+            f"prompts must be a list of prompts (str or token ids), got {type(prompts).__name__}"
+            + ("; wrap a single prompt in a list" if isinstance(prompts, (str, bytes)) else "")
+        )
+    if not prompts:
+        raise ValueError("prompts is empty: give at least one prompt")
+    n = len(prompts)
+    limits = _per_prompt(max_tokens, n, "max_tokens")
+    if isinstance(params, (list, tuple)):
+        bad = [p for p in params if not isinstance(p, SamplingParams)]
+        if bad:
+            raise TypeError(f"params must hold SamplingParams, got a {type(bad[0]).__name__}")
+    elif params is not None and not isinstance(params, SamplingParams):
+        raise TypeError(
+            f"params must be None, a SamplingParams or a list of them, got {type(params).__name__}"
+        )
+    per_params = _per_prompt(params, n, "params")
+    generator = BatchGenerator(model, capacity=n, tokenizer=tokenizer)
+    ids = []
+    for i, (prompt, limit, sp) in enumerate(zip(prompts, limits, per_params, strict=True)):
+        try:
+            ids.append(generator.add(prompt, limit, params=sp, stop=stop))
+        except TypeError as exc:
+            raise TypeError(f"prompts[{i}]: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"prompts[{i}]: {exc}") from None
+    for _ in generator.events():
+        pass
+    return [generator.result(rid) for rid in ids]
+
+
+__all__ = ["DEFAULT_CAPACITY", "BatchEvent", "BatchGenerator", "BatchResult", "generate_batch"]
