@@ -52,8 +52,8 @@ DEFAULT_CAPACITY = 8
 @dataclasses.dataclass
 class BatchResult:
     """One request's outcome: the generated ``text`` and ``tokens`` (a stop token is not included; a stop
-    string is cut from the text, its tokens stay), ``finish_reason`` ("stop", "length" or "cancelled") and
-    the token counts."""
+    string is cut from the text, its tokens stay), ``finish_reason`` ("stop", "length", "cancelled", "error"
+    after a step failed, or "running") and the token counts."""
 
     text: str
     tokens: list[int]
@@ -232,7 +232,11 @@ class BatchGenerator:
                 events.append(BatchEvent(rid, text, request.finish_reason))
         if self._running:
             requests = [self._requests[rid] for rid in self._running]
-            logits = self.bank.eval_batch([r.tokens[-1] for r in requests], [r.slot for r in requests])
+            try:
+                logits = self.bank.eval_batch([r.tokens[-1] for r in requests], [r.slot for r in requests])
+            except BaseException:
+                self._fail_running()
+                raise
             assert logits is not None
             for row, request in enumerate(requests):
                 request.logits = logits[row]
@@ -245,13 +249,24 @@ class BatchGenerator:
 
     def _admit(self) -> None:
         while self._waiting and self.bank.n_free:
-            rid = self._waiting.pop(0)
+            rid = self._waiting[0]
             request = self._requests[rid]
             slot = self.bank.allocate()
             row = self.bank.array[slot]
-            logits, _ = self.model.eval_sequence(request.prompt_tokens, row, state_out=row)
+            try:
+                logits, _ = self.model.eval_sequence(request.prompt_tokens, row, state_out=row)
+            except BaseException:  # e.g. the model was closed, or Ctrl-C: the request keeps waiting
+                self.bank.free(slot)
+                raise
+            self._waiting.pop(0)
             request.slot, request.logits = slot, logits
             self._running.append(rid)
+
+    def _fail_running(self) -> None:
+        """After a failed step the running requests' states are half-updated: they end, "error"."""
+        for rid in list(self._running):
+            self._requests[rid].finish_reason = "error"
+            self._leave(rid)
 
     def _leave(self, request_id: int) -> None:
         request = self._requests[request_id]

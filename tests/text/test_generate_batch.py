@@ -255,3 +255,22 @@ def test_generator_bad_arguments(tiny: Model) -> None:
 def test_exported_from_the_package() -> None:
     assert rwkv_ggml.generate_batch is generate_batch
     assert rwkv_ggml.BatchGenerator is BatchGenerator
+
+
+def test_a_closed_model_ends_the_running_requests_with_a_clear_error() -> None:
+    from rwkv_ggml.errors import ClosedError
+
+    model = Model(tiny_path("tiny-rwkv-4v0-660K-FP32.bin"), threads=1)
+    gen = BatchGenerator(model, capacity=1)
+    running = gen.add("Hello", 10, params=GREEDY)
+    waiting = gen.add("In 1990,", 10, params=GREEDY)
+    gen.step()
+    model.close()
+    with pytest.raises(ClosedError):
+        gen.step()
+    assert gen.result(running).finish_reason == "error" and gen.running == []
+    with pytest.raises(ClosedError):
+        gen.step()  # the waiting request fails to join and keeps waiting
+    assert gen.waiting == [waiting] and gen.bank.n_free == 1
+    gen.cancel(waiting)
+    assert gen.done
