@@ -45,6 +45,34 @@ rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time
  * exponentials of each step go through the SIMD exp (rg_kernels.vec_exp) together. */
 #define RG_WKV4_BLOCK 64
 
+/* One token's step of (V4.4)-(V4.5) for n <= RG_WKV4_BLOCK channels: o = wkv, and aa, bb, pp updated in
+ * place. u, w, kt, vt point at the block's first channel. Both the sequence op and the batched op run it,
+ * so their results are bit-identical. */
+static inline void wkv4_block_step(int n, const float *u, const float *w, const float *kt, const float *vt,
+                                   float *aa, float *bb, float *pp, float *o) {
+    float q2[RG_WKV4_BLOCK];
+    float e[4 * RG_WKV4_BLOCK]; /* the exponents, then their exponentials: e1, e2 of (V4.4), of (V4.5) */
+    for (int j = 0; j < n; j++) {
+        /* (V4.4) output with the bonus u for the current token */
+        const float ww = u[j] + kt[j], q = pp[j] > ww ? pp[j] : ww;
+        e[j] = pp[j] - q;
+        e[RG_WKV4_BLOCK + j] = ww - q;
+        /* (V4.5) decay the history by w and add this token */
+        const float wd = pp[j] + w[j];
+        q2[j] = wd > kt[j] ? wd : kt[j];
+        e[2 * RG_WKV4_BLOCK + j] = wd - q2[j];
+        e[3 * RG_WKV4_BLOCK + j] = kt[j] - q2[j];
+    }
+    for (int part = 0; part < 4; part++) rg_kernels.vec_exp(e + part * RG_WKV4_BLOCK, e + part * RG_WKV4_BLOCK, n);
+    for (int j = 0; j < n; j++) {
+        const float e1 = e[j], e2 = e[RG_WKV4_BLOCK + j], e3 = e[2 * RG_WKV4_BLOCK + j], e4 = e[3 * RG_WKV4_BLOCK + j];
+        o[j] = (e1 * aa[j] + e2 * vt[j]) / (e1 * bb[j] + e2);
+        aa[j] = e3 * aa[j] + e4 * vt[j];
+        bb[j] = e3 * bb[j] + e4;
+        pp[j] = q2[j];
+    }
+}
+
 void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst) {
     const float *k = dst->src[0]->data, *v = dst->src[1]->data;
     const float *u = dst->src[2]->data, *w = dst->src[3]->data;
@@ -56,37 +84,14 @@ void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst) {
     rg_split(C, p->ith, p->nth, &c0, &c1);
     for (int64_t b0 = c0; b0 < c1; b0 += RG_WKV4_BLOCK) {
         const int n = c1 - b0 < RG_WKV4_BLOCK ? (int)(c1 - b0) : RG_WKV4_BLOCK;
-        float aa[RG_WKV4_BLOCK], bb[RG_WKV4_BLOCK], pp[RG_WKV4_BLOCK], q2[RG_WKV4_BLOCK];
-        float e[4 * RG_WKV4_BLOCK]; /* the exponents, then their exponentials: e1, e2 of (V4.4), of (V4.5) */
+        float aa[RG_WKV4_BLOCK], bb[RG_WKV4_BLOCK], pp[RG_WKV4_BLOCK];
         for (int j = 0; j < n; j++) {
             aa[j] = st[b0 + j];
             bb[j] = st[C + b0 + j];
             pp[j] = st[2 * C + b0 + j];
         }
-        for (int64_t t = 0; t < T; t++) {
-            const float *kt = k + t * C + b0, *vt = v + t * C + b0;
-            for (int j = 0; j < n; j++) {
-                /* (V4.4) output with the bonus u for the current token */
-                const float ww = u[b0 + j] + kt[j], q = pp[j] > ww ? pp[j] : ww;
-                e[j] = pp[j] - q;
-                e[RG_WKV4_BLOCK + j] = ww - q;
-                /* (V4.5) decay the history by w and add this token */
-                const float wd = pp[j] + w[b0 + j];
-                q2[j] = wd > kt[j] ? wd : kt[j];
-                e[2 * RG_WKV4_BLOCK + j] = wd - q2[j];
-                e[3 * RG_WKV4_BLOCK + j] = kt[j] - q2[j];
-            }
-            for (int part = 0; part < 4; part++) rg_kernels.vec_exp(e + part * RG_WKV4_BLOCK, e + part * RG_WKV4_BLOCK, n);
-            float *o = out + t * C + b0;
-            for (int j = 0; j < n; j++) {
-                const float e1 = e[j], e2 = e[RG_WKV4_BLOCK + j], e3 = e[2 * RG_WKV4_BLOCK + j],
-                            e4 = e[3 * RG_WKV4_BLOCK + j];
-                o[j] = (e1 * aa[j] + e2 * vt[j]) / (e1 * bb[j] + e2);
-                aa[j] = e3 * aa[j] + e4 * vt[j];
-                bb[j] = e3 * bb[j] + e4;
-                pp[j] = q2[j];
-            }
-        }
+        for (int64_t t = 0; t < T; t++)
+            wkv4_block_step(n, u + b0, w + b0, k + t * C + b0, v + t * C + b0, aa, bb, pp, out + t * C + b0);
         for (int j = 0; j < n; j++) {
             aa_out[b0 + j] = aa[j];
             bb_out[b0 + j] = bb[j];
@@ -178,26 +183,7 @@ void rg_fwd_rwkv_wkv4_batch(const rg_compute_params *p, rg_tensor *dst) {
             memset(o, 0, (size_t)n * sizeof(float));
             continue;
         }
-        float *aa = row + b0, *bb = row + C + b0, *pp = row + 2 * C + b0;
-        const float *kt = k + b * C + b0, *vt = v + b * C + b0;
-        float q2[RG_WKV4_BLOCK], e[4 * RG_WKV4_BLOCK];
-        for (int j = 0; j < n; j++) {
-            const float ww = u[b0 + j] + kt[j], q = pp[j] > ww ? pp[j] : ww;
-            e[j] = pp[j] - q;
-            e[RG_WKV4_BLOCK + j] = ww - q;
-            const float wd = pp[j] + w[b0 + j];
-            q2[j] = wd > kt[j] ? wd : kt[j];
-            e[2 * RG_WKV4_BLOCK + j] = wd - q2[j];
-            e[3 * RG_WKV4_BLOCK + j] = kt[j] - q2[j];
-        }
-        for (int part = 0; part < 4; part++) rg_kernels.vec_exp(e + part * RG_WKV4_BLOCK, e + part * RG_WKV4_BLOCK, n);
-        for (int j = 0; j < n; j++) {
-            const float e1 = e[j], e2 = e[RG_WKV4_BLOCK + j], e3 = e[2 * RG_WKV4_BLOCK + j],
-                        e4 = e[3 * RG_WKV4_BLOCK + j];
-            o[j] = (e1 * aa[j] + e2 * vt[j]) / (e1 * bb[j] + e2);
-            aa[j] = e3 * aa[j] + e4 * vt[j];
-            bb[j] = e3 * bb[j] + e4;
-            pp[j] = q2[j];
-        }
+        wkv4_block_step(n, u + b0, w + b0, k + b * C + b0, v + b * C + b0, row + b0, row + C + b0,
+                        row + 2 * C + b0, o);
     }
 }
