@@ -258,6 +258,25 @@ rg_tensor *rg_cont(rg_ctx *ctx, rg_tensor *src) {
     return t;
 }
 
+/* The node of an op that writes src into dst (cpy, set_rows). It owns no memory: it stands for dst
+ * after the write, so it is a view of dst; src[0] = src, src[1] = dst. */
+static rg_tensor *write_node(rg_ctx *ctx, rg_op op, rg_tensor *src, rg_tensor *dst) {
+    rg_tensor *t = rg_tensor_alloc_struct(ctx);
+    if (t == NULL) return NULL;
+    t->type = dst->type;
+    t->n_dims = dst->n_dims;
+    memcpy(t->ne, dst->ne, sizeof t->ne);
+    memcpy(t->nb, dst->nb, sizeof t->nb);
+    t->op = op;
+    t->src[0] = src;
+    t->src[1] = dst;
+    t->view_src = dst;
+    t->view_offs = 0;
+    t->data = dst->data;
+    rg_tensor_set_name(t, dst->name);
+    return t;
+}
+
 rg_tensor *rg_cpy(rg_ctx *ctx, rg_tensor *src, rg_tensor *dst) {
     if (!usable(ctx, src, dst, 1, "cpy") || !check_float(ctx, src, "cpy", "src")) return NULL;
     if (!rg_is_float_type(dst->type) && !(rg_traits(dst->type)->quantized && rg_traits(dst->type)->from_f32)) {
@@ -280,21 +299,7 @@ rg_tensor *rg_cpy(rg_ctx *ctx, rg_tensor *src, rg_tensor *dst) {
         return NULL;
     }
     if (!rg_tensor_claim_write(ctx, dst, "cpy")) return NULL;
-    /* The node owns no memory: it stands for dst after the write, so it is a view of dst. */
-    rg_tensor *t = rg_tensor_alloc_struct(ctx);
-    if (t == NULL) return NULL;
-    t->type = dst->type;
-    t->n_dims = dst->n_dims;
-    memcpy(t->ne, dst->ne, sizeof t->ne);
-    memcpy(t->nb, dst->nb, sizeof t->nb);
-    t->op = RG_OP_CPY;
-    t->src[0] = src;
-    t->src[1] = dst;
-    t->view_src = dst;
-    t->view_offs = 0;
-    t->data = dst->data;
-    rg_tensor_set_name(t, dst->name);
-    return t;
+    return write_node(ctx, RG_OP_CPY, src, dst);
 }
 
 rg_tensor *rg_set_rows(rg_ctx *ctx, rg_tensor *dst, rg_tensor *src, rg_tensor *ids) {
@@ -317,21 +322,8 @@ rg_tensor *rg_set_rows(rg_ctx *ctx, rg_tensor *dst, rg_tensor *src, rg_tensor *i
         return NULL;
     }
     if (!rg_tensor_claim_write(ctx, dst, "set_rows")) return NULL;
-    /* As cpy's: the node stands for dst after the write, so it is a view of dst. */
-    rg_tensor *t = rg_tensor_alloc_struct(ctx);
-    if (t == NULL) return NULL;
-    t->type = dst->type;
-    t->n_dims = dst->n_dims;
-    memcpy(t->ne, dst->ne, sizeof t->ne);
-    memcpy(t->nb, dst->nb, sizeof t->nb);
-    t->op = RG_OP_SET_ROWS;
-    t->src[0] = src;
-    t->src[1] = dst;
-    t->src[2] = ids;
-    t->view_src = dst;
-    t->view_offs = 0;
-    t->data = dst->data;
-    rg_tensor_set_name(t, dst->name);
+    rg_tensor *t = write_node(ctx, RG_OP_SET_ROWS, src, dst);
+    if (t != NULL) t->src[2] = ids;
     return t;
 }
 
