@@ -1,4 +1,4 @@
-"""Shared pytest helpers: where the tiny rwkv.cpp test models live.
+"""Shared pytest helpers: where the tiny rwkv.cpp test models live, and the CLI run as a subprocess.
 
 The models are read in place from the shared folder next to the repository
 (``<repo>/../shared/testdata/rwkv.cpp-tiny``) and are never copied into the repo.
@@ -6,7 +6,10 @@ The models are read in place from the shared folder next to the repository
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,24 @@ def tiny_path(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"{path.resolve()} is missing from the shared tiny-model folder")
     return path
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m rwkv_ggml ARGS`` in a subprocess with this checkout first on the path, from the repository
+    root; ``stdin`` as its standard input (empty if None), ``env`` added to the environment. Debug
+    tracebacks are off, as a user sees them."""
+    full = {**os.environ, **(env or {})}
+    full.pop("RWKV_GGML_DEBUG", None)
+    full["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "rwkv_ggml", *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=full,
+        check=False,
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +17,13 @@ import pytest
 from rwkv_ggml.fileformat import read_model_file
 from rwkv_ggml.generation import complete
 from rwkv_ggml.model import Model
-from tests.conftest import REPO_ROOT, tiny_path
+from tests.conftest import run_cli, tiny_path
 
 TINY4 = "tiny-rwkv-4v0-660K-FP32.bin"
 
 
 def run(*args: str, stdin: str | None = None, check_rc: int | None = 0) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("RWKV_GGML_DEBUG", None)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-m", "rwkv_ggml", *args],
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-    )
+    proc = run_cli(*args, stdin=stdin)
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from rwkv_ggml.conversion import convert
 from rwkv_ggml.errors import ModelIOError
 from rwkv_ggml.hub import checkpoint_candidates, parse_hf_model, pretrained_model_file
 from rwkv_ggml.quantization import quantize
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_cli
 from tests.reference.random_models import random_model_weights
 
 hub_constants = pytest.importorskip("huggingface_hub.constants")
@@ -191,21 +189,6 @@ def test_parse_hf_model() -> None:
     for bad in ("hf:", "hf:alone", "hf:/b", "hf:a//x.pth", "hf:a/b/"):
         with pytest.raises(ValueError, match="is not hf:OWNER/NAME"):
             parse_hf_model(bad)
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
-    full.pop("RWKV_GGML_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rwkv_ggml", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env=full,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_cli_model_from_the_hub(offline: HubCache, tmp_path: Path) -> None:

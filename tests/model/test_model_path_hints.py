@@ -5,35 +5,23 @@ produces a file that loads."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rwkv_ggml import Model
 from rwkv_ggml.errors import ModelFormatError, ModelIOError
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_cli
 from tests.formats.test_convert import model, save_pth, save_safetensors
 
 COMMAND = re.compile(r"`(rwkv-ggml convert [^`]*)`")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("RWKV_GGML_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rwkv_ggml", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-    )
+    return run_cli(*args, timeout=300)
 
 
 def convert_command(path: Path) -> list[str]:
