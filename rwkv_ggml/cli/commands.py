@@ -12,6 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -352,6 +353,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     with read_model_file(path) as mf:
         n_params = sum(rec.n_elements for rec in mf.tensors.values())
         n_tensors = len(mf.tensors)
+        types = Counter(rec.dtype.name for rec in mf.tensors.values())
+        head_type = mf.tensors["head.weight"].dtype.name if "head.weight" in mf.tensors else "-"
     size = path.stat().st_size
     print(f"file: {path}")
     print(f"file size: {size} bytes ({size / 2**20:.2f} MiB)")
@@ -360,7 +363,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"n_vocab: {n_vocab}")
     print(f"n_embed: {n_embed}")
     print(f"n_layer: {n_layer}")
-    print(f"tensors: {n_tensors}")
+    print(f"tensors: {n_tensors} ({', '.join(f'{n} {t}' for t, n in types.most_common())}; head {head_type})")
     print(f"parameters: {n_params} ({n_params / 1e6:.2f}M)")
     print(f"state size: {state_size} floats")
     if gn_eps:
@@ -383,13 +386,22 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if fmt is None:
         raise CliError("quantize needs --dtype: Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0")
     _check_src(args.src, "source model")
-    quantize(args.src, args.dst, fmt, threads=args.threads, progress=progress_bar())
+    quantize(args.src, args.dst, fmt, threads=args.threads, progress=progress_bar(), head=_head(args))
     print(f"wrote {args.dst}")
     return 0
 
 
+def _head(args: argparse.Namespace) -> str | bool:
+    """The ``head=`` of quantize(): --head-dtype or False (keep the head as it is)."""
+    return getattr(args, "head_dtype", None) or False
+
+
 def _write_maybe_quantized(
-    dst: str, dtype: str, threads: int | None, make: Callable[[str, str], None]
+    dst: str,
+    dtype: str,
+    threads: int | None,
+    make: Callable[[str, str], None],
+    head: str | bool = False,
 ) -> None:
     """Runs ``make(path, "f16"/"f32")``; for a quantized dtype, to a temporary F16 file next to
     ``dst`` that is then quantized into ``dst`` (convert only writes float files)."""
@@ -400,6 +412,8 @@ def _write_maybe_quantized(
         target = DType.from_name(dtype)
     except ValueError:
         raise CliError(f"unknown dtype {dtype!r}; choose f32, f16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0") from None
+    if not target.is_quantized and head:
+        raise CliError(f"--head-dtype needs a quantized --dtype (Q4_0 ... Q8_0), not {dtype!r}")
     if not target.is_quantized:
         make(dst, target.name.lower())
         return
@@ -408,7 +422,7 @@ def _write_maybe_quantized(
     os.close(fd)
     try:
         make(tmp, "f16")
-        quantize(tmp, dst, target, threads=threads, progress=progress_bar())
+        quantize(tmp, dst, target, threads=threads, progress=progress_bar(), head=head)
     finally:
         try:
             os.unlink(tmp)
@@ -425,6 +439,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.dtype,
         args.threads,
         lambda path, dtype: convert(args.src, path, dtype, progress=progress_bar()),
+        head=_head(args),
     )
     print(f"wrote {args.dst}")
     return 0

@@ -81,6 +81,15 @@ def _add_dtype(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--dtype", default=default, metavar="DTYPE", help=f"{choices}{shown}")
 
 
+def _add_head_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--head-dtype",
+        metavar="DTYPE",
+        help="also quantize the output matrix head.weight, to DTYPE (e.g. Q8_0; default: keep it as it "
+        "is, as rwkv.cpp does); fewer bytes read per token for a small logit error (docs/quantization.md)",
+    )
+
+
 def _add_gn_eps(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gn-eps",
@@ -321,6 +330,7 @@ def _add_file_writing_commands(sub: Any) -> None:
     # the positional FORMAT of earlier versions, still accepted (not shown in --help)
     p.add_argument("format", nargs="?", metavar="FORMAT", help=argparse.SUPPRESS)
     _add_dtype(p, None)
+    _add_head_dtype(p)
     _add_threads(p)
     p.set_defaults(func=commands.cmd_quantize)
 
@@ -335,6 +345,7 @@ def _add_file_writing_commands(sub: Any) -> None:
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
     _add_dtype(p, "f16")
+    _add_head_dtype(p)
     _add_threads(p)
     p.set_defaults(func=commands.cmd_convert)
 

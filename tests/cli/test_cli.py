@@ -321,6 +321,34 @@ def test_quantize(tiny: str, tmp_path: Path) -> None:
     )
 
 
+def test_quantize_and_convert_head_dtype(tiny: str, tmp_path: Path) -> None:
+    """--head-dtype quantizes head.weight too; info shows the head's type."""
+    from safetensors.numpy import save_file
+
+    dst = tmp_path / "q4-head-q8.bin"
+    run("quantize", tiny, str(dst), "--dtype", "Q4_0", "--head-dtype", "Q8_0", "--threads", "1")
+    out = run("info", "-m", str(dst)).stdout
+    assert "dtype: Q4_0" in out and "1 Q8_0; head Q8_0)" in out
+    assert "head F32)" in run("info", "-m", tiny).stdout
+    x = str(tmp_path / "x.bin")
+    assert_one_line_error(
+        run("quantize", tiny, x, "--dtype", "Q4_0", "--head-dtype", "Q9", check_rc=None),
+        1,
+        "'Q9'",
+    )
+    src = tmp_path / "ckpt.safetensors"
+    save_file(_v4_checkpoint(), str(src))
+    conv = tmp_path / "conv.bin"
+    run("convert", str(src), str(conv), "--dtype", "Q5_1", "--head-dtype", "Q8_0", "--threads", "1")
+    assert "head Q8_0)" in run("info", "-m", str(conv)).stdout
+    assert_one_line_error(
+        run("convert", str(src), str(tmp_path / "y.bin"), "--head-dtype", "Q8_0", check_rc=None),
+        1,
+        "needs a quantized --dtype",
+    )
+    assert not (tmp_path / "x.bin").exists() and not (tmp_path / "y.bin").exists()
+
+
 def _v4_checkpoint(C: int = 32, L: int = 2, V: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     """A random RWKV-4 state dict under the official names (architecture.md §3.1)."""
     rng = np.random.default_rng(seed)

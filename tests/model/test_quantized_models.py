@@ -132,3 +132,41 @@ def test_quantize_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(KeyboardInterrupt):
         quantize(src, tmp_path / "never.bin", "Q8_0", threads=1)
     assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("stem", ["4v0-660K", "7v0-834K"])
+@pytest.mark.parametrize("head", ["Q8_0", True])
+def test_quantized_head(tmp_path: Path, stem: str, head: str | bool) -> None:
+    """head= quantizes head.weight too: its blocks are those of quantize_matrix, every other tensor is the
+    file rwkv.cpp's rule writes, and the logits stay within the format's bound of the expected ones."""
+    from rwkv_ggml.quantization import quantize_matrix
+
+    src = tiny_path(f"tiny-rwkv-{stem}-FP32.bin")
+    plain, with_head = tmp_path / "plain.bin", tmp_path / "head.bin"
+    quantize(src, plain, "Q5_1", threads=1, progress=False)
+    quantize(src, with_head, "Q5_1", threads=1, progress=False, head=head)
+    head_fmt = "Q5_1" if head is True else head
+    with read_model_file(src) as s, read_model_file(plain) as p, read_model_file(with_head) as h:
+        assert h.tensors["head.weight"].dtype.name == head_fmt
+        assert p.tensors["head.weight"].dtype.name == "F32"
+        blocks = quantize_matrix(np.asarray(s.array("head.weight")), head_fmt)
+        assert np.asarray(h.array("head.weight")).tobytes() == blocks.tobytes()
+        for name, rec in p.tensors.items():
+            if name != "head.weight":
+                assert h.tensors[name].dtype == rec.dtype, name
+                assert np.array_equal(np.asarray(h.array(name)), np.asarray(p.array(name))), name
+    expected = np.fromfile(tiny_path(f"expected-logits-{stem}.bin"), dtype="<f4")
+    with Model(with_head, threads=1) as m, Model(plain, threads=1) as mp:
+        logits, _ = m.eval_sequence(PROMPT)
+        plain_logits, _ = mp.eval_sequence(PROMPT)
+    assert np.abs(logits - expected).max() <= BOUNDS["Q5_1"]
+    assert not np.array_equal(logits, plain_logits)  # the head really is a different matrix now
+
+
+def test_quantized_head_bad_inputs(tmp_path: Path) -> None:
+    src = tiny_path("tiny-rwkv-4v0-660K-FP32.bin")
+    with pytest.raises(ValueError, match="unknown quantization format 'Q9'"):
+        quantize(src, tmp_path / "x.bin", "Q8_0", head="Q9")
+    with pytest.raises(ValueError, match="head must be a bool or a format name"):
+        quantize(src, tmp_path / "x.bin", "Q8_0", head=8)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.bin").exists()
