@@ -149,7 +149,7 @@ CHAT_KEYS = "Ctrl-C stops a reply; Ctrl-C or Ctrl-D at the prompt quits"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..generation import ChatSession
+    from ..chat_session import ChatSession
 
     interactive = stdin_is_terminal()
     with _load_model(args) as model:
