@@ -212,6 +212,9 @@ class Model(CoreModel):
         state: FloatArray | None = None,
         logits: FloatArray | None = None,
         tokenizer: Tokenizer | str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: str | None = None,
+        regex: str | None = None,
     ) -> str:
         """The whole continuation of ``prompt`` as one string: :meth:`generate` without streaming, with
         the same arguments (the same seed gives the same text as ``rwkv-ggml generate --seed``)."""
@@ -236,6 +239,9 @@ class Model(CoreModel):
                 state=state,
                 logits=logits,
                 tokenizer=tokenizer,
+                response_format=response_format,
+                grammar=grammar,
+                regex=regex,
             )
         )
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConstraintError, ModelIOError
+from .errors import ModelIOError
 from .sampling import (
     DEFAULT_FREQUENCY_PENALTY,
     DEFAULT_MIN_P,
@@ -48,7 +48,7 @@ from .sampling import (
     params_from_options,
     with_sampling_doc,
 )
-from .structured import Constraint, constraint_from_options, next_token
+from .structured import Constraint, next_token, request_constraint
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -304,6 +304,29 @@ class Generation(Iterator[str]):
         )
 
 
+def _check_start(
+    model: Model, ids: list[int], state: FloatArray | None, logits: FloatArray | None
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """The checked ``state`` and ``logits`` a generation of prompt ``ids`` starts from."""
+    if state is not None:
+        state = model._check_state(state, "state")
+    if logits is not None:
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.shape != (model.n_vocab,):
+            raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
+    if not ids:
+        if state is None or logits is None:
+            raise ValueError(
+                "the prompt is empty: give some text to continue (an empty prompt is only "
+                "allowed together with state= and logits= from a previous generation)"
+            )
+    else:
+        bad = [t for t in ids if not 0 <= t < model.n_vocab]
+        if bad:
+            raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
+    return state, logits
+
+
 @with_sampling_doc
 def generate(
     model: Model,
@@ -379,33 +402,11 @@ def generate(
         stop_strings=stop_strings,
         seed=seed,
     )
-    if constraint is None:
-        constraint = constraint_from_options(
-            tok, model.n_vocab, response_format=response_format, grammar=grammar, regex=regex
-        )
-    elif not isinstance(constraint, Constraint):
-        raise TypeError(
-            f"constraint must be a rwkv_ggml.structured.Constraint, got {type(constraint).__name__}"
-        )
-    elif response_format is not None or grammar is not None or regex is not None:
-        raise ConstraintError("give either constraint= or response_format=/grammar=/regex=, not both")
+    constraint = request_constraint(
+        tok, model.n_vocab, constraint, response_format=response_format, grammar=grammar, regex=regex
+    )
     ids = _encode(tok, prompt)
-    if state is not None:
-        state = model._check_state(state, "state")
-    if logits is not None:
-        logits = np.asarray(logits, dtype=np.float32)
-        if logits.shape != (model.n_vocab,):
-            raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
-    if not ids:
-        if state is None or logits is None:
-            raise ValueError(
-                "the prompt is empty: give some text to continue (an empty prompt is only "
-                "allowed together with state= and logits= from a previous generation)"
-            )
-    else:
-        bad = [t for t in ids if not 0 <= t < model.n_vocab]
-        if bad:
-            raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
+    state, logits = _check_start(model, ids, state, logits)
     return Generation(
         model,
         ids,
@@ -444,6 +445,9 @@ def complete(
     state: FloatArray | None = None,
     logits: FloatArray | None = None,
     tokenizer: Tokenizer | str | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    grammar: str | None = None,
+    regex: str | None = None,
 ) -> str:
     """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming, with the
     same arguments)."""
@@ -469,6 +473,9 @@ def complete(
         state=state,
         logits=logits,
         tokenizer=tokenizer,
+        response_format=response_format,
+        grammar=grammar,
+        regex=regex,
     )
     return "".join(gen)
 

@@ -303,6 +303,27 @@ def constraint_from_options(
     return Constraint(tokenizer, n_vocab, compiled, description)
 
 
+def request_constraint(
+    tokenizer: Tokenizer,
+    n_vocab: int,
+    constraint: Constraint | None,
+    *,
+    response_format: Mapping[str, Any] | None = None,
+    grammar: str | None = None,
+    regex: str | None = None,
+) -> Constraint | None:
+    """A request's constraint: the one given (checked), or one made from the options (at most one of all)."""
+    if constraint is None:
+        return constraint_from_options(
+            tokenizer, n_vocab, response_format=response_format, grammar=grammar, regex=regex
+        )
+    if not isinstance(constraint, Constraint):
+        raise TypeError(f"constraint must be a structured.Constraint, got {type(constraint).__name__}")
+    if response_format is not None or grammar is not None or regex is not None:
+        raise ConstraintError("give either constraint= or response_format=/grammar=/regex=, not both")
+    return constraint
+
+
 def _from_response_format(response_format: Any) -> tuple[str, Any] | None:
     if not isinstance(response_format, Mapping):
         raise ConstraintError(
@@ -329,4 +350,11 @@ def _from_response_format(response_format: Any) -> tuple[str, Any] | None:
     )
 
 
-__all__ = ["JSON_DEFAULTS", "Constraint", "constraint_from_options", "ll_tokenizer", "next_token"]
+__all__ = [
+    "JSON_DEFAULTS",
+    "Constraint",
+    "constraint_from_options",
+    "ll_tokenizer",
+    "next_token",
+    "request_constraint",
+]

@@ -342,6 +342,8 @@ def test_stop_reason_in_openai_shapes(default_model: Model) -> None:
     chunks = list(default_model.create_completion("Say: ", max_tokens=20, regex=REGEX, stream=True, seed=3))
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert re.fullmatch(REGEX, "".join(c["choices"][0]["text"] for c in chunks))
+    assert re.fullmatch(REGEX, default_model.complete("Say: ", 20, regex=REGEX, seed=3))
+    assert re.fullmatch(REGEX, rwkv_ggml.complete(default_model, "Say: ", 20, regex=REGEX, seed=4))
 
 
 # ---- bad inputs ----
