@@ -19,7 +19,9 @@ thread (the engine releases the GIL, as the model's eval does), so the mask is r
 
 JSON schemas are compiled to single-line JSON with ``", "`` and ``": "`` separators (what ``json.dumps``
 writes), which keeps small models from wandering into endless whitespace; a schema's ``"x-guidance"`` key
-may override this (llguidance's JSON options).
+may override this (llguidance's JSON options). An object schema with ``properties`` and no word on other
+properties allows only its own (``"additionalProperties": false`` is filled in, as OpenAI's strict mode
+asks); ``"additionalProperties": true`` opens it again.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def _compile(kind: str, source: Any) -> str:
                 raise ConstraintError(f"the JSON schema is not valid JSON: {exc}") from None
         if not isinstance(source, (Mapping, bool)):
             raise ConstraintError(f"a JSON schema must be an object (a dict), got {type(source).__name__}")
+        source = _closed_objects(source)
         try:
             grammar = llg.LLMatcher.grammar_from_json_schema(json.dumps(source), defaults=JSON_DEFAULTS)
         except (ValueError, TypeError) as exc:
@@ -118,6 +121,37 @@ def _compile(kind: str, source: Any) -> str:
         return str(llg.grammar_from("regex" if kind == "regex" else "grammar", source))
     except ValueError as exc:
         raise ConstraintError(f"bad {kind}: {exc}") from None
+
+
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+
+
+def _closed_objects(schema: Any) -> Any:
+    """A copy of ``schema`` where every object schema that lists ``properties`` but says nothing about
+    other properties gets ``"additionalProperties": false`` (what OpenAI's strict mode requires, and
+    xgrammar's default). Every text valid under the copy is valid under the original; without it a model
+    may add properties of its own whose names and values never end. ``"additionalProperties": true``
+    keeps them allowed."""
+    if isinstance(schema, list):
+        return [_closed_objects(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMAS:
+        if key in out:
+            out[key] = _closed_objects(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed_objects(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {name: _closed_objects(s) for name, s in out[key].items()}
+    open_keys = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+    if isinstance(out.get("properties"), Mapping) and not any(k in out for k in open_keys):
+        out["additionalProperties"] = False
+    return out
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -389,6 +389,32 @@ def test_bad_constraint_raises_before_anything_runs(default_model: Model) -> Non
         generate(default_model, "x", constraint=_constraint(default_model.tokenizer, 300, regex="a"))
 
 
+def _accepts(constraint: Constraint, text: str) -> bool:
+    tok = Tokenizer.for_vocab_size(constraint.n_vocab)
+    for t in tok.encode(text):
+        if not constraint.allowed_tokens()[t]:
+            return False
+        constraint.consume(t)
+    return constraint.complete
+
+
+@pytest.mark.parametrize("kind", ["world", "bytes"])
+def test_objects_closed_unless_opened(kind: str) -> None:
+    tok = Tokenizer.for_vocab_size({"world": 65536, "bytes": 256}[kind])
+    inner = {"type": "object", "properties": {"b": {"type": "integer"}}}
+    schema = {"type": "object", "properties": {"a": inner, "c": {"type": "array", "items": inner}}}
+    closed = '{"a": {"b": 1}, "c": [{"b": 2}]}'
+    assert _accepts(_constraint(tok, tok.n_vocab, json_schema=schema), closed)
+    for extra in ('{"a": {"b": 1}, "x": 1}', '{"a": {"b": 1, "x": 1}}', '{"c": [{"b": 2, "x": 1}]}'):
+        jsonschema.validate(json.loads(extra), schema)  # valid, but not what the closed schema allows
+        assert not _accepts(_constraint(tok, tok.n_vocab, json_schema=schema), extra)
+    opened = {**schema, "additionalProperties": True}
+    assert _accepts(_constraint(tok, tok.n_vocab, json_schema=opened), '{"a": {"b": 1}, "x": 1}')
+    assert _accepts(
+        _constraint(tok, tok.n_vocab, response_format={"type": "json_object"}), '{"any": [1, "x"]}'
+    )
+
+
 def test_text_response_format_is_no_constraint() -> None:
     assert (
         constraint_from_options(Tokenizer.for_vocab_size(256), 256, response_format={"type": "text"}) is None
