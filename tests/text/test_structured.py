@@ -10,6 +10,7 @@ test asks for complete texts ("stop") within max_tokens.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -442,6 +443,25 @@ def test_constraint_state_does_not_leak(default_model: Model) -> None:
     batch = BatchGenerator(default_model)
     with pytest.raises(ConstraintError, match="already used"):
         batch.add("x", 5, constraint=reused)
+
+
+def test_mask_on_worker_thread_gives_the_same_tokens(world_model: Model) -> None:
+    """The overlapped mask (prefetch on the worker thread) and the one computed on demand are the same."""
+    runs = []
+    for threshold in (0.0, math.inf):
+        c = _constraint(world_model.tokenizer, 65536, response_format=_json_format(PERSON))
+        c.prefetch_threshold_s = threshold
+        gen = generate(world_model, "Data: ", 120, constraint=c, seed=3, **TEMPERATURE_1)
+        runs.append(("".join(gen), gen.tokens, gen.finish_reason))
+        cs = [_constraint(world_model.tokenizer, 65536, regex=REGEX) for _ in range(3)]
+        for c in cs:
+            c.prefetch_threshold_s = threshold
+        params = [SamplingParams(seed=s, **TEMPERATURE_1) for s in range(3)]
+        runs.append(
+            [r.text for r in generate_batch(world_model, ["a", "b", "c"], 40, params=params, constraints=cs)]
+        )
+    assert runs[0] == runs[2] and runs[1] == runs[3]
+    assert runs[0][2] == "stop"
 
 
 # ---- batches ----
