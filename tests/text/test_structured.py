@@ -198,6 +198,15 @@ def test_lark_grammar_output_parses(default_model: Model, random_model: Model) -
             _parse_arithmetic(text)
 
 
+def test_gbnf_grammar(default_model: Model, world_model: Model) -> None:
+    """llama.cpp's GBNF is accepted too (llguidance converts it)."""
+    gbnf = 'root ::= answer " " answer\nanswer ::= "yes" | "no" | "maybe"'
+    for model in (default_model, world_model):
+        for seed in range(3):
+            text = "".join(generate(model, "Q: ", 20, grammar=gbnf, seed=seed, **TEMPERATURE_1))
+            assert re.fullmatch("(yes|no|maybe) (yes|no|maybe)", text), text
+
+
 def test_bytes_model_ends_as_soon_as_complete(default_model: Model) -> None:
     """The byte vocabulary has no end-of-text token: the text ends at its first complete point."""
     gen = generate(default_model, "x", 20, regex="a+", seed=0)
