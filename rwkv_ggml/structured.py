@@ -258,7 +258,7 @@ class Constraint:
         """Advances the parse by the sampled ``token`` (not the end-of-text token, which ends the text).
         Raises ConstraintError for a token the constraint does not allow."""
         self._wait()
-        if not self._matcher.consume_token(int(token)):
+        if not 0 <= int(token) < self._known or not self._matcher.consume_token(int(token)):
             raise ConstraintError(f"token {token} is not allowed by the {self.description}")
         self.n_consumed += 1
         self._fresh = False

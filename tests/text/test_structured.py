@@ -278,9 +278,13 @@ def test_end_of_text_sampled_stops(world_model: Model) -> None:
 
 def test_model_vocabulary_larger_than_tokenizer() -> None:
     tok = Tokenizer.for_vocab_size(256)
-    c = _constraint(tok, 300, regex="[ab]")
+    c = _constraint(tok, 300, regex="[ab]+")
     mask = c.allowed_tokens()
     assert mask.shape == (300,) and np.flatnonzero(mask).tolist() == [ord("a"), ord("b")]
+    c.consume(ord("a"))
+    assert c.complete and np.flatnonzero(c.allowed_tokens()).tolist() == [ord("a"), ord("b")]
+    with pytest.raises(ConstraintError, match="not allowed"):
+        c.consume(256)  # a model id the tokenizer has no bytes for (llguidance's virtual end-of-text)
 
 
 # ---- the sampler never picks a forbidden token ----
