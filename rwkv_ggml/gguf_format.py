@@ -152,9 +152,14 @@ class GgufFile:
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes as a read-only uint8 view of the memory-mapped file."""
+        t = self.tensors[name]
+        return self.view(t.offset, t.nbytes)
+
+    def view(self, offset: int, nbytes: int) -> np.ndarray:
+        """``nbytes`` bytes of the file from ``offset`` (inside the file: callers take them from a
+        checked tensor info) as a read-only uint8 view."""
         if self._closed:
             raise ClosedError(f"{self.path}: GGUF file was closed")
-        t = self.tensors[name]
         if self._mmap is None:
             try:
                 mm = np.memmap(self.path, dtype=np.uint8, mode="r")
@@ -166,7 +171,7 @@ class GgufFile:
                     f"{mm.shape[0]} now)"
                 )
             self._mmap = mm
-        return self._mmap[t.offset : t.offset + t.nbytes]
+        return self._mmap[offset : offset + nbytes]
 
     def close(self) -> None:
         self._mmap = None

@@ -341,7 +341,7 @@ def _perplexity(model: Model, tokens: list[int], show_progress: bool) -> tuple[f
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..fileformat import read_model_file
+    from ..gguf_model import GgufModelFile, describe, open_model_file
     from ..model import Model
 
     path = _model_path(args)
@@ -349,9 +349,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         version, dtype = model.version, model.dtype
         n_vocab, n_embed, n_layer, state_size = model.n_vocab, model.n_embed, model.n_layer, model.state_size
         gn_eps = model.gn_eps
-    with read_model_file(path) as mf:
+    with open_model_file(path) as mf:
         n_params = sum(rec.n_elements for rec in mf.tensors.values())
         n_tensors = len(mf.tensors)
+        gguf_lines = describe(mf) if isinstance(mf, GgufModelFile) else []
     size = path.stat().st_size
     print(f"file: {path}")
     print(f"file size: {size} bytes ({size / 2**20:.2f} MiB)")
@@ -365,6 +366,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"state size: {state_size} floats")
     if gn_eps:
         print(f"GroupNorm eps: {gn_eps:g} (--gn-eps of the other commands overrides it)")
+    if gguf_lines:
+        print("GGUF metadata:")
+        for key, value in gguf_lines:
+            print(f"  {key}: {value}")
     return 0
 
 

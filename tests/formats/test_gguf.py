@@ -1,0 +1,485 @@
+"""GGUF files (formats.md §8): the reader, the RWKV-6/RWKV-7 mapping, the vocabulary, hostile files.
+
+The GGUF files are written here with the ``gguf`` package (the test extra) in the layout llama.cpp's
+converter produces (formats.md §8.3): the tiny rwkv.cpp models and a random RWKV-7 model, rewritten
+tensor by tensor. Loading one must give the logits of the same weights loaded from the ``.bin``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_path
+
+from rwkv_ggml import Model
+from rwkv_ggml.errors import ModelFormatError, ModelIOError, UnsupportedError
+from rwkv_ggml.fileformat import DType, ModelFile, read_model_file, write_model_file
+from rwkv_ggml.gguf_format import read_gguf
+from rwkv_ggml.gguf_model import read_gguf_model, unescape_token, vocab_table
+from rwkv_ggml.quantization import quantize
+from rwkv_ggml.tokenizer.base import WORLD_VOCAB_FILE
+from rwkv_ggml.tokenizer.world import WorldTokenizer, parse_world_vocab
+from tests.reference.random_models import write_random_model
+
+gguf = pytest.importorskip("gguf")
+
+# our type -> ggml type id (the ids differ from rwkv.cpp's from Q5_0 on)
+GGML_TYPE = {DType.Q4_0: 2, DType.Q4_1: 3, DType.Q5_0: 6, DType.Q5_1: 7, DType.Q8_0: 8}
+TOKENS = [1, 17, 200, 3, 255, 0, 42]
+
+
+# ---- writing GGUF files the way llama.cpp's converter lays them out ----
+
+
+def _block(name: str) -> tuple[int, str] | None:
+    if not name.startswith("blocks."):
+        return None
+    _, i, rest = name.split(".", 2)
+    return int(i), rest
+
+
+_COMMON = {
+    "ln1.weight": "attn_norm.weight",
+    "ln1.bias": "attn_norm.bias",
+    "ln2.weight": "attn_norm_2.weight",
+    "ln2.bias": "attn_norm_2.bias",
+    "att.key.weight": "time_mix_key.weight",
+    "att.value.weight": "time_mix_value.weight",
+    "att.receptance.weight": "time_mix_receptance.weight",
+    "att.output.weight": "time_mix_output.weight",
+    "att.gate.weight": "time_mix_gate.weight",
+    "att.ln_x.weight": "time_mix_ln.weight",
+    "att.ln_x.bias": "time_mix_ln.bias",
+    "ffn.key.weight": "channel_mix_key.weight",
+    "ffn.value.weight": "channel_mix_value.weight",
+    "ffn.receptance.weight": "channel_mix_receptance.weight",
+    # v6
+    "att.time_maa_x": "time_mix_lerp_x.weight",
+    "att.time_maa_w1": "time_mix_w1.weight",
+    "att.time_maa_w2": "time_mix_w2.weight",
+    "att.time_decay": "time_mix_decay.weight",
+    "att.time_decay_w1": "time_mix_decay_w1.weight",
+    "att.time_decay_w2": "time_mix_decay_w2.weight",
+    "att.time_faaaa": "time_mix_first.weight",
+    "ffn.time_maa_k": "channel_mix_lerp_k.weight",
+    "ffn.time_maa_r": "channel_mix_lerp_r.weight",
+    # v7
+    "att.x_rwkvag": "time_mix_lerp_fused.weight",
+    "att.k_k": "time_mix_k_k.weight",
+    "att.k_a": "time_mix_k_a.weight",
+    "att.r_k": "time_mix_r_k.weight",
+    "ffn.x_k": "channel_mix_lerp_k.weight",
+} | {f"att.{f}{i}": f"time_mix_{f}{i}.weight" for f in "wavg" for i in "012"}
+_TOP = {
+    "emb.weight": "token_embd.weight",
+    "ln_out.weight": "output_norm.weight",
+    "ln_out.bias": "output_norm.bias",
+    "head.weight": "output.weight",
+}
+
+
+_FLATTENED = ("att.time_decay", "att.w0", "att.a0", "att.v0", "att.k_k", "att.k_a", "att.r_k", "ffn.x_k")
+
+
+def _as_llama(mf: ModelFile, arr: np.ndarray, rest: str) -> np.ndarray:
+    """One tensor in llama.cpp's layout: per-channel vectors squeezed flat, v7's mix (6, 1, 1, C),
+    v6's bonus (H, N); the matrices (LoRA included) are already in its orientation."""
+    if rest == "att.x_rwkvag":
+        return arr.reshape(6, 1, 1, mf.n_embed)
+    if rest == "att.time_faaaa":
+        return arr.reshape(arr.shape[0], arr.shape[1])
+    return arr.reshape(-1) if rest in _FLATTENED else arr
+
+
+def write_gguf(
+    src: Path,
+    out: Path,
+    *,
+    rescale_every: int = 0,
+    bf16: bool = False,
+    fused_v6_mix: bool = True,
+    extra: Callable[[Any], None] | None = None,
+    tokens: list[str] | None = None,
+) -> Path:
+    """``src`` (.bin) rewritten as a GGUF file as llama.cpp's converter writes that model."""
+    with read_model_file(src) as mf:
+        v7 = "blocks.0.att.x_rwkvag" in mf.tensors
+        arch = "rwkv7" if v7 else "rwkv6"
+        w = gguf.GGUFWriter(str(out), arch)
+        w.add_context_length(1048576)
+        w.add_embedding_length(mf.n_embed)
+        w.add_block_count(mf.n_layer)
+        w.add_layer_norm_eps(1e-5)
+        head_size = (
+            mf.tensors["blocks.0.att.r_k"].ne[0] if v7 else mf.tensors["blocks.0.att.time_faaaa"].ne[1]
+        )
+        w.add_wkv_head_size(head_size)
+        w.add_feed_forward_length(mf.tensors["blocks.0.ffn.key.weight"].ne[1])
+        w.add_head_count(0)
+        if not v7:
+            w.add_rescale_every_n_layers(rescale_every)
+        if tokens is not None:
+            w.add_tokenizer_model("rwkv")
+            w.add_token_list(tokens)
+            w.add_token_types([3] + [1] * (len(tokens) - 1))
+        if extra:
+            extra(w)
+        lerps: dict[int, dict[str, np.ndarray]] = {}
+        for name, rec in mf.tensors.items():
+            arr = np.array(mf.array(name))
+            where = _block(name)
+            if where is None:
+                new = _TOP.get(name) or {"blocks.0.ln0.weight": "token_embd_norm.weight"}.get(name)
+                new = new or "token_embd_norm.bias"
+                _add(w, new, arr, rec.dtype, bf16)
+                continue
+            i, rest = where
+            if rest.startswith("ln0."):
+                _add(w, "token_embd_norm." + rest[4:], arr, rec.dtype, bf16)
+                continue
+            if not v7 and rest[:-1] == "att.time_maa_" and rest[-1] in "wkvrg" and fused_v6_mix:
+                lerps.setdefault(i, {})[rest[-1]] = arr
+                if len(lerps[i]) == 5:
+                    fused = np.stack([lerps[i][p].reshape(1, -1) for p in "wkvrg"])[:, None]
+                    _add(w, f"blk.{i}.time_mix_lerp_fused.weight", fused, DType.F32, False)
+                continue
+            if not v7 and rest[:-1] == "att.time_maa_" and rest[-1] in "wkvrg":
+                _add(w, f"blk.{i}.time_mix_lerp_{rest[-1]}.weight", arr, rec.dtype, False)
+                continue
+            if rescale_every and rest in ("att.output.weight", "ffn.value.weight"):
+                arr = _divided(arr, rec.dtype, 2.0 ** (i // rescale_every))
+            _add(w, f"blk.{i}.{_COMMON[rest]}", _as_llama(mf, arr, rest), rec.dtype, bf16)
+            if v7 and i == 0 and rest[:-1] == "att.a":  # the converter's placeholder v LoRA of layer 0
+                _add(w, f"blk.0.time_mix_v{rest[-1]}.weight", _as_llama(mf, arr, rest), rec.dtype, bf16)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return out
+
+
+def _add(w: Any, name: str, arr: np.ndarray, dtype: DType, bf16: bool) -> None:
+    if dtype.is_quantized:
+        w.add_tensor(name, arr, raw_dtype=gguf.GGMLQuantizationType(GGML_TYPE[dtype]))
+    elif bf16 and arr.ndim >= 2 and arr.dtype == np.float32:
+        bits = (arr.view(np.uint32) >> 16).astype(np.uint16)
+        w.add_tensor(name, bits, raw_dtype=gguf.GGMLQuantizationType.BF16)
+    else:
+        w.add_tensor(name, arr)
+
+
+def _divided(arr: np.ndarray, dtype: DType, by: float) -> np.ndarray:
+    """What the converter's rescaling leaves: values (or block scales) divided by a power of two."""
+    if not dtype.is_quantized:
+        return (arr / by).astype(arr.dtype)
+    blocks = arr.reshape(-1, dtype.type_size).copy()
+    for at in (0, 2) if dtype in (DType.Q4_1, DType.Q5_1) else (0,):
+        d = blocks[:, at : at + 2].copy().view("<f2").astype(np.float32) / by
+        blocks[:, at : at + 2] = d.astype("<f2").view(np.uint8)
+    return blocks.reshape(arr.shape)
+
+
+def _logits(path: Path, **kw: Any) -> np.ndarray:
+    with Model(path, threads=1, **kw) as model:
+        logits, state = model.eval(TOKENS[0])
+        rows = [logits.copy()]
+        for t in TOKENS[1:]:
+            logits, state = model.eval(t, state)
+            rows.append(logits.copy())
+        seq, _ = model.eval_sequence(TOKENS)
+        rows.append(np.asarray(seq).reshape(-1))
+    return np.concatenate([r.reshape(-1) for r in rows])
+
+
+# ---- the RWKV-6 / RWKV-7 mapping: the same logits as the .bin ----
+
+
+@pytest.mark.parametrize("placement", ["hugepage", "mmap"])
+@pytest.mark.parametrize(
+    "stem", ["tiny-rwkv-7v0-834K-FP32", "tiny-rwkv-7v0-834K-FP16", "tiny-rwkv-7v0-834K-Q5_1"]
+)
+def test_v7_gguf_same_logits_as_bin(tmp_path: Path, stem: str, placement: str) -> None:
+    src = tiny_path(stem + ".bin")
+    out = write_gguf(src, tmp_path / "m.gguf")
+    np.testing.assert_array_equal(_logits(out, placement=placement), _logits(src, placement=placement))
+
+
+@pytest.mark.parametrize("stem", ["tiny-rwkv-6v0-3m-Q5_0", "tiny-rwkv-6v0-3m-Q5_1"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_v6_gguf_same_logits_as_bin(tmp_path: Path, stem: str, fused: bool) -> None:
+    src = tiny_path(stem + ".bin")
+    out = write_gguf(src, tmp_path / "m.gguf", fused_v6_mix=fused)
+    np.testing.assert_array_equal(_logits(out), _logits(src))
+
+
+@pytest.mark.parametrize("stem", ["tiny-rwkv-6v0-3m-Q5_0", "tiny-rwkv-6v0-3m-Q5_1"])
+def test_v6_rescaled_conversion_is_undone(tmp_path: Path, stem: str) -> None:
+    """The converter divided att.output/ffn.value of layer i by 2**(i // 3): the loader multiplies
+    back (the block scales, exactly), so the logits are those of the trained weights."""
+    src = tiny_path(stem + ".bin")
+    out = write_gguf(src, tmp_path / "m.gguf", rescale_every=3)
+    np.testing.assert_array_equal(_logits(out, placement="mmap"), _logits(src))
+    with read_gguf_model(out) as mf:
+        assert "blocks.11.att.output.weight" in mf.held and "blocks.0.att.output.weight" not in mf.held
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_0", "Q4_1", "Q5_0"])
+def test_quantized_blocks_used_in_place(tmp_path: Path, fmt: str) -> None:
+    """Q8_0/Q4_0/...: the very blocks of the .bin, read from the GGUF file without a copy into memory."""
+    q = tmp_path / f"q-{fmt}.bin"
+    quantize(tiny_path("tiny-rwkv-7v0-834K-FP32.bin"), q, fmt, threads=1, progress=False)
+    out = write_gguf(q, tmp_path / "q.gguf")
+    np.testing.assert_array_equal(_logits(out), _logits(q))
+    with read_gguf_model(out) as mf:
+        assert mf.held == {}
+        assert mf.tensors["blocks.3.att.key.weight"].dtype == DType.from_name(fmt)
+
+
+def test_bf16_widened_to_f32(tmp_path: Path) -> None:
+    """BF16 matrices load as F32 (the engine has no BF16): the logits of the bf16-rounded weights."""
+    src = tiny_path("tiny-rwkv-7v0-834K-FP32.bin")
+    out = write_gguf(src, tmp_path / "b.gguf", bf16=True)
+    rounded = tmp_path / "rounded.bin"
+    with read_model_file(src) as mf:
+        items = []
+        for name, rec in mf.tensors.items():
+            arr = np.array(mf.array(name))
+            if (
+                len(rec.ne) >= 2 and _block(name) and "x_rwkvag" not in name and "r_k" not in name
+            ) or name in ("emb.weight", "head.weight"):
+                arr = ((arr.view(np.uint32) >> 16) << 16).view(np.float32)
+            items.append((name, arr))
+        write_model_file(
+            rounded, n_vocab=mf.n_vocab, n_embed=mf.n_embed, n_layer=mf.n_layer, data_type=0, tensors=items
+        )
+    np.testing.assert_allclose(_logits(out), _logits(rounded), rtol=0, atol=1e-5)
+    with read_gguf_model(out) as mf:
+        assert any("BF16" in n for n in mf.notes)
+
+
+def test_random_v7_model(tmp_path: Path) -> None:
+    src = tmp_path / "r.bin"
+    write_random_model(src, "7", 128, 3, 300, head_size=32, dtype="f16", seed=5)
+    out = write_gguf(src, tmp_path / "r.gguf")
+    np.testing.assert_array_equal(_logits(out), _logits(src))
+    with Model(out, threads=1) as model:
+        assert (model.version, model.n_vocab, model.n_embed, model.n_layer) == ("7", 300, 128, 3)
+        assert model.hparams.head_size == 32
+
+
+# ---- the vocabulary ----
+
+
+def _converter_tokens(table: list[bytes]) -> list[str]:
+    """Token texts as llama.cpp's converter writes the World vocabulary: "<s>", then repr of the bytes."""
+    return ["<s>"] + [repr(b)[2:-1] for b in table[1:] if b]
+
+
+def test_world_vocabulary_from_gguf_equals_world_tokenizer(tmp_path: Path) -> None:
+    world = parse_world_vocab(WORLD_VOCAB_FILE, 65536)
+    n = 1 + sum(1 for b in world[1:] if b)
+    assert world[n:] == [b""] * (65536 - n)  # the ids the converter writes are 0..n-1
+    w = gguf.GGUFWriter(str(tmp_path / "v.gguf"), "rwkv7")
+    w.add_tokenizer_model("rwkv")
+    w.add_token_list(_converter_tokens(world))
+    w.add_token_types([3] + [1] * (n - 1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with read_gguf(tmp_path / "v.gguf") as gf:
+        table = vocab_table(gf, 65536)
+    assert table == world
+    ours, theirs = WorldTokenizer.from_table(table, "v.gguf"), WorldTokenizer()
+    text = "Hello, world! \n\t'quotes\" ünïcödé 中文 \\x41 🙂"
+    assert ours.encode(text) == theirs.encode(text)
+    assert ours.decode(theirs.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", ["abc", "\\x00\\xff", "\\t\\n\\r\\\\\\'\"", "é"])
+def test_unescape_token_inverts_repr(text: str) -> None:
+    data = eval("b'" + text.replace("é", "\\xc3\\xa9") + "'")  # a literal the test wrote
+    assert unescape_token(repr(data)[2:-1]) == data
+
+
+def test_gguf_alone_generates_text_with_its_vocabulary(tmp_path: Path) -> None:
+    """The tokenizer comes from the file: 256 single-byte tokens but in reverse order."""
+    table = [b""] + [bytes([255 - i]) for i in range(255)]
+    out = write_gguf(
+        tiny_path("tiny-rwkv-7v0-834K-FP32.bin"), tmp_path / "t.gguf", tokens=_converter_tokens(table)
+    )
+    with Model(out, threads=1) as model:
+        assert model.tokenize("ab") == [256 - ord("a"), 256 - ord("b")]  # byte b is token 256 - b
+        assert model.detokenize([256 - ord("z"), 256 - ord("y")]) == "zy"
+        gen = model.generate("ab", max_tokens=4, temperature=0)
+        text = "".join(gen)
+        assert text == gen.text and 0 < len(text) <= 4
+    info = run_cli("info", str(out))
+    assert info.returncode == 0, info.stderr
+    assert "rwkv7.wkv.head_size" in info.stdout and "tokenizer.ggml.tokens" in info.stdout
+    gen = run_cli("generate", "-m", str(out), "ab", "--max-tokens", "3", "--temperature", "0")
+    assert gen.returncode == 0, gen.stderr
+
+
+# ---- refused architectures and types ----
+
+
+@pytest.mark.parametrize("arch", ["rwkv6qwen2", "arwkv7"])
+def test_hybrids_not_supported(tmp_path: Path, arch: str) -> None:
+    w = gguf.GGUFWriter(str(tmp_path / "h.gguf"), arch)
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedError, match=f"{arch}.*not supported"):
+        Model(tmp_path / "h.gguf")
+
+
+def test_other_tensor_type_named(tmp_path: Path) -> None:
+    """A Q6_K matrix (llama.cpp's default output type even in Q4_0 files): refused naming tensor and type."""
+    w = gguf.GGUFWriter(str(tmp_path / "k2.gguf"), "rwkv7")
+    w.add_embedding_length(256)
+    w.add_block_count(1)
+    w.add_wkv_head_size(64)
+    w.add_tensor("token_embd.weight", np.zeros((4, 210), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q6_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedError, match="'token_embd.weight' is Q6_K"):
+        Model(tmp_path / "k2.gguf")
+
+
+# ---- hostile files ----
+
+
+def _gguf_bytes(tmp_path: Path) -> bytes:
+    return write_gguf(tiny_path("tiny-rwkv-7v0-834K-Q5_0.bin"), tmp_path / "base.gguf").read_bytes()
+
+
+def _header(n_tensors: int, n_kv: int, version: int = 3) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def _string(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+HOSTILE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    # not GGUF by its magic: the .bin reader answers
+    "wrong magic": (lambda b: b"GGUX" + b[4:], "not an rwkv.cpp model file"),
+    "version 1": (lambda b: b[:4] + struct.pack("<I", 1) + b[8:], "unsupported GGUF version 1"),
+    "version 99": (lambda b: b[:4] + struct.pack("<I", 99) + b[8:], "unsupported GGUF version 99"),
+    "absurd tensor count": (lambda b: b[:8] + struct.pack("<Q", 1 << 60) + b[16:], "tensor count"),
+    "tensor count past the file": (lambda b: b[:8] + struct.pack("<Q", 60000) + b[16:], "tensor count"),
+    "absurd metadata count": (lambda b: b[:16] + struct.pack("<Q", 1 << 62) + b[24:], "metadata count"),
+    "truncated": (lambda b: b[: len(b) // 2], "past the end of the file|file ends"),
+    "huge key": (lambda b: _header(0, 1) + struct.pack("<Q", 1 << 40) + bytes(16), "above the limit"),
+    "unterminated string": (
+        lambda b: _header(0, 1) + _string(b"k") + struct.pack("<IQ", 8, 1000) + b"ab",
+        "file ends",
+    ),
+    "bad utf-8": (lambda b: _header(0, 1) + _string(b"\xff\xfe") + struct.pack("<IB", 0, 1), "UTF-8"),
+    "unknown value type": (
+        lambda b: _header(0, 1) + _string(b"k") + struct.pack("<I", 13) + bytes(8),
+        "value type 13",
+    ),
+    "huge array": (
+        lambda b: _header(0, 1) + _string(b"k") + struct.pack("<IIQ", 9, 4, 1 << 40) + bytes(16),
+        "array length",
+    ),
+    "array past the file": (
+        lambda b: _header(0, 1) + _string(b"k") + struct.pack("<IIQ", 9, 10, 1000) + bytes(16),
+        "array length",
+    ),
+    "deeply nested array": (
+        lambda b: (
+            _header(0, 1)
+            + _string(b"k")
+            + struct.pack("<IIQ", 9, 9, 1)
+            + struct.pack("<IQ", 9, 1) * 3
+            + bytes(32)
+        ),
+        "nested",
+    ),
+    "bad alignment": (
+        lambda b: _header(0, 1) + _string(b"general.alignment") + struct.pack("<II", 4, 24),
+        "power of two",
+    ),
+}
+
+
+def _tensor_file(ne: tuple[int, ...], type_id: int, offset: int, data: int, extra: bytes = b"") -> bytes:
+    info = _string(b"t") + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+    info += struct.pack("<IQ", type_id, offset)
+    head = _header(1 + bool(extra), 0) + info + extra
+    head += bytes(-len(head) % 32)
+    return head + bytes(data)
+
+
+TENSOR_CASES = {
+    "too many dims": (_tensor_file((1, 1, 1, 1, 1), 0, 0, 4), "dimensions"),
+    "zero size": (_tensor_file((0, 4), 0, 0, 0), "every size"),
+    "absurd size": (_tensor_file((1 << 30, 1 << 30), 0, 0, 4), "more than the limit"),
+    "unknown type": (_tensor_file((4,), 99, 0, 16), "unknown tensor type id 99"),
+    "not a block multiple": (_tensor_file((33,), 8, 0, 64), "block size 32"),
+    "misaligned": (_tensor_file((4,), 0, 4, 32), "not a multiple of the alignment"),
+    "outside the file": (_tensor_file((4,), 0, 1 << 40, 16), "past the end"),
+    "size does not fit": (_tensor_file((64,), 0, 0, 100), "past the end"),
+    "overlapping": (
+        _tensor_file((8,), 0, 0, 64, _string(b"u") + struct.pack("<IQIQ", 1, 8, 0, 0)),
+        "overlap",
+    ),
+    "duplicate name": (
+        _tensor_file((8,), 0, 0, 64, _string(b"t") + struct.pack("<IQIQ", 1, 8, 0, 32)),
+        "duplicate tensor name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_headers(tmp_path: Path, case: str) -> None:
+    damage, message = HOSTILE[case]
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(damage(_gguf_bytes(tmp_path)))
+    with pytest.raises(ModelFormatError, match=message) as err:
+        Model(path, threads=1)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("case", sorted(TENSOR_CASES))
+def test_hostile_tensor_infos(tmp_path: Path, case: str) -> None:
+    data, message = TENSOR_CASES[case]
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ModelFormatError, match=message) as err:
+        read_gguf(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_metadata_and_tensors(tmp_path: Path) -> None:
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "rwkv7")
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelFormatError, match="lacks 'rwkv7.block_count'"):
+        Model(tmp_path / "m.gguf")
+    src = tiny_path("tiny-rwkv-7v0-834K-FP32.bin")
+    out = write_gguf(src, tmp_path / "w.gguf", extra=lambda w: None)
+    raw = out.read_bytes().replace(b"blk.3.time_mix_k_k.weight", b"blk.3.time_mix_k_q.weight")
+    (tmp_path / "w2.gguf").write_bytes(raw)
+    with pytest.raises(ModelFormatError, match="missing tensor 'blocks.3.att.k_k'"):
+        Model(tmp_path / "w2.gguf")
+
+
+def test_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelIOError):
+        read_gguf(tmp_path)
