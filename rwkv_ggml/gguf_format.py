@@ -1,4 +1,4 @@
-"""Reader of the GGUF container (formats.md §8): header, typed metadata, tensor infos, mapped data.
+"""Reader of the GGUF container (formats.md §7): header, typed metadata, tensor infos, mapped data.
 
 GGUF is llama.cpp's model file: a fixed header (magic ``GGUF``, version, tensor count, metadata
 count), the metadata as typed key/value pairs, one info record per tensor (name, sizes, type, offset),

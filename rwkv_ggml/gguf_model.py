@@ -1,7 +1,7 @@
 """RWKV-6 and RWKV-7 GGUF files (llama.cpp's converter and quantizer) as our model description.
 
 :func:`read_gguf_model` parses the container (:mod:`rwkv_ggml.gguf_format`) and presents the tensors
-under the rwkv.cpp names and shapes that :func:`rwkv_ggml.arch.validate` checks (formats.md §8.3):
+under the rwkv.cpp names and shapes that :func:`rwkv_ggml.arch.validate` checks (formats.md §7.3):
 
 * most tensors are the file's own bytes with other sizes (a squeezed vector regains its (C, 1, 1)
   shape, a flattened per-head vector its (N, H) shape): records point into the GGUF file, nothing

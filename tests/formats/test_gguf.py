@@ -1,7 +1,7 @@
-"""GGUF files (formats.md §8): the reader, the RWKV-6/RWKV-7 mapping, the vocabulary, hostile files.
+"""GGUF files (formats.md §7): the reader, the RWKV-6/RWKV-7 mapping, the vocabulary, hostile files.
 
 The GGUF files are written here with the ``gguf`` package (the test extra) in the layout llama.cpp's
-converter produces (formats.md §8.3): the tiny rwkv.cpp models and a random RWKV-7 model, rewritten
+converter produces (formats.md §7.3): the tiny rwkv.cpp models and a random RWKV-7 model, rewritten
 tensor by tensor. Loading one must give the logits of the same weights loaded from the ``.bin``.
 """
 
