@@ -396,13 +396,19 @@ def vocab_table(gf: GgufFile, n_vocab: int) -> list[bytes] | None:
     elif not isinstance(types, np.ndarray) or types.shape != (len(tokens),):
         raise ModelFormatError(f"{gf.path}: 'tokenizer.ggml.token_type' must hold one integer per token")
     table = [b""] * n_vocab
+    seen: dict[bytes, int] = {}
     for i, (text, kind) in enumerate(zip(tokens, types.tolist(), strict=True)):
         if kind != _NORMAL_TOKEN:
             continue
         try:
-            table[i] = unescape_token(text)
+            data = unescape_token(text)
         except ValueError as exc:
             raise ModelFormatError(f"{gf.path}: token {i}: {exc}") from None
+        if not data or data in seen:
+            what = "is empty" if not data else f"has the same bytes as token {seen[data]}"
+            raise ModelFormatError(f"{gf.path}: vocabulary token {i} {what}")
+        table[i] = data
+        seen[data] = i
     return table
 
 
