@@ -331,3 +331,22 @@ def test_missing_metadata_and_tensors(tmp_path: Path) -> None:
 def test_not_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(ModelIOError):
         read_gguf(tmp_path)
+
+
+def test_from_pretrained_uses_a_gguf_file_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF file named in a hub repository is loaded as it is (no conversion into the cache)."""
+    pytest.importorskip("huggingface_hub")
+    from tests.formats.test_hub import REPO, HubCache, hub_constants
+
+    cache = HubCache(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache.root))
+    monkeypatch.setenv("RWKV_GGML_CACHE", str(tmp_path / "ours"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache.root))
+    src = tiny_path("tiny-rwkv-7v0-834K-Q5_1.bin")
+    made = write_gguf(src, tmp_path / "m.gguf")
+    cache.add("rwkv7-q5_1.gguf", made.read_bytes())
+    with Model.from_pretrained(REPO, "rwkv7-q5_1.gguf", threads=1) as model:
+        assert model.path.endswith("rwkv7-q5_1.gguf") and model.version == "7"
+    assert not (tmp_path / "ours").exists()
