@@ -423,8 +423,22 @@ def _write_maybe_quantized(
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..conversion import convert
+    from ..gguf_convert import block_types, convert_gguf
+    from ..gguf_format import is_gguf
 
     _check_src(args.src, "checkpoint")
+    if is_gguf(args.src):  # a GGUF model: its blocks are copied, its float tensors become --dtype
+        blocks = block_types(args.src)
+        if blocks and args.dtype.strip().lower() not in ("f16", "fp16", "f32", "fp32"):
+            raise CliError(
+                f"{args.src} already holds {', '.join(blocks)} tensors, which cannot be quantized again; "
+                "convert it with --dtype f16 or f32 (its quantized tensors are copied as they are)"
+            )
+        _write_maybe_quantized(
+            args.dst, args.dtype, args.threads, lambda path, d: convert_gguf(args.src, path, d)
+        )
+        print(f"wrote {args.dst}")
+        return 0
     _write_maybe_quantized(
         args.dst,
         args.dtype,

@@ -350,3 +350,25 @@ def test_from_pretrained_uses_a_gguf_file_as_it_is(tmp_path: Path, monkeypatch: 
     with Model.from_pretrained(REPO, "rwkv7-q5_1.gguf", threads=1) as model:
         assert model.path.endswith("rwkv7-q5_1.gguf") and model.version == "7"
     assert not (tmp_path / "ours").exists()
+
+
+@pytest.mark.parametrize("stem", ["tiny-rwkv-7v0-834K-FP32", "tiny-rwkv-6v0-3m-Q5_1"])
+def test_convert_gguf_to_bin(tmp_path: Path, stem: str) -> None:
+    """`rwkv-ggml convert x.gguf y.bin`: blocks copied, float tensors as --dtype; the rescaling undone."""
+    src = tiny_path(stem + ".bin")
+    made = write_gguf(src, tmp_path / "m.gguf", rescale_every=4 if "6v0" in stem else 0)
+    result = run_cli("convert", str(made), str(tmp_path / "back.bin"), "--dtype", "f32")
+    assert result.returncode == 0, result.stderr
+    with read_model_file(src) as a, read_model_file(tmp_path / "back.bin") as b:
+        assert set(a.tensors) == set(b.tensors)
+        for name, rec in a.tensors.items():
+            assert (b.tensors[name].dtype, b.tensors[name].ne) == (rec.dtype, rec.ne), name
+            np.testing.assert_array_equal(b.array(name), a.array(name), err_msg=name)
+    q8 = run_cli("convert", str(made), str(tmp_path / "q8.bin"), "--dtype", "Q8_0")
+    if "Q5_1" in stem:  # blocks cannot be quantized again: said so, nothing written
+        assert q8.returncode == 1 and "already holds Q5_1 tensors" in q8.stderr
+        assert not (tmp_path / "q8.bin").exists()
+    else:
+        assert q8.returncode == 0, q8.stderr
+        with Model(tmp_path / "q8.bin", threads=1) as model:
+            assert model.dtype == "Q8_0"
