@@ -42,6 +42,9 @@ _SAME_LAYOUT = {
     6: DType.Q5_0,
     7: DType.Q5_1,
     8: DType.Q8_0,
+    12: DType.Q4_K,
+    13: DType.Q5_K,
+    14: DType.Q6_K,
 }
 _BF16 = 30
 _HYBRIDS = {"rwkv6qwen2": "RWKV-6 with Qwen2 layers", "arwkv7": "RWKV-7 attention on a Qwen2.5 model"}
@@ -225,7 +228,11 @@ class _Builder:
         if t.type_id == _BF16 or (vector and dtype == DType.F16):
             return None
         if dtype is None or (vector and dtype != DType.F32):
-            allowed = "F32, F16 or BF16" if vector else "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0"
+            allowed = (
+                "F32, F16 or BF16"
+                if vector
+                else "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K"
+            )
             raise UnsupportedError(
                 f"{self.gf.path}: tensor '{t.name}' is {t.type_name}, which rwkv_ggml cannot compute with "
                 f"(this tensor may be {allowed})"
@@ -311,6 +318,7 @@ _VIEW: dict[DType, type[np.generic]] = {DType.F32: np.float32, DType.F16: np.flo
 _VIEW.update({d: np.uint8 for d in DType if d.is_quantized})
 # Byte offsets of the F16 scale fields in each block (d; d and m for the _1 types).
 _SCALE_FIELDS = {DType.Q4_0: (0,), DType.Q5_0: (0,), DType.Q8_0: (0,), DType.Q4_1: (0, 2), DType.Q5_1: (0, 2)}
+_SCALE_FIELDS |= {DType.Q4_K: (0, 2), DType.Q5_K: (0, 2), DType.Q6_K: (208,)}  # d, dmin / d (formats.md §7.4)
 
 
 def _numpy_shape(dtype: DType, ne: tuple[int, ...]) -> tuple[int, ...]:

@@ -44,9 +44,10 @@ def _target_format(fmt: str | DType) -> DType:
         raise EngineArgumentError(
             f"unknown quantization format {fmt!r}; choose one of {', '.join(QUANTIZED_FORMATS)}"
         ) from None
-    if not target.is_quantized:
+    if target.name not in QUANTIZED_FORMATS:  # a float type, or a K-quant (read, never written)
         raise EngineArgumentError(
-            f"{target.name} is not a quantized format; choose one of {', '.join(QUANTIZED_FORMATS)}"
+            f"{target.name} is not a format rwkv_ggml quantizes to; "
+            f"choose one of {', '.join(QUANTIZED_FORMATS)}"
         )
     return target
 

@@ -24,7 +24,9 @@ from rwkv_ggml.gguf_model import read_gguf_model, unescape_token, vocab_table
 from rwkv_ggml.quantization import quantize
 from rwkv_ggml.tokenizer.base import WORLD_VOCAB_FILE
 from rwkv_ggml.tokenizer.world import WorldTokenizer, parse_world_vocab
+from tests.engine.test_kquant_engine import dequantize_np
 from tests.reference.gguf_files import block_of, write_gguf
+from tests.reference.kquant_ref import quantize_k
 from tests.reference.random_models import write_random_model
 
 gguf = pytest.importorskip("gguf")
@@ -190,17 +192,17 @@ def test_hybrids_not_supported(tmp_path: Path, arch: str) -> None:
 
 
 def test_other_tensor_type_named(tmp_path: Path) -> None:
-    """A Q6_K matrix (llama.cpp's default output type even in Q4_0 files): refused naming tensor and type."""
+    """A Q2_K matrix (a type the engine has no kernels for): refused naming tensor and type."""
     w = gguf.GGUFWriter(str(tmp_path / "k2.gguf"), "rwkv7")
     w.add_embedding_length(256)
     w.add_block_count(1)
     w.add_wkv_head_size(64)
-    w.add_tensor("token_embd.weight", np.zeros((4, 210), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q6_K)
+    w.add_tensor("token_embd.weight", np.zeros((4, 84), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q2_K)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(UnsupportedError, match="'token_embd.weight' is Q6_K"):
+    with pytest.raises(UnsupportedError, match="'token_embd.weight' is Q2_K"):
         Model(tmp_path / "k2.gguf")
 
 
@@ -372,3 +374,58 @@ def test_convert_gguf_to_bin(tmp_path: Path, stem: str) -> None:
         assert q8.returncode == 0, q8.stderr
         with Model(tmp_path / "q8.bin", threads=1) as model:
             assert model.dtype == "Q8_0"
+
+
+# ---- K-quants ----
+
+
+def _kquant_files(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A random RWKV-7 model whose matrices with ne[0] a multiple of 256 are ``kind`` blocks (quantized
+    by tests/reference/kquant_ref), as a .bin of the blocks and a .bin of their decoded F32 values."""
+    src = tmp_path / "r.bin"
+    write_random_model(src, "7", 256, 2, 300, head_size=64, seed=9)
+    target = DType.from_name(kind)
+    blocks, decoded = [], []
+    with read_model_file(src) as mf:
+        for name, rec in mf.tensors.items():
+            arr = np.array(mf.array(name), dtype=np.float32)
+            if len(rec.ne) == 2 and rec.ne[0] % 256 == 0 and name != "blocks.0.att.r_k":
+                q = quantize_k(arr, kind)
+                blocks.append((name, target, rec.ne, q))
+                decoded.append((name, dequantize_np(kind, q).reshape(arr.shape)))
+            else:
+                blocks.append((name, arr))
+                decoded.append((name, arr))
+        header = {"n_vocab": mf.n_vocab, "n_embed": mf.n_embed, "n_layer": mf.n_layer}
+    write_model_file(tmp_path / "k.bin", data_type=target, tensors=blocks, **header)
+    write_model_file(tmp_path / "deq.bin", data_type=DType.F32, tensors=decoded, **header)
+    return tmp_path / "k.bin", tmp_path / "deq.bin"
+
+
+@pytest.mark.parametrize("kind", ["Q4_K", "Q5_K", "Q6_K"])
+def test_kquant_gguf_model_end_to_end(tmp_path: Path, kind: str) -> None:
+    """A GGUF file with K-quant matrices: the blocks are used in place (the logits of the same blocks in a
+    .bin, bit for bit), and they are the logits of the decoded weights up to the 8-bit activation
+    quantization of the integer products; perplexity on a token sequence within 1% of the decoded one."""
+    kbin, deq = _kquant_files(tmp_path, kind)
+    out = write_gguf(kbin, tmp_path / "k.gguf")
+    got = _logits(out)
+    np.testing.assert_array_equal(got, _logits(kbin))
+    want = _logits(deq)
+    assert np.max(np.abs(got - want)) <= 0.05 * np.max(np.abs(want))
+    tokens = [int(t) for t in np.random.default_rng(3).integers(0, 300, 64)]
+    with Model(out, threads=1) as a, Model(deq, threads=1) as b:
+        assert a.dtype == kind and a.hparams.head_size == 64
+        (_, ppl_k), (_, ppl_f) = a.perplexity(tokens), b.perplexity(tokens)
+    print(f"{kind}: perplexity {ppl_k:.4f} vs decoded F32 {ppl_f:.4f}")
+    assert abs(ppl_k - ppl_f) <= 0.01 * ppl_f
+
+
+def test_kquant_rescaled_v6_scales(tmp_path: Path) -> None:
+    """The v6 rescaling undone on K-quant blocks too: their f16 super-block scales (d, dmin) doubled."""
+    from rwkv_ggml.gguf_model import _rescaled
+
+    q = quantize_k(np.random.default_rng(1).standard_normal((2, 512)).astype(np.float32), "Q4_K")
+    doubled = _rescaled(q.reshape(-1), DType.Q4_K, 2.0)
+    assert doubled is not None
+    np.testing.assert_array_equal(dequantize_np("Q4_K", doubled), 2 * dequantize_np("Q4_K", q))

@@ -13,6 +13,7 @@ from rwkv_ggml.fileformat import DType, ModelFile, read_model_file
 
 # our type -> ggml type id (the ids differ from rwkv.cpp's from Q5_0 on)
 GGML_TYPE = {DType.Q4_0: 2, DType.Q4_1: 3, DType.Q5_0: 6, DType.Q5_1: 7, DType.Q8_0: 8}
+GGML_TYPE |= {DType.Q4_K: 12, DType.Q5_K: 13, DType.Q6_K: 14}
 
 
 def block_of(name: str) -> tuple[int, str] | None:
