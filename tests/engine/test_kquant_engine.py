@@ -210,3 +210,22 @@ def test_engine_type_table(name: str) -> None:
     etype, size = TYPES[name]
     assert (ggml.type_name(etype), ggml.block_size(etype), ggml.block_bytes(etype)) == (name, 256, size)
     assert ggml.is_quantized(etype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_levels_agree_bit_for_bit(name: str) -> None:
+    """Every SIMD level adds the same f32 block terms in the same order as the scalar kernel."""
+    etype, _ = TYPES[name]
+    k, m = 1024, 29
+    w = random_blocks(name, m, k, seed=41)
+    x = np.random.default_rng(42).standard_normal((5, k)).astype(F32)
+    previous = ggml.simd_level()
+    try:
+        results = []
+        for level in range(ggml.simd_max_level() + 1):
+            assert ggml.simd_select(level) == level
+            results.append(run_mul_mat(w, etype, k, x))
+    finally:
+        ggml.simd_select(previous)
+    for level, y in enumerate(results):
+        assert np.array_equal(y, results[0]), f"level {level}"
