@@ -45,10 +45,12 @@ def _target_format(fmt: str | DType) -> DType:
             f"unknown quantization format {fmt!r}; choose one of {', '.join(QUANTIZED_FORMATS)}"
         ) from None
     if target.name not in QUANTIZED_FORMATS:  # a float type, or a K-quant (read, never written)
-        raise EngineArgumentError(
-            f"{target.name} is not a format rwkv_ggml quantizes to; "
-            f"choose one of {', '.join(QUANTIZED_FORMATS)}"
+        what = (
+            "a K-quant rwkv_ggml reads but does not write"
+            if target.is_quantized
+            else "not a quantized format"
         )
+        raise EngineArgumentError(f"{target.name} is {what}; choose one of {', '.join(QUANTIZED_FORMATS)}")
     return target
 
 

@@ -47,8 +47,8 @@ def _float(text: str) -> float:
 
 
 MODEL_HELP = (
-    "model file (.bin), or hf:OWNER/REPO[/FILE] for a checkpoint on the Hugging Face hub (downloaded, "
-    "converted and quantized once into a cache, see --dtype); default: the packaged default model"
+    "model file (.bin or .gguf), or hf:OWNER/REPO[/FILE] for a checkpoint on the Hugging Face hub "
+    "(downloaded, converted and quantized once into a cache, see --dtype); default: the packaged model"
 )
 
 

@@ -429,3 +429,9 @@ def test_kquant_rescaled_v6_scales(tmp_path: Path) -> None:
     doubled = _rescaled(q.reshape(-1), DType.Q4_K, 2.0)
     assert doubled is not None
     np.testing.assert_array_equal(dequantize_np("Q4_K", doubled), 2 * dequantize_np("Q4_K", q))
+
+
+def test_quantize_refuses_kquant_targets(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Q6_K is a K-quant rwkv_ggml reads but does not write"):
+        quantize(tiny_path("tiny-rwkv-7v0-834K-FP32.bin"), tmp_path / "x.bin", "Q6_K", progress=False)
+    assert not (tmp_path / "x.bin").exists()
