@@ -136,8 +136,9 @@ def test_world_vocabulary_from_gguf_equals_world_tokenizer(tmp_path: Path) -> No
     assert world[n:] == [b""] * (65536 - n)  # the ids the converter writes are 0..n-1
     w = gguf.GGUFWriter(str(tmp_path / "v.gguf"), "rwkv7")
     w.add_tokenizer_model("rwkv")
-    w.add_token_list(_converter_tokens(world))
-    w.add_token_types([3] + [1] * (n - 1))
+    # as the converter pads the list to the embedding's 65536 rows: "[PAD<i>]" tokens of type 5 (unused)
+    w.add_token_list(_converter_tokens(world) + [f"[PAD{i}]" for i in range(n, 65536)])
+    w.add_token_types([3] + [1] * (n - 1) + [5] * (65536 - n))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -146,7 +147,7 @@ def test_world_vocabulary_from_gguf_equals_world_tokenizer(tmp_path: Path) -> No
         table = vocab_table(gf, 65536)
     assert table == world
     ours, theirs = WorldTokenizer.from_table(table, "v.gguf"), WorldTokenizer()
-    text = "Hello, world! \n\t'quotes\" ünïcödé 中文 \\x41 🙂"
+    text = "Hello, world! \n\t'quotes\" ünïcödé 中文 \\x41 🙂 [PAD65530]"
     assert ours.encode(text) == theirs.encode(text)
     assert ours.decode(theirs.encode(text)) == text
 
