@@ -10,7 +10,8 @@ shapes) instead of on weight bytes nobody validates. From those:
 * ``pth/`` and ``safetensors/``: the same weights as official checkpoints (the rwkv.cpp conversion
   undone: official names and shapes), in float32 and in bf16/float16 (``pth`` needs torch; without it
   that folder stays empty);
-* ``state/``: state files saved by ``State.save`` for the shrunk models.
+* ``state/``: state files saved by ``State.save`` for the shrunk models;
+* ``gguf/``: the shrunk v6/v7 models as GGUF files in llama.cpp's layout (needs the ``gguf`` package).
 
 Usage: ``python fuzz/corpus.py [--out DIR]`` (default ``fuzz/corpus``, ignored by git).
 """
@@ -36,7 +37,7 @@ from rwkv_ggml.fileformat import DType, ModelFile, read_model_file, write_model_
 
 TINY_MODELS = REPO_ROOT / ".." / "shared" / "testdata" / "rwkv.cpp-tiny"
 DEFAULT_OUT = REPO_ROOT / "fuzz" / "corpus"
-FORMATS = ("bin", "pth", "safetensors", "state")
+FORMATS = ("bin", "gguf", "pth", "safetensors", "state")
 # The model the state target also loads its inputs against (targets.state_model).
 STATE_MODEL = "tiny-rwkv-5v2-730K-FP32.bin"
 
@@ -243,11 +244,27 @@ def build(out: pathlib.Path = DEFAULT_OUT) -> dict[str, list[pathlib.Path]]:
             versions_done.add(version)
             for path in _write_checkpoints(model, version, out):
                 files[path.parent.name].append(path)
+        if version in ("6", "7"):
+            files["gguf"] += _write_gguf(model, out)
         # FP32 includes STATE_MODEL: a state of the exact model the state target loads against, so
         # the target's strict path is reachable.
         if src.name.endswith(("FP32.bin", "Q5_1.bin")):
             files["state"] += _write_states(model, out)
     return files
+
+
+def _write_gguf(model: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
+    """The shrunk v6/v7 model as a GGUF file laid out like llama.cpp's converter's, with a 8-token
+    vocabulary (and, for v6, the rescaled layout); none without the ``gguf`` package (test extra)."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        return []
+    from tests.reference.gguf_files import write_gguf
+
+    dst = out / "gguf" / model.with_suffix(".gguf").name
+    tokens = ["<s>"] + [repr(bytes([97 + i]))[2:-1] for i in range(_VOCAB - 1)]
+    return [write_gguf(model, dst, rescale_every=1, tokens=tokens)]
 
 
 def largest(folder: pathlib.Path) -> int:

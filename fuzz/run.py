@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of rwkv_ggml's file readers with atheris, for a bounded time.
 
-    python fuzz/run.py --seconds 80                      # what CI runs: every target, 20 s each
+    python fuzz/run.py --seconds 80                      # every target, 16 s each
     python fuzz/run.py --seconds 3600 --target bin       # one target, longer
     python fuzz/run.py --seconds 3600 --keep-going       # triage: record every distinct finding
     python fuzz/run.py --target state --replay FILE      # run a saved input again, say what it does
@@ -10,7 +10,7 @@ per-input timeout and RSS limit, so an exception escaping the library, a crash, 
 blow-up is reported as a finding with the input saved, instead of taking the machine down. The exit
 status is 0 when nothing was found and 1 otherwise; every saved input's path is printed.
 
-``--target`` takes the names in ``fuzz/targets.py`` (bin, pth, safetensors, state, all) or
+``--target`` takes the names in ``fuzz/targets.py`` (bin, gguf, pth, safetensors, state, all) or
 ``module:function`` or ``path/to/file.py:function`` for any other function of bytes. See fuzz/README.md.
 """
 
@@ -46,6 +46,8 @@ def _child(args: argparse.Namespace, libfuzzer_args: list[str]) -> int:
         import rwkv_ggml.checkpoint
         import rwkv_ggml.conversion
         import rwkv_ggml.fileformat
+        import rwkv_ggml.gguf_format
+        import rwkv_ggml.gguf_model
         import rwkv_ggml.model
         import rwkv_ggml.state
         import rwkv_ggml.weights  # noqa: F401
@@ -92,7 +94,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _seeds(args: argparse.Namespace, name: str) -> pathlib.Path | None:
     """The seed folder of a target, building the whole seed corpus first if it is missing."""
-    if name not in ("bin", "pth", "safetensors", "state"):
+    if name not in ("bin", "gguf", "pth", "safetensors", "state"):
         return None
     folder: pathlib.Path = args.corpus / name
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target",
         default="all",
-        help="bin, pth, safetensors, state, all (default), module:function or file.py:function",
+        help="bin, gguf, pth, safetensors, state, all (default), module:function or file.py:function",
     )
     parser.add_argument(
         "--corpus",
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "all":
             parser.error("--replay needs one --target")
         return _replay(args)
-    names = ["bin", "pth", "safetensors", "state"] if args.target == "all" else [args.target]
+    names = ["bin", "gguf", "pth", "safetensors", "state"] if args.target == "all" else [args.target]
     seconds = max(1, args.seconds // len(names))
     found: list[pathlib.Path] = []
     for name in names:

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["TARGETS", "fuzz_bin", "fuzz_pth", "fuzz_safetensors", "fuzz_state", "resolve"]
+__all__ = ["TARGETS", "fuzz_bin", "fuzz_gguf", "fuzz_pth", "fuzz_safetensors", "fuzz_state", "resolve"]
 
 _workdir: pathlib.Path | None = None
 
@@ -62,6 +62,28 @@ def fuzz_bin(data: bytes) -> None:
         with Model(path, threads=1, placement=placement) as model:
             logits, state = model.eval(0)
             model.eval(model.n_vocab - 1, state, logits_out=logits)
+
+
+def fuzz_gguf(data: bytes) -> None:
+    """A GGUF file: parse the container, view every tensor, map it as an RWKV model, load it as a Model
+    (both placements, alternating with the input's length) and evaluate a token."""
+    from rwkv_ggml import Model
+    from rwkv_ggml.gguf_format import read_gguf
+    from rwkv_ggml.gguf_model import read_gguf_model
+
+    with input_file(data, "model.gguf") as path:
+        with read_gguf(path) as gf:
+            for name in gf.tensors:
+                gf.raw(name)
+        with read_gguf_model(path) as mf:
+            for name in mf.tensors:
+                mf.array(name)
+        placement = "mmap" if len(data) % 2 else "hugepage"
+        with Model(path, threads=1, placement=placement) as model:
+            logits, state = model.eval(0)
+            model.eval(model.n_vocab - 1, state, logits_out=logits)
+            if model.vocab_table is not None:  # the file's own vocabulary: decode every token
+                model.detokenize(list(range(model.n_vocab)))
 
 
 def _checkpoint(data: bytes, name: str) -> None:
@@ -133,6 +155,7 @@ def fuzz_state(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "bin": fuzz_bin,
+    "gguf": fuzz_gguf,
     "pth": fuzz_pth,
     "safetensors": fuzz_safetensors,
     "state": fuzz_state,

@@ -83,16 +83,19 @@ class DType(enum.IntEnum):
     Q5_0 = 7
     Q5_1 = 8
     Q8_0 = 9
+    Q4_K = 13  # the K-quants (formats.md §7.4): read (GGUF files), never written by rwkv_ggml
+    Q5_K = 14
+    Q6_K = 15
 
     @property
     def block_size(self) -> int:
-        """Elements per block: 1 for F32/F16, 32 for every quantized type."""
-        return _BLOCK_SIZE[self]
+        """Elements per block: 1 for F32/F16, 32 for the §5 block types, 256 for the K-quants."""
+        return _SIZES[self][0]
 
     @property
     def type_size(self) -> int:
-        """Bytes per block (formats.md §5.1)."""
-        return _TYPE_SIZE[self]
+        """Bytes per block (formats.md §5.1, §7.4)."""
+        return _SIZES[self][1]
 
     @property
     def is_quantized(self) -> bool:
@@ -109,24 +112,10 @@ class DType(enum.IntEnum):
         return found
 
 
-_BLOCK_SIZE = {
-    DType.F32: 1,
-    DType.F16: 1,
-    DType.Q4_0: 32,
-    DType.Q4_1: 32,
-    DType.Q5_0: 32,
-    DType.Q5_1: 32,
-    DType.Q8_0: 32,
-}
-_TYPE_SIZE = {
-    DType.F32: 4,
-    DType.F16: 2,
-    DType.Q4_0: 18,
-    DType.Q4_1: 20,
-    DType.Q5_0: 22,
-    DType.Q5_1: 24,
-    DType.Q8_0: 34,
-}
+# (elements, bytes) per block
+_SIZES = {DType.F32: (1, 4), DType.F16: (1, 2), DType.Q4_0: (32, 18), DType.Q4_1: (32, 20)}
+_SIZES |= {DType.Q5_0: (32, 22), DType.Q5_1: (32, 24), DType.Q8_0: (32, 34), DType.Q4_K: (256, 144)}
+_SIZES |= {DType.Q5_K: (256, 176), DType.Q6_K: (256, 210)}
 _NAME_ALIASES: dict[str, DType] = {member.name: member for member in DType}
 _NAME_ALIASES.update(
     {
@@ -147,9 +136,6 @@ _REJECTED_TYPES = {
     10: "Q8_1, which only ggml's activations use",
     11: "Q2_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
     12: "Q3_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
-    13: "Q4_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
-    14: "Q5_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
-    15: "Q6_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
     16: "Q8_K, a K-quant that rwkv.cpp never writes and rwkv_ggml does not support",
 }
 _REQUANTIZE_HINT = "re-quantize it from an FP32/FP16 file with a current rwkv.cpp or rwkv_ggml quantize"

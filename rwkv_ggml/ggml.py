@@ -22,14 +22,11 @@ arguments (a wrong type, a value out of range, a tensor of another context) are 
 Ownership: a tensor or graph belongs to the context that built it and is usable while that context is open
 (afterwards every use raises :class:`~rwkv_ggml.errors.ClosedError`). Ops take tensors of their own context,
 or of the contexts it was told it reads from (``Context(reads=[weights_ctx])``): closing one of those makes
-the reading context unusable as well.
-
-Memory: an array whose numpy ``writeable`` flag is off (a read-only ``mmap``, ``bytes``) may back a
-tensor the engine only reads (an input, a weight); making it the destination of a write (``cpy``) is
-refused, and so is pointing a written tensor at it with ``set_data``.
-
-The op builders live in :mod:`rwkv_ggml.ggml_ops`, the type table in :mod:`rwkv_ggml.ggml_types`; both are
-re-exported here, so ``rwkv_ggml.ggml`` is the one module users import.
+the reading context unusable as well. Memory: an array whose numpy ``writeable`` flag is off (a read-only
+``mmap``, ``bytes``) may back a tensor the engine only reads (an input, a weight); making it the destination
+of a write (``cpy``) is refused, and so is pointing a written tensor at it with ``set_data``. The op builders
+live in :mod:`rwkv_ggml.ggml_ops`, the type table in :mod:`rwkv_ggml.ggml_types`; both are re-exported here,
+so ``rwkv_ggml.ggml`` is the one module users import.
 """
 
 from __future__ import annotations
@@ -50,8 +47,11 @@ from .ggml_types import (
     NUMPY_TYPES,
     Q4_0,
     Q4_1,
+    Q4_K,
     Q5_0,
     Q5_1,
+    Q5_K,
+    Q6_K,
     Q8_0,
     TENSOR_TYPES,
     TYPE_NUMPY,
@@ -69,8 +69,11 @@ __all__ = [
     "I32",
     "Q4_0",
     "Q4_1",
+    "Q4_K",
     "Q5_0",
     "Q5_1",
+    "Q5_K",
+    "Q6_K",
     "Q8_0",
     "TENSOR_TYPES",
     "Context",

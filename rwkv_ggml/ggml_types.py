@@ -20,10 +20,13 @@ Q4_1: int = int(lib.RG_TYPE_Q4_1)
 Q5_0: int = int(lib.RG_TYPE_Q5_0)
 Q5_1: int = int(lib.RG_TYPE_Q5_1)
 Q8_0: int = int(lib.RG_TYPE_Q8_0)
+Q4_K: int = int(lib.RG_TYPE_Q4_K)
+Q5_K: int = int(lib.RG_TYPE_Q5_K)
+Q6_K: int = int(lib.RG_TYPE_Q6_K)
 I32: int = int(lib.RG_TYPE_I32)
 
 # The types a tensor built through this binding can have (the engine-internal activation type is left out).
-TENSOR_TYPES: tuple[int, ...] = (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, I32)
+TENSOR_TYPES: tuple[int, ...] = (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, I32)
 
 NUMPY_TYPES: dict[np.dtype, int] = {
     np.dtype(np.float32): F32,

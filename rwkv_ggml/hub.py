@@ -86,7 +86,7 @@ def pretrained_model_file(
     ``huggingface_hub`` cache to download into (default: its own, ``HF_HUB_CACHE``); the converted
     models are then kept in its ``rwkv_ggml/models`` folder instead of :func:`cache_folder`'s.
     ``threads``: for quantizing. ``progress``: progress bars on stderr (default: when it is a
-    terminal). An rwkv.cpp ``.bin`` model file named as ``filename`` is used as it is, whatever
+    terminal). An rwkv.cpp ``.bin`` or a GGUF model file named as ``filename`` is used as it is, whatever
     ``dtype`` says. Errors: ModelIOError when the hub cannot be reached or the file is not there
     (offline: not in the hub cache), ValueError for a bad argument or several candidate checkpoints,
     ModelFormatError for a repository without one, and the converter's errors for a checkpoint it
@@ -200,7 +200,8 @@ def _shards(index: Path, filename: str) -> list[str]:
 
 
 def _is_model_file(path: Path) -> bool:
-    """Whether a downloaded file is already an rwkv.cpp model file (its magic bytes)."""
+    """Whether a downloaded file is already a model file we load as it is: rwkv.cpp ``.bin`` or GGUF (its
+    magic bytes)."""
     from .fileformat import FILE_MAGIC
 
     try:
@@ -208,7 +209,7 @@ def _is_model_file(path: Path) -> bool:
             head = f.read(4)
     except OSError as exc:
         raise ModelIOError(f"cannot read '{path}': {exc.strerror or exc}") from exc
-    return len(head) == 4 and int.from_bytes(head, "little") == FILE_MAGIC
+    return len(head) == 4 and (int.from_bytes(head, "little") == FILE_MAGIC or head == b"GGUF")
 
 
 def _content_hash(path: Path) -> str:

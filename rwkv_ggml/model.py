@@ -29,7 +29,8 @@ from . import _checks, arch, batch, ggml
 from ._threads import default_threads_for_model
 from .checkpoint import initial_state_from_checkpoint
 from .errors import ClosedError, EngineArgumentError, ModelFormatError
-from .fileformat import DType, read_model_file
+from .fileformat import DType
+from .gguf_model import open_model_file
 from .model_graphs import ModelGraph, Resources, new_graph
 from .state import State
 from .weights import DEFAULT_PLACEMENT, WeightStore
@@ -80,7 +81,9 @@ class Model:
         self._resources = Resources()
         self._release = weakref.finalize(self, self._resources.release)
         self._graphs = self._resources.graphs
-        mf = read_model_file(path)
+        mf = open_model_file(path)  # rwkv.cpp .bin or GGUF
+        # A GGUF file carries its vocabulary; Tokenizer.for_model prefers it (None: chosen by n_vocab).
+        self.vocab_table: list[bytes] | None = getattr(mf, "vocab_table", None)
         try:
             self.hparams = arch.validate(mf)
             if gn_eps is not None:

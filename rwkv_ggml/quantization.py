@@ -50,10 +50,13 @@ def _target_format(fmt: str | DType) -> DType:
         raise EngineArgumentError(
             f"unknown quantization format {fmt!r}; choose one of {', '.join(QUANTIZED_FORMATS)}"
         ) from None
-    if not target.is_quantized:
-        raise EngineArgumentError(
-            f"{target.name} is not a quantized format; choose one of {', '.join(QUANTIZED_FORMATS)}"
+    if target.name not in QUANTIZED_FORMATS:  # a float type, or a K-quant (read, never written)
+        what = (
+            "a K-quant rwkv_ggml reads but does not write"
+            if target.is_quantized
+            else "not a quantized format"
         )
+        raise EngineArgumentError(f"{target.name} is {what}; choose one of {', '.join(QUANTIZED_FORMATS)}")
     return target
 
 

@@ -74,10 +74,14 @@ class WeightStore:
                 pass  # THP disabled on this kernel: still correct, only slower
         try:
             with open(mf.path, "rb") as f, memoryview(anon) as view:
+                held = getattr(mf, "held", {})  # a GGUF model's tensors computed at load (gguf_model)
                 for name in names:
                     rec = mf.tensors[name]
-                    f.seek(rec.offset)
                     start = self._offsets[name]
+                    if name in held:
+                        view[start : start + rec.nbytes] = held[name].reshape(-1).view(np.uint8).data
+                        continue
+                    f.seek(rec.offset)
                     got = f.readinto(view[start : start + rec.nbytes])
                     if got != rec.nbytes:
                         raise ModelIOError(

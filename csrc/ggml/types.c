@@ -27,6 +27,9 @@ RG_VEC_DOT_WRAPPERS(q4_1)
 RG_VEC_DOT_WRAPPERS(q5_0)
 RG_VEC_DOT_WRAPPERS(q5_1)
 RG_VEC_DOT_WRAPPERS(q8_0)
+RG_VEC_DOT_WRAPPERS(q4_k)
+RG_VEC_DOT_WRAPPERS(q5_k)
+RG_VEC_DOT_WRAPPERS(q6_k)
 #undef RG_VEC_DOT_WRAPPERS
 
 #define Q8A RG_TYPE_Q8_ACT
@@ -39,6 +42,10 @@ static const rg_type_traits g_traits[RG_MAX_TYPE] = {
     [RG_TYPE_Q5_0] = {"Q5_0", 32, 22, true, rg_dequantize_q5_0, rg_quantize_q5_0_ref, Q8A, vd_q5_0, vd4_q5_0},
     [RG_TYPE_Q5_1] = {"Q5_1", 32, 24, true, rg_dequantize_q5_1, rg_quantize_q5_1_ref, Q8A, vd_q5_1, vd4_q5_1},
     [RG_TYPE_Q8_0] = {"Q8_0", 32, 34, true, rg_dequantize_q8_0, rg_quantize_q8_0_ref, Q8A, vd_q8_0, vd4_q8_0},
+    /* K-quants (formats.md §7.4): read from GGUF files, never written (no quantizer) */
+    [RG_TYPE_Q4_K] = {"Q4_K", 256, 144, true, rg_dequantize_q4_k, NULL, Q8A, vd_q4_k, vd4_q4_k},
+    [RG_TYPE_Q5_K] = {"Q5_K", 256, 176, true, rg_dequantize_q5_k, NULL, Q8A, vd_q5_k, vd4_q5_k},
+    [RG_TYPE_Q6_K] = {"Q6_K", 256, 210, true, rg_dequantize_q6_k, NULL, Q8A, vd_q6_k, vd4_q6_k},
     [RG_TYPE_I32] = {"I32", 1, 4, false, i32_to_f32, NULL, RG_TYPE_I32, NULL, NULL},
     /* activation rows (quant/quant.h): a row-level layout, so only whole rows convert */
     [RG_TYPE_Q8_ACT] = {"Q8_ACT", 32, RG_Q8_ACT_BYTES, true, rg_dequantize_act, act_from_f32, Q8A, NULL, NULL},

@@ -51,6 +51,10 @@ typedef enum {
     RG_TYPE_Q5_0 = 7,
     RG_TYPE_Q5_1 = 8,
     RG_TYPE_Q8_0 = 9,
+    /* K-quants (256-element super-blocks): read from GGUF files; rwkv.cpp's ids for them */
+    RG_TYPE_Q4_K = 13,
+    RG_TYPE_Q5_K = 14,
+    RG_TYPE_Q6_K = 15,
     RG_TYPE_I32 = 20,
     /* Engine-internal, never in files: activation rows quantized for the integer dot products with the
      * block types (the numbers of ggml's Q8_0/Q8_1 activation blocks, stored as arrays; a conversion of

@@ -371,7 +371,7 @@ def _perplexity(model: Model, tokens: list[int], show_progress: bool) -> tuple[f
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..fileformat import read_model_file
+    from ..gguf_model import GgufModelFile, describe, open_model_file
     from ..model import Model
 
     path = _model_path(args)
@@ -379,11 +379,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         version, dtype = model.version, model.dtype
         n_vocab, n_embed, n_layer, state_size = model.n_vocab, model.n_embed, model.n_layer, model.state_size
         gn_eps = model.gn_eps
-    with read_model_file(path) as mf:
+    with open_model_file(path) as mf:
         n_params = sum(rec.n_elements for rec in mf.tensors.values())
         n_tensors = len(mf.tensors)
         types = Counter(rec.dtype.name for rec in mf.tensors.values())
         head_type = mf.tensors["head.weight"].dtype.name if "head.weight" in mf.tensors else "-"
+        gguf_lines = describe(mf) if isinstance(mf, GgufModelFile) else []
     size = path.stat().st_size
     print(f"file: {path}")
     print(f"file size: {size} bytes ({size / 2**20:.2f} MiB)")
@@ -397,6 +398,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"state size: {state_size} floats")
     if gn_eps:
         print(f"GroupNorm eps: {gn_eps:g} (--gn-eps of the other commands overrides it)")
+    if gguf_lines:
+        print("GGUF metadata:")
+        for key, value in gguf_lines:
+            print(f"  {key}: {value}")
     return 0
 
 
@@ -461,8 +466,22 @@ def _write_maybe_quantized(
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..conversion import convert
+    from ..gguf_convert import block_types, convert_gguf
+    from ..gguf_format import is_gguf
 
     _check_src(args.src, "checkpoint")
+    if is_gguf(args.src):  # a GGUF model: its blocks are copied, its float tensors become --dtype
+        blocks = block_types(args.src)
+        if blocks and args.dtype.strip().lower() not in ("f16", "fp16", "f32", "fp32"):
+            raise CliError(
+                f"{args.src} already holds {', '.join(blocks)} tensors, which cannot be quantized again; "
+                "convert it with --dtype f16 or f32 (its quantized tensors are copied as they are)"
+            )
+        _write_maybe_quantized(
+            args.dst, args.dtype, args.threads, lambda path, d: convert_gguf(args.src, path, d)
+        )
+        print(f"wrote {args.dst}")
+        return 0
     _write_maybe_quantized(
         args.dst,
         args.dtype,

@@ -47,8 +47,8 @@ def _float(text: str) -> float:
 
 
 MODEL_HELP = (
-    "model file (.bin), or hf:OWNER/REPO[/FILE] for a checkpoint on the Hugging Face hub (downloaded, "
-    "converted and quantized once into a cache, see --dtype); default: the packaged default model"
+    "model file (.bin or .gguf), or hf:OWNER/REPO[/FILE] for a checkpoint on the Hugging Face hub "
+    "(downloaded, converted and quantized once into a cache, see --dtype); default: the packaged model"
 )
 
 
@@ -347,9 +347,10 @@ def _add_file_writing_commands(sub: Any) -> None:
         sub,
         "convert",
         f"{PROG} convert RWKV-x070-World-0.1B.pth rwkv7-0.1b-q8_0.bin --dtype Q8_0",
-        help="convert a .pth / safetensors checkpoint to a model file",
-        description="Convert an RWKV checkpoint (.pth or .safetensors) to our .bin format, "
-        "without PyTorch. A quantized --dtype converts to F16 first, then quantizes.",
+        help="convert a .pth / safetensors checkpoint or a GGUF model to a model file",
+        description="Convert an RWKV checkpoint (.pth or .safetensors) or an RWKV-6/7 GGUF file to our "
+        ".bin format, without PyTorch. A quantized --dtype converts to F16 first, then quantizes "
+        "(a GGUF file's quantized tensors are copied as they are).",
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")

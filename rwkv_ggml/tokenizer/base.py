@@ -182,6 +182,11 @@ class Tokenizer(ABC):
     def for_model(model: _HasVocab | Any, kind: str | None = None) -> Tokenizer:
         """The tokenizer for ``model`` (anything with an ``n_vocab`` attribute)."""
         n_vocab = getattr(model, "n_vocab", None)
+        table = getattr(model, "vocab_table", None)  # a GGUF model's own World vocabulary
+        if kind is None and table is not None:
+            from .world import table_tokenizer
+
+            return table_tokenizer(model, table)
         if n_vocab is None:
             raise TypeError(
                 f"for_model() needs an object with an n_vocab attribute, got {type(model).__name__}"

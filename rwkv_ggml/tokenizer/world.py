@@ -137,6 +137,17 @@ class WorldTokenizer(Tokenizer):
         self.path = Path(path) if path is not None else WORLD_VOCAB_FILE
         self.n_vocab = n_vocab
         self._table = parse_world_vocab(self.path, n_vocab)
+        self._build_trie(backend)
+
+    @classmethod
+    def from_table(cls, table: list[bytes], source: str | Path, backend: str = "auto") -> WorldTokenizer:
+        """A World tokenizer over a table id -> bytes read elsewhere (a GGUF file's token list)."""
+        tok = cls.__new__(cls)
+        tok.path, tok.n_vocab, tok._table = Path(source), len(table), list(table)
+        tok._build_trie(backend)
+        return tok
+
+    def _build_trie(self, backend: str) -> None:
         self._trie: CTrie | PyTrie
         core = compiled_core() if backend != "python" else None
         if core is not None:
@@ -156,3 +167,12 @@ class WorldTokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"WorldTokenizer(n_vocab={self.n_vocab}, backend={self.backend!r})"
+
+
+def table_tokenizer(model: object, table: list[bytes]) -> WorldTokenizer:
+    """The World tokenizer over a model's own vocabulary table, built once per model."""
+    cache = vars(model)
+    tok = cache.get("_vocab_tokenizer")
+    if not isinstance(tok, WorldTokenizer):
+        tok = cache["_vocab_tokenizer"] = WorldTokenizer.from_table(table, getattr(model, "path", "model"))
+    return tok

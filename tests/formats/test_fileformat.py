@@ -132,6 +132,8 @@ def test_dtype_properties() -> None:
         DType.Q5_1: (8, 32, 24, True),
         DType.Q8_0: (9, 32, 34, True),
     }
+    table |= {DType.Q4_K: (13, 256, 144, True), DType.Q5_K: (14, 256, 176, True)}  # formats.md §7.4
+    table[DType.Q6_K] = (15, 256, 210, True)
     assert set(table) == set(DType)
     for dtype, (type_id, block, size, quantized) in table.items():
         got = (int(dtype), dtype.block_size, dtype.type_size, dtype.is_quantized)
@@ -158,7 +160,7 @@ def test_dtype_from_name(text: str, expected: DType) -> None:
     assert DType.from_name(text) is expected
 
 
-@pytest.mark.parametrize("text", ["Q4_2", "q6_k", "", "int8", "bf16"])
+@pytest.mark.parametrize("text", ["Q4_2", "q2_k", "", "int8", "bf16"])
 def test_dtype_from_name_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="Q5_1") as info:
         DType.from_name(text)
@@ -451,7 +453,7 @@ CORRUPT_CASES = {
     "n_layer 0": (_header(n_layer=0) + _record(), ["n_layer is 0"]),
     "n_layer huge": (_header(n_layer=1 << 31) + _record(), ["n_layer"]),
     "header type removed": (_header(data_type=4) + _record(), ["Q4_1_O", "re-quantize"]),
-    "header type K-quant": (_header(data_type=14) + _record(), ["Q5_K"]),
+    "header type K-quant": (_header(data_type=11) + _record(), ["Q2_K"]),
     "header type unknown": (_header(data_type=77) + _record(), ["unknown type id 77"]),
     "quantized v100 header": (_header(version=100, data_type=8) + _record(), ["re-quantize"]),
     # record fields

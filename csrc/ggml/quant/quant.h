@@ -109,6 +109,27 @@ static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 
 #define RG_QUANT_API __attribute__((visibility("hidden")))
 
+/* ---- K-quants (q_k.c; formats.md §7.4): super-blocks of 256, read only (no quantizer) ---- */
+#define RG_QK_K 256
+#define RG_QK_SCALES 4 /* Q4_K / Q5_K: the 12 bytes of packed 6-bit scales and mins */
+#define RG_Q4_K_BYTES 144
+#define RG_Q4_K_QS 16
+#define RG_Q5_K_BYTES 176
+#define RG_Q5_K_QH 16
+#define RG_Q5_K_QS 48
+#define RG_Q6_K_BYTES 210
+#define RG_Q6_K_QL 0
+#define RG_Q6_K_QH 128
+#define RG_Q6_K_SCALES 192
+#define RG_Q6_K_D 208
+RG_QUANT_API void rg_dequantize_q4_k(const void *x, float *y, int64_t n);
+RG_QUANT_API void rg_dequantize_q5_k(const void *x, float *y, int64_t n);
+RG_QUANT_API void rg_dequantize_q6_k(const void *x, float *y, int64_t n);
+/* Sub-block s's (0..7) 6-bit scale and min from the 12 packed bytes q of a Q4_K / Q5_K block. */
+RG_QUANT_API void rg_kquant_scale_min(const uint8_t *q, int s, int *sc, int *m);
+/* Element e's (0..255) signed code (q - 32, in [-32, 31]) of a Q6_K block w. */
+RG_QUANT_API int rg_q6_k_code(const uint8_t *w, int e);
+
 /* ---- reference codecs: n elements, a multiple of RG_QK; rows of blocks in memory order ---- */
 RG_QUANT_API void rg_quantize_q4_0_ref(const float *x, void *y, int64_t n);
 RG_QUANT_API void rg_quantize_q4_1_ref(const float *x, void *y, int64_t n);

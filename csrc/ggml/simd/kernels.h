@@ -105,6 +105,14 @@ typedef struct {
     rg_vec_dot_x4_fn vec_dot_q5_0_x4;
     rg_vec_dot_x4_fn vec_dot_q5_1_x4;
     rg_vec_dot_x4_fn vec_dot_q8_0_x4;
+    /* The K-quants (k_kquant_*.c; formats.md §7.4), the same contract over 256-element super-blocks; every
+     * level adds the same f32 block terms in the same order. */
+    rg_vec_dot_fn vec_dot_q4_k;
+    rg_vec_dot_fn vec_dot_q5_k;
+    rg_vec_dot_fn vec_dot_q6_k;
+    rg_vec_dot_x4_fn vec_dot_q4_k_x4;
+    rg_vec_dot_x4_fn vec_dot_q5_k_x4;
+    rg_vec_dot_x4_fn vec_dot_q6_k_x4;
     /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; NULL without
      * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
@@ -127,6 +135,7 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_gemm_tile.c                    mat-mat tiles, f32 (every level) and bf16
  *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
+ *   k_kquant_{scalar,avx2}.c         the K-quants' dot products (the AVX2 ones also at the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
  * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
@@ -140,6 +149,8 @@ RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, 
 RG_KERNELS_API void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6
 #define RG_PANEL_MAX_NP 4
 #define RG_PANEL_LANES 16
