@@ -22,11 +22,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat_format import ChatMessage, render_chat_prompt
+from ..errors import ConstraintError
 from ..generation import embed
 from ..sampling import SamplingParams
+from ..structured import Constraint, constraint_from_options
 from . import metrics
 from . import responses as R
 from .config import ServerConfig
@@ -163,12 +166,32 @@ class _Server:
         except (TypeError, ValueError) as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
 
-    def check_response_format(self, body: CompletionRequest | ChatCompletionRequest) -> None:
-        fmt = body.response_format
-        if fmt is not None and fmt.type != "text":
-            raise bad_field(
-                "response_format", f"type {fmt.type!r} is not supported by this server (only 'text')"
+    def constraint(self, body: CompletionRequest | ChatCompletionRequest) -> Constraint | None:
+        """The request's structured-output constraint (None for plain text); a bad schema, grammar or
+        regex is a 400 naming the field."""
+        fmt = None if body.response_format is None else body.response_format.model_dump()
+        given = [
+            name
+            for name, value in (("response_format", fmt), ("grammar", body.grammar), ("regex", body.regex))
+            if value is not None and value != {"type": "text"}
+        ]
+        if not given:
+            return None
+        try:
+            return constraint_from_options(
+                self.tokenizer,
+                self.engine.model.n_vocab,
+                response_format=fmt,
+                grammar=body.grammar,
+                regex=body.regex,
             )
+        except ConstraintError as exc:
+            raise bad_field(given[0], str(exc)) from None
+        except ImportError:
+            raise bad_field(
+                given[0],
+                'structured output needs llguidance on the server: pip install "rwkv_ggml[structured]"',
+            ) from None
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         try:
@@ -402,7 +425,6 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
     async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
         server.check_key(request)
         server.check_model(body.model)
-        server.check_response_format(body)
         if body.suffix:
             raise bad_field("suffix", "inserting text before a suffix is not supported")
         prompt = body.prompt
@@ -422,7 +444,11 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
         if body.echo and body.logprobs is not None:
             raise bad_field("logprobs", "logprobs of echoed prompt tokens are not supported; drop echo")
         gen = GenerationRequest(
-            ids, server.max_tokens(body.max_tokens, "max_tokens"), server.params(body, ()), body.logprobs
+            ids,
+            server.max_tokens(body.max_tokens, "max_tokens"),
+            server.params(body, ()),
+            body.logprobs,
+            await run_in_threadpool(server.constraint, body),  # compiling a schema can take a while
         )
         handle = server.submit(gen)
         head = R.Head("cmpl", server.model_name)
@@ -454,7 +480,6 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
         server.check_key(request)
         server.check_model(body.model)
-        server.check_response_format(body)
         messages: list[ChatMessage] = []
         for m in body.messages:
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
@@ -471,7 +496,11 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
         if body.top_logprobs is not None and not body.logprobs:
             raise bad_field("top_logprobs", "needs logprobs: true")
         gen = GenerationRequest(
-            ids, server.max_tokens(limit, param), server.params(body, template_stops), top
+            ids,
+            server.max_tokens(limit, param),
+            server.params(body, template_stops),
+            top,
+            await run_in_threadpool(server.constraint, body),
         )
         handle = server.submit(gen)
         head = R.Head("chatcmpl", server.model_name)

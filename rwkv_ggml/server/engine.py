@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..batch_generation import BatchGenerator
 from ..model import Model
 from ..sampling import SamplingParams
+from ..structured import Constraint
 from ..tokenizer import Tokenizer
 from .state_cache import StateCache
 
@@ -61,6 +62,7 @@ class GenerationRequest:
     max_tokens: int
     params: SamplingParams
     logprobs: int | None = None
+    constraint: Constraint | None = None  # structured output: a fresh constraint for this request
 
 
 class Usage(NamedTuple):
@@ -303,6 +305,7 @@ class Engine:
                 state=None if hit is None else hit.state,
                 keep_states=bool(self.cache.max_bytes),
                 logprobs=req.logprobs,
+                constraint=req.constraint,
             )
         except (TypeError, ValueError) as exc:
             self._done_in_flight()
@@ -328,7 +331,13 @@ class Engine:
                 continue
             if event.finish_reason is not None:
                 produced += len(gen.tokens_since(event.request_id, active.sent).tokens)
-                self._finish(event.request_id, event.finish_reason, text=event.text)
+                error = None
+                if event.finish_reason == "error":  # only a constraint ends one request with "error"
+                    constraint = active.handle.request.constraint
+                    error = (
+                        constraint.error if constraint else None
+                    ) or "the output constraint allows no token"
+                self._finish(event.request_id, event.finish_reason, text=event.text, error=error)
                 continue
             rows = gen.tokens_since(event.request_id, active.sent)
             produced += len(rows.tokens)

@@ -83,7 +83,7 @@ GOOD = {"model": "tiny", "prompt": "Hello", "max_tokens": 4}
         ("/v1/completions", {**GOOD, "logit_bias": {"x": 1}}, 400, "logit_bias"),
         ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
         ("/v1/completions", {**GOOD, "model": "gpt-4"}, 404, "model"),
-        ("/v1/completions", {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
+        ("/v1/completions", {**GOOD, "response_format": {"type": "xml"}}, 400, "response_format"),
         ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
         (
             "/v1/chat/completions",
