@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import threading
 import time
@@ -172,7 +173,8 @@ class Engine:
         self._stopping = False
         self._active: dict[int, _Active] = {}  # generator request id -> request (scheduler thread only)
         self._by_handle: dict[int, int] = {}  # id(handle) -> generator request id
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) of steps
+        self._stats_lock = threading.Lock()
         self._batch_size = 0
         self._totals = collections.Counter[str]()
         self._thread = threading.Thread(target=self._loop, name="rwkv-ggml-scheduler", daemon=True)
@@ -237,13 +239,17 @@ class Engine:
             self.model.close()
 
     def stats(self) -> EngineStats:
+        """A snapshot for /health and /metrics (called on the event loop while the scheduler runs)."""
         now = time.monotonic()
-        recent = [n for t, n in list(self._recent) if now - t <= RATE_WINDOW_S]
+        with self._stats_lock:
+            recent = [n for t, n in self._recent if now - t <= RATE_WINDOW_S]
+        with self._cond:
+            submitted = sum(1 for kind, _ in self._inbox if kind == "add")
         gen = self.generator
-        t = self._totals
+        t = self._totals.copy()
         return EngineStats(
             running=len(gen.running),
-            waiting=len(gen.waiting) + sum(1 for kind, _ in list(self._inbox) if kind == "add"),
+            waiting=len(gen.waiting) + submitted,
             batch_size=self._batch_size,
             tokens_per_second=sum(recent) / RATE_WINDOW_S,
             requests_total=t["requests"],
@@ -266,14 +272,29 @@ class Engine:
                 commands = list(self._inbox)
                 self._inbox.clear()
                 stopping = self._stopping
-            for kind, arg in commands:
-                self._apply(kind, arg)
-            if stopping:
-                self._cancel_everything("cancelled")
-                return
-            self._expire(time.monotonic())
-            if not self.generator.done:
-                self._step()
+            try:
+                for kind, arg in commands:
+                    self._apply(kind, arg)
+                if stopping:
+                    self._cancel_everything("cancelled")
+                    return
+                self._expire(time.monotonic())
+                if not self.generator.done:
+                    self._step()
+            except Exception as exc:  # a bug of ours: end every request with an error rather than hang them
+                self._recover(exc)
+
+    def _recover(self, exc: Exception) -> None:
+        message = f"internal error in the scheduler: {type(exc).__name__}: {exc}"
+        for rid, active in list(self._active.items()):
+            self._active.pop(rid, None)
+            self._by_handle.pop(id(active.handle), None)
+            with contextlib.suppress(Exception):
+                self.generator.cancel(rid)
+                self.generator.release(rid)
+            usage = Usage(len(active.handle.request.prompt_ids), active.sent, active.cached_tokens)
+            active.handle.deliver(EngineEvent("", [], [], [], "error", usage, message))
+            self._done_in_flight()
 
     def _apply(self, kind: str, arg: Any) -> None:
         if kind == "add":
@@ -343,10 +364,11 @@ class Engine:
             produced += len(rows.tokens)
             active.sent += len(rows.tokens)
             active.handle.deliver(EngineEvent(event.text, *rows))
-        if produced:
-            self._recent.append((now, produced))
-        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
-            self._recent.popleft()
+        with self._stats_lock:
+            if produced:
+                self._recent.append((now, produced))
+            while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+                self._recent.popleft()
 
     def _finish(self, rid: int, reason: str, *, text: str = "", error: str | None = None) -> None:
         active = self._active.pop(rid, None)

@@ -218,3 +218,27 @@ def test_sigterm_under_load_ends_every_request_and_exits_0(tmp_path: Path) -> No
     # the two running streams were cut at the grace period with an error event; the waiting ones too
     # (or they found the server gone); none hung
     assert outcomes.count("error event") >= 2, outcomes
+
+
+def test_a_non_streaming_client_that_goes_away_frees_its_slot(strict: ServerProcess) -> None:
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 100000 tokens
+        httpx.post(
+            f"{strict.url}/v1/completions",
+            json={**GOOD, "max_tokens": 100000},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=httpx.Timeout(30, read=1.0),
+        )
+    _wait_for(lambda: strict.health()["running"] == 0, "the abandoned request to free its slot")
+
+
+def test_a_request_over_the_time_limit_is_cancelled(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--request-timeout", "0.5", "--max-tokens-cap", "100000") as server:
+        body = {"prompt": "Hello", "max_tokens": 100000}
+        error = _assert_error(_post(server, "/v1/completions", body, key=None), 504)
+        assert error["code"] == "timeout"
+        with httpx.stream(
+            "POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=WAIT_S
+        ) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert '"code": "timeout"' in lines[-1] and len(lines) > 1  # some text, then the error event
+        assert server.health()["running"] == 0
