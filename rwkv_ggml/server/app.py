@@ -14,9 +14,9 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -42,6 +42,8 @@ from .schemas import (
     bad_field,
     error_body,
 )
+
+T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # How often a non-streaming request checks whether its client is still there.
@@ -194,8 +196,18 @@ class _Server:
             ) from None
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
-        try:
+        with self._engine_errors():
             return self.engine.submit(request)
+
+    async def admitted(self, job: Awaitable[T]) -> T:
+        """Awaits an engine job, with the engine's refusals as HTTP errors."""
+        with self._engine_errors():
+            return await job
+
+    @contextlib.contextmanager
+    def _engine_errors(self) -> Iterator[None]:
+        try:
+            yield
         except QueueFullError as exc:
             raise APIError(
                 429,
@@ -393,10 +405,7 @@ def _add_info_routes(app: FastAPI, server: _Server) -> None:
         def job(model: Any) -> list[np.ndarray]:
             return [embed(model, x, tok) for x in ids]
 
-        try:
-            vectors = await server.engine.run_job(job)
-        except ShuttingDownError as exc:
-            raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+        vectors = await server.admitted(server.engine.run_job(job))
         data = [
             {
                 "object": "embedding",

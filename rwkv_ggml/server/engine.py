@@ -184,16 +184,7 @@ class Engine:
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queues a request (call on the event loop); raises QueueFullError / ShuttingDownError at once."""
         handle = RequestHandle(self, request, asyncio.get_running_loop())
-        with self._cond:
-            if not self._accepting:
-                raise ShuttingDownError("the server is shutting down")
-            if self._in_flight >= self.max_batch + self.max_queue:
-                raise QueueFullError(
-                    f"the server is busy: {self.max_batch} requests running and {self.max_queue} waiting"
-                )
-            self._in_flight += 1
-            self._inbox.append(("add", handle))
-            self._cond.notify()
+        self._admit_one(("add", handle))
         return handle
 
     def cancel(self, handle: RequestHandle) -> None:
@@ -203,14 +194,23 @@ class Engine:
             self._cond.notify()
 
     async def run_job(self, job: Callable[[Model], T]) -> T:
-        """Runs ``job(model)`` on the scheduler thread between steps (e.g. an embedding) and awaits it."""
+        """Runs ``job(model)`` on the scheduler thread between steps (e.g. an embedding) and awaits it; it
+        counts against the queue limit like a generation request."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._admit_one(("job", (job, future)))
+        return await asyncio.wrap_future(future)
+
+    def _admit_one(self, command: tuple[str, Any]) -> None:
         with self._cond:
             if not self._accepting:
                 raise ShuttingDownError("the server is shutting down")
-            self._inbox.append(("job", (job, future)))
+            if self._in_flight >= self.max_batch + self.max_queue:
+                raise QueueFullError(
+                    f"the server is busy: {self.max_batch} requests running and {self.max_queue} waiting"
+                )
+            self._in_flight += 1
+            self._inbox.append(command)
             self._cond.notify()
-        return await asyncio.wrap_future(future)
 
     def begin_shutdown(self) -> None:
         """New requests get ShuttingDownError; the running and waiting ones go on."""
@@ -308,11 +308,14 @@ class Engine:
             self._cancel_everything("cancelled")
         elif kind == "job":
             job, future = arg
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(job(self.model))
-                except BaseException as exc:  # handed to the awaiting route
-                    future.set_exception(exc)
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(job(self.model))
+                    except BaseException as exc:  # handed to the awaiting route
+                        future.set_exception(exc)
+            finally:
+                self._done_in_flight()
 
     def _add(self, handle: RequestHandle) -> None:
         req = handle.request
