@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..chat_format import ChatMessage, render_chat_prompt
+from ..chat_format import ChatMessage, ChatTemplate, render_chat_prompt
 from ..errors import ConstraintError
 from ..generation import embed
 from ..sampling import SamplingParams
@@ -494,8 +494,9 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
             role = "system" if m.role == "developer" else m.role
             messages.append({"role": role, "content": content})
+        template = ChatTemplate()
         try:
-            prompt, template_stops = render_chat_prompt(messages, None)
+            prompt, template_stops = render_chat_prompt(messages, template)
         except (TypeError, ValueError) as exc:
             raise bad_field("messages", str(exc)) from None
         ids = server.check_ids(server.tokenizer.encode(prompt), "messages")
@@ -510,6 +511,7 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
             server.params(body, template_stops),
             top,
             await run_in_threadpool(server.constraint, body),
+            template.reply_suffix,
         )
         handle = server.submit(gen)
         head = R.Head("chatcmpl", server.model_name)

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..batch_generation import BatchGenerator
-from ..model import Model
+from ..model import DEFAULT_CHUNK_SIZE, FloatArray, Model
 from ..sampling import SamplingParams
 from ..structured import Constraint
 from ..tokenizer import Tokenizer
@@ -64,6 +64,9 @@ class GenerationRequest:
     params: SamplingParams
     logprobs: int | None = None
     constraint: Constraint | None = None  # structured output: a fresh constraint for this request
+    #: For chat: the text that follows the prompt once a reply is part of the history (the template's
+    #: ``reply_suffix``), so the state there is cached too.
+    reply_suffix: Callable[[str], str] | None = None
 
 
 class Usage(NamedTuple):
@@ -166,6 +169,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.request_timeout = request_timeout
+        self.prefill_chunk = prefill_chunk if prefill_chunk is not None else DEFAULT_CHUNK_SIZE
         self._cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._in_flight = 0  # submitted and not finished (guarded by _cond)
@@ -395,6 +399,29 @@ class Engine:
         t["cached_tokens"] += usage.cached_tokens
         active.handle.deliver(EngineEvent(text, *rows, reason, usage, error))
         self._done_in_flight()
+        if reason in ("stop", "length") and self.cache.max_bytes and kept.prompt_state is not None:
+            self._store_rendered_reply(
+                req, result.text, result.tokens[: kept.reply_tokens], kept.prompt_state
+            )
+
+    def _store_rendered_reply(
+        self, req: GenerationRequest, text: str, fed: list[int], prompt_state: FloatArray
+    ) -> None:
+        """Caches the state after the prompt plus the reply as a chat client will send it back (the
+        template's rendering: leading whitespace and blank lines normalised, the separator after it),
+        when that differs from what the model wrote. Read here, after the final event went out and before
+        the next inbox drain, so the client's next turn finds it; at most ``prefill_chunk`` tokens, the
+        same bound on the other streams' delay as a prompt chunk."""
+        if req.reply_suffix is None:
+            return
+        try:
+            suffix = self.tokenizer.encode(req.reply_suffix(text))
+        except ValueError:  # an empty reply: the client sends no assistant message
+            return
+        if not suffix or suffix[: len(fed)] == fed or len(suffix) > self.prefill_chunk:
+            return  # the reply state already covers it, or it is too long to read between two steps
+        _, state = self.model.eval_sequence(suffix, prompt_state)
+        self.cache.store(req.prompt_ids + suffix, state)
 
     def _expire(self, now: float) -> None:
         for rid, active in list(self._active.items()):
