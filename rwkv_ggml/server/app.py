@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
@@ -82,12 +83,18 @@ class _Server:
         self.tokenizer = engine.tokenizer
         self.counters = metrics.Counters()
 
+    async def encode(self, text: str) -> list[int]:
+        """The text's token ids, off the event loop (a long prompt takes a while to tokenize)."""
+        ids: list[int] = await run_in_threadpool(self.tokenizer.encode, text)
+        return ids
+
     def check_key(self, request: Request) -> None:
         key = self.config.api_key
         if key is None:
             return
         given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer ") or given[len("Bearer ") :] != key:
+        token = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), key.encode()):  # in constant time: no timing hints
             what = "no API key given" if not given else "the API key is wrong"
             raise APIError(
                 401,
@@ -400,7 +407,10 @@ def _add_info_routes(app: FastAPI, server: _Server) -> None:
         if not inputs:
             raise bad_field("input", "give at least one text")
         tok = server.tokenizer
-        ids = [server.check_ids(tok.encode(x) if isinstance(x, str) else list(x), "input") for x in inputs]
+        ids = [
+            server.check_ids(await server.encode(x) if isinstance(x, str) else list(x), "input")
+            for x in inputs
+        ]
 
         def job(model: Any) -> list[np.ndarray]:
             return [embed(model, x, tok) for x in ids]
@@ -443,7 +453,7 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
             prompt = prompt[0]
         tok = server.tokenizer
         if isinstance(prompt, str):
-            ids, prompt_text = tok.encode(prompt), prompt
+            ids, prompt_text = await server.encode(prompt), prompt
         else:
             ids = list(prompt)  # type: ignore[arg-type]
             prompt_text = None
@@ -499,7 +509,7 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
             prompt, template_stops = render_chat_prompt(messages, template)
         except (TypeError, ValueError) as exc:
             raise bad_field("messages", str(exc)) from None
-        ids = server.check_ids(server.tokenizer.encode(prompt), "messages")
+        ids = server.check_ids(await server.encode(prompt), "messages")
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         top = (body.top_logprobs or 0) if body.logprobs else None

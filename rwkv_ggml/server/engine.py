@@ -15,7 +15,9 @@ admitted is cancelled with finish reason "timeout".
 
 The state cache. A request's prompt is looked up in the :class:`~rwkv_ggml.server.state_cache.StateCache`;
 on a hit the request starts from the cached state and reads only the rest of its prompt. When a request
-ends with "stop" or "length" its state after the prompt and after the fed part of its reply are stored.
+ends with "stop" or "length" its state after the prompt and after the fed part of its reply are stored,
+and for a chat request whose reply the template renders differently from what the model wrote, the state
+after the prompt plus that rendering (what the client's next turn starts with).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..batch_generation import BatchGenerator
+from ..errors import RwkvGgmlError
 from ..model import DEFAULT_CHUNK_SIZE, FloatArray, Model
 from ..sampling import SamplingParams
 from ..structured import Constraint
@@ -43,7 +46,7 @@ T = TypeVar("T")
 RATE_WINDOW_S = 5.0
 
 
-class EngineError(Exception):
+class EngineError(RwkvGgmlError):
     """A request the engine cannot take now."""
 
 
