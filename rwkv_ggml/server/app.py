@@ -311,7 +311,7 @@ def _validation_api_error(exc: RequestValidationError) -> APIError:
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # a union field reports each alternative's failure under the alternative's name: keep the field path
-    param = ".".join(p for p in loc if not p.startswith(("str", "list[", "int", "function-"))) or None
+    param = ".".join(p for p in loc if not _is_union_alternative(p)) or None
     kind = first.get("type", "")
     if kind == "json_invalid":
         return APIError(400, "the request body is not valid JSON", code="invalid_json")
@@ -321,7 +321,19 @@ def _validation_api_error(exc: RequestValidationError) -> APIError:
         return APIError(400, f"unknown field '{param}'", param=param, code="unknown_field")
     if kind == "missing":
         return APIError(400, f"'{param}' is required", param=param, code="missing_field")
-    return APIError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
+    message = str(first.get("msg", "invalid value"))
+    if param is None:
+        return APIError(400, f"the request body: {message}", code="invalid_value")
+    return APIError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def _is_union_alternative(part: str) -> bool:
+    """A location part naming a type (``str``, ``list[int]``, ``TextPart``...), not a field or an index."""
+    return (
+        part in ("str", "int", "float", "bool")
+        or part.startswith(("list[", "dict[", "function-"))
+        or (part[:1].isupper())
+    )
 
 
 def create_app(config_or_engine: ServerConfig | Engine, config: ServerConfig | None = None) -> FastAPI:

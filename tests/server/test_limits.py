@@ -82,6 +82,14 @@ GOOD = {"model": "tiny", "prompt": "Hello", "max_tokens": 4}
         ("/v1/completions", {**GOOD, "stop": [""]}, 400, "stop"),
         ("/v1/completions", {**GOOD, "logit_bias": {"x": 1}}, 400, "logit_bias"),
         ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
+        ("/v1/completions", {**GOOD, "stream_options": {"x": 1}}, 400, "stream_options.x"),
+        ("/v1/completions", [], 400, None),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user"}]},
+            400,
+            "messages.0.content",
+        ),
         ("/v1/completions", {**GOOD, "model": "gpt-4"}, 404, "model"),
         ("/v1/completions", {**GOOD, "response_format": {"type": "xml"}}, 400, "response_format"),
         ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
@@ -102,9 +110,10 @@ GOOD = {"model": "tiny", "prompt": "Hello", "max_tokens": 4}
     ],
 )
 def test_bad_requests_get_the_openai_error_object(
-    strict: ServerProcess, path: str, body: dict[str, Any], status: int, param: str | None
+    strict: ServerProcess, path: str, body: Any, status: int, param: str | None
 ) -> None:
-    _assert_error(_post(strict, path, body), status, param)
+    error = _assert_error(_post(strict, path, body), status, param)
+    assert not error["message"].startswith("None")
 
 
 def test_bad_json_unknown_route_and_method(strict: ServerProcess) -> None:
