@@ -8,8 +8,9 @@ For each model a server runs as a subprocess (``--max-batch`` = the largest conc
 c, c clients stream a completion of ``--tokens`` tokens at once; reported: generated tokens/s over the
 round (all tokens / wall time), time to first token (median over clients) and the gaps between streamed
 tokens (p50, p99 over all clients). The cache scenario sends a chat turn after a ~1000-token history
-twice: once when the history's previous turn was served (its state is cached) and once for a history the
-server never saw (same length); the time to first token of each, median of ``--repeats``. The join
+twice: once when the history's previous turn was served (its state is cached; the turn is sent half a
+second after the previous reply, a user's reading time) and once for a history the server never saw (same
+length); the time to the first generated token of each, median of ``--repeats``. The join
 scenario (169M only) runs 4 streams and lets a 2000-token prompt join: the running streams' largest gap
 between tokens with ``--prefill-chunk 256`` and with the prompt read whole in one step.
 
@@ -121,7 +122,11 @@ def stream(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
             if chunk.get("usage"):
                 usage = chunk["usage"]
             choices = chunk.get("choices") or []
-            if choices and (choices[0].get("text") or (choices[0].get("delta") or {}).get("content")):
+            if choices and (
+                choices[0].get("text")
+                or (choices[0].get("delta") or {}).get("content")
+                or choices[0].get("logprobs")
+            ):
                 arrivals.append(time.perf_counter())
     return {"sent": sent, "arrivals": arrivals, "usage": usage}
 
@@ -175,6 +180,10 @@ def concurrency_round(url: str, c: int, tokens: int) -> dict[str, float]:
     }
 
 
+# Seconds between a reply and the next chat turn in the cache scenario.
+THINK_TIME_S = 0.5
+
+
 def _history(tag: str, approx_tokens: int, chars_per_token: float) -> list[dict[str, str]]:
     """A conversation of about ``approx_tokens`` tokens; ``tag`` makes its start unique."""
     line = "We talked about the rivers, the hills and the old mill by the bridge. "
@@ -189,7 +198,10 @@ def _history(tag: str, approx_tokens: int, chars_per_token: float) -> list[dict[
 
 def cache_scenario(url: str, repeats: int, chars_per_token: float) -> dict[str, float]:
     def ttft(messages: list[dict[str, str]]) -> tuple[float, int]:
-        r = stream(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 4, "temperature": 0})
+        # with logprobs every generated token is a chunk: the time to the first token, even when the reply
+        # opens with whitespace (which a chat stream does not send as text)
+        body = {"messages": messages, "max_tokens": 4, "temperature": 0, "logprobs": True}
+        r = stream(url, "/v1/chat/completions", body)
         return r["arrivals"][0] - r["sent"], int(r["usage"]["prompt_tokens_details"]["cached_tokens"])
 
     cached, uncached, cached_tokens, prompt_tokens = [], [], 0, 0
@@ -211,6 +223,9 @@ def cache_scenario(url: str, repeats: int, chars_per_token: float) -> dict[str, 
             {"role": "user", "content": "And then?"},
         ]
         prompt_tokens = reply["usage"]["prompt_tokens"]
+        # a user reads the reply and types the next message; meanwhile the server caches the reply as the
+        # history will render it (docs/server.md §4), which it does right after the reply's last token
+        time.sleep(THINK_TIME_S)
         t, cached_tokens = ttft(follow)
         cached.append(t)
         fresh = [*_history(f"Other {i}.", 1000, chars_per_token), *follow[len(history) :]]
