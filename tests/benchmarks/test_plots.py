@@ -1,0 +1,87 @@
+"""benchmarks/plots.py: PNGs drawn from the JSON written by benchmarks/batch.py and benchmarks/serve.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytest.importorskip("matplotlib", reason="matplotlib (the bench extra) is not installed")
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+BATCH = {
+    "benchmark": "batch",
+    "machine": {"cpu": "Test CPU", "threads": 2, "bandwidth_gb_s": 10.0},
+    "rows": [
+        {"model": "m", "format": "F16", "batch": "eval", "tokens_per_second": 9.0},
+        {"model": "m", "format": "F16", "batch": 4, "tokens_per_second": 30.0, "weight_bytes": 10**9},
+        {"model": "m", "format": "F16", "batch": 1, "tokens_per_second": 9.0, "weight_bytes": 10**9},
+        {"model": "m", "format": "Q8_0", "batch": 1, "tokens_per_second": 15.0, "weight_bytes": 5 * 10**8},
+    ],
+}
+SERVE = {
+    "benchmark": "serve",
+    "machine": {"cpu": "Test CPU", "threads": 2},
+    "concurrency": [
+        {"concurrency": 1, "tokens_per_second": 100.0},
+        {"concurrency": 4, "tokens_per_second": 250.0},
+    ],
+    "ttft": [
+        {"prompt_tokens": 600, "cached": False, "ttft_ms": 90.0},
+        {"prompt_tokens": 600, "cached": True, "ttft_ms": 6.0},
+    ],
+}
+
+
+def run_plots(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "plots.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_batch_rows_are_grouped_by_model_and_format_without_the_eval_reference() -> None:
+    assert plots.batch_series(BATCH) == {"m": {"F16": [(1, 9.0), (4, 30.0)], "Q8_0": [(1, 15.0)]}}
+    assert plots.weight_bytes(BATCH) == {("m", "F16"): 10**9, ("m", "Q8_0"): 5 * 10**8}
+    assert plots.bandwidth_gb_s(BATCH) == 10.0
+    assert plots.caption(BATCH) == "Test CPU, 2 threads"
+
+
+def test_serve_rows_pair_the_first_token_times_with_and_without_the_cache() -> None:
+    assert plots.concurrency_points(SERVE) == [(1, 100.0), (4, 250.0)]
+    assert plots.ttft_pairs(SERVE) == {"600 tokens": {False: 90.0, True: 6.0}}
+    assert plots.kind_of(SERVE) == "serve" and plots.kind_of(BATCH) == "batch"
+
+
+def test_each_json_gets_a_png_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "batch.json").write_text(json.dumps(BATCH))
+    (tmp_path / "serve.json").write_text(json.dumps(SERVE))
+    proc = run_plots(str(tmp_path / "batch.json"), str(tmp_path / "serve.json"))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("batch.png", "serve.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+    assert proc.stdout.split() == [str(tmp_path / "batch.png"), str(tmp_path / "serve.png")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "cannot read it as JSON"), ('{"rows": []}', "no rows with a batch size and tokens/s")],
+)
+def test_a_file_that_cannot_be_plotted_is_named(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = run_plots(str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"plots.py: {bad}: {message}")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "bad.png").exists()
