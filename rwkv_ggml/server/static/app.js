@@ -472,7 +472,7 @@ async function pollHealth() {
     const h = await getJSON("/health");
     const parts = [
       h.model,
-      h.version != null ? "RWKV v" + h.version : null,
+      h.version != null ? "RWKV " + String(h.version).replace(/^(\d)/, "v$1") : null,
       h.format,
       `running ${h.running ?? 0}`,
       h.waiting ? `waiting ${h.waiting}` : null,

@@ -1,0 +1,280 @@
+"""The chat page served at `/` by `rwkv-ggml serve`, in a real headless Chromium against a real server.
+
+Every test gets a fresh browser context (its own localStorage), and checks at the end that the page wrote
+no error to the browser console and threw nothing. The page counts its finished replies in
+``document.body.dataset.replies``; the tests wait on that count instead of on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chatpage.conftest import API_KEY, Server
+
+# Long enough that a reply is still streaming when the stop test clicks Stop; the default model writes
+# about 300 tokens/s on one shared core, and the reply ends at the limit whatever it says.
+LONG_REPLY_TOKENS = 4000
+SHORT_REPLY_TOKENS = 60
+
+ASSISTANTS = '[data-testid="message"][data-role="assistant"]'
+USERS = '[data-testid="message"][data-role="user"]'
+
+# Records, for every change of the page, the length of the last assistant message: a streamed reply is
+# seen at several lengths before its last one.
+RECORD_STREAM = """
+window.__replyLengths = [];
+new MutationObserver(() => {
+  const all = document.querySelectorAll('[data-testid="message"][data-role="assistant"] .body');
+  if (all.length) window.__replyLengths.push(all[all.length - 1].textContent.length);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+class ChatPage:
+    """A browser tab on the chat page, with what it wrote to the console."""
+
+    def __init__(self, browser: Any, server: Server, record_stream: bool = False) -> None:
+        self.context = browser.new_context(viewport={"width": 1100, "height": 760})
+        self.page = self.context.new_page()
+        self.server = server
+        self.console_errors: list[str] = []
+        self.urls: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
+        self.page.on("request", lambda r: self.urls.append(r.url))
+        if record_stream:
+            self.page.add_init_script(RECORD_STREAM)
+        self.page.set_default_timeout(60_000)
+
+    def open(self) -> None:
+        self.page.goto(self.server.url + "/")
+        self.page.wait_for_selector('[data-testid="status"]')
+
+    def testid(self, name: str) -> Any:
+        return self.page.get_by_test_id(name)
+
+    def replies_done(self) -> int:
+        return int(self.page.evaluate("Number(document.body.dataset.replies || 0)"))
+
+    def set_max_tokens(self, n: int) -> None:
+        self.page.locator("#settings summary").click()
+        self.testid("max-tokens").fill(str(n))
+        self.page.locator("#settings summary").click()
+
+    def send(self, text: str, *, wait: bool = True) -> None:
+        before = self.replies_done()
+        self.testid("message-input").fill(text)
+        self.testid("message-input").press("Enter")
+        if wait:
+            self.wait_replies(before + 1)
+
+    def wait_replies(self, n: int) -> None:
+        self.page.wait_for_function(f"() => Number(document.body.dataset.replies || 0) >= {n}")
+
+    def texts(self, selector: str) -> list[str]:
+        return self.page.locator(f"{selector} .body").all_text_contents()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def chat(browser: Any, server: Server) -> Iterator[ChatPage]:
+    page = ChatPage(browser, server, record_stream=True)
+    page.open()
+    page.set_max_tokens(SHORT_REPLY_TOKENS)
+    yield page
+    errors = page.console_errors
+    page.close()
+    assert errors == [], f"the browser console shows errors: {errors}"
+
+
+def _number(text: str) -> float:
+    return float(text.strip())
+
+
+def test_page_is_served_with_its_script_and_stylesheet_from_the_server_only(chat: ChatPage) -> None:
+    assert chat.page.title() == "rwkv-ggml chat"
+    hosts = {url.split("/")[2] for url in chat.urls if url.startswith("http")}
+    assert hosts == {f"127.0.0.1:{chat.server.port}"}
+    loaded = {url.split("/", 3)[3] for url in chat.urls}
+    assert {"", "static/app.js", "static/style.css"} <= loaded
+
+
+def test_a_message_gets_a_streamed_reply_with_its_figures(chat: ChatPage) -> None:
+    chat.send("Good morrow, what news?")
+    assert chat.texts(USERS) == ["Good morrow, what news?"]
+    reply = chat.texts(ASSISTANTS)
+    assert len(reply) == 1 and reply[0].strip()
+    lengths = [n for n in chat.page.evaluate("window.__replyLengths") if 0 < n < len(reply[0])]
+    assert len(set(lengths)) >= 2, f"the reply was not seen growing: {lengths}"
+    assert _number(chat.testid("tokens-per-second").inner_text()) > 0
+    assert 0 < _number(chat.testid("tokens-generated").inner_text()) <= SHORT_REPLY_TOKENS
+    assert chat.testid("error").is_hidden()
+    status = chat.testid("status").inner_text()
+    assert "running" in status and "unreachable" not in status
+
+
+def test_a_second_turn_reports_cached_prompt_tokens(chat: ChatPage, tmp_path: Path) -> None:
+    chat.send("Who comes here?")
+    chat.send("And wherefore?")
+    assert len(chat.texts(USERS)) == 2 and len(chat.texts(ASSISTANTS)) == 2
+    cached = chat.testid("cached-tokens").inner_text()
+    assert cached != "–", "the server sent no usage.prompt_tokens_details.cached_tokens"
+    assert _number(cached) > 0
+    shot = tmp_path / "chat-two-turns.png"
+    chat.page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+
+def test_stop_ends_the_stream_frees_the_slot_and_the_next_message_works(chat: ChatPage) -> None:
+    chat.set_max_tokens(LONG_REPLY_TOKENS)
+    chat.send("Speak on, and at length.", wait=False)
+    chat.page.wait_for_function(
+        f"() => {{ const a = document.querySelectorAll('{ASSISTANTS} .body');"
+        " return a.length && a[a.length - 1].textContent.length > 20; }"
+    )
+    assert chat.testid("stop").is_visible()
+    chat.testid("stop").click()
+    chat.wait_replies(1)
+    assert chat.testid("stop").is_hidden()
+    stopped = chat.page.locator(ASSISTANTS).last
+    assert stopped.locator(".note").inner_text() == "stopped"
+    generated = _number(chat.testid("tokens-generated").inner_text())
+    assert 0 < generated < LONG_REPLY_TOKENS
+    chat.page.wait_for_function(
+        "() => fetch('/health').then(r => r.json()).then(h => h.running === 0)", polling=200
+    )
+    chat.set_max_tokens(SHORT_REPLY_TOKENS)
+    chat.send("Then a short word.")
+    assert len(chat.texts(ASSISTANTS)) == 2
+    assert chat.texts(ASSISTANTS)[1].strip()
+    assert chat.testid("error").is_hidden()
+
+
+def test_reload_keeps_the_conversation(chat: ChatPage) -> None:
+    chat.send("Remember me.")
+    before = (chat.texts(USERS), chat.texts(ASSISTANTS))
+    figures = chat.testid("tokens-per-second").inner_text()
+    chat.page.reload()
+    chat.page.wait_for_selector(USERS)
+    assert (chat.texts(USERS), chat.texts(ASSISTANTS)) == before
+    assert chat.testid("tokens-per-second").inner_text() == figures
+
+
+def test_regenerate_edit_and_new_conversation(chat: ChatPage) -> None:
+    chat.send("First question.")
+    chat.testid("regenerate").click()
+    chat.wait_replies(2)
+    assert chat.texts(USERS) == ["First question."] and len(chat.texts(ASSISTANTS)) == 1
+    chat.send("Second question.")
+    assert len(chat.texts(ASSISTANTS)) == 2
+    # editing the first message drops everything after it and asks again
+    chat.page.locator(USERS).first.get_by_test_id("edit").click()
+    chat.testid("edit-input").fill("The first question, edited.")
+    chat.testid("edit-send").click()
+    chat.wait_replies(4)
+    assert chat.texts(USERS) == ["The first question, edited."] and len(chat.texts(ASSISTANTS)) == 1
+    chat.testid("new-chat").click()
+    assert chat.page.locator('[data-testid="message"]').count() == 0
+    assert chat.page.locator('[data-testid="conversations"] li').count() == 2
+    chat.page.locator('[data-testid="conversations"] li .open').last.click()
+    assert chat.texts(USERS) == ["The first question, edited."]
+
+
+HOSTILE_USER = '<img src=x onerror="window.__ran = (window.__ran || 0) + 1"><b>bold?</b>'
+HOSTILE_REPLY = (
+    "<script>window.__ran = 99</script>\n"
+    "**<img src=x onerror=window.__ran=7>**\n"
+    "```\n<iframe src=javascript:window.__ran=5></iframe>\n```\n"
+    "- <svg onload=window.__ran=3>"
+)
+
+
+def test_html_in_user_and_stored_assistant_messages_is_shown_as_text(browser: Any, server: Server) -> None:
+    page = ChatPage(browser, server)
+    stored = {
+        "conversations": [
+            {
+                "id": "hostile",
+                "title": "<b>title</b>",
+                "messages": [
+                    {"role": "user", "content": "hello"},
+                    {"role": "assistant", "content": HOSTILE_REPLY, "stats": None},
+                ],
+            }
+        ],
+        "current": "hostile",
+    }
+    page.page.add_init_script(f"localStorage.setItem('rwkv-ggml.chat', {json.dumps(json.dumps(stored))});")
+    page.open()
+    page.set_max_tokens(SHORT_REPLY_TOKENS)
+    page.send(HOSTILE_USER)
+    messages = page.page.locator('[data-testid="messages"]')
+    assert page.texts(USERS) == ["hello", HOSTILE_USER]
+    shown = page.texts(ASSISTANTS)[0]
+    for fragment in ("<script>window.__ran = 99</script>", "<img src=x onerror=window.__ran=7>", "<iframe"):
+        assert fragment in shown
+    assert "<svg onload=window.__ran=3>" in shown
+    assert messages.locator("script, img, iframe, svg, b").count() == 0
+    assert page.page.locator('[data-testid="conversations"] li .open').first.inner_text() == "<b>title</b>"
+    assert page.page.evaluate("window.__ran") is None
+    errors = page.console_errors
+    page.close()
+    assert errors == []
+
+
+def test_json_schema_mode_gets_json_or_shows_the_servers_refusal(chat: ChatPage) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    chat.page.locator("#settings summary").click()
+    chat.testid("json-mode").check()
+    chat.testid("json-schema").fill("{not json")
+    chat.testid("message-input").fill("Answer in JSON.")
+    chat.testid("send").click()
+    assert "not valid JSON" in chat.testid("error").inner_text()
+    chat.testid("json-schema").fill(json.dumps(schema))
+    chat.testid("send").click()
+    chat.wait_replies(1)
+    if chat.testid("error").is_visible():
+        # a server without structured output answers 400; the page shows its message and keeps no empty reply
+        assert chat.testid("error").inner_text().startswith("400: ")
+        assert chat.page.locator(ASSISTANTS).count() == 0
+        chat.console_errors[:] = [e for e in chat.console_errors if "status of 400" not in e]
+    else:
+        reply = json.loads(chat.texts(ASSISTANTS)[0])
+        assert isinstance(reply["answer"], str)
+
+
+def test_api_key_is_asked_once_and_a_wrong_key_is_told_clearly(browser: Any, keyed_server: Server) -> None:
+    page = ChatPage(browser, keyed_server)
+    page.open()
+    dialog = page.testid("api-key-dialog")
+    dialog.wait_for(state="visible")
+    page.testid("api-key-input").fill("not-the-key")
+    page.testid("api-key-submit").click()
+    error = page.testid("api-key-error")
+    error.wait_for(state="visible")
+    assert "rejected" in error.inner_text() and "401" in error.inner_text()
+    assert dialog.is_visible()
+    page.testid("api-key-input").fill(API_KEY)
+    page.testid("api-key-submit").click()
+    dialog.wait_for(state="hidden")
+    page.set_max_tokens(SHORT_REPLY_TOKENS)
+    page.send("Open, locks, whoever knocks.")
+    assert page.texts(ASSISTANTS)[0].strip()
+    assert page.testid("error").is_hidden()
+    # asked once: a reload goes straight to the chat, with the key kept by the browser
+    page.page.reload()
+    page.page.wait_for_selector(USERS)
+    page.page.wait_for_function("() => document.getElementById('status').textContent.includes('running')")
+    assert dialog.is_hidden()
+    assert all(API_KEY not in url for url in page.urls), "the API key appeared in a URL"
+    # only the wrong key's answers may have reached the console
+    errors = [e for e in page.console_errors if "status of 401" not in e]
+    page.close()
+    assert errors == []
