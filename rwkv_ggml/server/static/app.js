@@ -515,7 +515,7 @@ function start() {
   $("regenerate").addEventListener("click", regenerate);
   $("new-chat").addEventListener("click", () => {
     if (busy) return;
-    store.current = null;
+    if (currentConversation().messages.length) store.current = null; // an empty one is reused
     currentConversation();
     save();
     render();
