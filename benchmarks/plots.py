@@ -6,11 +6,12 @@
 ``batch.json`` (benchmarks/batch.py): tokens/s against the number of sequences decoded together, one panel
 per model and one line per format, with each format's memory-bandwidth ceiling drawn dashed. Every step
 reads all the weights once, so a step of B sequences takes at least ``weight_bytes / bandwidth`` and
-``B * bandwidth / weight_bytes`` tokens/s is the most any kernel could reach; where the line leaves the
-ceiling, the step has stopped being bound by memory.
+``B * bandwidth / weight_bytes`` tokens/s is the most any kernel could reach; where the measured line
+falls away from its ceiling, the step is no longer bound by reading the weights.
 
 ``serve.json`` (benchmarks/serve.py): the server's total tokens/s against the number of concurrent
-clients, and the time to the first token of a follow-up turn with the state cache and without it.
+clients (one line per model), and the time to the first token of a follow-up chat turn whose history
+comes from the state cache beside one whose history has to be read again.
 
 The readers take the field names both benchmarks write, and a few spellings of each; matplotlib (the
 ``bench`` extra) draws with its file-only backend, so no display is needed.
@@ -42,6 +43,15 @@ def pick(row: Row, *names: str, default: Any = None) -> Any:
     return default
 
 
+def plain_log_labels(ax: Any) -> None:
+    """A log y axis labelled 10, 20, 50, 100, ... instead of powers of ten."""
+    ax.yaxis.set_major_formatter("{x:g}")
+    ax.yaxis.set_minor_formatter(
+        lambda y, _pos: f"{y:g}" if y > 0 and round(y / 10 ** math.floor(math.log10(y))) in (2, 5) else ""
+    )
+    ax.tick_params(axis="y", which="minor", labelsize="small")
+
+
 def machine_of(doc: Row) -> Row:
     machine = pick(doc, "machine", default={})
     return machine if isinstance(machine, Mapping) else {}
@@ -52,7 +62,10 @@ def caption(doc: Row) -> str:
     machine = machine_of(doc)
     cpu = pick(machine, "cpu", "cpu_model", default=pick(doc, "cpu", default=""))
     threads = pick(machine, "threads", default=pick(doc, "threads"))
+    cores = pick(machine, "cores", default=pick(doc, "cores"))
     parts = [str(cpu)] if cpu else []
+    if cores:
+        parts.append(f"{cores} cores")
     if threads:
         parts.append(f"{threads} threads")
     return ", ".join(parts)
@@ -126,9 +139,7 @@ def plot_batch(doc: Row, out: Path) -> Path:
         ax.set_yscale("log")
         ax.set_xticks(sorted({b for pts in formats.values() for b, _ in pts}))
         ax.get_xaxis().set_major_formatter("{x:g}")
-        ax.yaxis.set_major_formatter("{x:g}")
-        ax.yaxis.set_minor_formatter("{x:g}")
-        ax.tick_params(axis="y", which="minor", labelsize="x-small")
+        plain_log_labels(ax)
         ax.set_xlabel("sequences per step (B)")
         ax.set_ylabel("tokens/s")
         ax.set_title(model)
@@ -146,72 +157,84 @@ def plot_batch(doc: Row, out: Path) -> Path:
 # serving
 
 
-def concurrency_points(doc: Row) -> list[tuple[int, float]]:
+def serve_models(doc: Row) -> dict[str, Row]:
+    """name -> the model's entry: serve.py writes ``{"cpu", "cores", "models": {name: {"rounds": [...],
+    "cache": {...}}}}``."""
+    models = pick(doc, "models", default={})
+    if not isinstance(models, Mapping):
+        return {}
+    return {str(k): v for k, v in models.items() if isinstance(v, Mapping)}
+
+
+def model_label(name: str, entry: Row) -> str:
+    """The model's file stem when serve.py recorded it (it names the format too), else its name."""
+    file = pick(entry, "file")
+    return Path(str(file)).stem if file else name
+
+
+def concurrency_points(entry: Row) -> list[tuple[int, float]]:
+    """Sorted (concurrent clients, generated tokens/s of all of them) of one model's rounds."""
     points = []
-    for row in rows_of(doc, "concurrency", "throughput", "rows"):
+    for row in rows_of(entry, "rounds"):
         clients = pick(row, "concurrency", "clients")
-        rate = pick(row, "tokens_per_second", "tokens_s", "tok_s")
+        rate = pick(row, "tokens_per_second")
         if isinstance(clients, int) and rate is not None:
             points.append((clients, float(rate)))
     return sorted(points)
 
 
-def ttft_pairs(doc: Row) -> dict[str, dict[bool, float]]:
-    """label (e.g. the prompt length) -> {cached: ttft in ms}."""
-    pairs: dict[str, dict[bool, float]] = defaultdict(dict)
-    for row in rows_of(doc, "ttft", "first_token"):
-        ms = pick(row, "ttft_ms", "ms")
-        if ms is None and pick(row, "ttft_s") is not None:
-            ms = 1e3 * float(row["ttft_s"])
-        cached = pick(row, "cached", "state_cache", "cache")
-        if ms is None or cached is None:
-            continue
-        if isinstance(cached, str):
-            cached = cached.lower() in ("on", "true", "yes", "warm", "cached")
-        label = pick(row, "label", default=None)
-        if label is None:
-            tokens = pick(row, "prompt_tokens", "history_tokens")
-            label = f"{tokens} tokens" if tokens is not None else ""
-        pairs[str(label)][bool(cached)] = float(ms)
-    return dict(pairs)
+def ttft_pair(entry: Row) -> tuple[float, float, int | None] | None:
+    """(uncached ms, cached ms, history tokens) of the follow-up chat turn, or None if not measured."""
+    cache = pick(entry, "cache", default={})
+    if not isinstance(cache, Mapping):
+        return None
+    uncached, cached = pick(cache, "ttft_ms_uncached"), pick(cache, "ttft_ms_cached")
+    if uncached is None or cached is None:
+        return None
+    return float(uncached), float(cached), pick(cache, "history_tokens")
 
 
 def plot_serve(doc: Row, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    points = concurrency_points(doc)
-    pairs = ttft_pairs(doc)
-    if not points and not pairs:
-        raise PlotInputError("no concurrency rows and no time-to-first-token rows")
-    panels = [p for p in (points, pairs) if p]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    axes_left = list(axes[0])
-    if points:
-        ax = axes_left.pop(0)
-        ax.plot([c for c, _ in points], [r for _, r in points], "o-")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([c for c, _ in points])
-        ax.get_xaxis().set_major_formatter("{x:g}")
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("generated tokens/s (all clients)")
-        ax.set_title("Throughput")
-        ax.grid(True, alpha=0.3)
-    if pairs:
-        ax = axes_left.pop(0)
-        labels = list(pairs)
-        width = 0.38
-        kinds = ((-0.5, False, "without the state cache", "C3"), (0.5, True, "with the state cache", "C2"))
-        for offset, cached, name, color in kinds:
-            xs = [i + offset * width for i in range(len(labels))]
-            heights = [pairs[label].get(cached, math.nan) for label in labels]
-            bars = ax.bar(xs, heights, width, label=name, color=color)
-            ax.bar_label(bars, fmt="%.0f ms", fontsize="small")
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_xlabel("conversation so far")
-        ax.set_ylabel("time to first token (ms)")
-        ax.set_title("Follow-up turn: time to first token")
-        ax.legend(fontsize="small")
+    models = serve_models(doc)
+    throughput = {name: concurrency_points(e) for name, e in models.items() if concurrency_points(e)}
+    pairs = {name: p for name, e in models.items() if (p := ttft_pair(e)) is not None}
+    if not throughput and not pairs:
+        raise PlotInputError("no model with concurrency rounds or a cache scenario")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    for i, (name, points) in enumerate(throughput.items()):
+        label = model_label(name, models[name])
+        left.plot([c for c, _ in points], [r for _, r in points], "o-", color=f"C{i}", label=label)
+    clients = sorted({c for points in throughput.values() for c, _ in points})
+    left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_xticks(clients)
+    left.get_xaxis().set_major_formatter("{x:g}")
+    plain_log_labels(left)
+    left.set_xlabel("concurrent clients")
+    left.set_ylabel("generated tokens/s, all clients together")
+    left.set_title("Throughput")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize="small")
+
+    names = list(pairs)
+    width = 0.38
+    kinds = ((-0.5, 0, "history read again (no cache)", "C3"), (0.5, 1, "history from the state cache", "C2"))
+    for offset, which, label, color in kinds:
+        xs = [i + offset * width for i in range(len(names))]
+        bars = right.bar(xs, [pairs[n][which] for n in names], width, label=label, color=color)
+        right.bar_label(bars, fmt="%.0f ms", fontsize="small")
+    right.set_xticks(
+        range(len(names)),
+        [
+            model_label(n, models[n]) + ("" if pairs[n][2] is None else f"\n({pairs[n][2]}-token history)")
+            for n in names
+        ],
+    )
+    right.set_ylabel("time to first token (ms)")
+    right.set_title("Follow-up chat turn: time to first token")
+    right.legend(fontsize="small")
     fig.suptitle(f"rwkv-ggml serve\n{caption(doc)}", fontsize="medium")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -226,7 +249,7 @@ def kind_of(doc: Any) -> str:
     """'batch' or 'serve': the benchmark's own "benchmark" field, else what the rows hold."""
     if isinstance(doc, Mapping) and doc.get("benchmark") in ("batch", "serve"):
         return str(doc["benchmark"])
-    if isinstance(doc, Mapping) and (concurrency_points(doc) or ttft_pairs(doc)):
+    if isinstance(doc, Mapping) and serve_models(doc):
         return "serve"
     return "batch"
 

@@ -27,17 +27,19 @@ BATCH = {
         {"model": "m", "format": "Q8_0", "batch": 1, "tokens_per_second": 15.0, "weight_bytes": 5 * 10**8},
     ],
 }
-SERVE = {
-    "benchmark": "serve",
-    "machine": {"cpu": "Test CPU", "threads": 2},
-    "concurrency": [
-        {"concurrency": 1, "tokens_per_second": 100.0},
-        {"concurrency": 4, "tokens_per_second": 250.0},
-    ],
-    "ttft": [
-        {"prompt_tokens": 600, "cached": False, "ttft_ms": 90.0},
-        {"prompt_tokens": 600, "cached": True, "ttft_ms": 6.0},
-    ],
+SERVE = {  # the shape benchmarks/serve.py writes
+    "cpu": "Test CPU",
+    "cores": 2,
+    "models": {
+        "default": {
+            "rounds": [
+                {"concurrency": 4, "tokens_per_second": 250.0, "ttft_ms_p50": 20.0},
+                {"concurrency": 1, "tokens_per_second": 100.0, "ttft_ms_p50": 10.0},
+            ],
+            "cache": {"history_tokens": 1030, "ttft_ms_cached": 6.0, "ttft_ms_uncached": 90.0},
+        },
+        "v4-169m": {"rounds": [{"concurrency": 1, "tokens_per_second": 20.0}]},
+    },
 }
 
 
@@ -58,9 +60,12 @@ def test_batch_rows_are_grouped_by_model_and_format_without_the_eval_reference()
     assert plots.caption(BATCH) == "Test CPU, 2 threads"
 
 
-def test_serve_rows_pair_the_first_token_times_with_and_without_the_cache() -> None:
-    assert plots.concurrency_points(SERVE) == [(1, 100.0), (4, 250.0)]
-    assert plots.ttft_pairs(SERVE) == {"600 tokens": {False: 90.0, True: 6.0}}
+def test_serve_rounds_and_the_cache_scenario_are_read_per_model() -> None:
+    models = plots.serve_models(SERVE)
+    assert plots.concurrency_points(models["default"]) == [(1, 100.0), (4, 250.0)]
+    assert plots.ttft_pair(models["default"]) == (90.0, 6.0, 1030)
+    assert plots.ttft_pair(models["v4-169m"]) is None
+    assert plots.caption(SERVE) == "Test CPU, 2 cores"
     assert plots.kind_of(SERVE) == "serve" and plots.kind_of(BATCH) == "batch"
 
 
