@@ -158,7 +158,15 @@ def test_stop_ends_the_stream_frees_the_slot_and_the_next_message_works(chat: Ch
 
 
 def test_reload_keeps_the_conversation(chat: ChatPage) -> None:
-    chat.send("Remember me.")
+    box = chat.testid("message-input")
+    box.click()
+    chat.page.keyboard.type("Remember me,")
+    chat.page.keyboard.press("Shift+Enter")  # a new line, not a send
+    chat.page.keyboard.type("and this line too.")
+    assert chat.page.locator(USERS).count() == 0
+    chat.page.keyboard.press("Enter")
+    chat.wait_replies(1)
+    assert chat.texts(USERS) == ["Remember me,\nand this line too."]
     before = (chat.texts(USERS), chat.texts(ASSISTANTS))
     figures = chat.testid("tokens-per-second").inner_text()
     chat.page.reload()
