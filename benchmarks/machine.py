@@ -68,3 +68,17 @@ def fma_peak(
         flops = lib.rg_bench_peak(PEAK_KINDS[kind], iters, pool.ptr, threads)
         best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), for benchmark reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

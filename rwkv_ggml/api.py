@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import chat_session as _chat
 from . import completions as _oai
 from . import generation as _text
 from .chat_format import ChatMessage, ChatTemplate, TemplateLike
@@ -39,6 +40,7 @@ from .sampling import (
     params_from_options,
     with_sampling_doc,
 )
+from .structured import constraint_from_options
 from .tokenizer import Tokenizer
 
 __all__ = ["Model"]
@@ -148,6 +150,9 @@ class Model(CoreModel):
         state: FloatArray | None = None,
         logits: FloatArray | None = None,
         tokenizer: Tokenizer | str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: str | None = None,
+        regex: str | None = None,
     ) -> _text.Generation:
         """Streams up to ``max_tokens`` (default 200) new tokens after ``prompt`` (text or token ids) as
         text chunks: ``for chunk in model.generate("Once upon a time"): print(chunk, end="")``.
@@ -156,6 +161,7 @@ class Model(CoreModel):
         ``finish_reason`` and, to continue, ``state``/``logits``: pass them back as ``state=``/``logits=``
         (then ``prompt`` may be empty). ``tokenizer``: a Tokenizer or a kind ("20b", "world", "bytes");
         default :attr:`tokenizer`. Bad options raise TypeError/ValueError before anything is computed.
+        ``response_format`` / ``grammar`` / ``regex``: structured output (:mod:`rwkv_ggml.structured`).
         """
         return _text.generate(
             self,
@@ -178,6 +184,9 @@ class Model(CoreModel):
             state=state,
             logits=logits,
             tokenizer=self._tok(tokenizer),
+            response_format=response_format,
+            grammar=grammar,
+            regex=regex,
         )
 
     @with_sampling_doc
@@ -203,6 +212,9 @@ class Model(CoreModel):
         state: FloatArray | None = None,
         logits: FloatArray | None = None,
         tokenizer: Tokenizer | str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: str | None = None,
+        regex: str | None = None,
     ) -> str:
         """The whole continuation of ``prompt`` as one string: :meth:`generate` without streaming, with
         the same arguments (the same seed gives the same text as ``rwkv-ggml generate --seed``)."""
@@ -227,6 +239,9 @@ class Model(CoreModel):
                 state=state,
                 logits=logits,
                 tokenizer=tokenizer,
+                response_format=response_format,
+                grammar=grammar,
+                regex=regex,
             )
         )
 
@@ -255,6 +270,9 @@ class Model(CoreModel):
         params: SamplingParams | None = None,
         tokenizer: Tokenizer | str | None = None,
         model: str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: str | None = None,
+        regex: str | None = None,
     ) -> _oai.Completion | Iterator[_oai.CompletionChunk]:
         """A text completion in the OpenAI / llama-cpp-python shape::
 
@@ -272,6 +290,9 @@ class Model(CoreModel):
         streaming each chunk carries the tokens sampled since the previous one. ``echo``: the text starts
         with the prompt (with ``logprobs``, the prompt tokens get theirs too, the first one None).
         ``model``: the name reported in ``"model"`` (default: the model file's path).
+        ``response_format`` (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name":
+        ..., "schema": {...}}}``), ``grammar`` (Lark or GBNF) or ``regex``: structured output, the text obeys
+        it and ends with "stop" once complete (:mod:`rwkv_ggml.structured`; ConstraintError if bad).
         """
         sp = params_from_options(
             params,
@@ -294,6 +315,13 @@ class Model(CoreModel):
             max_tokens=max_tokens,
             params=sp,
             tokenizer=self._tok(tokenizer),
+            constraint=constraint_from_options(
+                self._tok(tokenizer),
+                self.n_vocab,
+                response_format=response_format,
+                grammar=grammar,
+                regex=regex,
+            ),
             stream=_check_flag(stream, "stream"),
             logprobs=logprobs,
             echo=_check_flag(echo, "echo"),
@@ -323,6 +351,9 @@ class Model(CoreModel):
         params: SamplingParams | None = None,
         tokenizer: Tokenizer | str | None = None,
         model: str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: str | None = None,
+        regex: str | None = None,
     ) -> _oai.ChatCompletion | Iterator[_oai.ChatCompletionChunk]:
         """The assistant's reply to a message list, in the OpenAI chat shape::
 
@@ -342,7 +373,8 @@ class Model(CoreModel):
         ``stop`` ends the reply early). ``stream=True``: an iterator of ``"chat.completion.chunk"`` dicts,
         the first with ``delta`` {"role": "assistant"}, then {"content": piece}, the last {} with the
         ``finish_reason``. Each call starts from a fresh state (for a conversation that keeps its state
-        between turns, see :meth:`chat_session`).
+        between turns, see :meth:`chat_session`). ``response_format`` / ``grammar`` / ``regex``: structured
+        output, as for :meth:`create_completion`.
         """
         sp = params_from_options(
             params,
@@ -365,6 +397,13 @@ class Model(CoreModel):
             max_tokens=max_tokens,
             params=sp,
             tokenizer=self._tok(tokenizer),
+            constraint=constraint_from_options(
+                self._tok(tokenizer),
+                self.n_vocab,
+                response_format=response_format,
+                grammar=grammar,
+                regex=regex,
+            ),
             stream=_check_flag(stream, "stream"),
             template=chat_template,
             model_name=model,
@@ -406,12 +445,12 @@ class Model(CoreModel):
         stop_tokens: Sequence[int] = (),
         seed: int | None = None,
         params: SamplingParams | None = None,
-    ) -> _text.ChatSession:
+    ) -> _chat.ChatSession:
         """A conversation that keeps its state between turns (``session.ask("Hi")``, ``session.send("Hi")``
         to stream, ``session.save(path)`` / ``load(path)``, ``reset()``): ``system`` is fed once at the
         start, each turn is written with ``template`` (default: RWKV's ``"User: ...\\n\\nAssistant:"``, with
         the ``user``/``assistant`` names), the reply stops at ``"\\n\\nUser:"`` (and at ``stop``). A
-        ``seed`` seeds the session once, not each turn. See :class:`rwkv_ggml.generation.ChatSession`."""
+        ``seed`` seeds the session once, not each turn. See :class:`rwkv_ggml.chat_session.ChatSession`."""
         sp = params_from_options(
             params,
             None,  # ChatSession adds stop to its template's turn stop
@@ -428,7 +467,7 @@ class Model(CoreModel):
             stop_tokens=stop_tokens,
             seed=seed,
         )
-        return _text.ChatSession(
+        return _chat.ChatSession(
             self,
             self._tok(tokenizer),
             system=system,

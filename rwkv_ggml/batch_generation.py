@@ -49,6 +49,7 @@ from . import _checks
 from .batch import StateBank
 from .generation import DEFAULT_MAX_TOKENS, _check_max_tokens, _encode, _tokenizer_for
 from .sampling import Sampler, SamplingParams, StopChecker, params_from_options
+from .structured import Constraint, constraint_from_options, next_token
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -127,11 +128,15 @@ class _Request:
         params: SamplingParams,
         tokenizer: Tokenizer,
         n_vocab: int,
+        constraint: Constraint | None = None,
         *,
         start_state: FloatArray | None = None,
         keep_states: bool = False,
         logprobs: int | None = None,
     ) -> None:
+        if constraint is not None:
+            constraint.claim(n_vocab)
+        self.constraint = constraint
         self.prompt_tokens = ids
         self.max_tokens = max_tokens
         self.sampler = Sampler(params, n_vocab)
@@ -179,20 +184,34 @@ class _Request:
         """Samples the next token from :attr:`logits` (or finishes); returns the text that became
         complete. After it, the request is finished or its last token waits to be fed."""
         out: list[str] = []
-        if len(self.tokens) >= self.max_tokens:
+        logits = self.logits
+        constraint = self.constraint
+        tok: int | None = None
+        if constraint is not None and constraint.finished:
+            self.finish("stop", out)
+        elif len(self.tokens) >= self.max_tokens:
             self.finish("length", out)
+        elif constraint is None:
+            assert logits is not None
+            tok = self.sampler.sample(logits)
         else:
-            assert self.logits is not None
-            tok = self.sampler.sample(self.logits)
+            assert logits is not None
+            tok, reason = next_token(constraint, lambda mask: self.sampler.sample(logits, mask))
+            if reason is not None:
+                self.finish(reason, out)
+        if tok is not None:
             if self.sampler.is_stop_token(tok):
                 self.finish("stop", out)
             else:
-                if self.logprobs is not None:
-                    lp, top = _log_softmax_entry(self.logits, tok, self.logprobs)
+                if self.logprobs is not None and logits is not None:
+                    lp, top = _log_softmax_entry(logits, tok, self.logprobs)
                     self.token_logprobs.append(lp)
                     self.top_logprobs.append(top)
                 self.sampler.accept(tok)
                 self.tokens.append(tok)
+                if constraint is not None:
+                    constraint.consume(tok)
+                    constraint.prefetch()  # computed while eval_batch runs
                 self._emit(self.decoder.feed([tok]), out)
                 if self.finish_reason is None and len(self.tokens) >= self.max_tokens:
                     self.finish("length", out)  # no need to feed a token nobody samples after
@@ -259,16 +278,19 @@ class BatchGenerator:
         *,
         params: SamplingParams | None = None,
         stop: str | Sequence[str] | None = None,
+        constraint: Constraint | None = None,
         state: FloatArray | None = None,
         keep_states: bool = False,
         logprobs: int | None = None,
     ) -> int:
         """Queues a request; returns its id. ``prompt``: text or token ids (not empty); ``params``: its
         sampling parameters and seed (default :class:`~rwkv_ggml.sampling.SamplingParams`); ``stop``:
-        extra stop strings. ``state``: the state the prompt is read on top of (default the model's
-        initial state), e.g. a cached state after the start of a conversation, ``prompt`` being the rest.
-        ``keep_states``: keep copies of the state after the prompt and after the reply (:meth:`states`).
-        ``logprobs``: record log-probabilities with that many alternatives per token (:class:`BatchResult`).
+        extra stop strings; ``constraint``: a fresh structured-output constraint for this request alone
+        (:func:`rwkv_ggml.structured.constraint_from_options`; it ends the request with "stop" once complete).
+        ``state``: the state the prompt is read on top of (default the model's initial state), e.g. a
+        cached state after the start of a conversation, ``prompt`` being the rest. ``keep_states``: keep
+        copies of the state after the prompt and after the reply (:meth:`states`). ``logprobs``: record
+        log-probabilities with that many alternatives per token (:class:`BatchResult`).
         Raises TypeError/ValueError for bad arguments, before anything runs."""
         max_tokens = _check_max_tokens(max_tokens)
         sp = params_from_options(params, stop)
@@ -280,6 +302,8 @@ class BatchGenerator:
             raise ValueError(
                 f"prompt token {bad[0]} is outside the model's vocabulary [0, {self.model.n_vocab})"
             )
+        if constraint is not None and not isinstance(constraint, Constraint):
+            raise TypeError(f"constraint must be a structured.Constraint, got {type(constraint).__name__}")
         start = None if state is None else _checks.check_state_array(state, "state", self.model.state_size)
         if logprobs is not None and (
             isinstance(logprobs, bool) or not isinstance(logprobs, (int, np.integer)) or logprobs < 0
@@ -291,6 +315,7 @@ class BatchGenerator:
             sp,
             self.tokenizer,
             self.model.n_vocab,
+            constraint,
             start_state=None if start is None else start.copy(),
             keep_states=bool(keep_states),
             logprobs=None if logprobs is None else int(logprobs),
@@ -475,6 +500,10 @@ def generate_batch(
     tokenizer: Tokenizer | str | None = None,
     params: SamplingParams | Sequence[SamplingParams] | None = None,
     stop: str | Sequence[str] | None = None,
+    constraints: Sequence[Constraint | None] | None = None,
+    response_format: dict[str, Any] | None = None,
+    grammar: str | None = None,
+    regex: str | None = None,
 ) -> list[BatchResult]:
     """Generates a continuation for every prompt at once (all in one batch); the results in prompt order.
 
@@ -483,7 +512,9 @@ def generate_batch(
     :class:`~rwkv_ggml.sampling.SamplingParams` for all or a list with one per prompt (each request
     samples with its own, seed included). ``stop``: stop strings added to every request's. Each result
     equals generating that prompt alone with :func:`rwkv_ggml.generation.generate` and the same options,
-    up to the batch rounding described in the module docstring.
+    up to the batch rounding described in the module docstring. Structured output: ``constraints`` (one fresh
+    :class:`~rwkv_ggml.structured.Constraint` or None per prompt), or ``response_format`` / ``grammar`` /
+    ``regex`` for every prompt (each gets its own constraint).
 
     Raises TypeError for prompts that are not a list of prompts, ValueError for an empty list, an empty
     prompt or a per-prompt list of the wrong length (before anything is computed).
@@ -507,10 +538,24 @@ def generate_batch(
         )
     per_params = _per_prompt(params, n, "params")
     generator = BatchGenerator(model, capacity=n, tokenizer=tokenizer)
+    if constraints is None:
+        constraints = [
+            constraint_from_options(
+                generator.tokenizer,
+                model.n_vocab,
+                response_format=response_format,
+                grammar=grammar,
+                regex=regex,
+            )
+            for _ in prompts
+        ]
+    elif response_format is not None or grammar is not None or regex is not None:
+        raise ValueError("give either constraints or response_format/grammar/regex, not both")
+    per_constraint = _per_prompt(list(constraints), n, "constraints")
     ids = []
-    for i, (prompt, limit, sp) in enumerate(zip(prompts, limits, per_params, strict=True)):
+    for i, (prompt, limit, sp, c) in enumerate(zip(prompts, limits, per_params, per_constraint, strict=True)):
         try:
-            ids.append(generator.add(prompt, limit, params=sp, stop=stop))
+            ids.append(generator.add(prompt, limit, params=sp, stop=stop, constraint=c))
         except TypeError as exc:
             raise TypeError(f"prompts[{i}]: {exc}") from None
         except ValueError as exc:

@@ -15,7 +15,7 @@ the model starts the next user turn, ``"\\n\\nUser:"``. A message's blank lines 
 newlines, because a blank line followed by ``"User:"`` is a turn boundary: a message must not be able to
 fake one.
 
-:class:`ChatTemplate` is the one definition of this format: :class:`rwkv_ggml.generation.ChatSession`
+:class:`ChatTemplate` is the one definition of this format: :class:`rwkv_ggml.chat_session.ChatSession`
 (one turn at a time, keeping the state) and ``Model.create_chat_completion`` (a whole message list) both
 render through it. Override it with different names (``ChatTemplate(user="Bob", assistant="Alice")``), a
 subclass (override :meth:`ChatTemplate.format_message`, :meth:`ChatTemplate.generation_prompt` and

@@ -6,6 +6,9 @@ them, so code written for either runs unchanged: ``result["choices"][0]["text"]`
 or ``"length"`` (``max_tokens`` reached), ``usage`` with token counts; streaming yields chunk dicts whose
 last one carries the ``finish_reason``. They are TypedDicts: plain dicts at run time, typed for checkers.
 
+With a ``constraint`` (:mod:`rwkv_ggml.structured`: OpenAI's ``response_format``, a grammar or a regex) the
+text obeys it and ``finish_reason`` is "stop" once it is complete.
+
 The functions here take a model and finished :class:`~rwkv_ggml.sampling.SamplingParams`; the keyword
 front end with its defaults and docs is ``rwkv_ggml.Model.create_completion`` (:mod:`rwkv_ggml.api`).
 """
@@ -23,6 +26,7 @@ import numpy as np
 from .chat_format import ChatMessage, TemplateLike, render_chat_prompt
 from .generation import Generation, _encode, _tokenizer_for, generate, strip_leading_whitespace
 from .sampling import SamplingParams
+from .structured import Constraint
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -216,6 +220,7 @@ def completion(
     logprobs: int | None,
     echo: bool,
     model_name: str | None = None,
+    constraint: Constraint | None = None,
 ) -> Completion | Iterator[CompletionChunk]:
     """A text completion of ``prompt``; see ``rwkv_ggml.Model.create_completion``."""
     tok = _tokenizer_for(model, tokenizer)
@@ -239,9 +244,12 @@ def completion(
             tokenizer=tok,
             params=params,
             logprobs=logprobs,
+            constraint=constraint,
         )
     else:
-        gen = generate(model, ids, max_tokens, tokenizer=tok, params=params, logprobs=logprobs)
+        gen = generate(
+            model, ids, max_tokens, tokenizer=tok, params=params, logprobs=logprobs, constraint=constraint
+        )
     head = _Head(
         f"cmpl-{uuid.uuid4()}", int(time.time()), model_name if model_name is not None else str(model.path)
     )
@@ -314,13 +322,16 @@ def chat_completion(
     stream: bool,
     template: TemplateLike | None,
     model_name: str | None = None,
+    constraint: Constraint | None = None,
 ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
     """The assistant's reply to ``messages``; see ``rwkv_ggml.Model.create_chat_completion``."""
     prompt, template_stops = render_chat_prompt(messages, template)
     tok = _tokenizer_for(model, tokenizer)
     ids = tok.encode(prompt)
     stops = tuple(params.stop_strings) + tuple(s for s in template_stops if s not in params.stop_strings)
-    gen = generate(model, ids, max_tokens, tokenizer=tok, params=params, stop_strings=stops)
+    gen = generate(
+        model, ids, max_tokens, tokenizer=tok, params=params, stop_strings=stops, constraint=constraint
+    )
     head = _Head(
         f"chatcmpl-{uuid.uuid4()}",
         int(time.time()),

@@ -52,3 +52,8 @@ class ClosedError(RwkvGgmlError, ValueError):
 
 class InternalError(RwkvGgmlError, RuntimeError):
     """A bug in rwkv_ggml: please report it."""
+
+
+class ConstraintError(RwkvGgmlError, ValueError):
+    """A bad structured-output request (JSON schema, grammar, regular expression or response_format), or a
+    constraint used wrongly (e.g. the same one for two generations)."""

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .chat_format import ChatTemplate
 from .errors import ModelIOError
 from .sampling import (
     DEFAULT_FREQUENCY_PENALTY,
@@ -48,9 +46,9 @@ from .sampling import (
     SamplingParams,
     StopChecker,
     params_from_options,
-    stop_tuple,
     with_sampling_doc,
 )
+from .structured import Constraint, next_token, request_constraint
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -139,7 +137,9 @@ class Generation(Iterator[str]):
 
     * ``tokens``: the generated token ids (a stop token itself is not included);
     * ``text``: everything yielded so far;
-    * ``finish_reason``: None while running, then "length", "stop_token" or "stop_string";
+    * ``finish_reason``: None while running, then "length", "stop_token", "stop_string", or with a
+      ``constraint`` (:mod:`rwkv_ggml.structured`) "stop" when the constrained text is complete
+      ("error" if the constraint engine failed);
     * ``state`` / ``logits``: the model state after the prompt and ``tokens``, and the
       next-token logits there (copies), to continue with ``generate(model, "", state=...,
       logits=...)``. A generation that stopped on a stop string has fed every token up to the
@@ -159,7 +159,12 @@ class Generation(Iterator[str]):
         logits: FloatArray | None,
         rng: np.random.Generator | None = None,
         logprobs: int | None = None,
+        constraint: Constraint | None = None,
     ) -> None:
+        if constraint is not None:
+            constraint.claim(model.n_vocab)
+        #: The structured-output constraint the tokens obey (its mask is applied in the sampler's step 1).
+        self.constraint = constraint
         self.model = model
         self.tokenizer = tokenizer
         self.params = params
@@ -243,12 +248,23 @@ class Generation(Iterator[str]):
         """Samples one token (or finishes); queues whatever text became complete."""
         if not self._started:
             self._start()
+        if self.constraint is not None and self.constraint.finished:
+            self._finish("stop")  # complete, and nothing may follow: no eval of the last token needed
+            return
         if len(self.tokens) >= self.max_tokens:
             self._finish("length")
             return
         self._feed_pending()
         assert self._logits is not None
-        tok = self.sampler.sample(self._logits)
+        logits = self._logits
+        if self.constraint is None:
+            tok = self.sampler.sample(logits)
+        else:
+            choice, reason = next_token(self.constraint, lambda mask: self.sampler.sample(logits, mask))
+            if choice is None:
+                self._finish(reason or "stop")
+                return
+            tok = choice
         if self.sampler.is_stop_token(tok):
             self._finish("stop_token")
             return
@@ -257,6 +273,9 @@ class Generation(Iterator[str]):
         self.sampler.accept(tok)
         self.tokens.append(tok)
         self._pending = tok
+        if self.constraint is not None:
+            self.constraint.consume(tok)
+            self.constraint.prefetch()  # the next mask is computed while the model reads tok
         self._emit(self._decoder.feed([tok]))
 
     def _record_logprobs(self, logits: FloatArray, token: int) -> None:
@@ -285,6 +304,29 @@ class Generation(Iterator[str]):
         )
 
 
+def _check_start(
+    model: Model, ids: list[int], state: FloatArray | None, logits: FloatArray | None
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """The checked ``state`` and ``logits`` a generation of prompt ``ids`` starts from."""
+    if state is not None:
+        state = model._check_state(state, "state")
+    if logits is not None:
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.shape != (model.n_vocab,):
+            raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
+    if not ids:
+        if state is None or logits is None:
+            raise ValueError(
+                "the prompt is empty: give some text to continue (an empty prompt is only "
+                "allowed together with state= and logits= from a previous generation)"
+            )
+    else:
+        bad = [t for t in ids if not 0 <= t < model.n_vocab]
+        if bad:
+            raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
+    return state, logits
+
+
 @with_sampling_doc
 def generate(
     model: Model,
@@ -311,6 +353,10 @@ def generate(
     tokenizer: Tokenizer | str | None = None,
     rng: np.random.Generator | None = None,
     logprobs: int | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    grammar: str | None = None,
+    regex: str | None = None,
+    constraint: Constraint | None = None,
 ) -> Generation:
     """Streams up to ``max_tokens`` (default 200) new tokens after ``prompt`` as text chunks.
 
@@ -322,6 +368,11 @@ def generate(
     random generator instead of a new one seeded with ``seed`` (to continue one random stream across
     calls). ``logprobs``: record each token's log-probability and the ``logprobs`` most likely
     alternatives (:attr:`Generation.token_logprobs`, :attr:`Generation.top_logprobs`).
+
+    Structured output (:mod:`rwkv_ggml.structured`, needs llguidance): ``response_format`` (OpenAI's, e.g.
+    ``{"type": "json_object"}``), ``grammar`` (Lark or GBNF), ``regex``, or a fresh ``constraint``; at most
+    one. The text then obeys it, and ends with finish_reason "stop" once complete ("length" if
+    ``max_tokens`` runs out first). A bad schema, grammar or regex raises ConstraintError.
 
     Raises ValueError for an empty prompt without state and logits (see the module docstring),
     TypeError/ValueError for bad options (before anything is computed).
@@ -351,23 +402,11 @@ def generate(
         stop_strings=stop_strings,
         seed=seed,
     )
+    constraint = request_constraint(
+        tok, model.n_vocab, constraint, response_format=response_format, grammar=grammar, regex=regex
+    )
     ids = _encode(tok, prompt)
-    if state is not None:
-        state = model._check_state(state, "state")
-    if logits is not None:
-        logits = np.asarray(logits, dtype=np.float32)
-        if logits.shape != (model.n_vocab,):
-            raise ValueError(f"logits must have shape ({model.n_vocab},), got {logits.shape}")
-    if not ids:
-        if state is None or logits is None:
-            raise ValueError(
-                "the prompt is empty: give some text to continue (an empty prompt is only "
-                "allowed together with state= and logits= from a previous generation)"
-            )
-    else:
-        bad = [t for t in ids if not 0 <= t < model.n_vocab]
-        if bad:
-            raise ValueError(f"prompt token {bad[0]} is outside the model's vocabulary [0, {model.n_vocab})")
+    state, logits = _check_start(model, ids, state, logits)
     return Generation(
         model,
         ids,
@@ -378,6 +417,7 @@ def generate(
         logits,
         rng,
         None if logprobs is None else min(int(logprobs), model.n_vocab),
+        constraint,
     )
 
 
@@ -405,6 +445,9 @@ def complete(
     state: FloatArray | None = None,
     logits: FloatArray | None = None,
     tokenizer: Tokenizer | str | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    grammar: str | None = None,
+    regex: str | None = None,
 ) -> str:
     """The whole continuation of ``prompt`` as one string (:func:`generate` without streaming, with the
     same arguments)."""
@@ -430,6 +473,9 @@ def complete(
         state=state,
         logits=logits,
         tokenizer=tokenizer,
+        response_format=response_format,
+        grammar=grammar,
+        regex=regex,
     )
     return "".join(gen)
 
@@ -460,118 +506,6 @@ def embed(
     return (vec / norm).astype(np.float32)
 
 
-class ChatSession:
-    """A conversation with a model that keeps its state between turns.
-
-    The transcript follows a :class:`~rwkv_ggml.chat_format.ChatTemplate` (default: RWKV's
-    ``"User: ...\\n\\nAssistant: ...\\n\\n"``; ``user``/``assistant`` rename the two roles, ``template``
-    replaces the whole format). Each turn feeds the user message and ``"Assistant:"``, then streams the
-    reply until a stop string (the template's, ``"\\n\\nUser:"``, and any in ``stop``), a stop token or
-    ``max_tokens``; the whitespace the model puts after ``"Assistant:"`` is not part of the reply.
-    Afterwards the state is set to "the state after the prompt + reply + blank line", re-reading only the
-    reply in sequence mode; so the state holds exactly the transcript, whatever the model generated past
-    the stop string, and nothing of the conversation before this turn is ever read again. A reply cut
-    short (the stream closed early, or Ctrl-C) is kept as far as it went.
-
-    ``system``: a system message, fed once at the start (and after :meth:`reset`) as
-    ``"System: {system}\\n\\n"``. ``**sampling``: as for :func:`generate`. With a ``seed``, the random
-    stream is seeded once per session (and again by :meth:`reset`), not once per turn: the same
-    conversation gives the same replies, and two turns do not draw the same random numbers.
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        tokenizer: Tokenizer | str | None = None,
-        *,
-        system: str | None = None,
-        user: str = "User",
-        assistant: str = "Assistant",
-        stop: str | Sequence[str] | None = None,
-        params: SamplingParams | None = None,
-        template: ChatTemplate | None = None,
-        **sampling: Any,
-    ) -> None:
-        self.model = model
-        self.tokenizer = _tokenizer_for(model, tokenizer)
-        if template is None:
-            template = ChatTemplate(user=user, assistant=assistant)
-        elif not isinstance(template, ChatTemplate):
-            raise TypeError(f"template must be a ChatTemplate, got {type(template).__name__}")
-        elif (user, assistant) != ("User", "Assistant"):
-            raise TypeError("give the role names either as user=/assistant= or in the template, not both")
-        self.template = template
-        self.user, self.assistant = template.names["user"], template.names["assistant"]
-        self.params = _sampling_params(params, (*template.stop_strings(), *stop_tuple(stop)), dict(sampling))
-        Sampler(self.params, model.n_vocab)
-        if system is not None:
-            template.format_message("system", system)  # an empty or non-text system message fails here
-        self.system = system
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the conversation (back to the fresh state, plus the system message if any) and restart
-        the random stream from the seed."""
-        self._state = self.model.init_state()
-        self._rng = np.random.default_rng(self.params.seed)
-        if self.system:
-            ids = self.tokenizer.encode(self.template.format_message("system", self.system))
-            if ids:
-                _, self._state = self.model.eval_sequence(ids, self._state)
-
-    @property
-    def state(self) -> FloatArray:
-        """The model state after the conversation so far (a copy)."""
-        return self._state.copy()
-
-    @state.setter
-    def state(self, value: FloatArray) -> None:
-        self._state = self.model._check_state(value, "state").copy()
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves the conversation state as a state file (:class:`rwkv_ggml.state.State`)."""
-        from .state import State
-
-        State.from_array(self.model, self._state).save(path)
-
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Restores a state saved by :meth:`save`; it must come from this model (same weights)."""
-        from .state import State
-
-        self._state = State.load(path, self.model).array.copy()
-
-    def send(self, message: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> Iterator[str]:
-        """Streams the reply to ``message``; the state is updated when the stream ends (or is closed)."""
-        if not isinstance(message, str):
-            raise TypeError(f"message must be a str, got {type(message).__name__}")
-        prompt = self.template.format_message("user", message) + self.template.generation_prompt()
-        ids = self.tokenizer.encode(prompt)
-        logits, prompt_state = self.model.eval_sequence(ids, self._state)
-        gen = generate(
-            self.model,
-            [],
-            max_tokens,
-            state=prompt_state,
-            logits=logits,
-            tokenizer=self.tokenizer,
-            params=self.params,
-            rng=self._rng,
-        )
-        return self._stream(gen, prompt_state)
-
-    def _stream(self, gen: Generation, prompt_state: FloatArray) -> Iterator[str]:
-        try:
-            yield from strip_leading_whitespace(gen)
-        finally:
-            reply = gen.text.strip()
-            suffix = self.template.reply_suffix(reply) if reply else self.template.separator
-            _, self._state = self.model.eval_sequence(self.tokenizer.encode(suffix), prompt_state)
-
-    def ask(self, message: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
-        """The whole reply as one string."""
-        return "".join(self.send(message, max_tokens))
-
-
 def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
     """The stream with its leading whitespace removed (e.g. the space or newline a model writes after
     ``"Assistant:"``)."""
@@ -585,10 +519,18 @@ def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
         yield chunk
 
 
+def __getattr__(name: str) -> Any:
+    # ChatSession moved to rwkv_ggml.chat_session (it builds on this module); the old name still works.
+    if name == "ChatSession":
+        from .chat_session import ChatSession
+
+        return ChatSession
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL_FILE",
-    "ChatSession",
     "Generation",
     "complete",
     "default_model_path",

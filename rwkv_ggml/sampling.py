@@ -7,7 +7,8 @@ generated, and how often); :class:`StopChecker` finds stop strings in streamed t
 The steps of :meth:`Sampler.sample`, in order:
 
 1. logit changes: ``logit_bias`` is added, ``banned_tokens`` become -inf, then the penalties
-   for tokens generated so far (repetition, then presence + frequency);
+   for tokens generated so far (repetition, then presence + frequency), then the tokens a
+   structured-output mask forbids become -inf (:mod:`rwkv_ggml.structured`);
 2. ``temperature`` (0 means greedy: the argmax of step 1, nothing below applies);
 3. ``top_k`` keeps the k most likely tokens (0 = off);
 4. ``top_p`` keeps the smallest set of most likely tokens whose probability reaches top_p
@@ -29,6 +30,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from .errors import ConstraintError
 
 _F = TypeVar("_F")
 
@@ -293,11 +296,19 @@ class Sampler:
 
     # Sampling --------------------------------------------------------------------------------
 
-    def adjusted_logits(self, logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Step 1: logits after bias, bans and penalties (a new float64 array)."""
+    def adjusted_logits(
+        self, logits: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Step 1: logits after bias, bans and penalties (a new float64 array); with ``mask`` (a boolean
+        array of shape (n_vocab,), e.g. a :class:`~rwkv_ggml.structured.Constraint`'s), every token where
+        it is False becomes -inf, last, so that no later step or option can bring it back."""
         out = np.array(logits, dtype=np.float64, copy=True)
         if out.shape != (self.n_vocab,):
             raise ValueError(f"logits must have shape ({self.n_vocab},), got {out.shape}")
+        if mask is not None and (
+            not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (self.n_vocab,)
+        ):
+            raise ValueError(f"mask must be a boolean array of shape ({self.n_vocab},)")
         if np.isnan(out).any() or np.isposinf(out).any():
             bad = int(np.flatnonzero(np.isnan(out) | np.isposinf(out))[0])
             raise ValueError(f"logits contain {out[bad]} (at token {bad}); they must be finite or -inf")
@@ -311,16 +322,25 @@ class Sampler:
                 out[seen] = np.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
             if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
                 out[seen] -= p.presence_penalty + p.frequency_penalty * self._counts[seen]
+        if mask is not None:
+            np.copyto(out, -np.inf, where=~mask)
+            if not np.isfinite(out).any():
+                raise ConstraintError(
+                    "every token the constraint allows is banned or has logit -inf: nothing can be sampled"
+                )
         if not np.isfinite(out).any():
             raise ValueError("every token has logit -inf after bans and biases: nothing can be sampled")
         return out
 
-    def probabilities(self, logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """The distribution :meth:`sample` draws from (steps 1-5), summing to 1.
+    def probabilities(
+        self, logits: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.float64]:
+        """The distribution :meth:`sample` draws from (steps 1-5), summing to 1; 0 wherever ``mask`` is
+        False.
 
         For temperature 0 it is one-hot at the greedy choice.
         """
-        adjusted = self.adjusted_logits(logits)
+        adjusted = self.adjusted_logits(logits, mask)
         p = self.params
         if p.temperature == 0.0:
             probs = np.zeros(self.n_vocab, dtype=np.float64)
@@ -340,11 +360,12 @@ class Sampler:
             probs = _restrict(probs, np.flatnonzero(probs >= p.min_p * probs.max()))
         return probs
 
-    def sample(self, logits: npt.ArrayLike) -> int:
-        """Choose the next token id. Does not call :meth:`accept`: the caller does that."""
+    def sample(self, logits: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None) -> int:
+        """Choose the next token id, only among those where ``mask`` (if given) is True. Does not call
+        :meth:`accept`: the caller does that."""
         if self.params.temperature == 0.0:
-            return int(np.argmax(self.adjusted_logits(logits)))
-        probs = self.probabilities(logits)
+            return int(np.argmax(self.adjusted_logits(logits, mask)))
+        probs = self.probabilities(logits, mask)
         candidates = np.flatnonzero(probs)
         cdf = np.cumsum(probs[candidates])
         # Draw u in [0, total) and take the first candidate whose cdf exceeds it; a candidate

@@ -108,6 +108,34 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _structured_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """generate()'s response_format / grammar / regex from --json-schema FILE, --grammar FILE, --regex."""
+    import json
+
+    if args.json_schema is None and args.grammar is None and args.regex is None:
+        return {}
+    try:
+        import llguidance  # noqa: F401
+    except ImportError:
+        raise CliError(
+            "--json-schema/--grammar/--regex need llguidance: pip install 'rwkv_ggml[structured]'"
+        ) from None
+    if args.regex is not None:
+        return {"regex": args.regex}
+    path = Path(args.json_schema if args.json_schema is not None else args.grammar)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    if args.grammar is not None:
+        return {"grammar": text}
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"'{path}' is not a JSON schema (not valid JSON: {exc})") from None
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": path.stem, "schema": schema}}}
+
+
 def _unescape(text: str) -> str:
     """Lets ``--stop '\\n\\n'`` mean two newlines: shells make literal newlines awkward."""
     if not text:
@@ -135,6 +163,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             args.max_tokens,
             tokenizer=_tokenizer(model, args.tokenizer),
             **_sampling_kwargs(args),
+            **_structured_kwargs(args),
         )
         if args.echo:
             write_out(sys.stdout, prompt)
@@ -149,7 +178,7 @@ CHAT_KEYS = "Ctrl-C stops a reply; Ctrl-C or Ctrl-D at the prompt quits"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..generation import ChatSession
+    from ..chat_session import ChatSession
 
     interactive = stdin_is_terminal()
     with _load_model(args) as model:

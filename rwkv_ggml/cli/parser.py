@@ -99,6 +99,14 @@ def _add_tokenizer(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_structured(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("structured output (needs llguidance: pip install 'rwkv_ggml[structured]')")
+    one = g.add_mutually_exclusive_group()
+    one.add_argument("--json-schema", metavar="FILE", help="the output is JSON valid under this JSON schema")
+    one.add_argument("--grammar", metavar="FILE", help="the output follows this grammar (Lark or GBNF)")
+    one.add_argument("--regex", metavar="REGEX", help="the whole output matches this regular expression")
+
+
 def _add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
     # The defaults are the Python API's (one definition), so a seed gives the same text in both.
     from .. import sampling as s
@@ -206,6 +214,7 @@ def _add_text_commands(sub: Any) -> None:
     )
     _add_model(p)
     _add_sampling(p, DEFAULT_MAX_TOKENS)
+    _add_structured(p)
     _add_tokenizer(p)
     _add_threads(p)
     _add_gn_eps(p)
