@@ -20,18 +20,22 @@ from tests.chatpage.conftest import API_KEY, Server
 # about 300 tokens/s on one shared core, and the reply ends at the limit whatever it says.
 LONG_REPLY_TOKENS = 4000
 SHORT_REPLY_TOKENS = 60
+STREAMED_REPLY_TOKENS = 1500
 
 ASSISTANTS = '[data-testid="message"][data-role="assistant"]'
 USERS = '[data-testid="message"][data-role="user"]'
 
-# Records, for every change of the page, the length of the last assistant message: a streamed reply is
-# seen at several lengths before its last one.
+# Records, for every change of the page while a reply streams (the Stop button shown), the length of the
+# last assistant message: a reply streamed token by token is seen at several lengths before it ends.
 RECORD_STREAM = """
-window.__replyLengths = [];
+window.__streamingLengths = [];
 new MutationObserver(() => {
   const all = document.querySelectorAll('[data-testid="message"][data-role="assistant"] .body');
-  if (all.length) window.__replyLengths.push(all[all.length - 1].textContent.length);
-}).observe(document, {subtree: true, childList: true, characterData: true});
+  const stop = document.querySelector('[data-testid="stop"]');
+  if (all.length && stop && !stop.hidden) {
+    window.__streamingLengths.push(all[all.length - 1].textContent.length);
+  }
+}).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
 """
 
 
@@ -107,14 +111,16 @@ def test_page_is_served_with_its_script_and_stylesheet_from_the_server_only(chat
 
 
 def test_a_message_gets_a_streamed_reply_with_its_figures(chat: ChatPage) -> None:
+    # long enough (a second or more) that the page paints it many times while it streams
+    chat.set_max_tokens(STREAMED_REPLY_TOKENS)
     chat.send("Good morrow, what news?")
     assert chat.texts(USERS) == ["Good morrow, what news?"]
     reply = chat.texts(ASSISTANTS)
     assert len(reply) == 1 and reply[0].strip()
-    lengths = [n for n in chat.page.evaluate("window.__replyLengths") if 0 < n < len(reply[0])]
-    assert len(set(lengths)) >= 2, f"the reply was not seen growing: {lengths}"
+    partial = {n for n in chat.page.evaluate("window.__streamingLengths") if 0 < n < len(reply[0])}
+    assert len(partial) >= 2, f"the reply was not seen growing while it streamed: {sorted(partial)}"
     assert _number(chat.testid("tokens-per-second").inner_text()) > 0
-    assert 0 < _number(chat.testid("tokens-generated").inner_text()) <= SHORT_REPLY_TOKENS
+    assert 0 < _number(chat.testid("tokens-generated").inner_text()) <= STREAMED_REPLY_TOKENS
     assert chat.testid("error").is_hidden()
     status = chat.testid("status").inner_text()
     assert "running" in status and "unreachable" not in status
