@@ -7,14 +7,16 @@
 per model and one line per format, with each format's memory-bandwidth ceiling drawn dashed. Every step
 reads all the weights once, so a step of B sequences takes at least ``weight_bytes / bandwidth`` and
 ``B * bandwidth / weight_bytes`` tokens/s is the most any kernel could reach; where the measured line
-falls away from its ceiling, the step is no longer bound by reading the weights.
+falls away from its ceiling, the step is no longer bound by reading the weights. The weight bytes are
+counted in the benchmark's own model files (benchmarks/models.py's cache); the bandwidth is ``--bandwidth``
+GB/s, or else measured when plotting, on this machine with the run's thread count (batch.py records the
+arithmetic peaks, not the bandwidth).
 
 ``serve.json`` (benchmarks/serve.py): the server's total tokens/s against the number of concurrent
 clients (one line per model), and the time to the first token of a follow-up chat turn whose history
 comes from the state cache beside one whose history has to be read again.
 
-The readers take the field names both benchmarks write, and a few spellings of each; matplotlib (the
-``bench`` extra) draws with its file-only backend, so no display is needed.
+matplotlib (the ``bench`` extra) draws with its file-only backend, so no display is needed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py and models.py beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 Row = Mapping[str, Any]
 
@@ -86,54 +91,72 @@ def rows_of(doc: Any, *keys: str) -> list[Row]:
 
 
 def batch_series(doc: Row) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """model -> format -> sorted (B, tokens/s); the plain-eval reference rows (B = 'eval') are left out."""
+    """model -> format -> sorted (B, tokens/s) from batch.py's ``results``; its plain-eval reference rows
+    (``batch`` 0) are left out."""
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows_of(doc, "rows", "results"):
-        batch = pick(row, "batch", "B", "batch_size")
-        rate = pick(row, "tokens_per_second", "tokens_s", "tok_s")
-        if not isinstance(batch, int) or isinstance(batch, bool) or rate is None:
+    for row in rows_of(doc, "results", "rows"):
+        batch = pick(row, "batch")
+        rate = pick(row, "tokens_per_s", "tokens_per_second")
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1 or rate is None:
             continue
-        model = str(pick(row, "model", default="model"))
-        fmt = str(pick(row, "format", "dtype", default="?"))
-        series[model][fmt].append((batch, float(rate)))
+        series[str(pick(row, "model", default="model"))][str(pick(row, "format", default="?"))].append(
+            (batch, float(rate))
+        )
     return {m: {f: sorted(points) for f, points in fmts.items()} for m, fmts in series.items()}
 
 
-def bandwidth_gb_s(doc: Row) -> float | None:
-    machine = machine_of(doc)
-    value = pick(machine, "bandwidth_gb_s", "read_bandwidth_gb_s", "bandwidth_gbs")
-    value = pick(doc, "bandwidth_gb_s", "read_bandwidth_gb_s", "bandwidth_gbs", default=value)
-    return float(value) if value else None
+def weight_bytes(doc: Row, cache: Path | None = None) -> dict[tuple[str, str], int]:
+    """(model, format) -> bytes of weights one step reads: a row's ``weight_bytes`` where the JSON has it,
+    else counted in the benchmark's own model file in ``cache`` (benchmarks/models.py's folder) where that
+    file is there. The embedding table is read one row per token, so only that row counts."""
+    from models import CACHE, streamed_bytes
 
-
-def weight_bytes(doc: Row) -> dict[tuple[str, str], int]:
-    """(model, format) -> bytes of weights one step reads."""
     found: dict[tuple[str, str], int] = {}
-    for row in rows_of(doc, "rows", "results"):
-        size = pick(row, "weight_bytes", "streamed_bytes", "bytes_per_step")
-        if size:
-            key = (str(pick(row, "model", default="model")), str(pick(row, "format", "dtype", default="?")))
-            found[key] = int(size)
+    for model, formats in batch_series(doc).items():
+        for fmt in formats:
+            path = (cache or CACHE) / f"{model}-{fmt}.bin"
+            if path.is_file():
+                found[(model, fmt)] = streamed_bytes(path)
+    for row in rows_of(doc, "results", "rows"):
+        if pick(row, "weight_bytes"):
+            found[(str(pick(row, "model")), str(pick(row, "format")))] = int(row["weight_bytes"])
     return found
 
 
-def plot_batch(doc: Row, out: Path) -> Path:
+def measured_bandwidth_gb_s(threads: int) -> float:
+    """Read bandwidth now, with the engine's pool, when the JSON carries none (machine.py)."""
+    from machine import read_bandwidth
+
+    from rwkv_ggml import ggml
+
+    pool = ggml.Pool(threads)
+    try:
+        return read_bandwidth(pool, threads)
+    finally:
+        pool.close()
+
+
+def plot_batch(doc: Row, out: Path, bandwidth: tuple[float, str] | None) -> Path:
+    """``bandwidth``: (GB/s, where the figure comes from) for the ceilings, or None for none."""
     import matplotlib.pyplot as plt
 
     series = batch_series(doc)
     if not series:
         raise PlotInputError("no rows with a batch size and tokens/s")
-    bandwidth = bandwidth_gb_s(doc)
-    sizes = weight_bytes(doc)
-    fig, axes = plt.subplots(1, len(series), figsize=(6.0 * len(series), 4.6), squeeze=False)
-    for ax, (model, formats) in zip(axes[0], series.items(), strict=True):
+    sizes = weight_bytes(doc) if bandwidth else {}
+    cols = min(2, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.4 * rows + 0.8), squeeze=False)
+    for ax in axes.flat[len(series) :]:
+        ax.set_visible(False)
+    for ax, (model, formats) in zip(axes.flat, series.items(), strict=False):
         for i, (fmt, points) in enumerate(formats.items()):
             color = f"C{i}"
             batches = [b for b, _ in points]
             ax.plot(batches, [r for _, r in points], "o-", color=color, label=fmt)
             size = sizes.get((model, fmt))
             if bandwidth and size:
-                ceiling = [b * bandwidth * 1e9 / size for b in batches]
+                ceiling = [b * bandwidth[0] * 1e9 / size for b in batches]
                 ax.plot(batches, ceiling, "--", color=color, alpha=0.6, label=f"{fmt} bandwidth ceiling")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -145,8 +168,8 @@ def plot_batch(doc: Row, out: Path) -> Path:
         ax.set_title(model)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    note = f"read bandwidth {bandwidth:.1f} GB/s" if bandwidth else "no bandwidth recorded: no ceiling"
-    fig.suptitle(f"Batched decode, tokens/s against B\n{caption(doc)}; {note}", fontsize="medium")
+    note = f"read bandwidth {bandwidth[0]:.1f} GB/s ({bandwidth[1]})" if bandwidth else "no bandwidth ceiling"
+    fig.suptitle(f"Batched decode, tokens/s against B\n{caption(doc)}\n{note}", fontsize="medium")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -254,19 +277,47 @@ def kind_of(doc: Any) -> str:
     return "batch"
 
 
-def plot_file(path: Path, out_dir: Path | None = None) -> Path:
+def batch_bandwidth(doc: Row, given: str) -> tuple[float, str] | None:
+    """The bandwidth for the ceilings: ``given`` GB/s, "none", or "auto" (the JSON's own figure if it has
+    one, else measured now on this machine with the run's thread count)."""
+    if given == "none":
+        return None
+    if given != "auto":
+        return float(given), "given"
+    recorded = pick(machine_of(doc), "bandwidth_gb_s", default=pick(doc, "bandwidth_gb_s"))
+    if recorded:
+        return float(recorded), "measured in the run"
+    return measured_bandwidth_gb_s(int(pick(doc, "threads", default=2))), "measured when plotting"
+
+
+def plot_file(path: Path, out_dir: Path | None = None, bandwidth: str = "auto") -> Path:
     """The PNG of one benchmark JSON file, written beside it (or into ``out_dir``); returns its path."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PlotInputError(f"{path}: cannot read it as JSON: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise PlotInputError(f"{path}: not a benchmark report (a JSON object)")
     out = (out_dir or path.parent) / (path.stem + ".png")
     try:
         if kind_of(doc) == "serve":
             return plot_serve(doc, out)
-        return plot_batch(doc if isinstance(doc, Mapping) else {"rows": doc}, out)
+        if not batch_series(doc):
+            raise PlotInputError("no rows with a batch size and tokens/s")
+        return plot_batch(doc, out, batch_bandwidth(doc, bandwidth))
     except PlotInputError as exc:
         raise PlotInputError(f"{path}: {exc}") from exc
+
+
+def bandwidth_option(text: str) -> str:
+    if text in ("auto", "none"):
+        return text
+    try:
+        if float(text) > 0:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"'{text}' is not auto, none or a bandwidth in GB/s above 0")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -276,10 +327,18 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+", type=Path, help="files written by batch.py --json or serve.py --json")
     ap.add_argument("--out-dir", type=Path, help="where the PNGs go (default: beside each JSON file)")
+    ap.add_argument(
+        "--bandwidth",
+        type=bandwidth_option,
+        default="auto",
+        metavar="GB/S|auto|none",
+        help="memory read bandwidth for the batch plot's ceilings (default auto: the JSON's own figure, "
+        "else measured now with the run's thread count)",
+    )
     args = ap.parse_args(None if argv is None else list(argv))
     for path in args.json:
         try:
-            print(plot_file(path, args.out_dir))
+            print(plot_file(path, args.out_dir, args.bandwidth))
         except PlotInputError as exc:
             print(f"plots.py: {exc}", file=sys.stderr)
             return 1
