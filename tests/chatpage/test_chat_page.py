@@ -244,6 +244,27 @@ def test_html_in_user_and_stored_assistant_messages_is_shown_as_text(browser: An
     assert errors == []
 
 
+def test_malformed_stored_conversations_are_skipped_not_fatal(browser: Any, server: Server) -> None:
+    page = ChatPage(browser, server)
+    stored = {
+        "conversations": [
+            None,
+            "text",
+            {"id": 7, "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": 5}, None]},
+        ],
+        "current": 7,
+    }
+    page.page.add_init_script(f"localStorage.setItem('rwkv-ggml.chat', {json.dumps(json.dumps(stored))});")
+    page.open()
+    assert page.texts(USERS) == ["5"] and page.page.locator(ASSISTANTS).count() == 0
+    page.set_max_tokens(SHORT_REPLY_TOKENS)
+    page.send("Still works.")
+    assert page.texts(USERS) == ["5", "Still works."]
+    errors = page.console_errors
+    page.close()
+    assert errors == []
+
+
 def test_json_schema_mode_gets_json_or_shows_the_servers_refusal(chat: ChatPage) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     chat.page.locator("#settings summary").click()

@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 // ---------------------------------------------------------------------------------------------------
 // state kept in localStorage: the conversations and the settings
 
-let store = loadJSON(STORE_KEY, { conversations: [], current: null });
+let store = loadStore();
 let busy = null; // {controller: AbortController} while a reply is streaming
 let modelId = null; // the first id of /v1/models, sent as "model"
 
@@ -25,8 +25,28 @@ function loadJSON(key, fallback) {
   }
 }
 
+// What localStorage holds was written by this page, but it may be from an older version or edited by
+// hand: keep only well-formed conversations and messages.
+function loadStore() {
+  const saved = loadJSON(STORE_KEY, {});
+  const conversations = (Array.isArray(saved.conversations) ? saved.conversations : [])
+    .filter((c) => c && typeof c === "object" && Array.isArray(c.messages))
+    .map((c) => ({
+      id: String(c.id),
+      title: typeof c.title === "string" ? c.title : "",
+      messages: c.messages
+        .filter((m) => m && (m.role === "user" || m.role === "assistant"))
+        .map((m) => Object.assign({}, m, { content: String(m.content ?? "") })),
+    }));
+  return { conversations, current: saved.current == null ? null : String(saved.current) };
+}
+
 function save() {
-  localStorage.setItem(STORE_KEY, JSON.stringify(store));
+  try {
+    localStorage.setItem(STORE_KEY, JSON.stringify(store));
+  } catch (err) {
+    showError("The conversation could not be saved in this browser: " + err.message);
+  }
 }
 
 function currentConversation() {
@@ -45,10 +65,10 @@ const SETTING_FIELDS = ["system-prompt", "temperature", "top-p", "max-tokens", "
 function loadSettings() {
   const saved = loadJSON(SETTINGS_KEY, {});
   for (const id of SETTING_FIELDS) {
-    const el = $(id);
+    const field = $(id);
     if (!(id in saved)) continue;
-    if (el.type === "checkbox") el.checked = Boolean(saved[id]);
-    else el.value = String(saved[id]);
+    if (field.type === "checkbox") field.checked = Boolean(saved[id]);
+    else field.value = String(saved[id]);
   }
   $("settings").addEventListener("input", () => {
     const values = {};
@@ -83,7 +103,7 @@ async function errorOf(response) {
   try {
     const body = await response.json();
     if (body && body.error && body.error.message) message = String(body.error.message);
-    else if (body && body.detail) message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    else if (body && body.detail) message = JSON.stringify(body.detail);
   } catch {
     // not JSON: keep the status text
   }
