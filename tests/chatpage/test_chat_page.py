@@ -266,7 +266,14 @@ def test_malformed_stored_conversations_are_skipped_not_fatal(browser: Any, serv
 
 
 def test_json_schema_mode_gets_json_or_shows_the_servers_refusal(chat: ChatPage) -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    # short enough that a constrained reply is complete well inside the token limit
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 12}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    chat.set_max_tokens(200)
     chat.page.locator("#settings summary").click()
     chat.testid("json-mode").check()
     chat.testid("json-schema").fill("{not json")
