@@ -258,6 +258,7 @@ class Sampler:
             self._offset[np.asarray(params.banned_tokens, dtype=np.int64)] = -np.inf
         self._has_offset = bool(params.logit_bias) or bool(len(params.banned_tokens))
         self._stop_tokens = frozenset(int(t) for t in params.stop_tokens)
+        self._forbidden: npt.NDArray[np.bool_] | None = None  # scratch for a mask's complement
         self.reset()
 
     def reset(self) -> None:
@@ -323,12 +324,14 @@ class Sampler:
             if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
                 out[seen] -= p.presence_penalty + p.frequency_penalty * self._counts[seen]
         if mask is not None:
-            np.copyto(out, -np.inf, where=~mask)
-            if not np.isfinite(out).any():
+            if self._forbidden is None:
+                self._forbidden = np.empty(self.n_vocab, dtype=np.bool_)
+            np.copyto(out, -np.inf, where=np.logical_not(mask, out=self._forbidden))
+        if not np.isfinite(out).any():
+            if mask is not None:
                 raise ConstraintError(
                     "every token the constraint allows is banned or has logit -inf: nothing can be sampled"
                 )
-        if not np.isfinite(out).any():
             raise ValueError("every token has logit -inf after bans and biases: nothing can be sampled")
         return out
 

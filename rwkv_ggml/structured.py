@@ -15,7 +15,9 @@ was already used, so no state can leak between requests). The generation loop as
 allowed next tokens (:meth:`Constraint.allowed_tokens`, a boolean array the sampler applies in its first
 step), feeds it the sampled token (:meth:`Constraint.consume`), and ends the text with finish reason "stop"
 once :attr:`Constraint.finished`. :meth:`Constraint.prefetch` starts computing the next mask on a worker
-thread (the engine releases the GIL, as the model's eval does), so the mask is ready when the eval is.
+thread (the engine releases the GIL, as the model's eval does), so the mask is ready when the eval is;
+it does so only for masks that take long enough to be worth the hand-over
+(:attr:`Constraint.prefetch_threshold_s`).
 
 JSON schemas are compiled to single-line JSON with ``", "`` and ``": "`` separators (what ``json.dumps``
 writes), which keeps small models from wandering into endless whitespace; a schema's ``"x-guidance"`` key
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -169,6 +172,12 @@ class Constraint:
     """One request's constrained-decoding state (see the module docstring). Not thread-safe; one per
     generation. ``description`` names what it enforces, for messages."""
 
+    #: :meth:`prefetch` hands the mask to the worker thread only while computing it takes at least this long
+    #: (a moving average). A cheap mask (typically 0.1 ms) costs less than the hand-over, and on a machine
+    #: whose cores all run the model's eval the worker would slow the eval down; an expensive one (complex
+    #: grammars: milliseconds) is worth overlapping. 0: always; ``math.inf``: never.
+    prefetch_threshold_s = 1e-3
+
     def __init__(self, tokenizer: Tokenizer, n_vocab: int, grammar: str, description: str) -> None:
         llg = _llguidance()
         if isinstance(n_vocab, bool) or not isinstance(n_vocab, (int, np.integer)) or n_vocab <= 0:
@@ -191,6 +200,7 @@ class Constraint:
         self._fresh = False  # whether _allowed is the mask of the current state
         self._future: Future[None] | None = None
         self._claimed = False
+        self._fill_seconds = 0.0  # moving average of the mask computation time
         self.n_consumed = 0
 
     def claim(self, n_vocab: int) -> None:
@@ -210,7 +220,9 @@ class Constraint:
     # ---- the mask ----
     def _fill(self) -> None:
         # llguidance writes the bitmask and releases the GIL meanwhile
+        start = time.perf_counter()
         self._matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
+        self._fill_seconds = 0.75 * self._fill_seconds + 0.25 * (time.perf_counter() - start)
 
     def _wait(self) -> None:
         if self._future is not None:
@@ -218,7 +230,11 @@ class Constraint:
             future.result()
 
     def prefetch(self) -> None:
-        """Starts computing the next mask on a worker thread (to overlap with the model's eval)."""
+        """Starts computing the next mask on a worker thread, to overlap with the model's eval, if masks
+        have been expensive lately (:attr:`prefetch_threshold_s`); otherwise :meth:`allowed_tokens` computes
+        it when asked."""
+        if self._fill_seconds < self.prefetch_threshold_s:
+            return
         if not self._fresh and self._future is None and not self._matcher.is_stopped():
             self._future = _pool().submit(self._fill)
 
@@ -242,7 +258,7 @@ class Constraint:
         """Advances the parse by the sampled ``token`` (not the end-of-text token, which ends the text).
         Raises ConstraintError for a token the constraint does not allow."""
         self._wait()
-        if not self._matcher.consume_token(int(token)):
+        if not 0 <= int(token) < self._known or not self._matcher.consume_token(int(token)):
             raise ConstraintError(f"token {token} is not allowed by the {self.description}")
         self.n_consumed += 1
         self._fresh = False

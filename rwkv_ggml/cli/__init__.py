@@ -1,6 +1,6 @@
 """The ``rwkv-ggml`` command line (also ``python -m rwkv_ggml``).
 
-Subcommands: generate, chat, bench, perplexity, info, quantize, convert, merge-lora. Every one has
+Subcommands: generate, chat, bench, perplexity, info, quantize, convert, merge-lora, serve. Every one has
 ``--help``. A user mistake (a missing or malformed model file, a bad flag, an empty prompt) prints
 one line ``rwkv-ggml: error: ...`` on stderr and exits with status 1 (2 for bad command-line
 syntax), never a traceback; set ``RWKV_GGML_DEBUG=1`` to get the traceback anyway. That holds for

@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..chat_format import ChatMessage, render_chat_prompt
+from ..chat_format import ChatMessage, ChatTemplate, render_chat_prompt
+from ..errors import ConstraintError
 from ..generation import embed
 from ..sampling import SamplingParams
+from ..structured import Constraint, constraint_from_options
 from . import metrics
 from . import responses as R
 from .config import ServerConfig
@@ -39,6 +43,8 @@ from .schemas import (
     bad_field,
     error_body,
 )
+
+T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # How often a non-streaming request checks whether its client is still there.
@@ -77,12 +83,18 @@ class _Server:
         self.tokenizer = engine.tokenizer
         self.counters = metrics.Counters()
 
+    async def encode(self, text: str) -> list[int]:
+        """The text's token ids, off the event loop (a long prompt takes a while to tokenize)."""
+        ids: list[int] = await run_in_threadpool(self.tokenizer.encode, text)
+        return ids
+
     def check_key(self, request: Request) -> None:
         key = self.config.api_key
         if key is None:
             return
         given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer ") or given[len("Bearer ") :] != key:
+        token = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), key.encode()):  # in constant time: no timing hints
             what = "no API key given" if not given else "the API key is wrong"
             raise APIError(
                 401,
@@ -163,16 +175,46 @@ class _Server:
         except (TypeError, ValueError) as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
 
-    def check_response_format(self, body: CompletionRequest | ChatCompletionRequest) -> None:
-        fmt = body.response_format
-        if fmt is not None and fmt.type != "text":
-            raise bad_field(
-                "response_format", f"type {fmt.type!r} is not supported by this server (only 'text')"
+    def constraint(self, body: CompletionRequest | ChatCompletionRequest) -> Constraint | None:
+        """The request's structured-output constraint (None for plain text); a bad schema, grammar or
+        regex is a 400 naming the field."""
+        fmt = None if body.response_format is None else body.response_format.model_dump()
+        given = [
+            name
+            for name, value in (("response_format", fmt), ("grammar", body.grammar), ("regex", body.regex))
+            if value is not None and value != {"type": "text"}
+        ]
+        if not given:
+            return None
+        try:
+            return constraint_from_options(
+                self.tokenizer,
+                self.engine.model.n_vocab,
+                response_format=fmt,
+                grammar=body.grammar,
+                regex=body.regex,
             )
+        except ConstraintError as exc:
+            raise bad_field(given[0], str(exc)) from None
+        except ImportError:
+            raise bad_field(
+                given[0],
+                'structured output needs llguidance on the server: pip install "rwkv_ggml[structured]"',
+            ) from None
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
-        try:
+        with self._engine_errors():
             return self.engine.submit(request)
+
+    async def admitted(self, job: Awaitable[T]) -> T:
+        """Awaits an engine job, with the engine's refusals as HTTP errors."""
+        with self._engine_errors():
+            return await job
+
+    @contextlib.contextmanager
+    def _engine_errors(self) -> Iterator[None]:
+        try:
+            yield
         except QueueFullError as exc:
             raise APIError(
                 429,
@@ -269,7 +311,7 @@ def _validation_api_error(exc: RequestValidationError) -> APIError:
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # a union field reports each alternative's failure under the alternative's name: keep the field path
-    param = ".".join(p for p in loc if not p.startswith(("str", "list[", "int", "function-"))) or None
+    param = ".".join(p for p in loc if not _is_union_alternative(p)) or None
     kind = first.get("type", "")
     if kind == "json_invalid":
         return APIError(400, "the request body is not valid JSON", code="invalid_json")
@@ -279,7 +321,19 @@ def _validation_api_error(exc: RequestValidationError) -> APIError:
         return APIError(400, f"unknown field '{param}'", param=param, code="unknown_field")
     if kind == "missing":
         return APIError(400, f"'{param}' is required", param=param, code="missing_field")
-    return APIError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
+    message = str(first.get("msg", "invalid value"))
+    if param is None:
+        return APIError(400, f"the request body: {message}", code="invalid_value")
+    return APIError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def _is_union_alternative(part: str) -> bool:
+    """A location part naming a type (``str``, ``list[int]``, ``TextPart``...), not a field or an index."""
+    return (
+        part in ("str", "int", "float", "bool")
+        or part.startswith(("list[", "dict[", "function-"))
+        or (part[:1].isupper())
+    )
 
 
 def create_app(config_or_engine: ServerConfig | Engine, config: ServerConfig | None = None) -> FastAPI:
@@ -365,15 +419,15 @@ def _add_info_routes(app: FastAPI, server: _Server) -> None:
         if not inputs:
             raise bad_field("input", "give at least one text")
         tok = server.tokenizer
-        ids = [server.check_ids(tok.encode(x) if isinstance(x, str) else list(x), "input") for x in inputs]
+        ids = [
+            server.check_ids(await server.encode(x) if isinstance(x, str) else list(x), "input")
+            for x in inputs
+        ]
 
         def job(model: Any) -> list[np.ndarray]:
             return [embed(model, x, tok) for x in ids]
 
-        try:
-            vectors = await server.engine.run_job(job)
-        except ShuttingDownError as exc:
-            raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+        vectors = await server.admitted(server.engine.run_job(job))
         data = [
             {
                 "object": "embedding",
@@ -402,7 +456,6 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
     async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
         server.check_key(request)
         server.check_model(body.model)
-        server.check_response_format(body)
         if body.suffix:
             raise bad_field("suffix", "inserting text before a suffix is not supported")
         prompt = body.prompt
@@ -412,7 +465,7 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
             prompt = prompt[0]
         tok = server.tokenizer
         if isinstance(prompt, str):
-            ids, prompt_text = tok.encode(prompt), prompt
+            ids, prompt_text = await server.encode(prompt), prompt
         else:
             ids = list(prompt)  # type: ignore[arg-type]
             prompt_text = None
@@ -422,7 +475,11 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
         if body.echo and body.logprobs is not None:
             raise bad_field("logprobs", "logprobs of echoed prompt tokens are not supported; drop echo")
         gen = GenerationRequest(
-            ids, server.max_tokens(body.max_tokens, "max_tokens"), server.params(body, ()), body.logprobs
+            ids,
+            server.max_tokens(body.max_tokens, "max_tokens"),
+            server.params(body, ()),
+            body.logprobs,
+            await run_in_threadpool(server.constraint, body),  # compiling a schema can take a while
         )
         handle = server.submit(gen)
         head = R.Head("cmpl", server.model_name)
@@ -454,24 +511,29 @@ def _add_generation_routes(app: FastAPI, server: _Server) -> None:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
         server.check_key(request)
         server.check_model(body.model)
-        server.check_response_format(body)
         messages: list[ChatMessage] = []
         for m in body.messages:
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
             role = "system" if m.role == "developer" else m.role
             messages.append({"role": role, "content": content})
+        template = ChatTemplate()
         try:
-            prompt, template_stops = render_chat_prompt(messages, None)
+            prompt, template_stops = render_chat_prompt(messages, template)
         except (TypeError, ValueError) as exc:
             raise bad_field("messages", str(exc)) from None
-        ids = server.check_ids(server.tokenizer.encode(prompt), "messages")
+        ids = server.check_ids(await server.encode(prompt), "messages")
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise bad_field("top_logprobs", "needs logprobs: true")
         gen = GenerationRequest(
-            ids, server.max_tokens(limit, param), server.params(body, template_stops), top
+            ids,
+            server.max_tokens(limit, param),
+            server.params(body, template_stops),
+            top,
+            await run_in_threadpool(server.constraint, body),
+            template.reply_suffix,
         )
         handle = server.submit(gen)
         head = R.Head("chatcmpl", server.model_name)

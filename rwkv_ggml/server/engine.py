@@ -15,7 +15,9 @@ admitted is cancelled with finish reason "timeout".
 
 The state cache. A request's prompt is looked up in the :class:`~rwkv_ggml.server.state_cache.StateCache`;
 on a hit the request starts from the cached state and reads only the rest of its prompt. When a request
-ends with "stop" or "length" its state after the prompt and after the fed part of its reply are stored.
+ends with "stop" or "length" its state after the prompt and after the fed part of its reply are stored,
+and for a chat request whose reply the template renders differently from what the model wrote, the state
+after the prompt plus that rendering (what the client's next turn starts with).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import threading
 import time
@@ -30,8 +33,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..batch_generation import BatchGenerator
-from ..model import Model
+from ..errors import RwkvGgmlError
+from ..model import DEFAULT_CHUNK_SIZE, FloatArray, Model
 from ..sampling import SamplingParams
+from ..structured import Constraint
 from ..tokenizer import Tokenizer
 from .state_cache import StateCache
 
@@ -41,7 +46,7 @@ T = TypeVar("T")
 RATE_WINDOW_S = 5.0
 
 
-class EngineError(Exception):
+class EngineError(RwkvGgmlError):
     """A request the engine cannot take now."""
 
 
@@ -61,6 +66,10 @@ class GenerationRequest:
     max_tokens: int
     params: SamplingParams
     logprobs: int | None = None
+    constraint: Constraint | None = None  # structured output: a fresh constraint for this request
+    #: For chat: the text that follows the prompt once a reply is part of the history (the template's
+    #: ``reply_suffix``), so the state there is cached too.
+    reply_suffix: Callable[[str], str] | None = None
 
 
 class Usage(NamedTuple):
@@ -163,6 +172,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.request_timeout = request_timeout
+        self.prefill_chunk = prefill_chunk if prefill_chunk is not None else DEFAULT_CHUNK_SIZE
         self._cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._in_flight = 0  # submitted and not finished (guarded by _cond)
@@ -170,7 +180,8 @@ class Engine:
         self._stopping = False
         self._active: dict[int, _Active] = {}  # generator request id -> request (scheduler thread only)
         self._by_handle: dict[int, int] = {}  # id(handle) -> generator request id
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) of steps
+        self._stats_lock = threading.Lock()
         self._batch_size = 0
         self._totals = collections.Counter[str]()
         self._thread = threading.Thread(target=self._loop, name="rwkv-ggml-scheduler", daemon=True)
@@ -180,16 +191,7 @@ class Engine:
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queues a request (call on the event loop); raises QueueFullError / ShuttingDownError at once."""
         handle = RequestHandle(self, request, asyncio.get_running_loop())
-        with self._cond:
-            if not self._accepting:
-                raise ShuttingDownError("the server is shutting down")
-            if self._in_flight >= self.max_batch + self.max_queue:
-                raise QueueFullError(
-                    f"the server is busy: {self.max_batch} requests running and {self.max_queue} waiting"
-                )
-            self._in_flight += 1
-            self._inbox.append(("add", handle))
-            self._cond.notify()
+        self._admit_one(("add", handle))
         return handle
 
     def cancel(self, handle: RequestHandle) -> None:
@@ -199,14 +201,23 @@ class Engine:
             self._cond.notify()
 
     async def run_job(self, job: Callable[[Model], T]) -> T:
-        """Runs ``job(model)`` on the scheduler thread between steps (e.g. an embedding) and awaits it."""
+        """Runs ``job(model)`` on the scheduler thread between steps (e.g. an embedding) and awaits it; it
+        counts against the queue limit like a generation request."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._admit_one(("job", (job, future)))
+        return await asyncio.wrap_future(future)
+
+    def _admit_one(self, command: tuple[str, Any]) -> None:
         with self._cond:
             if not self._accepting:
                 raise ShuttingDownError("the server is shutting down")
-            self._inbox.append(("job", (job, future)))
+            if self._in_flight >= self.max_batch + self.max_queue:
+                raise QueueFullError(
+                    f"the server is busy: {self.max_batch} requests running and {self.max_queue} waiting"
+                )
+            self._in_flight += 1
+            self._inbox.append(command)
             self._cond.notify()
-        return await asyncio.wrap_future(future)
 
     def begin_shutdown(self) -> None:
         """New requests get ShuttingDownError; the running and waiting ones go on."""
@@ -235,13 +246,17 @@ class Engine:
             self.model.close()
 
     def stats(self) -> EngineStats:
+        """A snapshot for /health and /metrics (called on the event loop while the scheduler runs)."""
         now = time.monotonic()
-        recent = [n for t, n in list(self._recent) if now - t <= RATE_WINDOW_S]
+        with self._stats_lock:
+            recent = [n for t, n in self._recent if now - t <= RATE_WINDOW_S]
+        with self._cond:
+            submitted = sum(1 for kind, _ in self._inbox if kind == "add")
         gen = self.generator
-        t = self._totals
+        t = self._totals.copy()
         return EngineStats(
             running=len(gen.running),
-            waiting=len(gen.waiting) + sum(1 for kind, _ in list(self._inbox) if kind == "add"),
+            waiting=len(gen.waiting) + submitted,
             batch_size=self._batch_size,
             tokens_per_second=sum(recent) / RATE_WINDOW_S,
             requests_total=t["requests"],
@@ -264,14 +279,29 @@ class Engine:
                 commands = list(self._inbox)
                 self._inbox.clear()
                 stopping = self._stopping
-            for kind, arg in commands:
-                self._apply(kind, arg)
-            if stopping:
-                self._cancel_everything("cancelled")
-                return
-            self._expire(time.monotonic())
-            if not self.generator.done:
-                self._step()
+            try:
+                for kind, arg in commands:
+                    self._apply(kind, arg)
+                if stopping:
+                    self._cancel_everything("cancelled")
+                    return
+                self._expire(time.monotonic())
+                if not self.generator.done:
+                    self._step()
+            except Exception as exc:  # a bug of ours: end every request with an error rather than hang them
+                self._recover(exc)
+
+    def _recover(self, exc: Exception) -> None:
+        message = f"internal error in the scheduler: {type(exc).__name__}: {exc}"
+        for rid, active in list(self._active.items()):
+            self._active.pop(rid, None)
+            self._by_handle.pop(id(active.handle), None)
+            with contextlib.suppress(Exception):
+                self.generator.cancel(rid)
+                self.generator.release(rid)
+            usage = Usage(len(active.handle.request.prompt_ids), active.sent, active.cached_tokens)
+            active.handle.deliver(EngineEvent("", [], [], [], "error", usage, message))
+            self._done_in_flight()
 
     def _apply(self, kind: str, arg: Any) -> None:
         if kind == "add":
@@ -285,11 +315,14 @@ class Engine:
             self._cancel_everything("cancelled")
         elif kind == "job":
             job, future = arg
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(job(self.model))
-                except BaseException as exc:  # handed to the awaiting route
-                    future.set_exception(exc)
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(job(self.model))
+                    except BaseException as exc:  # handed to the awaiting route
+                        future.set_exception(exc)
+            finally:
+                self._done_in_flight()
 
     def _add(self, handle: RequestHandle) -> None:
         req = handle.request
@@ -303,6 +336,7 @@ class Engine:
                 state=None if hit is None else hit.state,
                 keep_states=bool(self.cache.max_bytes),
                 logprobs=req.logprobs,
+                constraint=req.constraint,
             )
         except (TypeError, ValueError) as exc:
             self._done_in_flight()
@@ -328,16 +362,23 @@ class Engine:
                 continue
             if event.finish_reason is not None:
                 produced += len(gen.tokens_since(event.request_id, active.sent).tokens)
-                self._finish(event.request_id, event.finish_reason, text=event.text)
+                error = None
+                if event.finish_reason == "error":  # only a constraint ends one request with "error"
+                    constraint = active.handle.request.constraint
+                    error = (
+                        constraint.error if constraint else None
+                    ) or "the output constraint allows no token"
+                self._finish(event.request_id, event.finish_reason, text=event.text, error=error)
                 continue
             rows = gen.tokens_since(event.request_id, active.sent)
             produced += len(rows.tokens)
             active.sent += len(rows.tokens)
             active.handle.deliver(EngineEvent(event.text, *rows))
-        if produced:
-            self._recent.append((now, produced))
-        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
-            self._recent.popleft()
+        with self._stats_lock:
+            if produced:
+                self._recent.append((now, produced))
+            while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+                self._recent.popleft()
 
     def _finish(self, rid: int, reason: str, *, text: str = "", error: str | None = None) -> None:
         active = self._active.pop(rid, None)
@@ -361,6 +402,29 @@ class Engine:
         t["cached_tokens"] += usage.cached_tokens
         active.handle.deliver(EngineEvent(text, *rows, reason, usage, error))
         self._done_in_flight()
+        if reason in ("stop", "length") and self.cache.max_bytes and kept.prompt_state is not None:
+            self._store_rendered_reply(
+                req, result.text, result.tokens[: kept.reply_tokens], kept.prompt_state
+            )
+
+    def _store_rendered_reply(
+        self, req: GenerationRequest, text: str, fed: list[int], prompt_state: FloatArray
+    ) -> None:
+        """Caches the state after the prompt plus the reply as a chat client will send it back (the
+        template's rendering: leading whitespace and blank lines normalised, the separator after it),
+        when that differs from what the model wrote. Read here, after the final event went out and before
+        the next inbox drain, so the client's next turn finds it; at most ``prefill_chunk`` tokens, the
+        same bound on the other streams' delay as a prompt chunk."""
+        if req.reply_suffix is None:
+            return
+        try:
+            suffix = self.tokenizer.encode(req.reply_suffix(text))
+        except ValueError:  # an empty reply: the client sends no assistant message
+            return
+        if not suffix or suffix[: len(fed)] == fed or len(suffix) > self.prefill_chunk:
+            return  # the reply state already covers it, or it is too long to read between two steps
+        _, state = self.model.eval_sequence(suffix, prompt_state)
+        self.cache.store(req.prompt_ids + suffix, state)
 
     def _expire(self, now: float) -> None:
         for rid, active in list(self._active.items()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -57,8 +58,30 @@ class _GracefulServer(uvicorn.Server):
         timer.start()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads, so a busy port is one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(config: ServerConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the exit status (0)."""
+    sock = _listen(config.host, config.port)
+    try:
+        return _serve_on(sock, config)
+    finally:
+        sock.close()
+
+
+def _serve_on(sock: socket.socket, config: ServerConfig) -> int:
     app = create_app(config)
     engine: Engine = app.state.engine
     server = _GracefulServer(
@@ -76,13 +99,15 @@ def serve(config: ServerConfig) -> int:
     )
     model = engine.model
     name = app.state.server.model_name
+    port = sock.getsockname()[1]
     sys.stderr.write(
         f"rwkv-ggml serve: model '{name}' (RWKV v{model.version} {model.dtype}, {model.threads} threads), "
-        f"batch {config.max_batch}, on http://{config.host}:{config.port} (Ctrl-C to stop)\n"
+        f"batch {config.max_batch}, on http://{config.host}:{port} (Ctrl-C to stop)\n"
     )
     sys.stderr.flush()
-    server.run()
-    if not server.started:
-        engine.close()
-        raise OSError(f"could not serve on {config.host}:{config.port} (is the port in use?)")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if not server.started:  # the lifespan never ran: close the engine here
+            engine.close()
     return 0

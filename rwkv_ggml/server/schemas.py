@@ -2,8 +2,10 @@
 
 Each sampling field is declared once (``_Sampling``) with its bounds and shared by the completion and chat
 requests. Unknown fields are rejected (``extra="forbid"``), so a misspelt option is a 400 naming it instead
-of a silently different result; the fields OpenAI clients send that this server does not implement beyond
-their default (``n``, ``best_of``, ``suffix``, ``dimensions``...) are declared and checked.
+of a silently different result. Structured output: OpenAI's ``response_format`` (``json_object``,
+``json_schema``), and as llama.cpp's server does, ``grammar`` (Lark or GBNF) and ``regex``. The fields
+OpenAI clients send that this server does not implement beyond their default (``n``, ``best_of``,
+``suffix``, ``dimensions``...) are declared and checked.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class _Sampling(_Body):
     n: int = Field(1, ge=1, le=1, description="only one choice per request")
     user: str | None = None
     response_format: ResponseFormat | None = None
+    grammar: str | None = None
+    regex: str | None = None
 
 
 class CompletionRequest(_Sampling):

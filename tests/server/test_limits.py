@@ -82,8 +82,16 @@ GOOD = {"model": "tiny", "prompt": "Hello", "max_tokens": 4}
         ("/v1/completions", {**GOOD, "stop": [""]}, 400, "stop"),
         ("/v1/completions", {**GOOD, "logit_bias": {"x": 1}}, 400, "logit_bias"),
         ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
+        ("/v1/completions", {**GOOD, "stream_options": {"x": 1}}, 400, "stream_options.x"),
+        ("/v1/completions", [], 400, None),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user"}]},
+            400,
+            "messages.0.content",
+        ),
         ("/v1/completions", {**GOOD, "model": "gpt-4"}, 404, "model"),
-        ("/v1/completions", {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
+        ("/v1/completions", {**GOOD, "response_format": {"type": "xml"}}, 400, "response_format"),
         ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
         (
             "/v1/chat/completions",
@@ -102,9 +110,10 @@ GOOD = {"model": "tiny", "prompt": "Hello", "max_tokens": 4}
     ],
 )
 def test_bad_requests_get_the_openai_error_object(
-    strict: ServerProcess, path: str, body: dict[str, Any], status: int, param: str | None
+    strict: ServerProcess, path: str, body: Any, status: int, param: str | None
 ) -> None:
-    _assert_error(_post(strict, path, body), status, param)
+    error = _assert_error(_post(strict, path, body), status, param)
+    assert not error["message"].startswith("None")
 
 
 def test_bad_json_unknown_route_and_method(strict: ServerProcess) -> None:
@@ -218,3 +227,27 @@ def test_sigterm_under_load_ends_every_request_and_exits_0(tmp_path: Path) -> No
     # the two running streams were cut at the grace period with an error event; the waiting ones too
     # (or they found the server gone); none hung
     assert outcomes.count("error event") >= 2, outcomes
+
+
+def test_a_non_streaming_client_that_goes_away_frees_its_slot(strict: ServerProcess) -> None:
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 100000 tokens
+        httpx.post(
+            f"{strict.url}/v1/completions",
+            json={**GOOD, "max_tokens": 100000},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=httpx.Timeout(30, read=1.0),
+        )
+    _wait_for(lambda: strict.health()["running"] == 0, "the abandoned request to free its slot")
+
+
+def test_a_request_over_the_time_limit_is_cancelled(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--request-timeout", "0.5", "--max-tokens-cap", "100000") as server:
+        body = {"prompt": "Hello", "max_tokens": 100000}
+        error = _assert_error(_post(server, "/v1/completions", body, key=None), 504)
+        assert error["code"] == "timeout"
+        with httpx.stream(
+            "POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=WAIT_S
+        ) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert '"code": "timeout"' in lines[-1] and len(lines) > 1  # some text, then the error event
+        assert server.health()["running"] == 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 import rwkv_ggml
+from rwkv_ggml.chat_format import ChatTemplate
 from rwkv_ggml.generation import default_model_path
 from tests.server.conftest import ServerProcess
 from tests.text.test_generate_batch import DEFAULT_PROMPTS
@@ -209,13 +212,75 @@ def test_second_chat_turn_starts_from_the_cached_state(server: ServerProcess, mo
         messages=history,  # type: ignore[arg-type]
         max_tokens=30,
         temperature=0,
+        logprobs=True,
+        top_logprobs=5,
     )
     assert second.usage is not None
     cached = _cached_tokens(second.usage)
-    # the whole first turn (its prompt and the reply as far as it was fed) came from the cache
-    assert cached >= first.usage.prompt_tokens if first.usage else False
-    assert cached < second.usage.prompt_tokens
+    # the whole first turn came from the cache: its prompt and the reply as the history renders it
+    assert cached == len(model.tokenize(ChatTemplate().render(history[:2], add_generation_prompt=False)))
     assert second.choices[0].message.content == _chat(model, history, 30)["choices"][0]["message"]["content"]
+    # the log-probabilities show the state itself: the uncached ones, up to the rounding of reading the
+    # prompt in pieces (a wrong or stale state would be off by far more)
+    # (the 5 most likely tokens' log-probabilities: the sampled token alone is often near-certain)
+    want = _completion(model, ChatTemplate().render(history), 10, logprobs=5)["choices"][0]["logprobs"]
+    assert second.choices[0].logprobs is not None and second.choices[0].logprobs.content is not None
+    got = [[t.logprob for t in entry.top_logprobs] for entry in second.choices[0].logprobs.content[:10]]
+    np.testing.assert_allclose(got, [list(top.values()) for top in want["top_logprobs"]], atol=1e-3)
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     hits = [line for line in metrics.splitlines() if line.startswith("rwkv_state_cache_hits_total")]
     assert hits and float(hits[0].split()[-1]) >= 1
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "happy": {"type": "boolean"}},
+    "required": ["name", "happy"],
+}
+
+
+def test_structured_output_equals_in_process(server: ServerProcess, model: rwkv_ggml.Model) -> None:
+    pytest.importorskip("llguidance")
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    messages = [{"role": "user", "content": "Describe a person."}]
+    got = server.client().chat.completions.create(
+        model=MODEL,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=80,
+        temperature=0,
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    want = model.create_chat_completion(
+        messages,  # type: ignore[arg-type]
+        max_tokens=80,
+        temperature=0.0,
+        response_format=fmt,
+    )
+    assert isinstance(want, dict)
+    content = got.choices[0].message.content or ""
+    assert content == want["choices"][0]["message"]["content"]
+    assert got.choices[0].finish_reason == "stop"
+    person = json.loads(content)
+    assert set(person) == {"name", "happy"} and isinstance(person["happy"], bool)
+    regex = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"prompt": "The year is", "max_tokens": 20, "temperature": 0, "regex": " [0-9]{4}"},
+        timeout=60,
+    ).json()
+    assert re.fullmatch(" [0-9]{4}", regex["choices"][0]["text"]), regex
+
+
+def test_a_bad_schema_is_a_400_naming_response_format(server: ServerProcess) -> None:
+    pytest.importorskip("llguidance")
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "response_format": bad},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "response_format"
+    response = httpx.post(
+        f"{server.url}/v1/completions", json={"prompt": "Hi", "regex": "(unclosed"}, timeout=60
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "regex"

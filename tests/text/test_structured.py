@@ -10,6 +10,7 @@ test asks for complete texts ("stop") within max_tokens.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -197,6 +198,15 @@ def test_lark_grammar_output_parses(default_model: Model, random_model: Model) -
             _parse_arithmetic(text)
 
 
+def test_gbnf_grammar(default_model: Model, world_model: Model) -> None:
+    """llama.cpp's GBNF is accepted too (llguidance converts it)."""
+    gbnf = 'root ::= answer " " answer\nanswer ::= "yes" | "no" | "maybe"'
+    for model in (default_model, world_model):
+        for seed in range(3):
+            text = "".join(generate(model, "Q: ", 20, grammar=gbnf, seed=seed, **TEMPERATURE_1))
+            assert re.fullmatch("(yes|no|maybe) (yes|no|maybe)", text), text
+
+
 def test_bytes_model_ends_as_soon_as_complete(default_model: Model) -> None:
     """The byte vocabulary has no end-of-text token: the text ends at its first complete point."""
     gen = generate(default_model, "x", 20, regex="a+", seed=0)
@@ -268,9 +278,13 @@ def test_end_of_text_sampled_stops(world_model: Model) -> None:
 
 def test_model_vocabulary_larger_than_tokenizer() -> None:
     tok = Tokenizer.for_vocab_size(256)
-    c = _constraint(tok, 300, regex="[ab]")
+    c = _constraint(tok, 300, regex="[ab]+")
     mask = c.allowed_tokens()
     assert mask.shape == (300,) and np.flatnonzero(mask).tolist() == [ord("a"), ord("b")]
+    c.consume(ord("a"))
+    assert c.complete and np.flatnonzero(c.allowed_tokens()).tolist() == [ord("a"), ord("b")]
+    with pytest.raises(ConstraintError, match="not allowed"):
+        c.consume(256)  # a model id the tokenizer has no bytes for (llguidance's virtual end-of-text)
 
 
 # ---- the sampler never picks a forbidden token ----
@@ -442,6 +456,25 @@ def test_constraint_state_does_not_leak(default_model: Model) -> None:
     batch = BatchGenerator(default_model)
     with pytest.raises(ConstraintError, match="already used"):
         batch.add("x", 5, constraint=reused)
+
+
+def test_mask_on_worker_thread_gives_the_same_tokens(world_model: Model) -> None:
+    """The overlapped mask (prefetch on the worker thread) and the one computed on demand are the same."""
+    runs = []
+    for threshold in (0.0, math.inf):
+        c = _constraint(world_model.tokenizer, 65536, response_format=_json_format(PERSON))
+        c.prefetch_threshold_s = threshold
+        gen = generate(world_model, "Data: ", 120, constraint=c, seed=3, **TEMPERATURE_1)
+        runs.append(("".join(gen), gen.tokens, gen.finish_reason))
+        cs = [_constraint(world_model.tokenizer, 65536, regex=REGEX) for _ in range(3)]
+        for c in cs:
+            c.prefetch_threshold_s = threshold
+        params = [SamplingParams(seed=s, **TEMPERATURE_1) for s in range(3)]
+        runs.append(
+            [r.text for r in generate_batch(world_model, ["a", "b", "c"], 40, params=params, constraints=cs)]
+        )
+    assert runs[0] == runs[2] and runs[1] == runs[3]
+    assert runs[0][2] == "stop"
 
 
 # ---- batches ----
