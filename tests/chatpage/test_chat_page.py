@@ -265,8 +265,8 @@ def test_malformed_stored_conversations_are_skipped_not_fatal(browser: Any, serv
     assert errors == []
 
 
-def test_json_schema_mode_gets_json_or_shows_the_servers_refusal(chat: ChatPage) -> None:
-    # short enough that a constrained reply is complete well inside the token limit
+def test_json_schema_mode_gets_json_and_shows_the_servers_refusal_of_a_bad_schema(chat: ChatPage) -> None:
+    # short enough that the constrained reply is complete well inside the token limit
     schema = {
         "type": "object",
         "properties": {"answer": {"type": "string", "maxLength": 12}},
@@ -280,17 +280,21 @@ def test_json_schema_mode_gets_json_or_shows_the_servers_refusal(chat: ChatPage)
     chat.testid("message-input").fill("Answer in JSON.")
     chat.testid("send").click()
     assert "not valid JSON" in chat.testid("error").inner_text()
-    chat.testid("json-schema").fill(json.dumps(schema))
+    assert chat.page.locator(USERS).count() == 0, "a schema that is not JSON is reported before sending"
+    # a schema the server refuses: its 400 message is shown, and no empty reply is kept
+    chat.testid("json-schema").fill('{"type": "no-such-type"}')
     chat.testid("send").click()
     chat.wait_replies(1)
-    if chat.testid("error").is_visible():
-        # a server without structured output answers 400; the page shows its message and keeps no empty reply
-        assert chat.testid("error").inner_text().startswith("400: ")
-        assert chat.page.locator(ASSISTANTS).count() == 0
-        chat.console_errors[:] = [e for e in chat.console_errors if "status of 400" not in e]
-    else:
-        reply = json.loads(chat.texts(ASSISTANTS)[0])
-        assert isinstance(reply["answer"], str)
+    assert chat.testid("error").inner_text().startswith("400: response_format: ")
+    assert chat.page.locator(ASSISTANTS).count() == 0
+    chat.console_errors[:] = [e for e in chat.console_errors if "status of 400" not in e]
+    chat.testid("json-schema").fill(json.dumps(schema))
+    chat.testid("regenerate").click()
+    chat.wait_replies(2)
+    assert chat.testid("error").is_hidden()
+    assert chat.page.locator(f"{ASSISTANTS} pre code").count() == 1, "a JSON reply is shown verbatim as code"
+    reply = json.loads(chat.texts(ASSISTANTS)[0])
+    assert set(reply) == {"answer"} and isinstance(reply["answer"], str) and len(reply["answer"]) <= 12
 
 
 def test_api_key_is_asked_once_and_a_wrong_key_is_told_clearly(browser: Any, keyed_server: Server) -> None:

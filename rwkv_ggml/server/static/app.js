@@ -212,6 +212,16 @@ function renderMarkdown(container, text) {
   });
 }
 
+// A reply asked for in JSON-schema mode is shown verbatim as code; other replies as a little Markdown.
+function renderBody(body, message) {
+  if (message.role === "user") body.textContent = message.content;
+  else if (message.json) {
+    const pre = el("pre");
+    pre.appendChild(el("code", "", message.content));
+    body.replaceChildren(pre);
+  } else renderMarkdown(body, message.content);
+}
+
 function renderConversations() {
   const list = $("conversations");
   list.replaceChildren();
@@ -252,8 +262,7 @@ function renderMessage(message, index) {
     edit.addEventListener("click", () => startEdit(node, index));
   }
   const body = node.appendChild(el("div", "body"));
-  if (message.role === "assistant") renderMarkdown(body, message.content);
-  else body.textContent = message.content;
+  renderBody(body, message);
   if (message.stopped) node.appendChild(el("div", "note", "stopped"));
   return node;
 }
@@ -358,7 +367,7 @@ async function generateReply() {
     showError(err.message);
     return;
   }
-  const reply = { role: "assistant", content: "", stats: null };
+  const reply = { role: "assistant", content: "", stats: null, json: Boolean(body.response_format) };
   conv.messages.push(reply);
   render();
   const node = $("messages").lastElementChild;
@@ -374,7 +383,7 @@ async function generateReply() {
   let pending = false;
   const paint = () => {
     pending = false;
-    renderMarkdown(bodyNode, reply.content);
+    renderBody(bodyNode, reply);
     $("messages").scrollTop = $("messages").scrollHeight;
   };
   try {
