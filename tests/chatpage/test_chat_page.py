@@ -132,7 +132,10 @@ def test_a_second_turn_reports_cached_prompt_tokens(chat: ChatPage, tmp_path: Pa
     assert len(chat.texts(USERS)) == 2 and len(chat.texts(ASSISTANTS)) == 2
     cached = chat.testid("cached-tokens").inner_text()
     assert cached != "–", "the server sent no usage.prompt_tokens_details.cached_tokens"
-    assert _number(cached) > 0
+    # the whole first turn, the reply included, came from the state cache: more than its prompt
+    first = json.loads(chat.page.evaluate("localStorage.getItem('rwkv-ggml.chat')"))["conversations"][0]
+    first_prompt = first["messages"][1]["stats"]["promptTokens"]
+    assert first_prompt < _number(cached) < _number(chat.testid("prompt-tokens").inner_text())
     shot = tmp_path / "chat-two-turns.png"
     chat.page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")

@@ -282,6 +282,7 @@ function showStats(stats) {
   $("tokens-per-second").textContent = s.tokensPerSecond == null ? "–" : s.tokensPerSecond.toFixed(1);
   $("tokens-generated").textContent = s.tokens == null ? "–" : String(s.tokens);
   $("cached-tokens").textContent = s.cachedTokens == null ? "–" : String(s.cachedTokens);
+  $("prompt-tokens").textContent = s.promptTokens == null ? "–" : String(s.promptTokens);
   $("ttft").textContent = s.firstTokenMs == null ? "–" : Math.round(s.firstTokenMs) + " ms";
 }
 
