@@ -38,10 +38,15 @@ def test_serve_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
 
 
 def test_import_rwkv_ggml_needs_no_server_packages(tmp_path: Path) -> None:
-    code = "import sys, rwkv_ggml; rwkv_ggml.Model; print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+    code = (
+        "import sys, rwkv_ggml; rwkv_ggml.Model; "
+        "from rwkv_ggml.server import Engine, ServerConfig; "
+        "from rwkv_ggml.server.state_cache import StateCache; "
+        "print('fastapi' in sys.modules, 'uvicorn' in sys.modules, 'pydantic' in sys.modules)"
+    )
     done = _run_without_fastapi(tmp_path, "-c", code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False"]
+    assert done.stdout.split() == ["False", "False", "False"]
 
 
 def test_serve_help_and_bad_options() -> None:
