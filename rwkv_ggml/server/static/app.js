@@ -384,8 +384,10 @@ async function generateReply() {
   let pending = false;
   const paint = () => {
     pending = false;
+    const list = $("messages");
+    const following = list.scrollHeight - list.scrollTop - list.clientHeight < 40; // not scrolled up to read
     renderBody(bodyNode, reply);
-    $("messages").scrollTop = $("messages").scrollHeight;
+    if (following) list.scrollTop = list.scrollHeight;
   };
   try {
     const response = await fetch("/v1/chat/completions", {
@@ -558,7 +560,7 @@ function start() {
   });
   window.addEventListener("storage", (event) => {
     if (event.key === STORE_KEY && !busy) {
-      store = loadJSON(STORE_KEY, store);
+      store = loadStore(); // another tab changed the conversations
       render();
     }
   });
