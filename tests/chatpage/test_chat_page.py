@@ -126,6 +126,22 @@ def test_a_message_gets_a_streamed_reply_with_its_figures(chat: ChatPage) -> Non
     assert "running" in status and "unreachable" not in status
 
 
+SET_HIDDEN = """hidden => {
+  Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_the_status_line_stops_polling_while_the_tab_is_hidden(chat: ChatPage) -> None:
+    chat.page.wait_for_function("() => document.getElementById('status').textContent.includes('running')")
+    chat.page.evaluate(SET_HIDDEN, True)
+    # the poll in flight (if any) ends without arming the next one
+    chat.page.wait_for_function("() => healthTimer === null && !healthInFlight")
+    with chat.page.expect_request(lambda r: r.url.endswith("/health")):
+        chat.page.evaluate(SET_HIDDEN, False)
+    chat.page.wait_for_function("() => healthTimer !== null")
+
+
 def test_a_second_turn_reports_cached_prompt_tokens(chat: ChatPage, tmp_path: Path) -> None:
     chat.send("Who comes here?")
     chat.send("And wherefore?")

@@ -495,10 +495,12 @@ function startEdit(node, index) {
 // ---------------------------------------------------------------------------------------------------
 // the status line: /health every few seconds while the tab is visible
 
-let healthTimer = null;
+let healthTimer = null; // the next poll, armed only while the tab is visible
+let healthInFlight = false;
 
 async function pollHealth() {
   healthTimer = null;
+  healthInFlight = true;
   const status = $("status");
   try {
     const h = await getJSON("/health");
@@ -517,6 +519,7 @@ async function pollHealth() {
     status.textContent = err.status === 401 ? "status: waiting for the API key" : "server unreachable";
     status.classList.add("down");
   }
+  healthInFlight = false;
   if (!document.hidden) healthTimer = setTimeout(pollHealth, HEALTH_EVERY_MS);
 }
 
@@ -524,7 +527,7 @@ document.addEventListener("visibilitychange", () => {
   if (document.hidden) {
     clearTimeout(healthTimer);
     healthTimer = null;
-  } else if (healthTimer === null) pollHealth();
+  } else if (healthTimer === null && !healthInFlight) pollHealth();
 });
 
 // ---------------------------------------------------------------------------------------------------
