@@ -418,7 +418,9 @@ class Engine:
         if req.reply_suffix is None:
             return
         try:
-            suffix = self.tokenizer.encode(req.reply_suffix(text))
+            # without the separator after the reply: a tokenizer may write "\n\n" as one token at the end
+            # of a text but as two before the next message, and the key must be the tokens the next turn has
+            suffix = self.tokenizer.encode(req.reply_suffix(text).rstrip())
         except ValueError:  # an empty reply: the client sends no assistant message
             return
         if not suffix or suffix[: len(fed)] == fed or len(suffix) > self.prefill_chunk:
