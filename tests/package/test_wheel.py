@@ -90,6 +90,7 @@ def test_wheel_is_tagged_for_the_stable_abi_and_carries_the_licence(wheel: Path)
         assert "rwkv_ggml/_core.abi3.so" in names
         assert f"rwkv_ggml-{version}.dist-info/licenses/LICENSE" in names
         assert "rwkv_ggml/data/LICENSE.rwkv-cpp-MIT.txt" in names and "rwkv_ggml/py.typed" in names
+        assert {f"rwkv_ggml/server/static/{f}" for f in ("index.html", "app.js", "style.css")} <= set(names)
         assert b"License-Expression: MIT" in zf.read(f"rwkv_ggml-{version}.dist-info/METADATA")
         library = zf.read("rwkv_ggml/_core.abi3.so")
     assert b".debug_info" not in library, "a release build carries no debug information"
