@@ -445,3 +445,34 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.out}")
     return 0
+
+
+SERVER_EXTRA_HINT = 'the server needs its optional dependencies: pip install "rwkv_ggml[server]"'
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise CliError(f"{SERVER_EXTRA_HINT} ({exc})") from None
+    from ..server.config import ServerConfig
+    from ..server.runner import serve
+
+    config = ServerConfig(
+        model=_model_path(args),
+        model_name=args.model_name,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        state_cache_mb=args.state_cache_mb,
+        api_key=args.api_key,
+        max_tokens_cap=args.max_tokens_cap,
+        max_prompt_tokens=args.max_prompt_tokens,
+        request_timeout=args.request_timeout,
+        prefill_chunk=args.prefill_chunk,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    return serve(config)

@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_commands(sub)
     _add_model_file_commands(sub)
     _add_file_writing_commands(sub)
+    _add_serve_command(sub)
     return parser
 
 
@@ -353,3 +354,94 @@ def _add_file_writing_commands(sub: Any) -> None:
     _add_dtype(p, "f16")
     _add_threads(p)
     p.set_defaults(func=commands.cmd_merge_lora)
+
+
+def _add_serve_command(sub: Any) -> None:
+    """serve (the OpenAI-compatible HTTP server; docs/server.md)."""
+    p = _sub(
+        sub,
+        "serve",
+        f"{PROG} serve -m model.bin --port 8000 --max-batch 16 --api-key secret",
+        help="an OpenAI-compatible HTTP server (needs the [server] extra)",
+        description="Serve a model over HTTP with the OpenAI routes (/v1/completions, /v1/chat/completions, "
+        "/v1/embeddings, /v1/models), /health and /metrics; concurrent requests share decode steps, a "
+        "state cache lets a follow-up chat turn skip re-reading the history. SIGTERM or Ctrl-C stops it.",
+    )
+    _add_model(p)
+    _add_threads(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8000, metavar="N", help="port (default 8000)")
+    p.add_argument("--model-name", metavar="NAME", help="the model id clients use (default: the file's stem)")
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests decoded together (default 8)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=_nonneg_int,
+        default=64,
+        metavar="N",
+        help="requests waiting for a slot before new ones get 429 (default 64)",
+    )
+    p.add_argument(
+        "--state-cache-mb",
+        type=_nonneg_float,
+        default=256.0,
+        metavar="MB",
+        help="memory for cached prompt/reply states (default 256; 0 turns the cache off)",
+    )
+    p.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on the /v1 routes")
+    p.add_argument(
+        "--max-tokens-cap",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="the largest max_tokens a request may ask for (default 4096)",
+    )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=_positive_int,
+        default=32768,
+        metavar="N",
+        help="the longest prompt accepted, in tokens (default 32768)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=600.0,
+        metavar="S",
+        help="seconds a request may run before it is cancelled (default 600)",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="prompt tokens read per scheduler step, so joining prompts do not stall running streams "
+        "(default 256)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_nonneg_float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, seconds in-flight requests get to finish before they are cancelled (default 10)",
+    )
+    p.set_defaults(func=commands.cmd_serve)
+
+
+def _nonneg_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
