@@ -200,3 +200,18 @@ def test_row_seeds_are_stable_and_distinct() -> None:
     assert row_seed(0, "a") == row_seed(0, "a") and 0 <= row_seed(2**40, b"x") < 2**63
     with pytest.raises(TypeError, match="row id must be"):
         row_seed(1, 1.5)
+
+
+def test_the_package_and_its_lazy_names_do_not_import_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rwkv_ggml\n"
+        "for name in rwkv_ggml.__all__: getattr(rwkv_ggml, name)\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
