@@ -74,6 +74,26 @@ def ray_run(path: Path, items: list[list[int]], batch_size: int, max_tokens: int
     return elapsed
 
 
+class PassThrough:
+    """A no-op actor: what Ray costs per batch with no model work at all."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return batch
+
+
+def ray_noop(items: list[list[int]], batch_size: int) -> float:
+    """Seconds for a pipeline of one PassThrough actor over the rows, in batches of batch_size."""
+    import ray.data
+
+    start = time.perf_counter()
+    ds = ray.data.from_items([{"id": i, "prompt": p} for i, p in enumerate(items)], override_num_blocks=4)
+    rows = ds.map_batches(
+        PassThrough, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, batch_size=batch_size
+    ).take_all()
+    assert len(rows) == len(items)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="v4-169m", choices=list(SHAPES))
@@ -116,6 +136,8 @@ def main() -> None:
                     f"in-process, threads={threads}",
                     in_process(path, items, args.batch_size, args.max_tokens, threads),
                 )
+            keep("no-op 1", ray_noop(items[:1], 1))
+            keep("no-op all", ray_noop(items, 1))
             for actors in (1, 2):
                 # start-up alone: the actors, the model load and one tiny batch
                 keep(f"start-up {actors}", ray_run(path, items[: actors * 2], 2, 1, actors))
@@ -138,6 +160,11 @@ def main() -> None:
     share = overhead / (base / n_batches)
     print(
         f"overhead Ray adds per batch (1 actor, without the start-up): {overhead * 1e3:.0f} ms ({share:.0%})"
+    )
+    noop = (best["no-op all"] - best["no-op 1"]) / (len(items) - 1)
+    print(
+        f"Ray's own cost per batch (a no-op actor, {len(items)} batches of 1 row): {noop * 1e3:.1f} ms, "
+        f"{noop / (base / n_batches):.1%} of an in-process batch of {args.batch_size} rows here"
     )
     scaling = steady[1] / steady[2]
     print(f"scaling 1 -> 2 actors (without the start-up): x{scaling:.2f} on {os.cpu_count()} cores")

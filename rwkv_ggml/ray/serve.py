@@ -45,7 +45,7 @@ from ray.serve.handle import DeploymentHandle
 
 from ..server.config import ServerConfig
 from ._asgi import call_asgi
-from ._common import DEFAULT_RAY_PLACEMENT, check_threads
+from ._common import DEFAULT_RAY_PLACEMENT, check_threads, load_model
 from .affinity import request_router_config
 
 #: A completion prompt this long (characters) or longer gets a session key from its beginning.
@@ -108,15 +108,11 @@ class RWKVServer:
     """A model replica: the server's engine and FastAPI app, reached through :meth:`forward_request`."""
 
     def __init__(self, config: ServerConfig, placement: str = DEFAULT_RAY_PLACEMENT) -> None:
-        from ..api import Model
         from ..generation import default_model_path
         from ..server import Engine, create_app
 
-        model = Model(
-            config.model if config.model is not None else default_model_path(),
-            config.threads,
-            placement=placement,
-        )
+        spec = config.model if config.model is not None else default_model_path()
+        model = load_model(spec, config.threads or 1, placement)
         try:
             self.engine = Engine(
                 model,
@@ -234,7 +230,8 @@ def serve_app(
 ) -> serve.Application:
     """The Serve application: ``serve.run(serve_app("model.bin", num_replicas=2))``.
 
-    ``model``: a model file every node can read (None: the packaged default model). ``num_replicas``:
+    ``model``: a model file every node can read, or ``"hf:OWNER/NAME[/FILE]"`` (each node downloads and
+    converts it once; None: the packaged default model). ``num_replicas``:
     model replicas, or ``autoscaling_config`` (Serve's: ``min_replicas``, ``max_replicas``,
     ``target_ongoing_requests``...; then ``num_replicas`` is ignored). ``threads``: engine threads per
     replica, which is also the CPUs each replica reserves. ``max_ongoing_requests``: requests Serve sends a
