@@ -110,17 +110,31 @@ def _chat_turn(client: Any, history: list[dict[str, str]]) -> tuple[str, str, in
 
 def test_follow_up_turns_go_to_the_replica_holding_the_state(url: str) -> None:
     client = _client(url)
-    replicas = set()
     for topic in ["the sea", "the sky", "a king", "the night"]:
         history = [{"role": "user", "content": f"Write a line about {topic}."}]
         first, reply, _ = _chat_turn(client, history)
-        replicas.add(first)
         for follow_up in ["And another?", "One more."]:
             history += [{"role": "assistant", "content": reply}, {"role": "user", "content": follow_up}]
             served_by, reply, cached = _chat_turn(client, history)
             assert served_by == first, topic
             assert cached > 0, topic  # the turn started from the state the replica kept
-    assert len(replicas) == 2  # new conversations spread over both replicas
+
+
+def test_sessions_spread_over_the_replicas_and_stick(url: str) -> None:
+    # rendezvous hashing over random replica ids: 24 sessions all on one replica has odds 2**-23
+    served: dict[str, set[str]] = {}
+    for round_ in range(2):
+        for i in range(24):
+            answer = httpx.post(
+                f"{url}/v1/completions",
+                json={"prompt": f"Hello {round_}", "max_tokens": 1},
+                headers={"X-Session-Id": f"user-{i}"},
+                timeout=60,
+            )
+            assert answer.status_code == 200
+            served.setdefault(f"user-{i}", set()).add(answer.headers[REPLICA_HEADER])
+    assert all(len(replicas) == 1 for replicas in served.values()), served
+    assert len(set().union(*served.values())) == 2
 
 
 def test_session_keys() -> None:
@@ -173,8 +187,9 @@ def test_killing_a_replica_under_load_ends_every_request_cleanly(url: str) -> No
             for _ in chunks:
                 pass
         outcomes = [f.result(timeout=300) for f in futures]  # nothing hangs
-    # a request the dead replica had not answered yet was retried on the other one; none failed otherwise
-    assert all(o == "ok" or o == "error 503" for o in outcomes), outcomes
+    # the requests the dead replica had not answered yet were retried on the other one (without the
+    # router's retry most of them end 503: still clean, but the retry is what this checks)
+    assert outcomes == ["ok"] * 6, outcomes
     _wait_for(lambda: _running_replicas() == 2, "Serve replacing the killed replica")
     got = client.completions.create(model=MODEL, prompt="Hello", max_tokens=4, temperature=0)
     assert got.choices[0].finish_reason == "length"
