@@ -390,25 +390,40 @@ def _restrict(probs: npt.NDArray[np.float64], keep: npt.NDArray[np.intp]) -> npt
 
 
 def _nucleus(probs: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:
-    """Indices of the smallest set of most likely tokens whose total probability >= top_p.
+    """Indices of the smallest set of most likely tokens whose total probability >= top_p (ties in the
+    order of the token ids, as a stable sort would take them).
 
-    Sorting 65536 floats per token costs milliseconds, and the nucleus is almost always a few
-    dozen tokens, so look at the m most likely first (argpartition is linear: every token left
-    out is no more likely than those kept) and widen m only when they do not reach top_p.
+    The nucleus is usually a few dozen tokens: look at the m most likely first (argpartition is linear:
+    every token left out is no more likely than those kept). When it is large (a flat distribution, as
+    from random weights or a high temperature), one sort of the values finds the probability where the
+    nucleus ends, and the set is every token above it plus the first tied ones: an index sort of the
+    whole vocabulary, or repeated partitions, would cost ten times more.
     """
     n = probs.shape[0]
-    m = min(n, 64)
-    while True:
-        top = np.argpartition(-probs, m - 1)[:m] if m < n else np.arange(n)
+    for m in (64, 1024):
+        if m >= n:
+            break
+        top = np.argpartition(-probs, m - 1)[:m]
         order = top[np.argsort(-probs[top], kind="stable")]
-        cumulative = np.cumsum(probs[order])
         # The full sum is 1 only up to rounding, so allow a hair below top_p.
-        hit = np.flatnonzero(cumulative >= top_p - 1e-12)
+        hit = np.flatnonzero(np.cumsum(probs[order]) >= top_p - 1e-12)
         if hit.size:
-            return order[: int(hit[0]) + 1]
-        if m == n:
-            return order
-        m = min(n, m * 4)
+            size = int(hit[0]) + 1
+            if size < m and probs[order[size]] < probs[order[size - 1]]:
+                return order[:size]  # no token left out is as likely as the last one kept
+            return _most_likely(probs, size, probs[order[size - 1]])
+    descending = np.sort(probs)[::-1]
+    hit = np.flatnonzero(np.cumsum(descending) >= top_p - 1e-12)
+    size = int(hit[0]) + 1 if hit.size else n
+    return _most_likely(probs, size, descending[size - 1])
+
+
+def _most_likely(probs: npt.NDArray[np.float64], size: int, last: float) -> npt.NDArray[np.intp]:
+    """The ``size`` most likely tokens, given the probability of the last of them: all more likely ones,
+    then the tied ones in the order of their ids."""
+    above = np.flatnonzero(probs > last)
+    tied = np.flatnonzero(probs == last)[: size - above.size]
+    return np.concatenate([above, tied])
 
 
 class StopChecker:

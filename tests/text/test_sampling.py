@@ -167,16 +167,21 @@ def test_top_p_minimal_nucleus(top_p: float, nucleus: set[int]) -> None:
 
 
 def test_top_p_on_a_large_vocabulary_matches_a_full_sort() -> None:
-    # Exercises the widening search (64, 256, 1024, ... candidates) against a plain sort.
+    # Exercises both searches (the top 64 / 1024 candidates, and the value sort for a large nucleus: flat
+    # logits, as from random weights; rounded ones, so ties straddle the boundary) against a stable sort.
     rng = np.random.default_rng(3)
-    logits = rng.normal(size=5000) * 2.0
-    for top_p in (0.1, 0.5, 0.9, 0.999):
-        probs = Sampler(SamplingParams(top_p=top_p), n_vocab=5000).probabilities(logits)
+    for n, scale, decimals in ((5000, 2.0, None), (65536, 0.1, None), (65536, 1.0, 1), (50277, 3.0, 0)):
+        logits = rng.normal(size=n) * scale
+        if decimals is not None:
+            logits = np.round(logits, decimals)
         full = np.exp(logits - logits.max())
         full /= full.sum()
         order = np.argsort(-full, kind="stable")
-        size = int(np.searchsorted(np.cumsum(full[order]), top_p)) + 1
-        assert support(probs) == {int(i) for i in order[:size]}
+        cumulative = np.cumsum(full[order])
+        for top_p in (0.1, 0.5, 0.9, 0.999):
+            probs = Sampler(SamplingParams(top_p=top_p), n_vocab=n).probabilities(logits)
+            size = int(np.flatnonzero(cumulative >= top_p - 1e-12)[0]) + 1
+            assert support(probs) == {int(i) for i in order[:size]}, (n, scale, top_p)
 
 
 @pytest.mark.parametrize(("min_p", "kept"), [(0.0, {0, 1, 2, 3}), (0.25, {0, 1, 2, 3}), (0.5, {0, 1, 2}),
