@@ -227,14 +227,26 @@ static void quantize_b(const rg_compute_params *p, const rg_tensor *dst) {
     }
 }
 
+/* One weight row against activation rows [t0, t1), RG_QDOT_MAX_NX at a time: the row is read and
+ * unpacked once per group of columns, and each output equals the mat-vec's vec_dot bit for bit. */
+static void quant_row_cols(const rg_type_traits *ta, const rg_tensor *dst, int64_t K, const void *arow,
+                           const uint8_t *x_plane, size_t rb, int64_t t0, int64_t t1, uint8_t *d_plane, int64_t m) {
+    for (int64_t t = t0; t < t1; t += RG_QDOT_MAX_NX) {
+        const int nx = t1 - t < RG_QDOT_MAX_NX ? (int)(t1 - t) : RG_QDOT_MAX_NX;
+        float out[RG_QDOT_MAX_NX];
+        ta->vec_dot_xn(K, arow, x_plane + (size_t)t * rb, rb, nx, out);
+        for (int j = 0; j < nx; j++) *(float *)(d_plane + (t + j) * dst->nb[1] + m * sizeof(float)) = out[j];
+    }
+}
+
 static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const rg_type_traits *ta = rg_traits(a->type);
     const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1];
     const size_t rb = rg_mm_quant_b_row_bytes(dst);
-    /* equal tiles of a multiple of 4 rows, as few as fit RG_QUANT_TILE_BYTES each */
+    /* equal tiles of a multiple of RG_QDOT_MAX_NX rows, as few as fit RG_QUANT_TILE_BYTES each */
     const int64_t n_tiles = ((int64_t)rb * T + RG_QUANT_TILE_BYTES - 1) / RG_QUANT_TILE_BYTES;
-    const int64_t tile = ((T + n_tiles - 1) / n_tiles + 3) & ~(int64_t)3;
+    const int64_t tile = ((T + n_tiles - 1) / n_tiles + RG_QDOT_MAX_NX - 1) / RG_QDOT_MAX_NX * RG_QDOT_MAX_NX;
     int64_t m0, m1;
     rg_split(M, p->ith, p->nth, &m0, &m1);
     for (int64_t i3 = 0; i3 < dst->ne[3]; i3++) {
@@ -242,25 +254,21 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
             const uint8_t *a_plane = (const uint8_t *)a->data + (i2 % a->ne[2]) * a->nb[2] + (i3 % a->ne[3]) * a->nb[3];
             const uint8_t *x_plane = (const uint8_t *)p->wdata + (size_t)((i3 * b->ne[2] + i2) * T) * rb;
             uint8_t *d_plane = (uint8_t *)dst->data + i2 * dst->nb[2] + i3 * dst->nb[3];
-            if (T == 1) {
-                float *out = (float *)d_plane;
+            if (n_tiles == 1) { /* mat-vec and small batches: rows claimed in groups of 4, all columns each */
                 int64_t g0, g1;
                 int cursor = 0;
                 while (next_groups(p, dst, (M + 3) / 4, &cursor, &g0, &g1))
-                    for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) out[m] = ta->vec_dot(K, a_plane + m * a->nb[1], x_plane);
+                    for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) {
+                        const void *arow = a_plane + m * a->nb[1];
+                        if (T == 1) ((float *)d_plane)[m] = ta->vec_dot(K, arow, x_plane);
+                        else quant_row_cols(ta, dst, K, arow, x_plane, rb, 0, T, d_plane, m);
+                    }
                 continue;
             }
             for (int64_t t0 = 0; t0 < T; t0 += tile) {
                 const int64_t t1 = T - t0 < tile ? T : t0 + tile;
-                for (int64_t m = m0; m < m1; m++) {
-                    const void *arow = a_plane + m * a->nb[1];
-                    for (int64_t t = t0; t < t1; t += 4) {
-                        const int nx = t1 - t < 4 ? (int)(t1 - t) : 4;
-                        float out[4];
-                        ta->vec_dot_x4(K, arow, x_plane + (size_t)t * rb, rb, nx, out);
-                        for (int j = 0; j < nx; j++) *(float *)(d_plane + (t + j) * dst->nb[1] + m * sizeof(float)) = out[j];
-                    }
-                }
+                for (int64_t m = m0; m < m1; m++)
+                    quant_row_cols(ta, dst, K, a_plane + m * a->nb[1], x_plane, rb, t0, t1, d_plane, m);
             }
         }
     }
@@ -335,9 +343,9 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
- *   ROUTE_QPANEL       quantized weights, 2-D, T >= 8, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
+ *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
- *                      or vec_dot_x4 over tiles of activation rows
+ *                      or vec_dot_xn, one weight row against up to RG_QDOT_MAX_NX activation rows
  *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 8, AVX-512, no bf16 asked for: f32 column panels
  *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
  *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
