@@ -3,9 +3,11 @@
  * Threads split the weight rows m, so every output element is one dot product computed by one thread
  * in a fixed order: the result does not depend on the thread count. With T = 1 (per-token mode) the
  * kernel streams each weight row once against the activation vector, which is memory-bound. With
- * T >= 8 columns of one plane and an AVX-512 CPU the column-panel kernels run (activations transposed
- * so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row is made f32 once and
- * reused against four activation rows at a time.
+ * many columns of one plane (33 float, 10 quantized) and an AVX-512 CPU the column-panel kernels run
+ * (activations transposed so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row
+ * is made f32 once and reused against the activation rows a few at a time, in the mat-vec's summation
+ * order on AVX-512 (and always for the quantized types), so that a batched decode step equals one eval
+ * per sequence bit for bit.
  *
  * Which of these routes a node takes is decided in one place, route_now() at the end of this file,
  * whose comment lists the routes; ROUTES beside it holds each route's shape test, work size, phase 0
@@ -83,10 +85,11 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
     for (int64_t m = g0 * 4; m < M && m < g1 * 4; m += 4) {
         const int nr = M - m < 4 ? (int)(M - m) : 4;
         const void *rows = a_plane + m * a->nb[1];
-        if (a->nb[1] < RG_ROWS4_MIN_ROW_BYTES) {
+        if (a->nb[1] < RG_ROWS4_MIN_ROW_BYTES) { /* one row at a time, in the rows4 order all the same */
             for (int j = 0; j < nr; j++) {
                 const void *row = (const uint8_t *)rows + j * a->nb[1];
-                out[m + j] = a->type == RG_TYPE_F32 ? rg_kernels.dot_f32(row, x, K) : rg_kernels.dot_f16_f32(row, x, K);
+                if (a->type == RG_TYPE_F32) rg_kernels.dot_f32_rows4(row, 0, x, K, 1, out + m + j);
+                else rg_kernels.dot_f16_rows4(row, 0, x, K, 1, out + m + j);
             }
         } else if (a->type == RG_TYPE_F32) {
             rg_kernels.dot_f32_rows4(rows, (int64_t)(a->nb[1] / sizeof(float)), x, K, nr, out + m);
@@ -286,8 +289,8 @@ static bool always(const rg_tensor *dst) {
 }
 static bool is_quantized(const rg_tensor *dst) { return rg_mm_quantized(dst->src[0]); }
 static bool is_float(const rg_tensor *dst) { return !rg_mm_quantized(dst->src[0]); }
-static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && !bf16_node(dst); }
-static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && bf16_node(dst); }
+static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst, false) && !bf16_node(dst); }
+static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst, true) && bf16_node(dst); }
 static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->src[1]); }
 
 static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
@@ -346,7 +349,7 @@ static const route ROUTES[N_ROUTES] = {
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
  *                      or vec_dot_xn, one weight row against up to RG_QDOT_MAX_NX activation rows
- *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 8, AVX-512, no bf16 asked for: f32 column panels
+ *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX-512, no bf16 asked for: f32 column panels
  *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
  *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
  *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1) or f32 tiles, strided activations packed first
