@@ -100,16 +100,19 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
 }
 
 /* Mat-mat: tiles of RG_GEMM_MR weight rows (made f32 once per tile when stored otherwise) against all T
- * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows split between threads whole,
- * so the output does not depend on the thread count. */
-static void mat_mat_float(const rg_compute_params *p, const rg_tensor *a, const uint8_t *a_plane,
-                          const float *b, int64_t ldb, int64_t T, uint8_t *d_plane, size_t ldd) {
+ * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows claimed by the threads whole
+ * (next_groups, as the mat-vec: a thread held up by another process leaves its share to the others), so
+ * the output does not depend on the thread count. */
+static void mat_mat_float(const rg_compute_params *p, const rg_tensor *dst, const uint8_t *a_plane, const float *b,
+                          int64_t ldb, int64_t T, uint8_t *d_plane, size_t ldd) {
+    const rg_tensor *a = dst->src[0];
     const int64_t K = a->ne[0], M = a->ne[1];
     const rg_type_traits *ta = rg_traits(a->type);
     float *tile_buf = rg_thread_scratch(p);
     float out[RG_GEMM_MR * RG_GEMM_NR];
     int64_t g0, g1;
-    rg_split((M + RG_GEMM_MR - 1) / RG_GEMM_MR, p->ith, p->nth, &g0, &g1);
+    int cursor = 0;
+    while (next_groups(p, dst, (M + RG_GEMM_MR - 1) / RG_GEMM_MR, &cursor, &g0, &g1))
     for (int64_t m = g0 * RG_GEMM_MR; m < M && m < g1 * RG_GEMM_MR; m += RG_GEMM_MR) {
         const int mr = M - m < RG_GEMM_MR ? (int)(M - m) : RG_GEMM_MR;
         const float *at;
@@ -153,7 +156,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             if (T == 1 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16)) {
                 mat_vec_float(p, dst, a_plane, b_plane, (float *)d_plane);
             } else {
-                mat_mat_float(p, a, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
+                mat_mat_float(p, dst, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
             }
         }
     }
