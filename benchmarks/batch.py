@@ -2,18 +2,31 @@
 tokens/s and ms per step for each B, with the achieved GFLOP/s beside the machine's F32 FMA and int8 dot
 peaks measured in the same run, and plain per-token ``Model.eval`` as the B = 1 reference.
 
-    python benchmarks/batch.py --models v4-169m v7-0.1b --formats F16 Q8_0 --batch 1 2 4 8 16 --threads 2
+    python benchmarks/batch.py                                   # every shape, F16 Q8_0 Q4_0, B = 1..32
+    python benchmarks/batch.py --quick                           # the small shapes, B = 1 4 16, fewer steps
+    python benchmarks/batch.py --models v7-1.5b --formats Q8_0 --batch 1 8 32 --json out.json
 
-Random weights are generated once into ~/.cache/rwkv_ggml_bench (RWKV_GGML_BENCH_CACHE overrides). On a
-shared machine the numbers are noisy: each entry is the median step of ``--steps`` steps.
+Random weights are generated once into ~/.cache/rwkv_ggml_bench (RWKV_GGML_BENCH_CACHE overrides; the
+1.5B shapes take ~12 GB there with their F32 sources). The machine is shared and noisy, so the steps are
+measured in rounds: each round times ``eval`` and then every B, a few steps each, and a B's figures are the
+medians over the rounds of its time and of its speed-up against that round's ``eval``. The speed-up is a
+ratio within one round, so a slow round moves both sides.
+
+'% peak' is the achieved rate against the arithmetic peak of the kernels the step runs: the quantized
+matrices on the int8 dot units, the float ones (F16/F32, and the F16 head of a quantized file) on the F32
+FMA units, so the ceiling of a step is flops_int8 / int8_peak + flops_float / f32_peak.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +39,53 @@ from models import SHAPES, model_file
 
 from rwkv_ggml import Model, ggml
 from rwkv_ggml.batch import StateBank
-from rwkv_ggml.fileformat import read_model_file
+from rwkv_ggml.fileformat import DType, read_model_file
+
+QUICK_MODELS = ["v4-169m", "v7-0.1b"]
+QUICK_BATCH = [1, 4, 16]
 
 
-def matrix_params(path: Path) -> int:
-    """Weights multiplied per token: every 2-D tensor but the embedding (a row lookup); the head included,
-    since every sequence of a step gets its logits."""
+@dataclass
+class Result:
+    model: str
+    format: str
+    batch: int  # 0: plain eval
+    ms_per_step: float
+    tokens_per_s: float
+    x_eval: float
+    gflops: float
+    pct_peak: float
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matrix_flops(path: Path) -> tuple[int, int]:
+    """Flops per token of the matrix products, (on block-quantized weights, on float weights): every 2-D
+    tensor but the embedding (a row lookup), the head included, since every sequence of a step gets its
+    logits."""
+    quant = flt = 0
     with read_model_file(path) as mf:
-        return sum(int(np.prod(r.ne)) for n, r in mf.tensors.items() if len(r.ne) == 2 and n != "emb.weight")
+        for name, rec in mf.tensors.items():
+            if len(rec.ne) != 2 or name == "emb.weight":
+                continue
+            flops = 2 * int(np.prod(rec.ne))
+            if DType(rec.dtype) in (DType.F32, DType.F16):
+                flt += flops
+            else:
+                quant += flops
+    return quant, flt
 
 
-def median_step(step, steps: int, warm_up: int = 3) -> float:
-    for _ in range(warm_up):  # graph build, first touches, thread wake-up
-        step()
+def time_steps(step: Callable[[], None], steps: int) -> float:
+    """Median seconds of ``steps`` calls."""
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -47,8 +94,7 @@ def median_step(step, steps: int, warm_up: int = 3) -> float:
     return statistics.median(times)
 
 
-def eval_rate(m: Model, steps: int) -> float:
-    """Median seconds of one plain per-token eval (the B = 1 reference)."""
+def eval_step(m: Model) -> Callable[[], None]:
     rng = np.random.default_rng(0)
     state = m.init_state()
     logits = np.empty(m.n_vocab, dtype=np.float32)
@@ -56,11 +102,10 @@ def eval_rate(m: Model, steps: int) -> float:
     def step() -> None:
         m.eval(int(rng.integers(m.n_vocab)), state, state_out=state, logits_out=logits)
 
-    return median_step(step, steps)
+    return step
 
 
-def batch_step(m: Model, B: int, steps: int) -> float:
-    """Median seconds of one eval_batch step of B sequences in a bank of B slots."""
+def batch_step(m: Model, B: int) -> tuple[StateBank, Callable[[], None]]:
     rng = np.random.default_rng(B)
     bank = StateBank(m, B)
     slots = [bank.allocate() for _ in range(B)]
@@ -69,60 +114,116 @@ def batch_step(m: Model, B: int, steps: int) -> float:
     def step() -> None:
         bank.eval_batch(rng.integers(0, m.n_vocab, B), slots, logits_out=logits)
 
-    return median_step(step, steps)
+    return bank, step
 
 
-def row(
-    name: str,
-    fmt: str,
-    B: str,
-    sec: float,
-    n_tokens: int,
-    base_rate: float,
-    flops_per_token: int,
-    unit: float,
-) -> str:
-    gflops = n_tokens * flops_per_token / sec / 1e9
-    rate = n_tokens / sec
+def measure(
+    name: str, fmt: str, batches: list[int], args: argparse.Namespace, peaks: dict[str, float]
+) -> list[Result]:
+    path = model_file(name, fmt)
+    qflops, fflops = matrix_flops(path)
+    # seconds per token at the peaks: the ceiling of the kernels this file's products run on
+    ideal = qflops / (peaks["int8"] * 1e9) + fflops / (peaks["f32"] * 1e9)
+    with Model(path, threads=args.threads) as m:
+        steps: dict[int, Callable[[], None]] = {0: eval_step(m)}
+        banks = []  # kept alive while their steps run
+        for B in batches:
+            bank, steps[B] = batch_step(m, B)
+            banks.append(bank)
+        for step in steps.values():  # graph builds, first touches, thread wake-up
+            step()
+            step()
+        secs: dict[int, list[float]] = {k: [] for k in steps}
+        ratios: dict[int, list[float]] = {k: [] for k in steps}
+        for _ in range(args.rounds):
+            base = time_steps(steps[0], args.steps)
+            for k, step in steps.items():
+                sec = base if k == 0 else time_steps(step, args.steps)
+                secs[k].append(sec)
+                ratios[k].append(max(k, 1) * base / sec)
+        del banks
+    results = []
+    for k in steps:
+        sec = statistics.median(secs[k])
+        tokens = max(k, 1)
+        results.append(
+            Result(
+                model=name,
+                format=fmt,
+                batch=k,
+                ms_per_step=1e3 * sec,
+                tokens_per_s=tokens / sec,
+                x_eval=statistics.median(ratios[k]),
+                gflops=tokens * (qflops + fflops) / sec / 1e9,
+                pct_peak=100 * tokens * ideal / sec,
+            )
+        )
+    return results
+
+
+def measure_peaks(threads: int) -> dict[str, float]:
+    pool = ggml.Pool(threads)
+    try:
+        return {kind: fma_peak(pool, threads, kind=kind) for kind in ("f32", "int8")}
+    finally:
+        pool.close()
+
+
+def row(r: Result) -> str:
+    b = "eval" if r.batch == 0 else str(r.batch)
     return (
-        f"{name:<10}{fmt:<8}{B:>4}{1e3 * sec:>10.2f}{rate:>10.1f}{rate / base_rate:>7.2f}"
-        f"{gflops:>9.1f}{100 * gflops / unit:>7.0f}%"
+        f"{r.model:<10}{r.format:<8}{b:>5}{r.ms_per_step:>10.2f}{r.tokens_per_s:>10.1f}{r.x_eval:>8.2f}"
+        f"{r.gflops:>9.1f}{r.pct_peak:>8.0f}%"
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["v4-169m", "v7-0.1b"], choices=list(SHAPES))
+    ap.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--formats", nargs="+", default=["F16", "Q8_0", "Q4_0"])
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=3, help="steps per B per round (median)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of eval + every B (median over rounds)")
+    ap.add_argument(
+        "--quick", action="store_true", help=f"{' '.join(QUICK_MODELS)}, B = {QUICK_BATCH}, 3 rounds"
+    )
+    ap.add_argument("--json", type=Path, help="also write the results and the peaks to this file")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.batch, args.rounds = QUICK_MODELS, QUICK_BATCH, 3
+    if any(b < 1 for b in args.batch) or args.steps < 1 or args.rounds < 1:
+        ap.error("--batch, --steps and --rounds take positive numbers")
 
-    pool = ggml.Pool(args.threads)
-    peaks = {kind: fma_peak(pool, args.threads, kind=kind) for kind in ("f32", "int8")}
-    pool.close()
+    peaks = measure_peaks(args.threads)
     print(
-        f"{args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): "
-        f"F32 FMA {peaks['f32']:.0f}, int8 dot {peaks['int8']:.0f}; "
-        "'% unit': of the peak of the unit the products run on"
+        f"{cpu_name()}: {args.threads} threads, SIMD level {ggml.simd_level()}, peaks (G-ops/s): "
+        f"F32 FMA {peaks['f32']:.0f}, int8 dot {peaks['int8']:.0f}\n"
+        "'x eval': tokens/s against plain eval in the same round; '% peak': of the kernels' arithmetic peak"
     )
     print(
-        f"{'model':<10}{'format':<8}{'B':>4}{'ms/step':>10}{'tokens/s':>10}{'x eval':>7}{'GFLOP/s':>9}"
-        f"{'% unit':>8}"
+        f"{'model':<10}{'format':<8}{'B':>5}{'ms/step':>10}{'tokens/s':>10}{'x eval':>8}"
+        f"{'GFLOP/s':>9}{'% peak':>9}"
     )
+    results: list[Result] = []
     for name in args.models:
         for fmt in args.formats:
-            path = model_file(name, fmt)
-            flops_per_token = 2 * matrix_params(path)
-            unit = peaks["f32"] if fmt in ("F32", "F16") else peaks["int8"]
-            with Model(path, threads=args.threads) as m:
-                sec = eval_rate(m, args.steps)
-                base_rate = 1 / sec
-                print(row(name, fmt, "eval", sec, 1, base_rate, flops_per_token, unit), flush=True)
-                for B in args.batch:
-                    sec = batch_step(m, B, args.steps)
-                    print(row(name, fmt, str(B), sec, B, base_rate, flops_per_token, unit), flush=True)
+            for r in measure(name, fmt, args.batch, args, peaks):
+                results.append(r)
+                print(row(r), flush=True)
+    after = measure_peaks(args.threads)  # the machine may have got busier or quieter meanwhile
+    print(f"peaks after the run: F32 FMA {after['f32']:.0f}, int8 dot {after['int8']:.0f}")
+    if args.json is not None:
+        doc = {
+            "cpu": cpu_name(),
+            "threads": args.threads,
+            "simd_level": ggml.simd_level(),
+            "peaks_gops": {"before": peaks, "after": after},
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "results": [asdict(r) for r in results],
+        }
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 from . import chat_session as _chat
 from . import completions as _oai
 from . import generation as _text
+from .batch_generation import BatchResult
 from .chat_format import ChatMessage, ChatTemplate, TemplateLike
 from .generation import DEFAULT_MAX_TOKENS
 from .model import FloatArray
@@ -243,6 +244,65 @@ class Model(CoreModel):
                 grammar=grammar,
                 regex=regex,
             )
+        )
+
+    @with_sampling_doc
+    def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
+        *,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
+        top_k: int = DEFAULT_TOP_K,
+        min_p: float = DEFAULT_MIN_P,
+        presence_penalty: float = DEFAULT_PRESENCE_PENALTY,
+        frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY,
+        repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+        penalty_decay: float = DEFAULT_PENALTY_DECAY,
+        logit_bias: dict[int, float] | None = None,
+        banned_tokens: Sequence[int] = (),
+        stop: str | Sequence[str] | None = None,
+        stop_tokens: Sequence[int] = (),
+        seed: int | None = None,
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        tokenizer: Tokenizer | str | None = None,
+    ) -> list[BatchResult]:
+        """Continuations of many prompts decoded together, one batched step per token
+        (:func:`rwkv_ggml.batch_generation.generate_batch`); the results (``text``, ``tokens``,
+        ``finish_reason``, token counts) in prompt order. The sampling keywords are :meth:`generate`'s and
+        apply to every prompt (each request samples with its own copy, the seed included, so each result
+        equals ``generate`` of that prompt alone with the same options: bit for bit in greedy mode up to
+        the batch rounding of the module's docstring). ``params``: one SamplingParams, or one per prompt;
+        keywords that differ from their defaults are applied on top of each. ``max_tokens``: one limit or
+        one per prompt. Bad options raise TypeError/ValueError before anything is computed."""
+        from .batch_generation import generate_batch
+
+        options = dict(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            repetition_penalty=repetition_penalty,
+            penalty_decay=penalty_decay,
+            logit_bias=logit_bias,
+            banned_tokens=banned_tokens,
+            stop_tokens=stop_tokens,
+            seed=seed,
+        )
+        per: SamplingParams | list[SamplingParams]
+        if params is None or isinstance(params, SamplingParams):
+            per = params_from_options(params, None, **options)
+        elif isinstance(params, (list, tuple)):
+            per = [params_from_options(p, None, **options) for p in params]
+        else:
+            raise TypeError(
+                f"params must be None, a SamplingParams or a list of them, got {type(params).__name__}"
+            )
+        return generate_batch(
+            self, prompts, max_tokens, tokenizer=self._tok(tokenizer), params=per, stop=stop
         )
 
     # ---- OpenAI-shaped ----

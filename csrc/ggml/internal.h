@@ -175,11 +175,11 @@ typedef struct {
     rg_to_f32_fn to_f32;     /* n elements (multiple of block_size) */
     rg_from_f32_fn from_f32; /* may be NULL (I32) */
     /* Block-quantized weights: mul_mat converts each activation row with vec_dot_type's from_f32 and
-     * calls vec_dot / vec_dot_x4 (kernel table, formats.md §5.4); NULL for the other types. */
+     * calls vec_dot / vec_dot_xn (kernel table, formats.md §5.4); NULL for the other types. */
     int vec_dot_type;
     float (*vec_dot)(int64_t n, const void *w_row, const void *x_row);
-    /* out[j] = vec_dot(n, w_row, x + j * ldx) for j < nx (1..4), the weight row read once */
-    void (*vec_dot_x4)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
+    /* out[j] = vec_dot(n, w_row, x + j * ldx) for j < nx (1..RG_QDOT_MAX_NX), the weight row read once */
+    void (*vec_dot_xn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
 } rg_type_traits;
 
 RG_INTERNAL_API const rg_type_traits *rg_traits(int type);

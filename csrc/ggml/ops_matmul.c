@@ -3,9 +3,11 @@
  * Threads split the weight rows m, so every output element is one dot product computed by one thread
  * in a fixed order: the result does not depend on the thread count. With T = 1 (per-token mode) the
  * kernel streams each weight row once against the activation vector, which is memory-bound. With
- * T >= 8 columns of one plane and an AVX-512 CPU the column-panel kernels run (activations transposed
- * so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row is made f32 once and
- * reused against four activation rows at a time.
+ * many columns of one plane (33 float, 10 quantized) and an AVX-512 CPU the column-panel kernels run
+ * (activations transposed so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row
+ * is made f32 once and reused against the activation rows a few at a time, in the mat-vec's summation
+ * order on AVX-512 (and always for the quantized types), so that a batched decode step equals one eval
+ * per sequence bit for bit.
  *
  * Which of these routes a node takes is decided in one place, route_now() at the end of this file,
  * whose comment lists the routes; ROUTES beside it holds each route's shape test, work size, phase 0
@@ -83,10 +85,11 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
     for (int64_t m = g0 * 4; m < M && m < g1 * 4; m += 4) {
         const int nr = M - m < 4 ? (int)(M - m) : 4;
         const void *rows = a_plane + m * a->nb[1];
-        if (a->nb[1] < RG_ROWS4_MIN_ROW_BYTES) {
+        if (a->nb[1] < RG_ROWS4_MIN_ROW_BYTES) { /* one row at a time, in the rows4 order all the same */
             for (int j = 0; j < nr; j++) {
                 const void *row = (const uint8_t *)rows + j * a->nb[1];
-                out[m + j] = a->type == RG_TYPE_F32 ? rg_kernels.dot_f32(row, x, K) : rg_kernels.dot_f16_f32(row, x, K);
+                if (a->type == RG_TYPE_F32) rg_kernels.dot_f32_rows4(row, 0, x, K, 1, out + m + j);
+                else rg_kernels.dot_f16_rows4(row, 0, x, K, 1, out + m + j);
             }
         } else if (a->type == RG_TYPE_F32) {
             rg_kernels.dot_f32_rows4(rows, (int64_t)(a->nb[1] / sizeof(float)), x, K, nr, out + m);
@@ -97,16 +100,19 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
 }
 
 /* Mat-mat: tiles of RG_GEMM_MR weight rows (made f32 once per tile when stored otherwise) against all T
- * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows split between threads whole,
- * so the output does not depend on the thread count. */
-static void mat_mat_float(const rg_compute_params *p, const rg_tensor *a, const uint8_t *a_plane,
-                          const float *b, int64_t ldb, int64_t T, uint8_t *d_plane, size_t ldd) {
+ * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows claimed by the threads whole
+ * (next_groups, as the mat-vec: a thread held up by another process leaves its share to the others), so
+ * the output does not depend on the thread count. */
+static void mat_mat_float(const rg_compute_params *p, const rg_tensor *dst, const uint8_t *a_plane, const float *b,
+                          int64_t ldb, int64_t T, uint8_t *d_plane, size_t ldd) {
+    const rg_tensor *a = dst->src[0];
     const int64_t K = a->ne[0], M = a->ne[1];
     const rg_type_traits *ta = rg_traits(a->type);
     float *tile_buf = rg_thread_scratch(p);
     float out[RG_GEMM_MR * RG_GEMM_NR];
     int64_t g0, g1;
-    rg_split((M + RG_GEMM_MR - 1) / RG_GEMM_MR, p->ith, p->nth, &g0, &g1);
+    int cursor = 0;
+    while (next_groups(p, dst, (M + RG_GEMM_MR - 1) / RG_GEMM_MR, &cursor, &g0, &g1))
     for (int64_t m = g0 * RG_GEMM_MR; m < M && m < g1 * RG_GEMM_MR; m += RG_GEMM_MR) {
         const int mr = M - m < RG_GEMM_MR ? (int)(M - m) : RG_GEMM_MR;
         const float *at;
@@ -150,7 +156,7 @@ static void mul_mat_float(const rg_compute_params *p, rg_tensor *dst) {
             if (T == 1 && (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16)) {
                 mat_vec_float(p, dst, a_plane, b_plane, (float *)d_plane);
             } else {
-                mat_mat_float(p, a, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
+                mat_mat_float(p, dst, a_plane, b_plane, ldb, T, d_plane, dst->nb[1]);
             }
         }
     }
@@ -227,14 +233,26 @@ static void quantize_b(const rg_compute_params *p, const rg_tensor *dst) {
     }
 }
 
+/* One weight row against activation rows [t0, t1), RG_QDOT_MAX_NX at a time: the row is read and
+ * unpacked once per group of columns, and each output equals the mat-vec's vec_dot bit for bit. */
+static void quant_row_cols(const rg_type_traits *ta, const rg_tensor *dst, int64_t K, const void *arow,
+                           const uint8_t *x_plane, size_t rb, int64_t t0, int64_t t1, uint8_t *d_plane, int64_t m) {
+    for (int64_t t = t0; t < t1; t += RG_QDOT_MAX_NX) {
+        const int nx = t1 - t < RG_QDOT_MAX_NX ? (int)(t1 - t) : RG_QDOT_MAX_NX;
+        float out[RG_QDOT_MAX_NX];
+        ta->vec_dot_xn(K, arow, x_plane + (size_t)t * rb, rb, nx, out);
+        for (int j = 0; j < nx; j++) *(float *)(d_plane + (t + j) * dst->nb[1] + m * sizeof(float)) = out[j];
+    }
+}
+
 static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const rg_type_traits *ta = rg_traits(a->type);
     const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1];
     const size_t rb = rg_mm_quant_b_row_bytes(dst);
-    /* equal tiles of a multiple of 4 rows, as few as fit RG_QUANT_TILE_BYTES each */
+    /* equal tiles of a multiple of RG_QDOT_MAX_NX rows, as few as fit RG_QUANT_TILE_BYTES each */
     const int64_t n_tiles = ((int64_t)rb * T + RG_QUANT_TILE_BYTES - 1) / RG_QUANT_TILE_BYTES;
-    const int64_t tile = ((T + n_tiles - 1) / n_tiles + 3) & ~(int64_t)3;
+    const int64_t tile = ((T + n_tiles - 1) / n_tiles + RG_QDOT_MAX_NX - 1) / RG_QDOT_MAX_NX * RG_QDOT_MAX_NX;
     int64_t m0, m1;
     rg_split(M, p->ith, p->nth, &m0, &m1);
     for (int64_t i3 = 0; i3 < dst->ne[3]; i3++) {
@@ -242,25 +260,21 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
             const uint8_t *a_plane = (const uint8_t *)a->data + (i2 % a->ne[2]) * a->nb[2] + (i3 % a->ne[3]) * a->nb[3];
             const uint8_t *x_plane = (const uint8_t *)p->wdata + (size_t)((i3 * b->ne[2] + i2) * T) * rb;
             uint8_t *d_plane = (uint8_t *)dst->data + i2 * dst->nb[2] + i3 * dst->nb[3];
-            if (T == 1) {
-                float *out = (float *)d_plane;
+            if (n_tiles == 1) { /* mat-vec and small batches: rows claimed in groups of 4, all columns each */
                 int64_t g0, g1;
                 int cursor = 0;
                 while (next_groups(p, dst, (M + 3) / 4, &cursor, &g0, &g1))
-                    for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) out[m] = ta->vec_dot(K, a_plane + m * a->nb[1], x_plane);
+                    for (int64_t m = g0 * 4; m < M && m < g1 * 4; m++) {
+                        const void *arow = a_plane + m * a->nb[1];
+                        if (T == 1) ((float *)d_plane)[m] = ta->vec_dot(K, arow, x_plane);
+                        else quant_row_cols(ta, dst, K, arow, x_plane, rb, 0, T, d_plane, m);
+                    }
                 continue;
             }
             for (int64_t t0 = 0; t0 < T; t0 += tile) {
                 const int64_t t1 = T - t0 < tile ? T : t0 + tile;
-                for (int64_t m = m0; m < m1; m++) {
-                    const void *arow = a_plane + m * a->nb[1];
-                    for (int64_t t = t0; t < t1; t += 4) {
-                        const int nx = t1 - t < 4 ? (int)(t1 - t) : 4;
-                        float out[4];
-                        ta->vec_dot_x4(K, arow, x_plane + (size_t)t * rb, rb, nx, out);
-                        for (int j = 0; j < nx; j++) *(float *)(d_plane + (t + j) * dst->nb[1] + m * sizeof(float)) = out[j];
-                    }
-                }
+                for (int64_t m = m0; m < m1; m++)
+                    quant_row_cols(ta, dst, K, a_plane + m * a->nb[1], x_plane, rb, t0, t1, d_plane, m);
             }
         }
     }
@@ -278,8 +292,8 @@ static bool always(const rg_tensor *dst) {
 }
 static bool is_quantized(const rg_tensor *dst) { return rg_mm_quantized(dst->src[0]); }
 static bool is_float(const rg_tensor *dst) { return !rg_mm_quantized(dst->src[0]); }
-static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && !bf16_node(dst); }
-static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst) && bf16_node(dst); }
+static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst, false) && !bf16_node(dst); }
+static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst, true) && bf16_node(dst); }
 static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->src[1]); }
 
 static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
@@ -335,10 +349,10 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
- *   ROUTE_QPANEL       quantized weights, 2-D, T >= 8, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
+ *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
- *                      or vec_dot_x4 over tiles of activation rows
- *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 8, AVX-512, no bf16 asked for: f32 column panels
+ *                      or vec_dot_xn, one weight row against up to RG_QDOT_MAX_NX activation rows
+ *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX-512, no bf16 asked for: f32 column panels
  *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
  *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
  *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1) or f32 tiles, strided activations packed first

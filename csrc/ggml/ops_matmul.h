@@ -25,7 +25,7 @@ RG_INTERNAL_API rg_work rg_mm_qpanel_work(const rg_tensor *dst);
 RG_INTERNAL_API void rg_mm_qpanel_prepare(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_mm_qpanel_compute(const rg_compute_params *p, rg_tensor *dst);
 /* The float panel routes: f32 panels, or bf16 pairs when bf16 (both share one work size). */
-RG_INTERNAL_API bool rg_mm_fpanel_shape(const rg_tensor *dst);
+RG_INTERNAL_API bool rg_mm_fpanel_shape(const rg_tensor *dst, bool bf16);
 RG_INTERNAL_API rg_work rg_mm_fpanel_work(const rg_tensor *dst);
 RG_INTERNAL_API void rg_mm_fpanel_prepare(const rg_compute_params *p, const rg_tensor *dst, bool bf16);
 RG_INTERNAL_API void rg_mm_fpanel_compute(const rg_compute_params *p, rg_tensor *dst, bool bf16);

@@ -1,4 +1,4 @@
-/* mul_mat's panel routes: many activation columns (T >= 8) against weights of one plane, with the AVX-512
+/* mul_mat's panel routes: many activation columns (T >= 10 quantized, 33 float, 8 bf16) against weights of one plane, with the AVX-512
  * column-panel kernels (simd/k_gemm_panel.c, simd/k_quant_panel.c). ops_matmul.c decides when they run. */
 #include "ops_matmul.h"
 
@@ -40,8 +40,12 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
  * a k-block at a time (decoded once, then used against every panel) while prefetching the next tile's block. Each thread
  * takes a contiguous range of tiles; every output element is one chain over the blocks in order, so
  * the result does not depend on the thread count.
- * Below RG_QPANEL_MIN_T columns the 16-lane panels would be mostly padding and the one-row kernels win. */
-#define RG_QPANEL_MIN_T 8
+ * Below RG_QPANEL_MIN_T columns the 16-lane panels would be mostly padding and the one-row kernels win
+ * (vec_dot_*_xn, up to 8 columns per pass over a weight row; measured on Sapphire Rapids, 2 threads,
+ * 1.5B shapes 8192x2048 and 2048x8192 Q8_0: at T = 8 the rows took 1.0-1.1 ms and the panels 1.3-1.7 ms,
+ * at T = 10 both ~1.4 ms, at T = 12 and 16 the panels won). Below it a batched decode step is also
+ * bit-identical to one mat-vec per column. */
+#define RG_QPANEL_MIN_T 10
 /* Blocks of k per step of a tile: a tile's rows are decoded and multiplied a k-block at a time (16 KB of
  * activation records per panel, the decoded block in L1) while the next tile's block is prefetched. */
 #define RG_QPANEL_KB 16
@@ -146,16 +150,23 @@ void rg_mm_qpanel_compute(const rg_compute_params *p, rg_tensor *dst) {
  * prefetches the next tile, and walks k in blocks: F32 rows are read in place, F16 rows made f32 (and
  * every row made bf16 on the bf16 route) a k-block at a time, and the kernel runs on up to
  * RG_PANEL_MAX_NP panels at once. Every output element is one chain over k in a fixed order: the result
- * does not depend on the thread count. */
-#define RG_FPANEL_MIN_T 8
+ * does not depend on the thread count.
+ *
+ * Up to 32 columns (a batched decode step) the row tiles of ops_matmul.c run instead: they add in the
+ * mat-vec's order, so each of B sequences equals its own eval bit for bit, and measured no slower there
+ * (Sapphire Rapids, 2 threads, F16 8192x2048 and 2048x8192: T = 8 tiles 7.4 ms / panels 12.0 ms, T = 16
+ * 10.5 / 13.1, T = 32 16.9 / 15.0). Longer prompt chunks keep the panels. */
+#define RG_FPANEL_MIN_T 33
+/* The bf16 route is opt-in and inexact anyway: its panels start at 8 columns as before. */
+#define RG_FPANEL_BF16_MIN_T 8
 /* Elements of k per step of a tile (a multiple of 32): converting a tile's rows a k-block at a time lets
  * the hardware prefetcher stream them in while the kernel computes, instead of the kernel waiting for a
  * burst of whole rows. */
 #define RG_FPANEL_KC 128
 
-bool rg_mm_fpanel_shape(const rg_tensor *dst) {
+bool rg_mm_fpanel_shape(const rg_tensor *dst, bool bf16) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    return (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] >= RG_FPANEL_MIN_T &&
+    return (a->type == RG_TYPE_F32 || a->type == RG_TYPE_F16) && b->ne[1] >= (bf16 ? RG_FPANEL_BF16_MIN_T : RG_FPANEL_MIN_T) &&
            a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
 }
 

@@ -20,7 +20,7 @@ static void act_from_f32(const float *src, void *dst, int64_t n) { rg_kernels.qu
 #define RG_VEC_DOT_WRAPPERS(t)                                                                                    \
     static float vd_##t(int64_t n, const void *w, const void *x) { return rg_kernels.vec_dot_##t(n, w, x); }      \
     static void vd4_##t(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {              \
-        rg_kernels.vec_dot_##t##_x4(n, w, x, ldx, nx, out);                                                      \
+        rg_kernels.vec_dot_##t##_xn(n, w, x, ldx, nx, out);                                                      \
     }
 RG_VEC_DOT_WRAPPERS(q4_0)
 RG_VEC_DOT_WRAPPERS(q4_1)
@@ -33,7 +33,7 @@ RG_VEC_DOT_WRAPPERS(q6_k)
 #undef RG_VEC_DOT_WRAPPERS
 
 #define Q8A RG_TYPE_Q8_ACT
-/* name, block_size, block_bytes, quantized, to_f32, from_f32, vec_dot_type, vec_dot, vec_dot_x4 */
+/* name, block_size, block_bytes, quantized, to_f32, from_f32, vec_dot_type, vec_dot, vec_dot_xn */
 static const rg_type_traits g_traits[RG_MAX_TYPE] = {
     [RG_TYPE_F32] = {"F32", 1, 4, false, f32_to_f32, f32_from_f32, RG_TYPE_F32, NULL, NULL},
     [RG_TYPE_F16] = {"F16", 1, 2, false, f16_to_f32, f16_from_f32, RG_TYPE_F16, NULL, NULL},

@@ -144,9 +144,56 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+def _read_prompts_file(name: str) -> list[str]:
+    if name == "-":
+        if sys.stdin is None:
+            raise CliError("--prompts-file -: standard input is closed")
+        text = read_stdin()
+    else:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the prompts file '{name}': {exc}") from None
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise CliError(f"the prompts file '{name}' has no prompts (one per line)")
+    return prompts
+
+
+def _generate_batch(args: argparse.Namespace) -> int:
+    """generate --prompts-file: every prompt decoded together (batch_generation), JSON lines out."""
+    import json
+
+    from ..batch_generation import generate_batch
+    from ..sampling import params_from_options
+
+    if args.prompt is not None:
+        raise CliError("give either PROMPT or --prompts-file, not both")
+    prompts = _read_prompts_file(args.prompts_file)
+    with _load_model(args) as model:
+        params = params_from_options(None, None, **_sampling_kwargs(args))
+        results = generate_batch(
+            model, prompts, args.max_tokens, tokenizer=_tokenizer(model, args.tokenizer), params=params
+        )
+        for i, (prompt, r) in enumerate(zip(prompts, results, strict=True)):
+            record = {
+                "index": i,
+                "prompt": prompt,
+                "text": r.text,
+                "finish_reason": r.finish_reason,
+                "tokens": r.tokens,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+            }
+            write_out(sys.stdout, json.dumps(record, ensure_ascii=False) + "\n")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..generation import generate
 
+    if args.prompts_file is not None:
+        return _generate_batch(args)
     if args.prompt is None or args.prompt == "-":
         if sys.stdin is None:
             raise CliError("no prompt: standard input is closed; give the prompt as an argument")

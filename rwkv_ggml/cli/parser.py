@@ -221,6 +221,12 @@ def _add_text_commands(sub: Any) -> None:
     p.add_argument(
         "prompt", nargs="?", metavar="PROMPT", help="the text to continue; '-' or omitted: read stdin"
     )
+    p.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help="continue every line of FILE ('-': stdin) together in one batch (blank lines skipped); "
+        "prints one JSON object per prompt, in order: index, prompt, text, finish_reason, tokens",
+    )
     _add_model(p)
     _add_sampling(p, DEFAULT_MAX_TOKENS)
     _add_structured(p)

@@ -2,26 +2,31 @@
 format, B = 1, 2, 3, 8, 17, random slot orders, sequences joining and leaving mid-run, untouched rows of the
 slots not in a step, the array forms of the states and the argument errors.
 
-What "equal" means (measured, then bounded with margin; the bounds are relative to the largest |value|):
+What "equal" means (per format; the bounds are relative to the largest |value|):
 
 * B = 1 is bit-identical to eval (one column takes the same mat-vec kernels).
-* B > 1: the recurrences, norms and element-wise steps are bit-identical
-  (tests/engine/test_rwkv_batch_ops.py); the matrix products of B columns take the mat-mat kernels,
-  which sum in another order:
-  - F32 and F16 weights: within F32_BOUND (observed <= 1.5e-5 after 3 steps at B = 17, B = 2: 8e-7);
-  - block-quantized weights: the activations are quantized to int8 per 32-block before each product, so a
-    last-bit difference can flip one activation code (tests/model/test_sequence.py, FLIP_BOUND), and in
-    these tiny models one code moves every logit a little: within FLIP_BOUND (observed <= 1.4e-2 at B = 17,
-    as sequence mode's 1e-2).
+* The recurrences, norms and element-wise steps are bit-identical for any B
+  (tests/engine/test_rwkv_batch_ops.py); only the matrix products of B columns can differ:
+  - F32 and F16 weights, AVX-512 level: bit-identical up to B = 32 (the row tiles add in the mat-vec's
+    order; the column panels start at 33 columns). Other levels: within F32_BOUND (observed <= 1.5e-5
+    after 3 steps at B = 17).
+  - block-quantized weights, every level: bit-identical up to B = 9 (vec_dot_*_xn equals the mat-vec's
+    vec_dot). From B = 10 on, with AVX512_VNNI, the column panels add the f32 block terms in another order,
+    and a last-bit difference can flip one int8 activation code (tests/model/test_sequence.py,
+    FLIP_BOUND), which in these tiny models moves every logit a little: within FLIP_BOUND (observed up
+    to 5.7e-2 at B = 17 on the v5.1 Q4_0 model with this file's seeds, before and after the row-kernel
+    change; other draws gave <= 1.4e-2, as sequence mode's 1e-2).
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rwkv_ggml import ggml
 from rwkv_ggml.batch import MAX_BATCH_GRAPHS, StateBank
 from rwkv_ggml.errors import ClosedError, EngineArgumentError
 from rwkv_ggml.model import Model
@@ -31,7 +36,9 @@ from tests.reference.random_models import write_random_model
 
 B_VALUES = (1, 2, 3, 8, 17)
 F32_BOUND = 5e-5
-FLIP_BOUND = 3e-2
+FLIP_BOUND = 1e-1
+FLOAT_EXACT_MAX_B = 32  # below RG_FPANEL_MIN_T (ops_matmul_panel.c), AVX-512 level
+QUANT_EXACT_MAX_B = 9  # below RG_QPANEL_MIN_T
 STEPS = 3
 # (stem, GroupNorm epsilon): the v5 tiny models were made with rwkv.cpp's 1e-5
 TINY = [("4v0-660K", None), ("5v1-730K", 1e-5), ("5v2-730K", 1e-5), ("7v0-834K", None)]
@@ -63,6 +70,15 @@ def _assert_close(got: np.ndarray, want: np.ndarray, quantized: bool, what: str)
     np.testing.assert_array_equal(got[~finite], want[~finite])
 
 
+def _bit_identical(B: int, fmt: str) -> bool:
+    """Whether a batch of B equals B separate evals bit for bit at the level in effect (module docstring)."""
+    if B == 1:
+        return True
+    if fmt.startswith("Q"):
+        return B <= QUANT_EXACT_MAX_B
+    return ggml.simd_level() == 2 and B <= FLOAT_EXACT_MAX_B
+
+
 def _distinct_states(m: Model, n: int, g: np.random.Generator) -> np.ndarray:
     """n different states: each after its own short random prompt."""
     return np.stack(
@@ -77,7 +93,8 @@ def test_eval_batch_equals_separate_evals(
 ) -> None:
     quantized = fmt.startswith("Q")
     with Model(_model_path(stem, fmt, v6_path, tmp_path_factory), threads=2, gn_eps=gn_eps) as m:
-        g = np.random.default_rng(hash((stem, fmt)) % 2**32)
+        # a stable seed (hash() of a str changes per process): the same draws, so the same bounds, every run
+        g = np.random.default_rng(zlib.crc32(f"{stem}/{fmt}".encode()))
         for B in B_VALUES:
             bank = StateBank(m, B + 4)
             slots = [bank.allocate(s) for s in _distinct_states(m, B + 4, g)]
@@ -94,7 +111,7 @@ def test_eval_batch_equals_separate_evals(
                     one, want[slot] = m.eval(int(tokens[b]), want[slot])
                     assert one is not None
                     what = f"B={B} step {step} sequence {b}"
-                    if B == 1:
+                    if _bit_identical(B, fmt):
                         np.testing.assert_array_equal(logits[b], one, err_msg=what)
                         np.testing.assert_array_equal(bank.array[slot], want[slot], err_msg=what)
                     else:

@@ -19,44 +19,64 @@ static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-/* One (m, t) accumulator per register; MR x NR fixed at 4 x 6 (24 of the 32 zmm registers). */
+/* The summation order of the AVX-512 mat-vec (dot_*_rows4 in k_vec_avx512.c), so that a column of a
+ * mat-mat equals the mat-vec of that column bit for bit (a batch of B sequences equals B single evals):
+ * per (m, t) two accumulators take alternate 16-lane chunks of 32-element steps, a 16-element step goes
+ * into the first, a masked tail into the second, and the result is reduce_add(s0 + s1). Columns are taken
+ * three at a time: 4 x 3 x 2 accumulators in 24 of the 32 zmm registers, and per 32-element step
+ * 8 + 6 loads for 24 FMAs. */
 RG_AVX512 static void gemm_tile_avx512(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
                                        int64_t k, float *c, int64_t ldc) {
-    __m512 acc[4][6];
-    for (int m = 0; m < 4; m++)
-        for (int t = 0; t < 6; t++) acc[m][t] = _mm512_setzero_ps();
-    int64_t i = 0;
-    if (mr == 4 && nr == 6) {
-        for (; i + 16 <= k; i += 16) {
-            const __m512 a0 = _mm512_loadu_ps(a + i), a1 = _mm512_loadu_ps(a + lda + i);
-            const __m512 a2 = _mm512_loadu_ps(a + 2 * lda + i), a3 = _mm512_loadu_ps(a + 3 * lda + i);
-            for (int t = 0; t < 6; t++) {
-                const __m512 bt = _mm512_loadu_ps(b + t * ldb + i);
-                acc[0][t] = _mm512_fmadd_ps(a0, bt, acc[0][t]);
-                acc[1][t] = _mm512_fmadd_ps(a1, bt, acc[1][t]);
-                acc[2][t] = _mm512_fmadd_ps(a2, bt, acc[2][t]);
-                acc[3][t] = _mm512_fmadd_ps(a3, bt, acc[3][t]);
+    for (int t0 = 0; t0 < nr; t0 += 3) {
+        const int nt = nr - t0 < 3 ? nr - t0 : 3;
+        const float *bt = b + t0 * ldb;
+        __m512 s0[4][3], s1[4][3];
+        for (int m = 0; m < 4; m++)
+            for (int t = 0; t < 3; t++) s0[m][t] = s1[m][t] = _mm512_setzero_ps();
+        int64_t i = 0;
+        if (mr == 4 && nt == 3) {
+            for (; i + 32 <= k; i += 32) {
+                __m512 x0[3], x1[3];
+                for (int t = 0; t < 3; t++) {
+                    x0[t] = _mm512_loadu_ps(bt + t * ldb + i);
+                    x1[t] = _mm512_loadu_ps(bt + t * ldb + i + 16);
+                }
+                for (int m = 0; m < 4; m++) {
+                    const __m512 a0 = _mm512_loadu_ps(a + m * lda + i), a1 = _mm512_loadu_ps(a + m * lda + i + 16);
+                    for (int t = 0; t < 3; t++) {
+                        s0[m][t] = _mm512_fmadd_ps(a0, x0[t], s0[m][t]);
+                        s1[m][t] = _mm512_fmadd_ps(a1, x1[t], s1[m][t]);
+                    }
+                }
             }
+        } else {
+            for (; i + 32 <= k; i += 32)
+                for (int t = 0; t < nt; t++) {
+                    const __m512 x0 = _mm512_loadu_ps(bt + t * ldb + i), x1 = _mm512_loadu_ps(bt + t * ldb + i + 16);
+                    for (int m = 0; m < mr; m++) {
+                        s0[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), x0, s0[m][t]);
+                        s1[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i + 16), x1, s1[m][t]);
+                    }
+                }
         }
-    } else {
-        for (; i + 16 <= k; i += 16) {
-            for (int t = 0; t < nr; t++) {
-                const __m512 bt = _mm512_loadu_ps(b + t * ldb + i);
+        if (i + 16 <= k) {
+            for (int t = 0; t < nt; t++) {
+                const __m512 x0 = _mm512_loadu_ps(bt + t * ldb + i);
+                for (int m = 0; m < mr; m++) s0[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), x0, s0[m][t]);
+            }
+            i += 16;
+        }
+        if (i < k) {
+            const __mmask16 msk = (__mmask16)((1u << (k - i)) - 1u);
+            for (int t = 0; t < nt; t++) {
+                const __m512 x0 = _mm512_maskz_loadu_ps(msk, bt + t * ldb + i);
                 for (int m = 0; m < mr; m++)
-                    acc[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), bt, acc[m][t]);
+                    s1[m][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(msk, a + m * lda + i), x0, s1[m][t]);
             }
         }
+        for (int t = 0; t < nt; t++)
+            for (int m = 0; m < mr; m++) c[(t0 + t) * ldc + m] = _mm512_reduce_add_ps(_mm512_add_ps(s0[m][t], s1[m][t]));
     }
-    if (i < k) {
-        const __mmask16 msk = (__mmask16)((1u << (k - i)) - 1u);
-        for (int t = 0; t < nr; t++) {
-            const __m512 bt = _mm512_maskz_loadu_ps(msk, b + t * ldb + i);
-            for (int m = 0; m < mr; m++)
-                acc[m][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(msk, a + m * lda + i), bt, acc[m][t]);
-        }
-    }
-    for (int t = 0; t < nr; t++)
-        for (int m = 0; m < mr; m++) c[t * ldc + m] = _mm512_reduce_add_ps(acc[m][t]);
 }
 
 RG_AVX2 static inline float hsum8(__m256 v) {

@@ -126,15 +126,23 @@ static float vec_dot_q6_k(int64_t n, const void *w, const void *x) {
     dot_q6_k_avx2(n, w, x, 0, 1, &r);
     return r;
 }
-static void vec_dot_q4_k_x4(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
-    dot_q45_k_avx2(n, w, x, ldx, nx, out, 0);
+/* The kernels above take up to 4 activation rows; the table's contract is up to RG_QDOT_MAX_NX. */
+#define RG_IN_FOURS(call)                                                                                         \
+    for (int j = 0; j < nx; j += 4) {                                                                             \
+        const uint8_t *xj = (const uint8_t *)x + (size_t)j * ldx;                                                \
+        const int nj = nx - j < 4 ? nx - j : 4;                                                                   \
+        call;                                                                                                     \
+    }
+static void vec_dot_q4_k_xn(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    RG_IN_FOURS(dot_q45_k_avx2(n, w, xj, ldx, nj, out + j, 0))
 }
-static void vec_dot_q5_k_x4(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
-    dot_q45_k_avx2(n, w, x, ldx, nx, out, 1);
+static void vec_dot_q5_k_xn(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    RG_IN_FOURS(dot_q45_k_avx2(n, w, xj, ldx, nj, out + j, 1))
 }
-static void vec_dot_q6_k_x4(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
-    dot_q6_k_avx2(n, w, x, ldx, nx, out);
+static void vec_dot_q6_k_xn(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    RG_IN_FOURS(dot_q6_k_avx2(n, w, xj, ldx, nj, out + j))
 }
+#undef RG_IN_FOURS
 
 void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features) {
     (void)features;
@@ -142,9 +150,9 @@ void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned feature
     k->vec_dot_q4_k = vec_dot_q4_k;
     k->vec_dot_q5_k = vec_dot_q5_k;
     k->vec_dot_q6_k = vec_dot_q6_k;
-    k->vec_dot_q4_k_x4 = vec_dot_q4_k_x4;
-    k->vec_dot_q5_k_x4 = vec_dot_q5_k_x4;
-    k->vec_dot_q6_k_x4 = vec_dot_q6_k_x4;
+    k->vec_dot_q4_k_xn = vec_dot_q4_k_xn;
+    k->vec_dot_q5_k_xn = vec_dot_q5_k_xn;
+    k->vec_dot_q6_k_xn = vec_dot_q6_k_xn;
 }
 
 #else

@@ -91,14 +91,14 @@ static float vec_dot_q4_k(int64_t n, const void *w, const void *x) { return dot_
 static float vec_dot_q5_k(int64_t n, const void *w, const void *x) { return dot_q45_k(n, w, x, 1); }
 static float vec_dot_q6_k(int64_t n, const void *w, const void *x) { return dot_q6_k(n, w, x); }
 
-#define RG_DEFINE_X4(name)                                                                                        \
-    static void name##_x4(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {             \
+#define RG_DEFINE_XN(name)                                                                                        \
+    static void name##_xn(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {             \
         for (int j = 0; j < nx; j++) out[j] = name(n, w, (const uint8_t *)x + (size_t)j * ldx);                   \
     }
-RG_DEFINE_X4(vec_dot_q4_k)
-RG_DEFINE_X4(vec_dot_q5_k)
-RG_DEFINE_X4(vec_dot_q6_k)
-#undef RG_DEFINE_X4
+RG_DEFINE_XN(vec_dot_q4_k)
+RG_DEFINE_XN(vec_dot_q5_k)
+RG_DEFINE_XN(vec_dot_q6_k)
+#undef RG_DEFINE_XN
 
 void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features) {
     (void)level;
@@ -106,7 +106,7 @@ void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned featu
     k->vec_dot_q4_k = vec_dot_q4_k;
     k->vec_dot_q5_k = vec_dot_q5_k;
     k->vec_dot_q6_k = vec_dot_q6_k;
-    k->vec_dot_q4_k_x4 = vec_dot_q4_k_x4;
-    k->vec_dot_q5_k_x4 = vec_dot_q5_k_x4;
-    k->vec_dot_q6_k_x4 = vec_dot_q6_k_x4;
+    k->vec_dot_q4_k_xn = vec_dot_q4_k_xn;
+    k->vec_dot_q5_k_xn = vec_dot_q5_k_xn;
+    k->vec_dot_q6_k_xn = vec_dot_q6_k_xn;
 }

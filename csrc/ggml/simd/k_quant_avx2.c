@@ -204,7 +204,8 @@ RG_AVX2_INLINE float last_block(const uint8_t *w, const uint8_t *x, int64_t nb, 
 RG_AVX2_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
                              const qtype t) {
     const int64_t nb = n / RG_QK, npairs = nb / 2;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[RG_QDOT_MAX_NX];
+    for (int j = 0; j < nx; j++) acc[j] = _mm256_setzero_ps();
     wgroup g;
     int64_t p = 0;
     if (nx == 1) {
@@ -232,13 +233,18 @@ RG_AVX2_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
         dot_rows(n, w, x, 0, 1, &r, t);                                                                           \
         return r;                                                                                                 \
     }                                                                                                             \
-    RG_AVX2 static void name##_x4_avx2(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
+    RG_AVX2 static void name##_xn_avx2(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
         const qtype t = {__VA_ARGS__};                                                                            \
-        if (nx == 4) {                                                                                            \
-            dot_rows(n, w, x, ldx, 4, out, t);                                                                    \
-            return;                                                                                               \
+        switch (nx) { /* nx a constant in each copy: the accumulators stay in registers */                       \
+        case 1: dot_rows(n, w, x, ldx, 1, out, t); break;                                                         \
+        case 2: dot_rows(n, w, x, ldx, 2, out, t); break;                                                         \
+        case 3: dot_rows(n, w, x, ldx, 3, out, t); break;                                                         \
+        case 4: dot_rows(n, w, x, ldx, 4, out, t); break;                                                         \
+        case 5: dot_rows(n, w, x, ldx, 5, out, t); break;                                                         \
+        case 6: dot_rows(n, w, x, ldx, 6, out, t); break;                                                         \
+        case 7: dot_rows(n, w, x, ldx, 7, out, t); break;                                                         \
+        default: dot_rows(n, w, x, ldx, 8, out, t); break;                                                        \
         }                                                                                                         \
-        for (int j = 0; j < nx; j++) out[j] = name##_avx2(n, w, (const uint8_t *)x + (size_t)j * ldx);            \
     }
 /*            wbytes          qs          qh       kind off has_min */
 RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)
@@ -299,11 +305,11 @@ void rg_kernels_fill_quant_avx2(rg_kernel_table *k, int level, unsigned features
     k->vec_dot_q5_0 = vec_dot_q5_0_avx2;
     k->vec_dot_q5_1 = vec_dot_q5_1_avx2;
     k->vec_dot_q8_0 = vec_dot_q8_0_avx2;
-    k->vec_dot_q4_0_x4 = vec_dot_q4_0_x4_avx2;
-    k->vec_dot_q4_1_x4 = vec_dot_q4_1_x4_avx2;
-    k->vec_dot_q5_0_x4 = vec_dot_q5_0_x4_avx2;
-    k->vec_dot_q5_1_x4 = vec_dot_q5_1_x4_avx2;
-    k->vec_dot_q8_0_x4 = vec_dot_q8_0_x4_avx2;
+    k->vec_dot_q4_0_xn = vec_dot_q4_0_xn_avx2;
+    k->vec_dot_q4_1_xn = vec_dot_q4_1_xn_avx2;
+    k->vec_dot_q5_0_xn = vec_dot_q5_0_xn_avx2;
+    k->vec_dot_q5_1_xn = vec_dot_q5_1_xn_avx2;
+    k->vec_dot_q8_0_xn = vec_dot_q8_0_xn_avx2;
 }
 
 #else

@@ -146,7 +146,8 @@ RG_VNNI_INLINE __m512 dot_group_streaming(const uint8_t *w, const uint8_t *x, in
 RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, const int nx, float *out,
                              const qtype t) {
     const int64_t nb = n / RG_QK, npairs = nb / 2;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[RG_QDOT_MAX_NX];
+    for (int j = 0; j < nx; j++) acc[j] = _mm512_setzero_ps();
     wgroup g;
     int64_t p = 0;
     if (nx == 1) {
@@ -171,13 +172,18 @@ RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
         dot_rows(n, w, x, 0, 1, &r, t);                                                                           \
         return r;                                                                                                 \
     }                                                                                                             \
-    RG_VNNI static void name##_x4_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
+    RG_VNNI static void name##_xn_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
         const qtype t = {__VA_ARGS__};                                                                            \
-        if (nx == 4) {                                                                                            \
-            dot_rows(n, w, x, ldx, 4, out, t);                                                                    \
-            return;                                                                                               \
+        switch (nx) { /* nx a constant in each copy: the accumulators stay in registers */                       \
+        case 1: dot_rows(n, w, x, ldx, 1, out, t); break;                                                         \
+        case 2: dot_rows(n, w, x, ldx, 2, out, t); break;                                                         \
+        case 3: dot_rows(n, w, x, ldx, 3, out, t); break;                                                         \
+        case 4: dot_rows(n, w, x, ldx, 4, out, t); break;                                                         \
+        case 5: dot_rows(n, w, x, ldx, 5, out, t); break;                                                         \
+        case 6: dot_rows(n, w, x, ldx, 6, out, t); break;                                                         \
+        case 7: dot_rows(n, w, x, ldx, 7, out, t); break;                                                         \
+        default: dot_rows(n, w, x, ldx, 8, out, t); break;                                                        \
         }                                                                                                         \
-        for (int j = 0; j < nx; j++) out[j] = name##_vnni(n, w, (const uint8_t *)x + (size_t)j * ldx);            \
     }
 /*            wbytes          qs          qh       kind off has_min */
 RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)
@@ -194,11 +200,11 @@ void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, unsigned featur
     k->vec_dot_q5_0 = vec_dot_q5_0_vnni;
     k->vec_dot_q5_1 = vec_dot_q5_1_vnni;
     k->vec_dot_q8_0 = vec_dot_q8_0_vnni;
-    k->vec_dot_q4_0_x4 = vec_dot_q4_0_x4_vnni;
-    k->vec_dot_q4_1_x4 = vec_dot_q4_1_x4_vnni;
-    k->vec_dot_q5_0_x4 = vec_dot_q5_0_x4_vnni;
-    k->vec_dot_q5_1_x4 = vec_dot_q5_1_x4_vnni;
-    k->vec_dot_q8_0_x4 = vec_dot_q8_0_x4_vnni;
+    k->vec_dot_q4_0_xn = vec_dot_q4_0_xn_vnni;
+    k->vec_dot_q4_1_xn = vec_dot_q4_1_xn_vnni;
+    k->vec_dot_q5_0_xn = vec_dot_q5_0_xn_vnni;
+    k->vec_dot_q5_1_xn = vec_dot_q5_1_xn_vnni;
+    k->vec_dot_q8_0_xn = vec_dot_q8_0_xn_vnni;
 }
 
 #else

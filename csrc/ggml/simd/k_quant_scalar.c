@@ -68,7 +68,7 @@ static inline float dot_row(int64_t n, const uint8_t *w, const uint8_t *x, const
         const qtype t = {__VA_ARGS__};                                                                            \
         return dot_row(n, w, x, t);                                                                               \
     }                                                                                                             \
-    static void name##_x4_scalar(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {      \
+    static void name##_xn_scalar(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {      \
         for (int j = 0; j < nx; j++) out[j] = name##_scalar(n, w, (const uint8_t *)x + (size_t)j * ldx);          \
     }
 /*            wbytes          qs          qh       kind off has_min */
@@ -88,9 +88,9 @@ void rg_kernels_fill_quant_scalar(rg_kernel_table *k, int level, unsigned featur
     k->vec_dot_q5_0 = vec_dot_q5_0_scalar;
     k->vec_dot_q5_1 = vec_dot_q5_1_scalar;
     k->vec_dot_q8_0 = vec_dot_q8_0_scalar;
-    k->vec_dot_q4_0_x4 = vec_dot_q4_0_x4_scalar;
-    k->vec_dot_q4_1_x4 = vec_dot_q4_1_x4_scalar;
-    k->vec_dot_q5_0_x4 = vec_dot_q5_0_x4_scalar;
-    k->vec_dot_q5_1_x4 = vec_dot_q5_1_x4_scalar;
-    k->vec_dot_q8_0_x4 = vec_dot_q8_0_x4_scalar;
+    k->vec_dot_q4_0_xn = vec_dot_q4_0_xn_scalar;
+    k->vec_dot_q4_1_xn = vec_dot_q4_1_xn_scalar;
+    k->vec_dot_q5_0_xn = vec_dot_q5_0_xn_scalar;
+    k->vec_dot_q5_1_xn = vec_dot_q5_1_xn_scalar;
+    k->vec_dot_q8_0_xn = vec_dot_q8_0_xn_scalar;
 }

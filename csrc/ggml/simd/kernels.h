@@ -29,7 +29,7 @@
 #define RG_VNNI_INLINE __attribute__((target(RG_TARGET_AVX512_VNNI), always_inline)) static inline
 
 typedef float (*rg_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
-typedef void (*rg_vec_dot_x4_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
+typedef void (*rg_vec_dot_xn_fn)(int64_t n, const void *w_row, const void *x, size_t ldx, int nx, float *out);
 
 /* The SIMD exp of every level (Cephes' expf): x = n ln2 + r, ln2 in two parts so r is exact enough,
  * exp(r) = 1 + r + r^2 (P0 r^5 + ... + P5), then times 2^n. */
@@ -98,21 +98,22 @@ typedef struct {
     rg_vec_dot_fn vec_dot_q5_0;
     rg_vec_dot_fn vec_dot_q5_1;
     rg_vec_dot_fn vec_dot_q8_0;
-    /* The same against nx (1..4) activation rows x + j * ldx (ldx in bytes), out[j] each: the weight
-     * row is loaded and unpacked once for all of them (mat-mat). out[j] equals the single vec_dot. */
-    rg_vec_dot_x4_fn vec_dot_q4_0_x4;
-    rg_vec_dot_x4_fn vec_dot_q4_1_x4;
-    rg_vec_dot_x4_fn vec_dot_q5_0_x4;
-    rg_vec_dot_x4_fn vec_dot_q5_1_x4;
-    rg_vec_dot_x4_fn vec_dot_q8_0_x4;
+    /* The same against nx (1..RG_QDOT_MAX_NX) activation rows x + j * ldx (ldx in bytes), out[j] each: the
+     * weight row is loaded and unpacked once for all of them (small-B mat-mat, batched decode). out[j]
+     * equals the single vec_dot bit for bit. */
+    rg_vec_dot_xn_fn vec_dot_q4_0_xn;
+    rg_vec_dot_xn_fn vec_dot_q4_1_xn;
+    rg_vec_dot_xn_fn vec_dot_q5_0_xn;
+    rg_vec_dot_xn_fn vec_dot_q5_1_xn;
+    rg_vec_dot_xn_fn vec_dot_q8_0_xn;
     /* The K-quants (k_kquant_*.c; formats.md §7.4), the same contract over 256-element super-blocks; every
      * level adds the same f32 block terms in the same order. */
     rg_vec_dot_fn vec_dot_q4_k;
     rg_vec_dot_fn vec_dot_q5_k;
     rg_vec_dot_fn vec_dot_q6_k;
-    rg_vec_dot_x4_fn vec_dot_q4_k_x4;
-    rg_vec_dot_x4_fn vec_dot_q5_k_x4;
-    rg_vec_dot_x4_fn vec_dot_q6_k_x4;
+    rg_vec_dot_xn_fn vec_dot_q4_k_xn;
+    rg_vec_dot_xn_fn vec_dot_q5_k_xn;
+    rg_vec_dot_xn_fn vec_dot_q6_k_xn;
     /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; NULL without
      * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
@@ -156,6 +157,8 @@ RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, u
 #define RG_PANEL_LANES 16
 #define RG_GEMM_MR 4
 #define RG_GEMM_NR 6
+/* Activation rows one vec_dot_*_xn call takes (one accumulator each, in registers). */
+#define RG_QDOT_MAX_NX 8
 /* (The AVX-512 quantized-type entries need AVX512_VNNI and leave the AVX2 entries in place without it.) */
 
 /* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
