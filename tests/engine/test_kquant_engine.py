@@ -229,3 +229,23 @@ def test_levels_agree_bit_for_bit(name: str) -> None:
         ggml.simd_select(previous)
     for level, y in enumerate(results):
         assert np.array_equal(y, results[0]), f"level {level}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_columns_equal_one_column_at_a_time(name: str) -> None:
+    """The small-B mat-mat (1..9 columns, up to 8 per pass over a weight row) gives each column exactly what
+    the mat-vec of that column alone gives, at every SIMD level."""
+    etype, _ = TYPES[name]
+    k, m = 512, 21
+    w = random_blocks(name, m, k, seed=51)
+    previous = ggml.simd_level()
+    try:
+        for level in range(ggml.simd_max_level() + 1):
+            ggml.simd_select(level)
+            for t in range(1, 10):
+                x = np.random.default_rng(52 + t).standard_normal((t, k)).astype(F32)
+                together = run_mul_mat(w, etype, k, x, 2)
+                alone = np.concatenate([run_mul_mat(w, etype, k, x[j : j + 1], 1) for j in range(t)])
+                assert np.array_equal(together.reshape(alone.shape), alone), f"level {level}, {t} columns"
+    finally:
+        ggml.simd_select(previous)
