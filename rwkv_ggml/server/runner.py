@@ -100,8 +100,9 @@ def _serve_on(sock: socket.socket, config: ServerConfig) -> int:
     model = engine.model
     name = app.state.server.model_name
     port = sock.getsockname()[1]
+    threads = f"{model.threads} thread" + ("" if model.threads == 1 else "s")
     sys.stderr.write(
-        f"rwkv-ggml serve: model '{name}' (RWKV v{model.version} {model.dtype}, {model.threads} threads), "
+        f"rwkv-ggml serve: model '{name}' (RWKV v{model.version} {model.dtype}, {threads}), "
         f"batch {config.max_batch}, on http://{config.host}:{port} (Ctrl-C to stop)\n"
     )
     sys.stderr.flush()
