@@ -49,6 +49,32 @@ __all__ = ["Model"]
 Prompt = str | Sequence[int] | np.ndarray
 
 
+#: The sampling keywords the methods take, under SamplingParams' names.
+_SAMPLING_NAMES = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "penalty_decay",
+    "logit_bias",
+    "banned_tokens",
+    "stop_tokens",
+    "seed",
+)
+
+
+def _sampling_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The sampling keywords among a method's arguments (its ``locals()``), under SamplingParams' names:
+    the OpenAI-shaped methods call repetition_penalty ``repeat_penalty``, as llama-cpp-python does."""
+    options = {name: arguments[name] for name in _SAMPLING_NAMES if name in arguments}
+    if "repeat_penalty" in arguments:
+        options["repetition_penalty"] = arguments["repeat_penalty"]
+    return options
+
+
 def _check_flag(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
@@ -168,19 +194,8 @@ class Model(CoreModel):
             self,
             prompt,
             max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            penalty_decay=penalty_decay,
-            logit_bias=logit_bias,
-            banned_tokens=banned_tokens,
+            **_sampling_options(locals()),
             stop=stop,
-            stop_tokens=stop_tokens,
-            seed=seed,
             params=params,
             state=state,
             logits=logits,
@@ -223,19 +238,8 @@ class Model(CoreModel):
             self.generate(
                 prompt,
                 max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                presence_penalty=presence_penalty,
-                frequency_penalty=frequency_penalty,
-                repetition_penalty=repetition_penalty,
-                penalty_decay=penalty_decay,
-                logit_bias=logit_bias,
-                banned_tokens=banned_tokens,
+                **_sampling_options(locals()),
                 stop=stop,
-                stop_tokens=stop_tokens,
-                seed=seed,
                 params=params,
                 state=state,
                 logits=logits,
@@ -278,20 +282,7 @@ class Model(CoreModel):
         one per prompt. Bad options raise TypeError/ValueError before anything is computed."""
         from .batch_generation import generate_batch
 
-        options = dict(
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            penalty_decay=penalty_decay,
-            logit_bias=logit_bias,
-            banned_tokens=banned_tokens,
-            stop_tokens=stop_tokens,
-            seed=seed,
-        )
+        options = _sampling_options(locals())
         per: SamplingParams | list[SamplingParams]
         if params is None or isinstance(params, SamplingParams):
             per = params_from_options(params, None, **options)
@@ -357,17 +348,7 @@ class Model(CoreModel):
         sp = params_from_options(
             params,
             stop,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repeat_penalty,
-            penalty_decay=penalty_decay,
-            logit_bias=logit_bias,
-            stop_tokens=stop_tokens,
-            seed=seed,
+            **_sampling_options(locals()),
         )
         return _oai.completion(
             self,
@@ -439,17 +420,7 @@ class Model(CoreModel):
         sp = params_from_options(
             params,
             stop,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repeat_penalty,
-            penalty_decay=penalty_decay,
-            logit_bias=logit_bias,
-            stop_tokens=stop_tokens,
-            seed=seed,
+            **_sampling_options(locals()),
         )
         return _oai.chat_completion(
             self,
@@ -514,18 +485,7 @@ class Model(CoreModel):
         sp = params_from_options(
             params,
             None,  # ChatSession adds stop to its template's turn stop
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            penalty_decay=penalty_decay,
-            logit_bias=logit_bias,
-            banned_tokens=banned_tokens,
-            stop_tokens=stop_tokens,
-            seed=seed,
+            **_sampling_options(locals()),
         )
         return _chat.ChatSession(
             self,

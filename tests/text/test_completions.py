@@ -264,3 +264,32 @@ def test_params_object_with_keyword_overrides(tiny4: Model) -> None:
     assert tiny4.complete(PROMPT, 20, params=params, temperature=0.0) == tiny4.complete(
         PROMPT, 20, temperature=0.0
     )
+
+
+def test_every_sampling_keyword_reaches_the_sampler(tiny4: Model) -> None:
+    """Each method's sampling keywords (repeat_penalty under its llama-cpp-python name) act exactly as the
+    same SamplingParams do."""
+    params = SamplingParams(temperature=0.7, top_p=0.5, top_k=7, min_p=0.01, presence_penalty=0.4,
+                            frequency_penalty=0.3, repetition_penalty=2.5, penalty_decay=0.9,
+                            logit_bias={5: 3.0}, stop_tokens=(9,), seed=11)  # fmt: skip
+    keywords: dict[str, Any] = dict(temperature=0.7, top_p=0.5, top_k=7, min_p=0.01, presence_penalty=0.4,
+                                    frequency_penalty=0.3, penalty_decay=0.9, logit_bias={5: 3.0},
+                                    stop_tokens=(9,), seed=11)  # fmt: skip
+    messages: list[ChatMessage] = [{"role": "user", "content": "Hi"}]
+
+    def text(result: Any) -> str:
+        choice = result["choices"][0]
+        return str(choice["text"] if "text" in choice else choice["message"]["content"])
+
+    assert tiny4.complete("The", 24, repetition_penalty=2.5, **keywords) == tiny4.complete(
+        "The", 24, params=params
+    )
+    assert text(tiny4.create_completion("The", max_tokens=24, repeat_penalty=2.5, **keywords)) == text(
+        tiny4.create_completion("The", max_tokens=24, params=params)
+    )
+    assert text(
+        tiny4.create_chat_completion(messages, max_tokens=24, repeat_penalty=2.5, **keywords)
+    ) == text(tiny4.create_chat_completion(messages, max_tokens=24, params=params))
+    assert tiny4.complete("The", 24, params=params) != tiny4.complete(
+        "The", 24, seed=11
+    )  # the options matter
