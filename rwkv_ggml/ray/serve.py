@@ -113,18 +113,7 @@ class RWKVServer:
 
         spec = config.model if config.model is not None else default_model_path()
         model = load_model(spec, config.threads or 1, placement)
-        try:
-            self.engine = Engine(
-                model,
-                max_batch=config.max_batch,
-                max_queue=config.max_queue,
-                state_cache_bytes=int(config.state_cache_mb * 2**20),
-                request_timeout=config.request_timeout,
-                prefill_chunk=config.prefill_chunk,
-            )
-        except BaseException:
-            model.close()
-            raise
+        self.engine = Engine.for_model(model, config)
         self.app = create_app(self.engine, config)
         context = serve.get_replica_context()
         replica_id = getattr(context, "replica_id", None)

@@ -44,18 +44,7 @@ def engine_from_config(config: ServerConfig) -> Engine:
     from ..generation import default_model_path
 
     model = Model(config.model if config.model is not None else default_model_path(), threads=config.threads)
-    try:
-        return Engine(
-            model,
-            max_batch=config.max_batch,
-            max_queue=config.max_queue,
-            state_cache_bytes=int(config.state_cache_mb * 2**20),
-            request_timeout=config.request_timeout,
-            prefill_chunk=config.prefill_chunk,
-        )
-    except BaseException:
-        model.close()
-        raise
+    return Engine.for_model(model, config)
 
 
 def _error_response(exc: APIError) -> JSONResponse:

@@ -38,6 +38,7 @@ from ..model import DEFAULT_CHUNK_SIZE, FloatArray, Model
 from ..sampling import SamplingParams
 from ..structured import Constraint
 from ..tokenizer import Tokenizer
+from .config import ServerConfig
 from .state_cache import StateCache
 
 T = TypeVar("T")
@@ -186,6 +187,23 @@ class Engine:
         self._totals = collections.Counter[str]()
         self._thread = threading.Thread(target=self._loop, name="rwkv-ggml-scheduler", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_model(cls, model: Model, config: ServerConfig) -> Engine:
+        """An engine around a loaded model with the limits of ``config``; the model is closed if that
+        fails (it would otherwise leak with nobody holding it)."""
+        try:
+            return cls(
+                model,
+                max_batch=config.max_batch,
+                max_queue=config.max_queue,
+                state_cache_bytes=int(config.state_cache_mb * 2**20),
+                request_timeout=config.request_timeout,
+                prefill_chunk=config.prefill_chunk,
+            )
+        except BaseException:
+            model.close()
+            raise
 
     # ---- the asyncio side ----
     def submit(self, request: GenerationRequest) -> RequestHandle:
