@@ -183,7 +183,7 @@ class LlamaCpp(Engine):
             low_level.llama_model_default_params = without_extra_buffers
         try:
             with quiet_stderr():
-                self.llm = Llama(
+                self.llm: Any = Llama(
                     model_path=str(path),
                     n_threads=threads,
                     n_threads_batch=threads,
@@ -382,6 +382,7 @@ def main() -> None:
         f"{args.tokens} decoded tokens, {args.prompt}-token prompt",
         flush=True,
     )
+    print(f"llama.cpp CPU features: {llama_cpp.llama_print_system_info().decode().strip()}", flush=True)
     pool = ggml.Pool(args.threads)
     try:
         for name in args.models:
