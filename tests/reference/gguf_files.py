@@ -105,6 +105,8 @@ def write_gguf(
         w.add_head_count(0)
         if not v7:
             w.add_rescale_every_n_layers(rescale_every)
+        else:
+            _add_v7_lora_ranks(w, mf)
         if tokens is not None:
             w.add_tokenizer_model("rwkv")
             w.add_token_list(tokens)
@@ -143,6 +145,29 @@ def write_gguf(
         w.write_tensors_to_file()
         w.close()
     return out
+
+
+def _add_v7_lora_ranks(w: Any, mf: ModelFile) -> None:
+    """The LoRA ranks llama.cpp's rwkv7 loader requires as metadata (our reader takes them from the
+    shapes): decay (w), in-context learning rate (a), value residual mix (v, absent from layer 0 of our
+    files) and gate (g); each LoRA's first matrix is (n_embed, rank) in ggml order."""
+    rank = {f: mf.tensors[f"blocks.0.att.{f}1"].ne[1] for f in "wag"}
+    v1 = mf.tensors.get("blocks.1.att.v1")
+    w.add_decay_lora_rank(rank["w"])
+    w.add_iclr_lora_rank(rank["a"])
+    w.add_value_residual_mix_lora_rank(v1.ne[1] if v1 is not None else rank["a"])
+    w.add_gate_lora_rank(rank["g"])
+
+
+def world_token_texts(n_vocab: int = 65536) -> list[str]:
+    """The World vocabulary as llama.cpp's converter writes it: "<s>" for id 0, each token's bytes as
+    Python writes them inside a bytes literal, then "[PADi]" up to n_vocab (the texts must be unique:
+    llama.cpp's vocabulary loader maps text to id)."""
+    from rwkv_ggml.tokenizer.world import parse_world_vocab
+
+    table = parse_world_vocab(n_vocab=n_vocab)
+    texts = ["<s>"] + [repr(b)[2:-1] for b in table[1:] if b]
+    return texts + [f"[PAD{i}]" for i in range(len(texts), n_vocab)]
 
 
 def _add(w: Any, name: str, arr: np.ndarray, dtype: DType, bf16: bool) -> None:
