@@ -108,6 +108,9 @@ def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(tmp_path: Path, default_mod
         stderr=subprocess.PIPE,
         cwd=REPO_ROOT,
         env=cli_env(),
+        # a shell's background job starts with SIGINT ignored, and children inherit that: restore the
+        # default so the Ctrl-C this test sends reaches the chat as it would from a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     out, err = Reader(proc.stdout), Reader(proc.stderr)
     assert proc.stdin is not None
