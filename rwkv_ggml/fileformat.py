@@ -239,6 +239,20 @@ def _header_problem(version: int, n_vocab: int, n_embed: int, n_layer: int, data
     return None
 
 
+def map_read_only(path: pathlib.Path, file_size: int) -> np.memmap:
+    """The whole file memory-mapped read-only; refused if its size is no longer ``file_size``, the size its
+    records were validated against (their offsets would mean nothing now)."""
+    try:
+        mm = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError) as exc:
+        raise ModelIOError(f"cannot memory-map '{path}': {exc}") from exc
+    if mm.shape[0] != file_size:
+        raise ModelFormatError(
+            f"{path}: file changed since it was read ({file_size} bytes then, {mm.shape[0]} now)"
+        )
+    return mm
+
+
 @dataclass
 class ModelFile:
     """A parsed, fully validated model file; tensor data is mapped lazily on first access."""
@@ -259,17 +273,7 @@ class ModelFile:
         if self._closed:
             raise ClosedError(f"{self.path}: model file was closed")
         if self._mmap is None:
-            try:
-                mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-            except (OSError, ValueError) as exc:
-                raise ModelIOError(f"cannot memory-map '{self.path}': {exc}") from exc
-            if mm.shape[0] != self.file_size:
-                # The records were validated against the old size; the offsets mean nothing now.
-                raise ModelFormatError(
-                    f"{self.path}: file changed since it was read "
-                    f"({self.file_size} bytes then, {mm.shape[0]} now)"
-                )
-            self._mmap = mm
+            self._mmap = map_read_only(self.path, self.file_size)
         return self._mmap
 
     def array(self, name: str) -> np.ndarray:

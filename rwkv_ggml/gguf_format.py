@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ClosedError, ModelFormatError, ModelIOError
+from .fileformat import map_read_only
 
 __all__ = [
     "GGUF_MAGIC",
@@ -161,16 +162,7 @@ class GgufFile:
         if self._closed:
             raise ClosedError(f"{self.path}: GGUF file was closed")
         if self._mmap is None:
-            try:
-                mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-            except (OSError, ValueError) as exc:
-                raise ModelIOError(f"cannot memory-map '{self.path}': {exc}") from exc
-            if mm.shape[0] != self.file_size:
-                raise ModelFormatError(
-                    f"{self.path}: file changed since it was read ({self.file_size} bytes then, "
-                    f"{mm.shape[0]} now)"
-                )
-            self._mmap = mm
+            self._mmap = map_read_only(self.path, self.file_size)
         return self._mmap[offset : offset + nbytes]
 
     def close(self) -> None:
