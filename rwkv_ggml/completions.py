@@ -16,15 +16,34 @@ front end with its defaults and docs is ``rwkv_ggml.Model.create_completion`` (:
 from __future__ import annotations
 
 import math
-import time
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .chat_format import ChatMessage, TemplateLike, render_chat_prompt
 from .generation import Generation, _encode, _tokenizer_for, generate, strip_leading_whitespace
+from .openai_shapes import (
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionChunkDelta,
+    ChatCompletionMessage,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionLogprobs,
+    CompletionUsage,
+    FinishReason,
+    Head,
+    LogprobTable,
+    chat_chunk,
+    chat_result,
+    completion_chunk,
+    completion_result,
+    usage,
+)
 from .sampling import SamplingParams
 from .structured import Constraint
 from .tokenizer import Tokenizer
@@ -48,146 +67,6 @@ __all__ = [
     "chat_completion",
     "completion",
 ]
-
-FinishReason = Literal["stop", "length"]
-
-
-class CompletionLogprobs(TypedDict):
-    """Per generated token: its text, its log-probability, the most likely alternatives with theirs, and
-    where its text starts in the completion's ``text``. Prompt tokens (with ``echo``) have no
-    log-probability of their own for the first one: ``None``."""
-
-    tokens: list[str]
-    token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float] | None]
-    text_offset: list[int]
-
-
-class CompletionUsage(TypedDict):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class CompletionChoice(TypedDict):
-    text: str
-    index: int
-    logprobs: CompletionLogprobs | None
-    finish_reason: FinishReason | None
-
-
-class Completion(TypedDict):
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: CompletionUsage
-
-
-class CompletionChunk(TypedDict):
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-
-
-class ChatCompletionMessage(TypedDict):
-    role: Literal["assistant"]
-    content: str
-
-
-class ChatCompletionChoice(TypedDict):
-    index: int
-    message: ChatCompletionMessage
-    logprobs: None
-    finish_reason: FinishReason | None
-
-
-class ChatCompletion(TypedDict):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatCompletionChoice]
-    usage: CompletionUsage
-
-
-class ChatCompletionChunkDelta(TypedDict, total=False):
-    role: Literal["assistant"]
-    content: str
-
-
-class ChatCompletionChunkChoice(TypedDict):
-    index: int
-    delta: ChatCompletionChunkDelta
-    logprobs: None
-    finish_reason: FinishReason | None
-
-
-class ChatCompletionChunk(TypedDict):
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
-    choices: list[ChatCompletionChunkChoice]
-
-
-class _Head(NamedTuple):
-    """The fields every result and chunk of one call share."""
-
-    id: str
-    created: int
-    model: str
-
-
-def _finish_reason(gen: Generation) -> FinishReason:
-    return "length" if gen.finish_reason == "length" else "stop"
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-class _LogprobTable:
-    """Builds the ``logprobs`` entries token by token, with text offsets counted by an incremental decoder
-    (a token that ends inside a multi-byte character starts where that character starts)."""
-
-    def __init__(self, tokenizer: Tokenizer, start_offset: int) -> None:
-        self.tokenizer = tokenizer
-        self._decoder = tokenizer.incremental_decoder()
-        self._offset = start_offset
-        self.table: CompletionLogprobs = {
-            "tokens": [],
-            "token_logprobs": [],
-            "top_logprobs": [],
-            "text_offset": [],
-        }
-
-    def _text(self, token: int) -> str:
-        return self.tokenizer.token_bytes(token).decode("utf-8", errors="replace")
-
-    def add(self, token: int, logprob: float | None, top: dict[int, float] | None) -> None:
-        t = self.table
-        t["tokens"].append(self._text(token))
-        t["token_logprobs"].append(logprob)
-        t["top_logprobs"].append(None if top is None else {self._text(k): v for k, v in top.items()})
-        t["text_offset"].append(self._offset)
-        self._offset += len(self._decoder.feed([token]))
-
-    def take(self, start: int, end: int | None = None) -> CompletionLogprobs:
-        t = self.table
-        return {
-            "tokens": t["tokens"][start:end],
-            "token_logprobs": t["token_logprobs"][start:end],
-            "top_logprobs": t["top_logprobs"][start:end],
-            "text_offset": t["text_offset"][start:end],
-        }
 
 
 def _prompt_logprobs(
@@ -230,11 +109,10 @@ def completion(
     prompt_text = prompt if isinstance(prompt, str) else tok.decode(ids)
     echoed = prompt_text if echo else ""
     base_offset = 0 if echo else len(prompt_text)  # OpenAI counts offsets from the start of the prompt
-    table = _LogprobTable(tok, base_offset) if logprobs is not None else None
+    table = LogprobTable(tok, base_offset) if logprobs is not None else None
     if table is not None and echo:
         lps, tops, state, last_logits = _prompt_logprobs(model, ids, min(logprobs or 0, model.n_vocab))
-        for token, lp, top in zip(ids, lps, tops, strict=True):
-            table.add(token, lp, top)
+        table.extend(ids, lps, tops)
         gen = generate(
             model,
             [],
@@ -250,66 +128,42 @@ def completion(
         gen = generate(
             model, ids, max_tokens, tokenizer=tok, params=params, logprobs=logprobs, constraint=constraint
         )
-    head = _Head(
-        f"cmpl-{uuid.uuid4()}", int(time.time()), model_name if model_name is not None else str(model.path)
-    )
+    head = Head.new("cmpl", model_name if model_name is not None else str(model.path))
     if stream:
         return _completion_chunks(gen, head, echoed, table)
     text = echoed + "".join(gen)
-    choice_logprobs = None
+    rows = None
     if table is not None:
-        for i, token in enumerate(gen.tokens):
-            table.add(token, gen.token_logprobs[i], gen.top_logprobs[i])
+        table.extend(gen.tokens, gen.token_logprobs, gen.top_logprobs)
         # Tokens sampled past the end of the returned text (the ones that completed a stop string) go.
-        end = base_offset + len(text)
-        kept = len(table.table["tokens"])
-        if gen.finish_reason == "stop_string":
-            kept = sum(1 for off in table.table["text_offset"] if off < end)
-        choice_logprobs = table.take(0, kept)
-    return {
-        "id": head.id,
-        "object": "text_completion",
-        "created": head.created,
-        "model": head.model,
-        "choices": [
-            {"text": text, "index": 0, "logprobs": choice_logprobs, "finish_reason": _finish_reason(gen)}
-        ],
-        "usage": _usage(len(ids), len(gen.tokens)),
-    }
+        rows = table.before(base_offset + len(text)) if gen.finish_reason == "stop_string" else table.take(0)
+    return completion_result(head, text, _reason(gen), rows, usage(len(ids), len(gen.tokens)))
+
+
+def _reason(gen: Generation) -> str:
+    assert gen.finish_reason is not None
+    return gen.finish_reason
 
 
 def _completion_chunks(
-    gen: Generation, head: _Head, echoed: str, table: _LogprobTable | None
+    gen: Generation, head: Head, echoed: str, table: LogprobTable | None
 ) -> Iterator[CompletionChunk]:
     added = 0  # generated tokens already in the table
-
-    def chunk(
-        text: str, finish_reason: FinishReason | None, rows: CompletionLogprobs | None
-    ) -> CompletionChunk:
-        return {
-            "id": head.id,
-            "object": "text_completion",
-            "created": head.created,
-            "model": head.model,
-            "choices": [{"text": text, "index": 0, "logprobs": rows, "finish_reason": finish_reason}],
-        }
 
     def new_rows() -> CompletionLogprobs | None:
         """The tokens sampled since the previous chunk (their text may still be held back)."""
         nonlocal added
         if table is None:
             return None
-        start = len(table.table["tokens"])
-        for i in range(added, len(gen.tokens)):
-            table.add(gen.tokens[i], gen.token_logprobs[i], gen.top_logprobs[i])
+        rows = table.extend(gen.tokens[added:], gen.token_logprobs[added:], gen.top_logprobs[added:])
         added = len(gen.tokens)
-        return table.take(start)
+        return rows
 
     if echoed:
-        yield chunk(echoed, None, None if table is None else table.take(0))
+        yield completion_chunk(head, echoed, None, None if table is None else table.take(0))
     for text in gen:
-        yield chunk(text, None, new_rows())
-    yield chunk("", _finish_reason(gen), new_rows())
+        yield completion_chunk(head, text, None, new_rows())
+    yield completion_chunk(head, "", _reason(gen), new_rows())
 
 
 def chat_completion(
@@ -332,42 +186,15 @@ def chat_completion(
     gen = generate(
         model, ids, max_tokens, tokenizer=tok, params=params, stop_strings=stops, constraint=constraint
     )
-    head = _Head(
-        f"chatcmpl-{uuid.uuid4()}",
-        int(time.time()),
-        model_name if model_name is not None else str(model.path),
-    )
+    head = Head.new("chatcmpl", model_name if model_name is not None else str(model.path))
     if stream:
         return _chat_chunks(gen, head)
     content = "".join(strip_leading_whitespace(gen))
-    return {
-        "id": head.id,
-        "object": "chat.completion",
-        "created": head.created,
-        "model": head.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "logprobs": None,
-                "finish_reason": _finish_reason(gen),
-            }
-        ],
-        "usage": _usage(len(ids), len(gen.tokens)),
-    }
+    return chat_result(head, content, _reason(gen), None, usage(len(ids), len(gen.tokens)))
 
 
-def _chat_chunks(gen: Generation, head: _Head) -> Iterator[ChatCompletionChunk]:
-    def chunk(delta: ChatCompletionChunkDelta, finish_reason: FinishReason | None) -> ChatCompletionChunk:
-        return {
-            "id": head.id,
-            "object": "chat.completion.chunk",
-            "created": head.created,
-            "model": head.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-
-    yield chunk({"role": "assistant"}, None)
+def _chat_chunks(gen: Generation, head: Head) -> Iterator[ChatCompletionChunk]:
+    yield chat_chunk(head, {"role": "assistant"}, None)
     for text in strip_leading_whitespace(gen):
-        yield chunk({"content": text}, None)
-    yield chunk({}, _finish_reason(gen))
+        yield chat_chunk(head, {"content": text}, None)
+    yield chat_chunk(head, {}, _reason(gen))

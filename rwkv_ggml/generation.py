@@ -506,17 +506,27 @@ def embed(
     return (vec / norm).astype(np.float32)
 
 
+class LeadingWhitespace:
+    """Drops the whitespace at the start of a stream of text pieces (the space or newline a model writes
+    after ``"Assistant:"``): call it on each piece in order."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        return text
+
+
 def strip_leading_whitespace(chunks: Iterator[str]) -> Iterator[str]:
-    """The stream with its leading whitespace removed (e.g. the space or newline a model writes after
-    ``"Assistant:"``)."""
-    started = False
+    """The stream with its leading whitespace removed (pieces that become empty are dropped)."""
+    strip = LeadingWhitespace()
     for chunk in chunks:
-        if not started:
-            chunk = chunk.lstrip()
-            if not chunk:
-                continue
-            started = True
-        yield chunk
+        chunk = strip(chunk)
+        if chunk:
+            yield chunk
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..generation import embed
+from ..openai_shapes import ChatCompletion, Completion
 from . import generation_routes as routes
 from . import metrics
 from .config import ServerConfig
@@ -222,11 +223,11 @@ def _model_card(server: ServerContext) -> dict[str, Any]:
 
 def _add_generation_routes(app: FastAPI, server: ServerContext) -> None:
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
+    async def completions(body: CompletionRequest, request: Request) -> Response | Completion:
         return await routes.completion(server, body, request)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
         return await routes.chat_completion(server, body, request)
 
 

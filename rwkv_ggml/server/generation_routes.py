@@ -10,21 +10,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..chat_format import ChatMessage, ChatTemplate, render_chat_prompt
-from . import responses as R
+from ..generation import LeadingWhitespace
+from ..openai_shapes import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CompletionChunk,
+    CompletionUsage,
+    Head,
+    LogprobTable,
+    chat_chunk,
+    chat_logprobs,
+    chat_result,
+    chat_usage_chunk,
+    completion_chunk,
+    completion_result,
+    completion_usage_chunk,
+    usage,
+)
 from .context import ServerContext
-from .engine import EngineEvent, GenerationRequest, RequestHandle
+from .engine import EngineEvent, GenerationRequest, RequestHandle, Usage
 from .schemas import APIError, ChatCompletionRequest, CompletionRequest, bad_field
 
 # How often a non-streaming request checks whether its client is still there.
 DISCONNECT_POLL_S = 0.25
+
+
+def _usage(used: Usage) -> CompletionUsage:
+    return usage(used.prompt_tokens, used.completion_tokens, used.cached_tokens)
 
 
 def _event_error(event: EngineEvent) -> APIError | None:
@@ -61,7 +81,7 @@ async def _collect(handle: RequestHandle, request: Request) -> list[EngineEvent]
         watcher.cancel()
 
 
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _sse(chunks: AsyncIterator[Mapping[str, object]]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
@@ -80,7 +100,7 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 async def completion(
     server: ServerContext, body: CompletionRequest, request: Request
-) -> Response | dict[str, Any]:
+) -> Response | Completion:
     """POST /v1/completions."""
     server.check_key(request)
     server.check_model(body.model)
@@ -110,9 +130,9 @@ async def completion(
         await run_in_threadpool(server.constraint, body),  # compiling a schema can take a while
     )
     handle = server.submit(gen)
-    head = R.Head("cmpl", server.model_name)
+    head = Head.new("cmpl", server.model_name)
     echoed = prompt_text if body.echo else ""
-    table = R.CompletionLogprobs(tok, len(prompt_text)) if body.logprobs is not None else None
+    table = LogprobTable(tok, len(prompt_text)) if body.logprobs is not None else None
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return _sse(_completion_stream(handle, head, echoed, table, usage))
@@ -124,21 +144,20 @@ async def completion(
     text = echoed + "".join(e.text for e in events)
     rows = None
     if table is not None:
-        tokens = [t for e in events for t in e.tokens]
-        rows = table.rows(
-            tokens,
+        rows = table.extend(
+            [t for e in events for t in e.tokens],
             [x for e in events for x in e.token_logprobs],
             [x for e in events for x in e.top_logprobs],
         )
         if last.finish_reason == "stop":
-            rows = R.trim_logprobs(rows, len(prompt_text) + len(text))
+            rows = table.before(len(prompt_text) + len(text))
     assert last.usage is not None and last.finish_reason is not None
-    return R.completion_body(head, text, last.finish_reason, rows, last.usage)
+    return completion_result(head, text, last.finish_reason, rows, _usage(last.usage))
 
 
 async def chat_completion(
     server: ServerContext, body: ChatCompletionRequest, request: Request
-) -> Response | dict[str, Any]:
+) -> Response | ChatCompletion:
     """POST /v1/chat/completions."""
     server.check_key(request)
     server.check_model(body.model)
@@ -167,7 +186,7 @@ async def chat_completion(
         template.reply_suffix,
     )
     handle = server.submit(gen)
-    head = R.Head("chatcmpl", server.model_name)
+    head = Head.new("chatcmpl", server.model_name)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return _sse(_chat_stream(handle, head, server, usage))
@@ -176,41 +195,41 @@ async def chat_completion(
     error = _event_error(last)
     if error is not None:
         raise error
-    strip = R.LeadingWhitespace()
+    strip = LeadingWhitespace()
     content = "".join(strip(e.text) for e in events)
     logprobs = None
     if top is not None:
-        logprobs = R.chat_logprobs(
+        logprobs = chat_logprobs(
             server.tokenizer,
             [t for e in events for t in e.tokens],
             [x for e in events for x in e.token_logprobs],
             [x for e in events for x in e.top_logprobs],
         )
     assert last.usage is not None and last.finish_reason is not None
-    return R.chat_body(head, content, last.finish_reason, logprobs, last.usage)
+    return chat_result(head, content, last.finish_reason, logprobs, _usage(last.usage))
 
 
 async def _completion_stream(
-    handle: RequestHandle, head: R.Head, echoed: str, table: R.CompletionLogprobs | None, include_usage: bool
-) -> AsyncIterator[dict[str, Any]]:
+    handle: RequestHandle, head: Head, echoed: str, table: LogprobTable | None, include_usage: bool
+) -> AsyncIterator[CompletionChunk]:
     if echoed:
-        yield R.completion_chunk(head, echoed, None)
+        yield completion_chunk(head, echoed, None)
     async for event in handle.events():
         error = _event_error(event)
         if error is not None:
             raise error
-        rows = table.rows(event.tokens, event.token_logprobs, event.top_logprobs) if table else None
+        rows = table.extend(event.tokens, event.token_logprobs, event.top_logprobs) if table else None
         if event.text or event.finish_reason is not None or (rows and rows["tokens"]):
-            yield R.completion_chunk(head, event.text, event.finish_reason, rows)
+            yield completion_chunk(head, event.text, event.finish_reason, rows)
         if event.usage is not None and include_usage:
-            yield R.usage_chunk(head, "text_completion", event.usage)
+            yield completion_usage_chunk(head, _usage(event.usage))
 
 
 async def _chat_stream(
-    handle: RequestHandle, head: R.Head, server: ServerContext, include_usage: bool
-) -> AsyncIterator[dict[str, Any]]:
-    yield R.chat_chunk(head, {"role": "assistant", "content": ""}, None)
-    strip = R.LeadingWhitespace()
+    handle: RequestHandle, head: Head, server: ServerContext, include_usage: bool
+) -> AsyncIterator[ChatCompletionChunk]:
+    yield chat_chunk(head, {"role": "assistant", "content": ""}, None)
+    strip = LeadingWhitespace()
     with_logprobs = handle.request.logprobs is not None
     async for event in handle.events():
         error = _event_error(event)
@@ -218,13 +237,13 @@ async def _chat_stream(
             raise error
         text = strip(event.text)
         logprobs = (
-            R.chat_logprobs(server.tokenizer, event.tokens, event.token_logprobs, event.top_logprobs)
+            chat_logprobs(server.tokenizer, event.tokens, event.token_logprobs, event.top_logprobs)
             if with_logprobs and event.tokens
             else None
         )
         if text or logprobs:
-            yield R.chat_chunk(head, {"content": text}, None, logprobs)
+            yield chat_chunk(head, {"content": text}, None, logprobs)
         if event.finish_reason is not None:
-            yield R.chat_chunk(head, {}, event.finish_reason)
+            yield chat_chunk(head, {}, event.finish_reason)
         if event.usage is not None and include_usage:
-            yield R.usage_chunk(head, "chat.completion.chunk", event.usage)
+            yield chat_usage_chunk(head, _usage(event.usage))
