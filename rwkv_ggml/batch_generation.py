@@ -38,7 +38,6 @@ Not thread-safe: one BatchGenerator drives one model at a time.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -48,7 +47,7 @@ import numpy.typing as npt
 from . import _checks
 from .batch import StateBank
 from .generation import DEFAULT_MAX_TOKENS, _check_max_tokens, _encode, _tokenizer_for
-from .sampling import Sampler, SamplingParams, StopChecker, params_from_options
+from .sampling import Sampler, SamplingParams, StopChecker, params_from_options, token_logprob
 from .structured import Constraint, constraint_from_options, next_token
 from .tokenizer import Tokenizer
 
@@ -105,17 +104,6 @@ class TokenRows(NamedTuple):
     tokens: list[int]
     token_logprobs: list[float]
     top_logprobs: list[dict[int, float]]
-
-
-def _log_softmax_entry(logits: FloatArray, token: int, n: int) -> tuple[float, dict[int, float]]:
-    """The log-probability of ``token`` and the n most likely tokens with theirs (most likely first)."""
-    z = logits.astype(np.float64)
-    z -= z.max()
-    logp = z - math.log(float(np.exp(z).sum()))
-    n = min(n, logp.shape[0])
-    top = np.argpartition(-logp, n - 1)[:n] if n else np.empty(0, dtype=np.intp)
-    top = top[np.argsort(-logp[top], kind="stable")]
-    return float(logp[token]), {int(t): float(logp[t]) for t in top}
 
 
 class _Request:
@@ -204,7 +192,7 @@ class _Request:
                 self.finish("stop", out)
             else:
                 if self.logprobs is not None and logits is not None:
-                    lp, top = _log_softmax_entry(logits, tok, self.logprobs)
+                    lp, top = token_logprob(logits, tok, self.logprobs)
                     self.token_logprobs.append(lp)
                     self.top_logprobs.append(top)
                 self.sampler.accept(tok)

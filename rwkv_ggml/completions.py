@@ -15,7 +15,6 @@ front end with its defaults and docs is ``rwkv_ggml.Model.create_completion`` (:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -44,7 +43,7 @@ from .openai_shapes import (
     completion_result,
     usage,
 )
-from .sampling import SamplingParams
+from .sampling import SamplingParams, token_logprob
 from .structured import Constraint
 from .tokenizer import Tokenizer
 
@@ -79,12 +78,9 @@ def _prompt_logprobs(
     lps: list[float | None] = [None]
     tops: list[dict[int, float] | None] = [None]
     for pos in range(1, len(ids)):
-        z = all_logits[pos - 1].astype(np.float64)
-        z -= z.max()
-        logp = z - math.log(float(np.exp(z).sum()))
-        lps.append(float(logp[ids[pos]]))
-        top = np.argpartition(-logp, top_n - 1)[:top_n] if top_n else np.empty(0, dtype=np.intp)
-        tops.append({int(t): float(logp[t]) for t in top[np.argsort(-logp[top], kind="stable")]})
+        lp, top = token_logprob(all_logits[pos - 1], ids[pos], top_n)
+        lps.append(lp)
+        tops.append(top)
     return lps, tops, state, all_logits[-1].copy()
 
 

@@ -46,6 +46,7 @@ from .sampling import (
     SamplingParams,
     StopChecker,
     params_from_options,
+    token_logprob,
     with_sampling_doc,
 )
 from .structured import Constraint, next_token, request_constraint
@@ -279,14 +280,9 @@ class Generation(Iterator[str]):
         self._emit(self._decoder.feed([tok]))
 
     def _record_logprobs(self, logits: FloatArray, token: int) -> None:
-        z = logits.astype(np.float64)
-        z = z - z.max()
-        logp = z - math.log(float(np.exp(z).sum()))
-        self.token_logprobs.append(float(logp[token]))
-        n = min(self.logprobs or 0, logp.shape[0])
-        top = np.argpartition(-logp, n - 1)[:n] if n else np.empty(0, dtype=np.intp)
-        top = top[np.argsort(-logp[top], kind="stable")]
-        self.top_logprobs.append({int(t): float(logp[t]) for t in top})
+        lp, top = token_logprob(logits, token, self.logprobs or 0)
+        self.token_logprobs.append(lp)
+        self.top_logprobs.append(top)
 
     def __next__(self) -> str:
         while not self._queue:

@@ -489,6 +489,19 @@ class StopChecker:
         self.matched = None
 
 
+def token_logprob(logits: npt.NDArray[np.float32], token: int, n_top: int) -> tuple[float, dict[int, float]]:
+    """The log-probability of ``token`` under the softmax of ``logits`` (the raw distribution, before any
+    sampling setting), and the ``n_top`` most likely tokens with theirs, most likely first (ties in id
+    order): what the ``logprobs`` options of the OpenAI APIs report."""
+    z = logits.astype(np.float64)
+    z -= z.max()
+    logp = z - math.log(float(np.exp(z).sum()))
+    n = min(n_top, logp.shape[0])
+    top = np.argpartition(-logp, n - 1)[:n] if n else np.empty(0, dtype=np.intp)
+    top = top[np.argsort(-logp[top], kind="stable")]
+    return float(logp[token]), {int(t): float(logp[t]) for t in top}
+
+
 __all__ = [
     "DEFAULT_FREQUENCY_PENALTY",
     "DEFAULT_MIN_P",
@@ -504,5 +517,6 @@ __all__ = [
     "StopChecker",
     "params_from_options",
     "stop_tuple",
+    "token_logprob",
     "with_sampling_doc",
 ]
