@@ -349,7 +349,8 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
- *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
+ *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
+ *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
  *                      or vec_dot_xn, one weight row against up to RG_QDOT_MAX_NX activation rows
  *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX2 or AVX-512, no bf16 asked for: f32 column panels
