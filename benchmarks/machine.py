@@ -82,3 +82,20 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def select_level(level: int | None) -> None:
+    """Caps the engine's kernel level (0 scalar, 1 AVX2, 2 AVX-512) for the whole run, so that either ISA
+    level can be measured on an AVX-512 machine; and asks torch (if the benchmark imports it later) for
+    the same ISA: ATen's kernels (ATEN_CPU_CAPABILITY), MKL's sgemm and oneDNN. None: the CPU's best."""
+    import os
+
+    if level is None:
+        return
+    got = ggml.simd_select(level)
+    if got != level:
+        raise SystemExit(f"SIMD level {level} is not available on this CPU (best: {got})")
+    if level == 1:
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+        os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+        os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import read_bandwidth, read_bandwidth_of
+from machine import read_bandwidth, read_bandwidth_of, select_level
 from models import SHAPES, load_official, model_file, streamed_bytes
 
 from rwkv_ggml import Model, ggml
@@ -106,7 +106,9 @@ def main() -> None:
         default=7,
         help="rounds of [bandwidth, latency] per case (more: steadier ratios on a noisy host)",
     )
+    ap.add_argument("--level", type=int, default=None, help="cap the SIMD level (0 scalar, 1 AVX2, 2 AVX512)")
     args = ap.parse_args()
+    select_level(args.level)
 
     pool = ggml.Pool(max(args.threads))
     print(

@@ -9,6 +9,11 @@ random weights in the same run (RWKV-4 and RWKV-7 shapes); with ``--paired N`` a
 the official 'cpu bf16' alternately, N rounds, and the median of the per-round ratios.
 
     python benchmarks/prompt.py --models v4-169m --formats F32 F16 Q8_0 --lengths 256 1024
+
+--level 1 forces the AVX2 kernels on an AVX-512 machine (torch too, for --official and --torch-matmuls).
+--torch-matmuls (needs torch, not the official package): the rate at which torch fp32 does the model's
+matrix products alone for T tokens (every 2-D weight but emb and head, x @ W.T), an upper bound of a
+torch implementation's prompt rate on the same ISA.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import fma_peak
+from machine import fma_peak, select_level
 from models import SHAPES, load_official, model_file
 
 from rwkv_ggml import Model, ggml
@@ -50,6 +55,29 @@ def best_time(fn, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def torch_matmul_rate(path: Path, threads: int, T: int, repeats: int) -> float:
+    """Tokens/s of torch fp32 doing only the model's matrix products for T tokens (random weights of the
+    same shapes; the weights' values do not change the time)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with read_model_file(path) as mf:
+        shapes = [
+            tuple(int(v) for v in reversed(r.ne))
+            for n, r in mf.tensors.items()
+            if len(r.ne) == 2 and n not in ("emb.weight", "head.weight")
+        ]
+    weights = [torch.randn(rows, cols) for rows, cols in shapes]
+    inputs = {cols: torch.randn(T, cols) for _, cols in shapes}
+
+    def products() -> None:
+        for w in weights:
+            torch.matmul(inputs[w.shape[1]], w.T)
+
+    products()
+    return T / best_time(products, repeats)
 
 
 def official_rate(name: str, strategy: str, threads: int, T: int, repeats: int) -> float | None:
@@ -104,6 +132,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also run F32/F16 models with Model(bf16=True)")
     ap.add_argument("--official", action="store_true")
     ap.add_argument(
+        "--level", type=int, default=None, help="cap the SIMD level (0 scalar, 1 AVX2, 2 AVX-512)"
+    )
+    ap.add_argument("--torch-matmuls", action="store_true", help="torch fp32 doing the matrix products alone")
+    ap.add_argument(
         "--paired",
         type=int,
         default=0,
@@ -112,6 +144,7 @@ def main() -> None:
         "alternately for this many rounds",
     )
     args = ap.parse_args()
+    select_level(args.level)
 
     pool = ggml.Pool(args.threads)
     peaks = {kind: fma_peak(pool, args.threads, kind=kind) for kind in ("f32", "bf16", "int8")}
@@ -155,6 +188,17 @@ def main() -> None:
                         f"{unit_share}",
                         flush=True,
                     )
+        if args.torch_matmuls:
+            import torch
+
+            for T in args.lengths:
+                rate = torch_matmul_rate(model_file(name, args.formats[0]), args.threads, T, 3)
+                print(
+                    f"{name:<10}{'torch*':<9}{T:>5}{rate:>10.1f}   "
+                    f"(torch {torch.__version__} fp32 matmuls only, "
+                    f"{torch.backends.cpu.get_cpu_capability()})",
+                    flush=True,
+                )
         if args.official:
             for strategy in ("cpu fp32", "cpu bf16"):
                 for T in args.lengths:

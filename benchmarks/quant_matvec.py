@@ -7,7 +7,9 @@ same run with the engine's own pool, and so is the F16 path, so the ratios compa
 cases and the bandwidth probe run interleaved in rounds and the best of each is kept, so a noisy
 neighbour on a shared machine hits them all alike.
 
-    python benchmarks/quant_matvec.py [--shape 2048 8192] [--threads 1 2] [--types f16 q8_0 q5_1 q4_0]
+    python benchmarks/quant_matvec.py [--shape 2048 8192] [--threads 1 2] [--types f16 q8_0 q4_0] [--level 1]
+
+--level 1 forces the AVX2 kernels on an AVX-512 machine.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import anonymous_buffer, read_bandwidth
+from machine import anonymous_buffer, cpu_name, read_bandwidth, select_level
 
 from rwkv_ggml import ggml
 from rwkv_ggml._lib import ffi, lib
@@ -103,13 +105,17 @@ def main() -> None:
     )
     ap.add_argument("--budget", type=int, default=256, help="MB of weight copies per type")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the best of each is kept")
+    ap.add_argument(
+        "--level", type=int, default=None, help="cap the SIMD level (0 scalar, 1 AVX2, 2 AVX-512)"
+    )
     args = ap.parse_args()
+    select_level(args.level)
     out_dim, in_dim = args.shape
     pool = ggml.Pool(max(args.threads))
     level = ggml.simd_level()
     print(
-        f"SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), "
-        f"VNNI: {ggml.cpu_features()['avx512_vnni']}"
+        f"{cpu_name()}; SIMD level {level} ({['scalar', 'AVX2', 'AVX-512'][level]}), "
+        f"AVX512_VNNI: {ggml.cpu_features()['avx512_vnni']}, AVX-VNNI: {ggml.cpu_features()['avx_vnni']}"
     )
     w = np.random.default_rng(0).standard_normal((out_dim, in_dim)).astype(np.float32) / np.sqrt(in_dim)
     cases = [Case(pool, name, w, args.budget << 20) for name in args.types]

@@ -116,6 +116,36 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_avx512(int64_t 
     return _mm512_reduce_add_epi32(s) != 12345 ? (double)iters * 12 * 16 * 8 : 0.0;
 }
 
+/* The AVX2 int8 unit: 12 chains of vpmaddubsw (32 u8 x s8 products -> 16 i16 pair sums), vpmaddwd
+ * against ones (-> 8 i32) and vpaddd, 32 multiply-adds per step; each step's bytes are its chain's
+ * accumulator so that nothing is loop-invariant. */
+__attribute__((target("avx2"))) static double int8_avx2(int64_t iters) {
+    __m256i a[12];
+    const __m256i c = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+    for (int j = 0; j < 12; j++) a[j] = _mm256_set1_epi32(j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a[j], c), ones));
+    __m256i s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_epi32(s, a[j]);
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    return out[0] != 12345 ? (double)iters * 12 * 32 * 2 : 0.0;
+}
+
+/* The same with AVX-VNNI (vpdpbusd on ymm, VEX-encoded): 12 chains, 32 multiply-adds per instruction. */
+__attribute__((target("avx2,avxvnni"))) static double vnni_avx2(int64_t iters) {
+    __m256i a[12];
+    const __m256i m = _mm256_set1_epi8(3), c = _mm256_set1_epi8(-2);
+    for (int j = 0; j < 12; j++) a[j] = _mm256_set1_epi32(j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm256_dpbusd_avx_epi32(a[j], m, c);
+    __m256i s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_epi32(s, a[j]);
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    return out[0] != 12345 ? (double)iters * 12 * 32 * 2 : 0.0;
+}
+
 __attribute__((target("avx2,fma"))) static double fma_avx2(int64_t iters) {
     __m256 a[8];
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
@@ -140,7 +170,12 @@ static void fma_thread(void *arg, int ith, int nth) {
     if (job->kind == RG_PEAK_BF16) {
         if (level >= 2 && (f & RG_CPU_AVX512_BF16)) r = bf16_avx512(job->iters);
     } else if (job->kind == RG_PEAK_INT8) {
-        if (level >= 2 && (f & RG_CPU_AVX512_VNNI)) r = vnni_avx512(job->iters);
+        if (level >= 2 && (f & RG_CPU_AVX512_VNNI))
+            r = vnni_avx512(job->iters);
+        else if (level >= 1 && (f & RG_CPU_AVX_VNNI))
+            r = vnni_avx2(job->iters);
+        else if (level >= 1)
+            r = int8_avx2(job->iters);
     } else if (level >= 2) {
         r = fma_avx512(job->iters);
     } else if (level == 1) {

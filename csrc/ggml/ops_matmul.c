@@ -3,7 +3,7 @@
  * Threads split the weight rows m, so every output element is one dot product computed by one thread
  * in a fixed order: the result does not depend on the thread count. With T = 1 (per-token mode) the
  * kernel streams each weight row once against the activation vector, which is memory-bound. With
- * many columns of one plane (33 float, 10 quantized) and an AVX-512 CPU the column-panel kernels run
+ * many columns of one plane (33 float, 10 quantized) the column-panel kernels run (float: AVX2 or AVX-512)
  * (activations transposed so that 16 columns fill a vector: ops_matmul_panel.c); otherwise a weight row
  * is made f32 once and reused against the activation rows a few at a time, in the mat-vec's summation
  * order on AVX-512 (and always for the quantized types), so that a batched decode step equals one eval
@@ -349,10 +349,11 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
- *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI: integer column panels (ops_matmul_panel.c)
+ *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
+ *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)
  *                      or vec_dot_xn, one weight row against up to RG_QDOT_MAX_NX activation rows
- *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX-512, no bf16 asked for: f32 column panels
+ *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX2 or AVX-512, no bf16 asked for: f32 column panels
  *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
  *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
  *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1) or f32 tiles, strided activations packed first

@@ -249,3 +249,10 @@ def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def report_lines() -> list[str]:
     return [f"{name:60s} max_abs {e[0]:.3g}  max_rel {e[1]:.3g}" for name, e in sorted(OBSERVED.items())]
+
+
+def quant_panel_kernels() -> bool:
+    """Whether the kernel level in effect has the block types' column-panel kernels (mat-mat from 10
+    columns): AVX512_VNNI at the AVX-512 level, AVX-VNNI at the AVX2 level."""
+    level, features = ggml.simd_level(), ggml.cpu_features()
+    return (level == 2 and features["avx512_vnni"]) or (level == 1 and features["avx_vnni"])

@@ -17,17 +17,37 @@ KINDS = [
 ]
 
 
+def peak_ops(kind: int, iters: int, threads: int) -> float:
+    pool = ggml.Pool(threads)
+    try:
+        return float(lib.rg_bench_peak(kind, iters, pool.ptr, threads))
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("kind, ops, feature", KINDS, ids=["f32", "bf16", "int8"])
 def test_peak_counts_its_operations(kind: int, ops: int, feature: str | None) -> None:
     if ggml.simd_level() < 2:  # the level in effect: 0 under RWKV_GGML_FORCE_SCALAR=1
         pytest.skip("counts below are for the AVX-512 loops")
-    pool = ggml.Pool(2)
-    try:
-        got = lib.rg_bench_peak(kind, 1000, pool.ptr, 2)
-    finally:
-        pool.close()
     has_unit = feature is None or ggml.cpu_features()[feature]
-    assert got == (2 * 1000 * ops if has_unit else 0.0)
+    assert peak_ops(kind, 1000, 2) == (2 * 1000 * ops if has_unit else 0.0)
+
+
+# at the AVX2 level: 8 chains of 8-lane FMAs; 12 chains of 32 int8 multiply-adds (vpdpbusd with AVX-VNNI,
+# else vpmaddubsw + vpmaddwd); no bf16 unit
+AVX2_KINDS = [(lib.RG_PEAK_F32, 8 * 8 * 2), (lib.RG_PEAK_BF16, 0), (lib.RG_PEAK_INT8, 12 * 32 * 2)]
+
+
+@pytest.mark.parametrize("kind, ops", AVX2_KINDS, ids=["f32", "bf16", "int8"])
+def test_peak_counts_its_operations_at_the_avx2_level(kind: int, ops: int) -> None:
+    if ggml.simd_level() < 1:
+        pytest.skip("no AVX2 (or RWKV_GGML_FORCE_SCALAR=1)")
+    previous = ggml.simd_level()
+    ggml.simd_select(1)
+    try:
+        assert peak_ops(kind, 1000, 2) == 2 * 1000 * ops
+    finally:
+        ggml.simd_select(previous)
 
 
 def test_peak_rejects_bad_arguments() -> None:

@@ -32,6 +32,8 @@ from rwkv_ggml._lib import ffi, lib
 from rwkv_ggml.fileformat import DType
 from tests.reference.quant_ref import block_codes, block_scales, dequantize_ref, quantize_ref
 
+from .helpers import quant_panel_kernels
+
 F32 = np.float32
 QK = 32
 QTYPES = [DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0]
@@ -445,7 +447,7 @@ def test_mul_mat_columns_equal_mat_vec(simd_level: int, dtype: DType, t_cols: in
     x = np.random.default_rng(14).standard_normal((t_cols, k)).astype(F32)
     together = run_mul_mat(w, dtype, k, m, x)
     _, mag = emulate_mul_mat(w, dtype, k, x)
-    panel_route = t_cols >= 10 and simd_level == 2 and ggml.cpu_features()["avx512_vnni"]
+    panel_route = t_cols >= 10 and quant_panel_kernels()
     for t in range(x.shape[0]):
         alone = run_mul_mat(w, dtype, k, m, x[t : t + 1])[0]
         if panel_route:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rwkv_ggml import ggml
 from rwkv_ggml.fileformat import DType
 from tests.reference.quant_ref import quantize_ref
 
+from .helpers import quant_panel_kernels
 from .test_quant_engine import QIDS, QTYPES, emulate_mul_mat, rounding_tol, run_mul_mat
 
 F32 = np.float32
@@ -47,7 +47,7 @@ def extreme_columns(b: int, seed: int) -> np.ndarray:
 
 
 def panel_route(b: int) -> bool:
-    return b >= PANEL_MIN_T and ggml.simd_level() == 2 and ggml.cpu_features()["avx512_vnni"]
+    return b >= PANEL_MIN_T and quant_panel_kernels()
 
 
 @pytest.mark.parametrize("b", range(1, 18))

@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "../quant/quant.h"
 
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
@@ -124,8 +125,30 @@ RG_AVX2_INLINE __m256 half8(const uint8_t *w, int field, const int nbk, const qt
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
+/* d and m (adjacent f16 fields at the start of a block) of 8 full blocks: one 32-bit load per block, then
+ * one shuffle and one permute part them into [d0..d7 | m0..m7] (half the loads of two half8 calls). */
+RG_AVX2_INLINE void dm8(const uint8_t *w, const qtype t, __m256 *dw, __m256 *mw) {
+    __m128i a = _mm_cvtsi32_si128((int)rg_load_u32(w)), b = _mm_cvtsi32_si128((int)rg_load_u32(w + 4 * t.wbytes));
+    a = _mm_insert_epi32(a, (int)rg_load_u32(w + t.wbytes), 1);
+    b = _mm_insert_epi32(b, (int)rg_load_u32(w + 5 * t.wbytes), 1);
+    a = _mm_insert_epi32(a, (int)rg_load_u32(w + 2 * t.wbytes), 2);
+    b = _mm_insert_epi32(b, (int)rg_load_u32(w + 6 * t.wbytes), 2);
+    a = _mm_insert_epi32(a, (int)rg_load_u32(w + 3 * t.wbytes), 3);
+    b = _mm_insert_epi32(b, (int)rg_load_u32(w + 7 * t.wbytes), 3);
+    /* per 128-bit lane [d d d d | m m m m], then the lanes' quarters reordered to [d0-3 d4-7 m0-3 m4-7] */
+    const __m256i part = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13,
+                                          2, 3, 6, 7, 10, 11, 14, 15);
+    const __m256i v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(_mm256_set_m128i(b, a), part), _MM_SHUFFLE(3, 1, 2, 0));
+    *dw = _mm256_cvtph_ps(_mm256_castsi256_si128(v));
+    *mw = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
+}
+
 RG_AVX2_INLINE void load_group(const uint8_t *w, int64_t b0, const int np, const qtype t, wgroup *g) {
     for (int p = 0; p < np; p++) pair_codes(w + (b0 + 2 * p) * t.wbytes, t, &g->lo[p], &g->hi[p]);
+    if (t.has_min && np == 4) {
+        dm8(w + b0 * t.wbytes, t, &g->dw, &g->mw);
+        return;
+    }
     g->dw = half8(w + b0 * t.wbytes, 0, 2 * np, t);
     g->mw = t.has_min ? half8(w + b0 * t.wbytes, 2, 2 * np, t) : g->dw;
 }
@@ -164,17 +187,30 @@ RG_AVX2_INLINE __m256 dot_group(const wgroup *g, const uint8_t *x, int64_t nb, i
     return scale_group(r, g->dw, g->mw, x, nb, b0, np, t, acc);
 }
 
+/* Bytes ahead of the mat-vec loop that each group asks the cache for. The AVX2 unpacking keeps a core busy
+ * for most of the time the bytes take to arrive, and with the hardware prefetcher alone the stream stalled
+ * behind it: asking 2 KB ahead made the 2048x8192 mat-vec 1.6x (Q4_0), 2.4x (Q5_1) and 1.15x (Q8_0)
+ * faster on one core (Sapphire Rapids at the AVX2 level, A/B in one process; 1 and 1.5 KB slightly
+ * slower, 3 KB and more clearly slower). Prefetches never fault: reaching past the matrix is fine. */
+#define RG_QDOT_PREFETCH 2048
+
 /* The mat-vec loop for a full group: each pair's codes go straight into the products. */
 RG_AVX2_INLINE __m256 dot_group_streaming(const uint8_t *w, const uint8_t *x, int64_t nb, int64_t b0, const qtype t,
                                           __m256 acc) {
     __m256i r[4];
+    for (int i = 0; i < 8 * t.wbytes; i += 64)
+        _mm_prefetch((const char *)w + b0 * t.wbytes + RG_QDOT_PREFETCH + i, _MM_HINT_T0);
     for (int p = 0; p < 4; p++) {
         __m256i lo, hi;
         pair_codes(w + (b0 + 2 * p) * t.wbytes, t, &lo, &hi);
         r[p] = pair_dot(lo, hi, (const int8_t *)x + 32 * (b0 + 2 * p), t);
     }
-    const __m256 dw = half8(w + b0 * t.wbytes, 0, 8, t);
-    const __m256 mw = t.has_min ? half8(w + b0 * t.wbytes, 2, 8, t) : dw;
+    __m256 dw, mw;
+    if (t.has_min) {
+        dm8(w + b0 * t.wbytes, t, &dw, &mw);
+    } else {
+        dw = mw = half8(w + b0 * t.wbytes, 0, 8, t);
+    }
     return scale_group(r, dw, mw, x, nb, b0, 4, t, acc);
 }
 

@@ -76,7 +76,8 @@ typedef struct {
                            int64_t kp, float *c, int64_t ldc);
     void (*f32_to_bf16_padded)(const float *src, uint16_t *dst, int64_t n, int64_t kp);
     void (*f16_to_bf16_padded)(const uint16_t *src, uint16_t *dst, int64_t n, int64_t kp);
-    /* Column-panel mat-mat (k_gemm_panel.c; NULL below AVX-512, the bf16 one without AVX512_BF16):
+    /* Column-panel mat-mat (k_gemm_panel.c, the f32 one at the AVX2 level k_gemm_panel_avx2.c; NULL at
+     * the scalar level, the bf16 one without AVX512_BF16):
      * out[(r * RG_PANEL_MAX_NP + j) * RG_PANEL_LANES + c] = row r . column c of panel j, for RG_PANEL_ROWS
      * weight rows w + r * ldw (f32 at any alignment, or bf16) and np (1..4) panels of 16 columns, the
      * next xstride elements after each. f32 panels are k-major (x[i * 16 + c]), bf16 panels hold
@@ -114,8 +115,8 @@ typedef struct {
     rg_vec_dot_xn_fn vec_dot_q4_k_xn;
     rg_vec_dot_xn_fn vec_dot_q5_k_xn;
     rg_vec_dot_xn_fn vec_dot_q6_k_xn;
-    /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; NULL without
-     * AVX512_VNNI). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
+    /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; at the AVX2
+     * level k_quant_panel_avx2.c with AVX-VNNI; NULL otherwise). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
      * r . lane c of panel j (np = 1 or 2 panels, panel_bytes apart) over nb blocks, continuing from the
      * values in out with accumulate (blocks added in order either way). */
@@ -135,7 +136,9 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_quant_{scalar,avx2,avx512}.c   block-quantized rows against activation rows (avx512 = with VNNI)
  *   k_gemm_tile.c                    mat-mat tiles, f32 (every level) and bf16
  *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
+ *   k_gemm_panel_avx2.c              the f32 column-panel mat-mat at the AVX2 level (after k_gemm_panel.c)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
+ *   k_quant_panel_avx2.c             the same at the AVX2 level with AVX-VNNI (after k_quant_panel.c)
  *   k_kquant_{scalar,avx2}.c         the K-quants' dot products (the AVX2 ones also at the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
@@ -149,7 +152,9 @@ RG_KERNELS_API void rg_kernels_fill_quant_avx2(rg_kernel_table *k, int level, un
 RG_KERNELS_API void rg_kernels_fill_quant_avx512(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_gemm_panel_avx2(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6

@@ -1,0 +1,108 @@
+"""The AVX2 level's column-panel kernels (simd/k_gemm_panel_avx2.c; simd/k_quant_panel_avx2.c with
+AVX-VNNI): mul_mat of many columns at level 1 against the float64 product, for odd shapes
+(partial tiles of rows, partial panels of columns, several groups of panels, k walked in blocks with a tail),
+every thread count (bit-identical), and bit for bit against the AVX-512 level where the CPU has it (each
+output lane is one multiply-add chain over k in order at both levels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rwkv_ggml import ggml
+from rwkv_ggml.fileformat import DType
+
+from .helpers import assert_norm_close, bits_equal, rand
+from .test_ops_matmul import TOL, reference
+from .test_quant_engine import QIDS, QTYPES, emulate_mul_mat, rounding_tol, run_mul_mat, weights_for
+
+pytestmark = pytest.mark.skipif(ggml.simd_max_level() < 1, reason="this CPU has no AVX2")
+
+# (M, K, T): M around the 6-row tiles, K around the 128-element k-blocks, T from the first panel size on
+# (33) through partial panels and more than one group of 4 panels (100, 131)
+SHAPES = [(1, 7, 33), (5, 128, 33), (7, 129, 47), (13, 300, 64), (19, 257, 100), (12, 33, 131), (6, 1, 40)]
+
+
+def mul_mat_at(level: int, w: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
+    previous = ggml.simd_level()
+    ggml.simd_select(level)
+    try:
+        with ggml.Context(64 << 20, threads=threads) as ctx:
+            y = ctx.mul_mat(ctx.tensor(w), ctx.tensor(x))
+            ctx.graph([y]).compute()
+            return y.numpy().copy()
+    finally:
+        ggml.simd_select(previous)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in SHAPES])
+@pytest.mark.parametrize("wtype", [np.float32, np.float16], ids=["f32", "f16"])
+def test_avx2_float_panels_against_float64(shape: tuple[int, int, int], wtype: type, threads: int) -> None:
+    m, k, t = shape
+    w = rand((m, k), seed=m * 7 + k, dtype=wtype)
+    x = rand((t, k), seed=t * 3 + k)
+    got = mul_mat_at(1, w, x, threads)
+    want, bound = reference(w, x)
+    assert_norm_close(got, want, bound, tol=TOL, name="mul_mat/panel-avx2")
+    assert bits_equal(got, mul_mat_at(1, w, x, 1)), "thread count changed the result"
+
+
+@pytest.mark.skipif(ggml.simd_max_level() < 2, reason="no AVX-512 level to compare with")
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in SHAPES])
+@pytest.mark.parametrize("wtype", [np.float32, np.float16], ids=["f32", "f16"])
+def test_avx2_float_panels_equal_the_avx512_panels(shape: tuple[int, int, int], wtype: type) -> None:
+    """The AVX2 kernel computes the same chains as the AVX-512 one (and not the f32 tiles' k-lane sums)."""
+    m, k, t = shape
+    w = rand((m, k), seed=m + k, dtype=wtype)
+    x = rand((t, k), seed=t + 5 * k)
+    assert bits_equal(mul_mat_at(1, w, x, 2), mul_mat_at(2, w, x, 2))
+
+
+# ---- the block types (k_quant_panel_avx2.c, with AVX-VNNI) ----
+# (M, K, T): M around the 12-row tiles, K around the 16-block k-steps of the route (512 = 16 blocks) with
+# odd block counts, T from the first panel size (10) through partial panels and pairs of panels (33)
+QSHAPES = [(1, 32, 10), (13, 96, 16), (12, 512, 17), (25, 544, 33), (7, 1056, 40)]
+avx_vnni = pytest.mark.skipif(not ggml.cpu_features()["avx_vnni"], reason="this CPU has no AVX-VNNI")
+
+
+def quant_mul_mat_at(
+    level: int, w: np.ndarray, dtype: DType, k: int, m: int, x: np.ndarray, threads: int
+) -> np.ndarray:
+    previous = ggml.simd_level()
+    ggml.simd_select(level)
+    try:
+        return run_mul_mat(w, dtype, k, m, x, threads=threads)
+    finally:
+        ggml.simd_select(previous)
+
+
+@avx_vnni
+@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
+@pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
+def test_avx2_quant_panels_against_the_block_arithmetic(
+    shape: tuple[int, int, int], dtype: DType, threads: int
+) -> None:
+    """formats.md §5.4 in float64 with exact integer sums: the kernel differs only by f32 rounding."""
+    m, k, t = shape
+    w = weights_for(dtype, m, k, seed=m + k)
+    x = np.random.default_rng(t + k).standard_normal((t, k)).astype(np.float32)
+    got = quant_mul_mat_at(1, w, dtype, k, m, x, threads)
+    want, mag = emulate_mul_mat(w, dtype, k, x)
+    assert np.all(np.abs(got - want) <= 2 * rounding_tol(k, mag)), "beyond f32 rounding"
+    assert bits_equal(got, quant_mul_mat_at(1, w, dtype, k, m, x, 1)), "thread count changed the result"
+
+
+@avx_vnni
+@pytest.mark.skipif(
+    ggml.simd_max_level() < 2 or not ggml.cpu_features()["avx512_vnni"], reason="no AVX512_VNNI panels"
+)
+@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
+@pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
+def test_avx2_quant_panels_equal_the_avx512_panels(shape: tuple[int, int, int], dtype: DType) -> None:
+    """The same integer sums and the same f32 operations in the same order as the AVX512_VNNI kernel (and
+    not the one-row kernels' order)."""
+    m, k, t = shape
+    w = weights_for(dtype, m, k, seed=3 * m + k)
+    x = np.random.default_rng(2 * t + k).standard_normal((t, k)).astype(np.float32)
+    assert bits_equal(quant_mul_mat_at(1, w, dtype, k, m, x, 2), quant_mul_mat_at(2, w, dtype, k, m, x, 2))
