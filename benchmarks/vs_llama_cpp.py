@@ -322,17 +322,20 @@ def table(name: str, results: dict[str, Cells]) -> None:
     print(f"\n{name}: per token ms (median of rounds; floor = bytes per token / read bandwidth, 2 MiB pages)")
     print(
         f"{'format':<8}{'floor':>7}{'ours .bin':>11}{'ours GGUF':>11}{'llama.cpp':>11}"
-        f"{'   ours GGUF / llama.cpp time':<30}{'llama.cpp / floor':>18}"
+        f"{'   ours GGUF / llama.cpp time':<30}{'ours GGUF / floor':>18}{'llama.cpp / floor':>18}"
     )
     for fmt, c in results.items():
         ours, theirs = c.token_ms["ours GGUF"], c.token_ms["llama.cpp"]
         ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+        # per round: each time over the floor measured in that round, as the bandwidth drifts
+        ours_floor = [a / f for a, f in zip(ours, c.floor_ms, strict=True)]
+        theirs_floor = [a / f for a, f in zip(theirs, c.floor_ms, strict=True)]
         bin_ms = c.token_ms.get("ours .bin")
         bin_text = f"{statistics.median(bin_ms):>11.2f}" if bin_ms else f"{'-':>11}"
         print(
             f"{fmt:<8}{statistics.median(c.floor_ms):>7.2f}{bin_text}{statistics.median(ours):>11.2f}"
             f"{statistics.median(theirs):>11.2f}   {fmt_range(ratios):<27}"
-            f"{statistics.median(theirs) / statistics.median(c.floor_ms):>18.2f}"
+            f"{statistics.median(ours_floor):>18.2f}{statistics.median(theirs_floor):>18.2f}"
         )
     print(f"\n{name}: prompt tokens/s (median of rounds)")
     print(f"{'format':<8}{'ours .bin':>11}{'ours GGUF':>11}{'llama.cpp':>11}   ours GGUF / llama.cpp speed")

@@ -1,6 +1,7 @@
 /* Graphs: collect the nodes an output depends on (topological order, each once), reserve the work
- * buffer, and compute node by node on the thread pool; threads meet in a barrier only before a node
- * that depends on memory another thread may still be using (graph_sync.c). */
+ * buffer, order the nodes so that independent ones run together, and compute node by node on the thread
+ * pool; threads meet in a barrier only before a node that depends on memory another thread may still be
+ * using (graph_sync.c). */
 #include "internal.h"
 #include "graph_plan.h"
 #include "graph_sync.h"
@@ -152,6 +153,7 @@ rg_graph *rg_graph_build(rg_ctx *ctx, rg_tensor *const *outputs, int n_outputs, 
             }
         }
     }
+    rg_graph_schedule(order, n, g->nodes, g->solo, g->work_offs, g->n_nodes);
     /* Private shared regions when they cost little (per-token graphs: a few KB per product); sequence
      * graphs' panels are megabytes each, so there they share one region and their users are ordered. */
     const bool private_shared = shared_sum <= RG_PRIVATE_WORK_MAX || shared_sum <= 2 * shared_max;
