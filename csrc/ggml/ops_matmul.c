@@ -105,8 +105,8 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
     }
 }
 
-/* Mat-mat: tiles of RG_GEMM_MR weight rows (made f32 once per tile when stored otherwise) against all T
- * activation rows in steps of RG_GEMM_NR. Tiles are aligned groups of rows claimed by the threads whole
+/* Mat-mat: tiles of RG_GEMM_MR weight rows (F16 rows as stored, other types made f32 once per tile)
+ * against all T activation rows in one kernel call. Tiles are aligned groups of rows claimed by the threads whole
  * (next_groups, as the mat-vec: a thread held up by another process leaves its share to the others), so
  * the output does not depend on the thread count. */
 static void mat_mat_float(const rg_compute_params *p, const rg_tensor *dst, const uint8_t *a_plane, const float *b,
@@ -115,28 +115,28 @@ static void mat_mat_float(const rg_compute_params *p, const rg_tensor *dst, cons
     const int64_t K = a->ne[0], M = a->ne[1];
     const rg_type_traits *ta = rg_traits(a->type);
     float *tile_buf = rg_thread_scratch(p);
-    float out[RG_GEMM_MR * RG_GEMM_NR];
+    float *c = (float *)d_plane; /* the tile writes its columns into the output rows directly */
+    const int64_t ldc = (int64_t)(ldd / sizeof(float));
     int64_t g0, g1;
     int cursor = 0;
-    while (next_groups(p, dst, (M + RG_GEMM_MR - 1) / RG_GEMM_MR, &cursor, &g0, &g1))
-    for (int64_t m = g0 * RG_GEMM_MR; m < M && m < g1 * RG_GEMM_MR; m += RG_GEMM_MR) {
-        const int mr = M - m < RG_GEMM_MR ? (int)(M - m) : RG_GEMM_MR;
-        const float *at;
-        int64_t lda;
+    while (next_groups(p, dst, (M + RG_GEMM_MR - 1) / RG_GEMM_MR, &cursor, &g0, &g1)) {
+        /* F32 and F16 rows as stored: the kernel takes the whole claimed range (it reuses the columns
+         * across its 4-row tiles) */
+        const int64_t m0 = g0 * RG_GEMM_MR, m1 = g1 * RG_GEMM_MR < M ? g1 * RG_GEMM_MR : M;
         if (a->type == RG_TYPE_F32) {
-            at = (const float *)(a_plane + m * a->nb[1]);
-            lda = (int64_t)(a->nb[1] / sizeof(float));
-        } else {
-            for (int j = 0; j < mr; j++) ta->to_f32(a_plane + (m + j) * a->nb[1], tile_buf + j * K, K);
-            at = tile_buf;
-            lda = K;
+            rg_kernels.gemm_f32_tile((const float *)(a_plane + m0 * a->nb[1]), (int64_t)(a->nb[1] / sizeof(float)),
+                                     (int)(m1 - m0), b, ldb, (int)T, K, c + m0, ldc);
+            continue;
         }
-        for (int64_t t = 0; t < T; t += RG_GEMM_NR) {
-            const int nr = T - t < RG_GEMM_NR ? (int)(T - t) : RG_GEMM_NR;
-            rg_kernels.gemm_f32_tile(at, lda, mr, b + t * ldb, ldb, nr, K, out, RG_GEMM_MR);
-            for (int j = 0; j < nr; j++)
-                memcpy(d_plane + (size_t)(t + j) * ldd + (size_t)m * sizeof(float), out + j * RG_GEMM_MR,
-                       (size_t)mr * sizeof(float));
+        if (a->type == RG_TYPE_F16 && rg_kernels.gemm_f16_tile) {
+            rg_kernels.gemm_f16_tile((const uint16_t *)(a_plane + m0 * a->nb[1]), (int64_t)(a->nb[1] / sizeof(uint16_t)),
+                                     (int)(m1 - m0), b, ldb, (int)T, K, c + m0, ldc);
+            continue;
+        }
+        for (int64_t m = m0; m < m1; m += RG_GEMM_MR) { /* other types: made f32 a tile at a time */
+            const int mr = m1 - m < RG_GEMM_MR ? (int)(m1 - m) : RG_GEMM_MR;
+            for (int j = 0; j < mr; j++) ta->to_f32(a_plane + (m + j) * a->nb[1], tile_buf + j * K, K);
+            rg_kernels.gemm_f32_tile(tile_buf, K, mr, b, ldb, (int)T, K, c + m, ldc);
         }
     }
 }

@@ -1,17 +1,14 @@
-/* Mat-mat micro-kernels for F32 operands with f32 accumulation (prompt ingestion).
+/* Mat-mat micro-kernels for F32 and F16 weights with f32 accumulation (batched decode, and prompts where
+ * the column panels of k_gemm_panel.c do not run), and the opt-in bf16 tile.
  *
- * c[t * ldc + m] = sum_k a[m * lda + k] * b[t * ldb + k] for a tile of mr <= 4 weight rows and nr <= RG_GEMM_NR
- * activation rows. Both operands are contiguous along k (weights as stored, activations as rows), so
- * each (m, t) pair keeps a vector of partial sums over k lanes and is reduced once at the end: per
- * k-step a tile loads 4 + 6 vectors for 24 FMAs, which keeps the FMA units busy instead of waiting on
- * loads (the one-row kernels load two vectors per FMA).
- *
- * The k-lane partial sums and their final reduction are the same for every tile shape, so an element's
- * value does not depend on which tile computed it. */
+ * c[t * ldc + m] = sum_k a[m * lda + k] * b[t * ldb + k] for mr weight rows and nr activation rows. Both
+ * operands are contiguous along k (weights as stored, activations as rows), so each (m, t) pair keeps
+ * vectors of partial sums over k lanes, reduced once at the end in the mat-vec's order: an element's
+ * value does not depend on the tile shape, the column count or the thread count. */
 #include "kernels.h"
 
 static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
-                             float *c, int64_t ldc) {
+                             float *c, int64_t ldc) { /* rg_dot_f32_ref: the scalar mat-vec's order */
     for (int t = 0; t < nr; t++)
         for (int m = 0; m < mr; m++) c[t * ldc + m] = rg_dot_f32_ref(a + m * lda, b + t * ldb, k);
 }
@@ -19,64 +16,209 @@ static void gemm_tile_scalar(const float *a, int64_t lda, int mr, const float *b
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-/* The summation order of the AVX-512 mat-vec (dot_*_rows4 in k_vec_avx512.c), so that a column of a
- * mat-mat equals the mat-vec of that column bit for bit (a batch of B sequences equals B single evals):
- * per (m, t) two accumulators take alternate 16-lane chunks of 32-element steps, a 16-element step goes
- * into the first, a masked tail into the second, and the result is reduce_add(s0 + s1). Columns are taken
- * three at a time: 4 x 3 x 2 accumulators in 24 of the 32 zmm registers, and per 32-element step
- * 8 + 6 loads for 24 FMAs. */
+/* ---- f32 accumulation in the mat-vec's order (AVX-512 and AVX2) ----
+ * A column of a mat-mat must equal the mat-vec of that column bit for bit (a batch of B sequences equals
+ * B single evals). The AVX-512 mat-vec (dot_*_rows4 in k_vec_avx512.c) gives each row two accumulators,
+ * s0 taking the 16-lane chunks at 0, 32, 64, ... and s1 those at 16, 48, ...; a last 16-element chunk goes
+ * into s0, a masked tail into s1, and the result is reduce_add(s0 + s1). The AVX2 one is the same with 8
+ * lanes, a last 8-element chunk into s0 and a scalar tail added after the horizontal sum.
+ *
+ * s0 and s1 never meet until the end, so the tile runs them as two passes ("even" and "odd" chunks),
+ * which halves the live accumulators: 4 rows x up to 6 columns in 24 zmm registers, 4 + 6 loads per 24
+ * FMAs (the old one-pass tile held 4 x 3 x 2, 8 + 6 loads per 24 FMAs, and cut 8 columns as 3 + 3 + 2).
+ * k is walked in blocks: the rows are taken in sweeps of several 4-row tiles whose accumulators wait in
+ * memory between blocks, and every tile of a sweep runs a block against the same columns, which stay in
+ * L1 for all of them; with one tile per sweep (many columns) the blocks are as long as possible, so the
+ * accumulators are stored and reloaded seldom. F16 rows are made f32 a block at a time (exact), and the
+ * next block of weights is prefetched while this one is computed, so the weight stream and the arithmetic
+ * overlap instead of alternating. */
+#define TILE_MAX_COLS 32    /* columns of one sweep over k */
+#define TILE_X_FLOATS 4096  /* a block of the columns: 16 KB of L1 */
+#define TILE_MAX_BLOCK 1024 /* elements of a block (the f32 copy of 4 F16 rows is 4 x this) */
+#define TILE_ACC_PAIRS 128  /* (row, column) accumulator pairs kept between blocks: 16 KB */
+/* Floats between the rows of the f32 copy of F16 rows (rows 4 KB apart share their L1 sets) */
+#define TILE_PAD 16
+
+/* Block length: a multiple of 32 (so each block starts on an s0 chunk at both levels) whose nc columns
+ * fit TILE_X_FLOATS. */
+static int64_t tile_block(int nc) {
+    const int64_t kb = TILE_X_FLOATS / nc / 32 * 32;
+    return kb < 64 ? 64 : kb > TILE_MAX_BLOCK ? TILE_MAX_BLOCK : kb;
+}
+
+/* Columns [c0, c0 + n) of group g when nc columns are cut into ng groups as even as possible. */
+static void tile_group(int nc, int ng, int g, int *c0, int *n) {
+    const int base = nc / ng, extra = nc % ng;
+    *c0 = g * base + (g < extra ? g : extra);
+    *n = base + (g < extra);
+}
+
+/* Weight rows: the weights' own rows (f32) or F16 rows, made f32 a block at a time. */
+typedef struct {
+    const float *a32;
+    const uint16_t *a16;
+    int64_t lda;
+    int mr;
+} tile_rows;
+
+/* The 4-row tile of r starting at row r0 (fewer rows at the end). */
+static tile_rows tile_at(const tile_rows *r, int r0) {
+    const tile_rows t = {r->a32 ? r->a32 + r0 * r->lda : NULL, r->a16 ? r->a16 + r0 * r->lda : NULL, r->lda,
+                         r->mr - r0 < 4 ? r->mr - r0 : 4};
+    return t;
+}
+
+/* Where row m of a tile is stored, from element k0 on (for prefetching). */
+static const char *tile_row_addr(const tile_rows *t, int m, int64_t k0) {
+    const int row = m < t->mr ? m : t->mr - 1;
+    return t->a16 ? (const char *)(t->a16 + row * t->lda + k0) : (const char *)(t->a32 + row * t->lda + k0);
+}
+
+#define TILE_NT 6 /* AVX-512 columns per group */
+
+/* acc[t * 4 + m] += a_m[i:i+16] * x_t[i:i+16] for i = i0, i0 + 32, ... < i1; the first pass of a block
+ * also prefetches the next block of weight rows (pf_lines cache lines per row per step). */
+RG_AVX512_INLINE void tile_pass_avx512(const float *const ar[4], const float *const *xr, int nt, int64_t i0, int64_t i1,
+                                       __m512 *acc, const char *const *pf, int pf_lines) {
+    __m512 s[4][TILE_NT];
+    for (int t = 0; t < nt; t++)
+        for (int m = 0; m < 4; m++) s[m][t] = acc[t * 4 + m];
+    for (int64_t i = i0; i < i1; i += 32) {
+        if (pf)
+            for (int m = 0; m < 4; m++)
+                for (int l = 0; l < pf_lines; l++) _mm_prefetch(pf[m] + ((i - i0) / 32 * pf_lines + l) * 64, _MM_HINT_T0);
+        const __m512 a0 = _mm512_loadu_ps(ar[0] + i), a1 = _mm512_loadu_ps(ar[1] + i);
+        const __m512 a2 = _mm512_loadu_ps(ar[2] + i), a3 = _mm512_loadu_ps(ar[3] + i);
+        for (int t = 0; t < nt; t++) {
+            const __m512 x = _mm512_loadu_ps(xr[t] + i);
+            s[0][t] = _mm512_fmadd_ps(a0, x, s[0][t]);
+            s[1][t] = _mm512_fmadd_ps(a1, x, s[1][t]);
+            s[2][t] = _mm512_fmadd_ps(a2, x, s[2][t]);
+            s[3][t] = _mm512_fmadd_ps(a3, x, s[3][t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int m = 0; m < 4; m++) acc[t * 4 + m] = s[m][t];
+}
+
+/* One pass with the column count a constant (each case its own register allocation). */
+RG_AVX512 static void tile_pass_n_avx512(const float *const ar[4], const float *const *xr, int nt, int64_t i0,
+                                         int64_t i1, __m512 *acc, const char *const *pf, int pf_lines) {
+    switch (nt) {
+    case 1: tile_pass_avx512(ar, xr, 1, i0, i1, acc, pf, pf_lines); break;
+    case 2: tile_pass_avx512(ar, xr, 2, i0, i1, acc, pf, pf_lines); break;
+    case 3: tile_pass_avx512(ar, xr, 3, i0, i1, acc, pf, pf_lines); break;
+    case 4: tile_pass_avx512(ar, xr, 4, i0, i1, acc, pf, pf_lines); break;
+    case 5: tile_pass_avx512(ar, xr, 5, i0, i1, acc, pf, pf_lines); break;
+    default: tile_pass_avx512(ar, xr, TILE_NT, i0, i1, acc, pf, pf_lines); break;
+    }
+}
+
+/* Rows [k0, k0 + len) of the tile as f32: pointers into the weights, or the F16 rows made f32 in buf
+ * (len/16 whole chunks, then a zero-filled partial one: the mat-vec's masked load). */
+RG_AVX512 static void tile_block_rows_avx512(const tile_rows *r, int64_t k0, int64_t len, float *buf, int64_t ldbuf,
+                                             const float *ar[4]) {
+    for (int m = 0; m < 4; m++) {
+        const int row = m < r->mr ? m : r->mr - 1;
+        if (m >= r->mr) {
+            ar[m] = ar[r->mr - 1];
+        } else if (r->a16 == NULL) {
+            ar[m] = r->a32 + row * r->lda + k0;
+        } else {
+            const uint16_t *src = r->a16 + row * r->lda + k0;
+            float *dst = buf + m * ldbuf;
+            for (int64_t i = 0; i < len; i += 16) {
+                const __mmask16 msk = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1u);
+                _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(msk, src + i)));
+            }
+            ar[m] = dst;
+        }
+    }
+}
+
+/* Rows are taken in sweeps of as many 4-row tiles as TILE_ACC_PAIRS allows, and k in blocks: every tile
+ * of a sweep runs a block against the same columns, which stay in L1 for all of them. */
+RG_AVX512 static void tile_avx512(const tile_rows *r, const float *b, int64_t ldb, int nr, int64_t k, float *c,
+                                  int64_t ldc) {
+    _Alignas(64) float buf[4 * (TILE_MAX_BLOCK + TILE_PAD)];
+    __m512 acc[2][TILE_ACC_PAIRS]; /* [pass][(q * nc + t) * 4 + m]: tile q, column t, row m */
+    const int64_t k32 = k / 32 * 32;
+    for (int c0 = 0; c0 < nr; c0 += TILE_MAX_COLS) {
+        const int nc = nr - c0 < TILE_MAX_COLS ? nr - c0 : TILE_MAX_COLS, ng = (nc + TILE_NT - 1) / TILE_NT;
+        const int sweep = TILE_ACC_PAIRS / nc / 4 * 4;
+        /* one tile per sweep: nothing reuses the columns, so the longest block (fewest passes) is best */
+        const int64_t kb = sweep == 4 ? TILE_MAX_BLOCK : tile_block(nc);
+        const float *xr[TILE_MAX_COLS];
+        for (int t = 0; t < nc; t++) xr[t] = b + (c0 + t) * ldb;
+        for (int r0 = 0; r0 < r->mr; r0 += sweep) {
+            const int nq = ((r->mr - r0 < sweep ? r->mr - r0 : sweep) + 3) / 4;
+            for (int j = 0; j < nq * nc * 4; j++) acc[0][j] = acc[1][j] = _mm512_setzero_ps();
+            for (int64_t k0 = 0; k0 < k32; k0 += kb) {
+                const int64_t len = k32 - k0 < kb ? k32 - k0 : kb;
+                const float *xb[TILE_MAX_COLS];
+                for (int t = 0; t < nc; t++) xb[t] = xr[t] + k0;
+                for (int q = 0; q < nq; q++) {
+                    const tile_rows tile = tile_at(r, r0 + 4 * q);
+                    const float *ar[4];
+                    tile_block_rows_avx512(&tile, k0, len, buf, TILE_MAX_BLOCK + TILE_PAD, ar);
+                    /* prefetch what comes next: the next tile's block, or the first tile's next block */
+                    const int last = q + 1 == nq, more = !last || k0 + len < k32;
+                    const tile_rows next = tile_at(r, r0 + (last ? 0 : 4 * (q + 1)));
+                    const char *pf[4];
+                    for (int m = 0; m < 4; m++) pf[m] = tile_row_addr(&next, m, last ? k0 + len : k0);
+                    __m512 *a0 = acc[0] + q * nc * 4, *a1 = acc[1] + q * nc * 4;
+                    for (int g = 0; g < ng; g++) {
+                        int g0, n;
+                        tile_group(nc, ng, g, &g0, &n);
+                        tile_pass_n_avx512(ar, xb + g0, n, 0, len, a0 + g0 * 4, g == 0 && more ? pf : NULL,
+                                           r->a16 ? 1 : 2);
+                        tile_pass_n_avx512(ar, xb + g0, n, 16, len, a1 + g0 * 4, NULL, 0);
+                    }
+                }
+            }
+            for (int q = 0; q < nq; q++) {
+                const tile_rows tile = tile_at(r, r0 + 4 * q);
+                __m512 *a0 = acc[0] + q * nc * 4, *a1 = acc[1] + q * nc * 4;
+                if (k32 < k) { /* the mat-vec's last 16-element chunk (into s0) and masked tail (into s1) */
+                    const int64_t rem = k - k32;
+                    const float *ar[4];
+                    tile_block_rows_avx512(&tile, k32, rem, buf, TILE_MAX_BLOCK + TILE_PAD, ar);
+                    int64_t i = 0;
+                    if (rem >= 16) {
+                        for (int t = 0; t < nc; t++) {
+                            const __m512 x = _mm512_loadu_ps(xr[t] + k32);
+                            for (int m = 0; m < 4; m++)
+                                a0[t * 4 + m] = _mm512_fmadd_ps(_mm512_loadu_ps(ar[m]), x, a0[t * 4 + m]);
+                        }
+                        i = 16;
+                    }
+                    if (i < rem) {
+                        const __mmask16 msk = (__mmask16)((1u << (rem - i)) - 1u);
+                        for (int t = 0; t < nc; t++) {
+                            const __m512 x = _mm512_maskz_loadu_ps(msk, xr[t] + k32 + i);
+                            for (int m = 0; m < 4; m++)
+                                a1[t * 4 + m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(msk, ar[m] + i), x, a1[t * 4 + m]);
+                        }
+                    }
+                }
+                for (int t = 0; t < nc; t++)
+                    for (int m = 0; m < tile.mr; m++)
+                        c[(c0 + t) * ldc + r0 + 4 * q + m] = _mm512_reduce_add_ps(_mm512_add_ps(a0[t * 4 + m], a1[t * 4 + m]));
+            }
+        }
+    }
+}
+
 RG_AVX512 static void gemm_tile_avx512(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
                                        int64_t k, float *c, int64_t ldc) {
-    for (int t0 = 0; t0 < nr; t0 += 3) {
-        const int nt = nr - t0 < 3 ? nr - t0 : 3;
-        const float *bt = b + t0 * ldb;
-        __m512 s0[4][3], s1[4][3];
-        for (int m = 0; m < 4; m++)
-            for (int t = 0; t < 3; t++) s0[m][t] = s1[m][t] = _mm512_setzero_ps();
-        int64_t i = 0;
-        if (mr == 4 && nt == 3) {
-            for (; i + 32 <= k; i += 32) {
-                __m512 x0[3], x1[3];
-                for (int t = 0; t < 3; t++) {
-                    x0[t] = _mm512_loadu_ps(bt + t * ldb + i);
-                    x1[t] = _mm512_loadu_ps(bt + t * ldb + i + 16);
-                }
-                for (int m = 0; m < 4; m++) {
-                    const __m512 a0 = _mm512_loadu_ps(a + m * lda + i), a1 = _mm512_loadu_ps(a + m * lda + i + 16);
-                    for (int t = 0; t < 3; t++) {
-                        s0[m][t] = _mm512_fmadd_ps(a0, x0[t], s0[m][t]);
-                        s1[m][t] = _mm512_fmadd_ps(a1, x1[t], s1[m][t]);
-                    }
-                }
-            }
-        } else {
-            for (; i + 32 <= k; i += 32)
-                for (int t = 0; t < nt; t++) {
-                    const __m512 x0 = _mm512_loadu_ps(bt + t * ldb + i), x1 = _mm512_loadu_ps(bt + t * ldb + i + 16);
-                    for (int m = 0; m < mr; m++) {
-                        s0[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), x0, s0[m][t]);
-                        s1[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i + 16), x1, s1[m][t]);
-                    }
-                }
-        }
-        if (i + 16 <= k) {
-            for (int t = 0; t < nt; t++) {
-                const __m512 x0 = _mm512_loadu_ps(bt + t * ldb + i);
-                for (int m = 0; m < mr; m++) s0[m][t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + m * lda + i), x0, s0[m][t]);
-            }
-            i += 16;
-        }
-        if (i < k) {
-            const __mmask16 msk = (__mmask16)((1u << (k - i)) - 1u);
-            for (int t = 0; t < nt; t++) {
-                const __m512 x0 = _mm512_maskz_loadu_ps(msk, bt + t * ldb + i);
-                for (int m = 0; m < mr; m++)
-                    s1[m][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(msk, a + m * lda + i), x0, s1[m][t]);
-            }
-        }
-        for (int t = 0; t < nt; t++)
-            for (int m = 0; m < mr; m++) c[(t0 + t) * ldc + m] = _mm512_reduce_add_ps(_mm512_add_ps(s0[m][t], s1[m][t]));
-    }
+    const tile_rows r = {a, NULL, lda, mr};
+    tile_avx512(&r, b, ldb, nr, k, c, ldc);
+}
+
+RG_AVX512 static void gemm_f16_tile_avx512(const uint16_t *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
+                                           int64_t k, float *c, int64_t ldc) {
+    const tile_rows r = {NULL, a, lda, mr};
+    tile_avx512(&r, b, ldb, nr, k, c, ldc);
 }
 
 RG_AVX2 static inline float hsum8(__m256 v) {
@@ -86,28 +228,105 @@ RG_AVX2 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-/* AVX2 has 16 registers: 4 x 2 accumulators. */
-RG_AVX2 static void gemm_tile_avx2(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
-                                   int64_t k, float *c, int64_t ldc) {
-    for (int t0 = 0; t0 < nr; t0 += 2) {
-        const int nt = nr - t0 < 2 ? nr - t0 : 2;
-        __m256 acc[4][2];
-        for (int m = 0; m < 4; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 8 <= k; i += 8) {
-            for (int t = 0; t < nt; t++) {
-                const __m256 bt = _mm256_loadu_ps(b + (t0 + t) * ldb + i);
-                for (int m = 0; m < mr; m++)
-                    acc[m][t] = _mm256_fmadd_ps(_mm256_loadu_ps(a + m * lda + i), bt, acc[m][t]);
+/* AVX2 (16 registers): groups of up to 2 columns, 4 x 2 accumulators per pass; 8-lane chunks, s0 at 0, 16,
+ * 32, ..., s1 at 8, 24, .... */
+#define TILE_NT2 2
+
+RG_AVX2_INLINE void tile_pass_avx2(const float *const ar[4], const float *const *xr, int nt, int64_t i0, int64_t i1,
+                                   __m256 *acc) {
+    __m256 s[4][TILE_NT2];
+    for (int t = 0; t < nt; t++)
+        for (int m = 0; m < 4; m++) s[m][t] = acc[t * 4 + m];
+    for (int64_t i = i0; i < i1; i += 16)
+        for (int t = 0; t < nt; t++) {
+            const __m256 x = _mm256_loadu_ps(xr[t] + i);
+            for (int m = 0; m < 4; m++) s[m][t] = _mm256_fmadd_ps(_mm256_loadu_ps(ar[m] + i), x, s[m][t]);
+        }
+    for (int t = 0; t < nt; t++)
+        for (int m = 0; m < 4; m++) acc[t * 4 + m] = s[m][t];
+}
+
+RG_AVX2 static void tile_block_rows_avx2(const tile_rows *r, int64_t k0, int64_t len, float *buf, int64_t ldbuf,
+                                         const float *ar[4]) {
+    for (int m = 0; m < 4; m++) {
+        if (m >= r->mr) {
+            ar[m] = ar[r->mr - 1];
+        } else if (r->a16 == NULL) {
+            ar[m] = r->a32 + m * r->lda + k0;
+        } else {
+            const uint16_t *src = r->a16 + m * r->lda + k0;
+            float *dst = buf + m * ldbuf;
+            int64_t i = 0;
+            for (; i + 8 <= len; i += 8)
+                _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+            for (; i < len; i++) dst[i] = rg_f16_to_f32_scalar(rg_load_u16(src + i));
+            ar[m] = dst;
+        }
+    }
+}
+
+RG_AVX2 static void tile_avx2(const tile_rows *r, const float *b, int64_t ldb, int nr, int64_t k, float *c,
+                              int64_t ldc) {
+    _Alignas(64) float buf[4 * TILE_MAX_BLOCK];
+    __m256 acc[2][TILE_MAX_COLS * 4];
+    const int64_t k16 = k / 16 * 16;
+    for (int c0 = 0; c0 < nr; c0 += TILE_MAX_COLS) {
+        const int nc = nr - c0 < TILE_MAX_COLS ? nr - c0 : TILE_MAX_COLS, ng = (nc + TILE_NT2 - 1) / TILE_NT2;
+        const int64_t kb = tile_block(nc);
+        const float *xr[TILE_MAX_COLS];
+        for (int t = 0; t < nc; t++) xr[t] = b + (c0 + t) * ldb;
+        for (int j = 0; j < nc * 4; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+        for (int64_t k0 = 0; k0 < k16; k0 += kb) {
+            const int64_t len = k16 - k0 < kb ? k16 - k0 : kb;
+            const float *ar[4];
+            tile_block_rows_avx2(r, k0, len, buf, TILE_MAX_BLOCK, ar);
+            const float *xb[TILE_MAX_COLS];
+            for (int t = 0; t < nc; t++) xb[t] = xr[t] + k0;
+            for (int g = 0; g < ng; g++) {
+                int g0, n;
+                tile_group(nc, ng, g, &g0, &n);
+                for (int pass = 0; pass < 2; pass++) {
+                    if (n == 1) tile_pass_avx2(ar, xb + g0, 1, 8 * pass, len, acc[pass] + g0 * 4);
+                    else tile_pass_avx2(ar, xb + g0, TILE_NT2, 8 * pass, len, acc[pass] + g0 * 4);
+                }
             }
         }
-        for (int t = 0; t < nt; t++)
-            for (int m = 0; m < mr; m++) {
-                float s = hsum8(acc[m][t]);
-                for (int64_t j = i; j < k; j++) s += rg_load_f32(a + m * lda + j) * b[(t0 + t) * ldb + j];
-                c[(t0 + t) * ldc + m] = s;
+        const int64_t rem = k - k16; /* < 16: an 8-element chunk into s0, then scalar terms */
+        const float *ar[4];
+        tile_block_rows_avx2(r, k16, rem, buf, TILE_MAX_BLOCK, ar);
+        if (rem >= 8)
+            for (int t = 0; t < nc; t++) {
+                const __m256 x = _mm256_loadu_ps(xr[t] + k16);
+                for (int m = 0; m < 4; m++)
+                    acc[0][t * 4 + m] = _mm256_fmadd_ps(_mm256_loadu_ps(ar[m]), x, acc[0][t * 4 + m]);
+            }
+        for (int t = 0; t < nc; t++)
+            for (int m = 0; m < r->mr; m++) {
+                float s = hsum8(_mm256_add_ps(acc[0][t * 4 + m], acc[1][t * 4 + m]));
+                for (int64_t j = rem >= 8 ? 8 : 0; j < rem; j++) s += rg_load_f32(ar[m] + j) * xr[t][k16 + j];
+                c[(c0 + t) * ldc + m] = s;
             }
     }
+}
+
+RG_AVX2 static void tiles_avx2(const tile_rows *r, const float *b, int64_t ldb, int nr, int64_t k, float *c,
+                               int64_t ldc) {
+    for (int r0 = 0; r0 < r->mr; r0 += 4) {
+        const tile_rows tile = tile_at(r, r0);
+        tile_avx2(&tile, b, ldb, nr, k, c + r0, ldc);
+    }
+}
+
+RG_AVX2 static void gemm_tile_avx2(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
+                                   int64_t k, float *c, int64_t ldc) {
+    const tile_rows r = {a, NULL, lda, mr};
+    tiles_avx2(&r, b, ldb, nr, k, c, ldc);
+}
+
+RG_AVX2 static void gemm_f16_tile_avx2(const uint16_t *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr,
+                                       int64_t k, float *c, int64_t ldc) {
+    const tile_rows r = {NULL, a, lda, mr};
+    tiles_avx2(&r, b, ldb, nr, k, c, ldc);
 }
 
 /* ---- bf16 operands (opt-in, AVX512_BF16): vdpbf16ps multiplies pairs of bf16 along k and adds both
@@ -176,6 +395,7 @@ RG_BF16 static void f16_to_bf16_padded_avx512(const uint16_t *src, uint16_t *dst
 
 void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features) {
     k->gemm_f32_tile = level >= 2 ? gemm_tile_avx512 : level == 1 ? gemm_tile_avx2 : gemm_tile_scalar;
+    k->gemm_f16_tile = level >= 2 ? gemm_f16_tile_avx512 : level == 1 ? gemm_f16_tile_avx2 : NULL;
     const int bf16 = level >= 2 && (features & RG_CPU_AVX512_BF16);
     k->gemm_bf16_tile = bf16 ? gemm_bf16_tile_avx512 : NULL;
     k->f32_to_bf16_padded = bf16 ? f32_to_bf16_padded_avx512 : NULL;
@@ -186,6 +406,7 @@ void rg_kernels_fill_gemm_tile(rg_kernel_table *k, int level, unsigned features)
     (void)level;
     (void)features;
     k->gemm_f32_tile = gemm_tile_scalar;
+    k->gemm_f16_tile = NULL;
     k->gemm_bf16_tile = NULL;
     k->f32_to_bf16_padded = NULL;
     k->f16_to_bf16_padded = NULL;

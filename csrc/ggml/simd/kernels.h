@@ -67,8 +67,11 @@ typedef struct {
     void (*dot_f32_rows4)(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     /* Mat-mat tile (k_gemm_tile.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
-     * t < nr <= RG_GEMM_NR; an element's value does not depend on mr, nr. */
+     * t < nr (any count); each element equals dot_f32_rows4 / dot_f16_rows4 of its row and column bit for
+     * bit. The F16 one takes the rows as stored (NULL at the scalar level: convert, then gemm_f32_tile). */
     void (*gemm_f32_tile)(const float *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
+                          float *c, int64_t ldc);
+    void (*gemm_f16_tile)(const uint16_t *a, int64_t lda, int mr, const float *b, int64_t ldb, int nr, int64_t k,
                           float *c, int64_t ldc);
     /* The same with bf16 operands of kp elements (a multiple of 32, zero-padded), f32 accumulation; and
      * the conversion of a float row to such a padded bf16 row. NULL without AVX512_BF16. */
