@@ -122,6 +122,10 @@ typedef struct {
     void (*qgemm_decode)(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile);
     void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb, int has_min,
                        int accumulate, float *out);
+    /* The same for Q6_K's tiles (RG_QT6_*: two 16-element halves per block, each with its own scale). The
+     * decode takes the K-quants too (nb a multiple of 8, whole super-blocks; their tiles in quant/quant.h). */
+    void (*qgemm_tile_halves)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb,
+                              int accumulate, float *out);
 } rg_kernel_table;
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
