@@ -217,23 +217,26 @@ def test_engine_type_table(name: str) -> None:
     assert ggml.is_quantized(etype)
 
 
+@pytest.mark.parametrize("scales", list(SCALE_BITS))
 @pytest.mark.parametrize("name", NAMES)
-def test_levels_agree_bit_for_bit(name: str) -> None:
-    """Every SIMD level adds the same f32 block terms in the same order as the scalar kernel."""
+def test_levels_agree_bit_for_bit(name: str, scales: str) -> None:
+    """Every SIMD level (AVX2; AVX-512 with its VNNI kernels) adds the same f32 block terms in the same
+    order as the scalar kernel: the mat-vec and the one-row mat-mat of 5 and 8 columns, every scale kind."""
     etype, _ = TYPES[name]
     k, m = 1024, 29
-    w = random_blocks(name, m, k, seed=41)
-    x = np.random.default_rng(42).standard_normal((5, k)).astype(F32)
+    w = random_blocks(name, m, k, seed=41, scales=scales)
     previous = ggml.simd_level()
-    try:
-        results = []
-        for level in range(ggml.simd_max_level() + 1):
-            assert ggml.simd_select(level) == level
-            results.append(run_mul_mat(w, etype, k, x))
-    finally:
-        ggml.simd_select(previous)
-    for level, y in enumerate(results):
-        assert np.array_equal(y, results[0]), f"level {level}"
+    for t in (1, 5, 8):
+        x = np.random.default_rng(42 + t).standard_normal((t, k)).astype(F32)
+        try:
+            results = []
+            for level in range(ggml.simd_max_level() + 1):
+                assert ggml.simd_select(level) == level
+                results.append(run_mul_mat(w, etype, k, x))
+        finally:
+            ggml.simd_select(previous)
+        for level, y in enumerate(results):
+            assert np.array_equal(y, results[0]), f"T={t}, level {level}"
 
 
 @pytest.mark.parametrize("name", NAMES)

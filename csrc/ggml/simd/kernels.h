@@ -140,7 +140,8 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_gemm_tile.c                    mat-mat tiles, f32 (every level) and bf16
  *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
- *   k_kquant_{scalar,avx2}.c         the K-quants' dot products (the AVX2 ones also at the AVX-512 level)
+ *   k_kquant_{scalar,avx2,avx512}.c  the K-quants' dot products (avx512 = with VNNI; without it the AVX2
+ *                                    ones serve the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
  * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
@@ -156,6 +157,7 @@ RG_KERNELS_API void rg_kernels_fill_gemm_panel(rg_kernel_table *k, int level, un
 RG_KERNELS_API void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6
 #define RG_PANEL_MAX_NP 4
 #define RG_PANEL_LANES 16

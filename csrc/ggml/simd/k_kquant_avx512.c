@@ -1,0 +1,187 @@
+/* AVX-512 VNNI kernels of the K-quant weight types (formats.md §7.4) against activation rows in the
+ * RG_TYPE_Q8_ACT layout (quant/quant.h); without AVX512_VNNI the AVX2 ones (k_kquant_avx2.c) stay.
+ *
+ * A super-block meets 8 activation blocks, stored as 4 pairs [A0..15, B0..15, A16..31, B16..31] of 64
+ * bytes. Its codes are unpacked straight into that order, one 512-bit vector per pair (the pair's weight
+ * bytes put in place by one 128-bit-lane shuffle, then nibbles, high bits), so one vpdpbusd per pair gives
+ * exact partial sums: i32 lanes 0-3 and 8-11 block A, 4-7 and 12-15 block B. Q6_K's signed codes q - 32
+ * come out as sum u x - 32 sum x (u = q in 0..63), and its per-16-element scales are applied to the lanes
+ * (each group of 4 lanes is one half of one block) before the reduction, in integers. A tree of adds
+ * reduces the 4 pair vectors to the 8 blocks' sums in one 256-bit vector; the 8 blocks' f32 terms are
+ * then made at once with exactly the scalar kernel's operations (k_kquant_scalar.c) and added to the
+ * running sum one by one in block order, so every level gives the same bits (kernels.h).
+ *
+ * The mat-mat form unpacks each super-block once for up to RG_QDOT_MAX_NX activation rows, whose running
+ * sums are independent chains. */
+#include "kernels.h"
+#include "../quant/quant.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+/* The 32 bytes at p as the 128-bit lanes [p0..15, p0..15, p16..31, p16..31]: a pair's A and B halves. */
+RG_VNNI_INLINE __m512i pair_spread(const uint8_t *p) {
+    const __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
+}
+
+/* Blocks' sums from the 4 pairs' lanes: [block 0, ..., block 7] (pair p's A is block 2p, B 2p + 1). */
+RG_VNNI_INLINE __m256i block_sums(const __m512i *lanes) {
+    __m256i q[4];
+    for (int p = 0; p < 4; p++)
+        q[p] = _mm256_add_epi32(_mm512_castsi512_si256(lanes[p]), _mm512_extracti64x4_epi64(lanes[p], 1));
+    /* q[p]: lanes 0-3 add up to A, 4-7 to B; two rounds of pairwise adds give [A0..A3 | B0..B3] */
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(q[0], q[1]), _mm256_hadd_epi32(q[2], q[3]));
+    return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* The activation row's codes of pair p (blocks 2p, 2p + 1) of super-block sb. */
+RG_VNNI_INLINE __m512i act_pair(const uint8_t *xr, int64_t sb, int p) {
+    return _mm512_loadu_si512(xr + 64 * (4 * sb + p));
+}
+
+/* Adds the 8 f32 terms to *sum in block order (the scalar kernel's order). */
+RG_VNNI_INLINE float add_in_order(float sum, __m256 terms) {
+    float t[8];
+    _mm256_storeu_ps(t, terms);
+    for (int b = 0; b < 8; b++) sum += t[b];
+    return sum;
+}
+
+/* Q4_K / Q5_K: one weight row against nx (1..RG_QDOT_MAX_NX) activation rows x + j * ldx. */
+RG_VNNI_INLINE void dot_q45_k(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, int nx, float *out,
+                              const int five_bits) {
+    const int64_t nb = n / RG_QK;
+    const int bytes = five_bits ? RG_Q5_K_BYTES : RG_Q4_K_BYTES, qs = five_bits ? RG_Q5_K_QS : RG_Q4_K_QS;
+    const size_t d_off = rg_act_d_off(nb), sum_off = rg_act_sum_off(nb);
+    float sum[RG_QDOT_MAX_NX] = {0};
+    for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += bytes) {
+        const __m256 d = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w)));
+        const __m256 dmin = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w + 2)));
+        /* the eight 6-bit scales and mins (rg_kquant_scale_min), four bytes at a time */
+        const uint32_t a = rg_load_u32(w + RG_QK_SCALES), b = rg_load_u32(w + RG_QK_SCALES + 4);
+        const uint32_t c = rg_load_u32(w + RG_QK_SCALES + 8);
+        const uint64_t sc8 = (a & 0x3F3F3F3Fu) | (uint64_t)((c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u)) << 32;
+        const uint64_t m8 = (b & 0x3F3F3F3Fu) | (uint64_t)(((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u)) << 32;
+        const __m256i sc = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8));
+        const __m256i m = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8));
+        __m512i u[4];
+        /* Q5_K's fifth bits: bit 2p of qh for A, 2p + 1 for B; B's lanes shifted by one so both test bit 2p
+         * (what the 16-bit shift moves into a byte's bit 7 is never tested) */
+        __m512i qh = _mm512_setzero_si512();
+        if (five_bits) {
+            const __m512i h = pair_spread(w + RG_Q5_K_QH);
+            qh = _mm512_mask_blend_epi64(0xCC, h, _mm512_srli_epi16(h, 1));
+        }
+        for (int p = 0; p < 4; p++) {
+            const __m512i v = pair_spread(w + qs + 32 * p); /* A: the low nibbles, B: the high ones */
+            u[p] = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), _mm512_set1_epi8(0x0F));
+            if (five_bits) {
+                const __mmask64 set = _mm512_test_epi8_mask(qh, _mm512_set1_epi8((char)(1 << (2 * p))));
+                u[p] = _mm512_mask_add_epi8(u[p], set, u[p], _mm512_set1_epi8(16));
+            }
+        }
+        for (int j = 0; j < nx; j++) {
+            const uint8_t *xr = x + (size_t)j * ldx;
+            __m512i lanes[4];
+            for (int p = 0; p < 4; p++) lanes[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], act_pair(xr, sb, p));
+            const __m256i isum = block_sums(lanes);
+            const __m256 dx = _mm256_loadu_ps((const float *)(xr + d_off) + 8 * sb);
+            const __m256i xs = _mm256_loadu_si256((const __m256i *)(xr + sum_off + 32 * sb));
+            __m256 plus = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(_mm256_mullo_epi32(sc, isum)));
+            __m256 minus = _mm256_mul_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(_mm256_mullo_epi32(m, xs)));
+            /* two rounded products, then the difference, as in the scalar kernel: no fused multiply-subtract */
+            __asm__("" : "+v"(plus), "+v"(minus));
+            sum[j] = add_in_order(sum[j], _mm256_sub_ps(plus, minus));
+        }
+    }
+    for (int j = 0; j < nx; j++) out[j] = sum[j];
+}
+
+/* Q6_K: as above; the lanes of pair p are block 2p's first half, 2p + 1's first, 2p's second, 2p + 1's
+ * second, 4 lanes each, so the scales are [s4p, s4p+2, s4p+1, s4p+3], each 4 times. */
+RG_VNNI_INLINE void dot_q6_k(int64_t n, const uint8_t *w, const uint8_t *x, size_t ldx, int nx, float *out) {
+    const int64_t nb = n / RG_QK;
+    const size_t d_off = rg_act_d_off(nb);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), three = _mm512_set1_epi8(3), k32 = _mm512_set1_epi8(32);
+    float sum[RG_QDOT_MAX_NX] = {0};
+    for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += RG_Q6_K_BYTES) {
+        const __m256 d = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w + RG_Q6_K_D)));
+        const __m512i scales = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + RG_Q6_K_SCALES)));
+        __m512i u[4], sc[4];
+        for (int p = 0; p < 4; p++) {
+            const int h = p / 2, odd = p & 1; /* sub-blocks 2p, 2p + 1: groups g = 2 odd, 2 odd + 1 of half h */
+            const __m512i l64 = _mm512_loadu_si512(w + RG_Q6_K_QL + 64 * h);
+            const __m512i ql = _mm512_shuffle_i64x2(l64, l64, _MM_SHUFFLE(3, 1, 2, 0));
+            const __m512i lo = _mm512_and_si512(odd ? _mm512_srli_epi16(ql, 4) : ql, low4);
+            /* high bits: 2g for A's lanes, 2g + 2 for B's (a byte's bits 0-1 after the shift stay its own) */
+            const __m512i cnt = _mm512_mask_blend_epi64(0xCC, _mm512_set1_epi16((short)(4 * odd)),
+                                                        _mm512_set1_epi16((short)(4 * odd + 2)));
+            const __m512i hi = _mm512_and_si512(_mm512_srlv_epi16(pair_spread(w + RG_Q6_K_QH + 32 * h), cnt), three);
+            u[p] = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+            const __m512i idx = _mm512_setr_epi32(4 * p, 4 * p, 4 * p, 4 * p, 4 * p + 2, 4 * p + 2, 4 * p + 2, 4 * p + 2,
+                                                  4 * p + 1, 4 * p + 1, 4 * p + 1, 4 * p + 1, 4 * p + 3, 4 * p + 3,
+                                                  4 * p + 3, 4 * p + 3);
+            sc[p] = _mm512_permutexvar_epi32(idx, scales);
+        }
+        for (int j = 0; j < nx; j++) {
+            const uint8_t *xr = x + (size_t)j * ldx;
+            __m512i lanes[4];
+            for (int p = 0; p < 4; p++) {
+                const __m512i xv = act_pair(xr, sb, p);
+                const __m512i off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k32, xv); /* 32 sum x */
+                const __m512i qx = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], xv);
+                lanes[p] = _mm512_mullo_epi32(_mm512_sub_epi32(qx, off), sc[p]);
+            }
+            const __m256i t = block_sums(lanes);
+            const __m256 dx = _mm256_loadu_ps((const float *)(xr + d_off) + 8 * sb);
+            sum[j] = add_in_order(sum[j], _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(t)));
+        }
+    }
+    for (int j = 0; j < nx; j++) out[j] = sum[j];
+}
+
+RG_VNNI static float vec_dot_q4_k_vnni(int64_t n, const void *w, const void *x) {
+    float r;
+    dot_q45_k(n, w, x, 0, 1, &r, 0);
+    return r;
+}
+RG_VNNI static float vec_dot_q5_k_vnni(int64_t n, const void *w, const void *x) {
+    float r;
+    dot_q45_k(n, w, x, 0, 1, &r, 1);
+    return r;
+}
+RG_VNNI static float vec_dot_q6_k_vnni(int64_t n, const void *w, const void *x) {
+    float r;
+    dot_q6_k(n, w, x, 0, 1, &r);
+    return r;
+}
+RG_VNNI static void vec_dot_q4_k_xn_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    dot_q45_k(n, w, x, ldx, nx, out, 0);
+}
+RG_VNNI static void vec_dot_q5_k_xn_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    dot_q45_k(n, w, x, ldx, nx, out, 1);
+}
+RG_VNNI static void vec_dot_q6_k_xn_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) {
+    dot_q6_k(n, w, x, ldx, nx, out);
+}
+
+void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level, unsigned features) {
+    if (level < 2 || !(features & RG_CPU_AVX512_VNNI)) return; /* no AVX512_VNNI: keep the AVX2 kernels */
+    k->vec_dot_q4_k = vec_dot_q4_k_vnni;
+    k->vec_dot_q5_k = vec_dot_q5_k_vnni;
+    k->vec_dot_q6_k = vec_dot_q6_k_vnni;
+    k->vec_dot_q4_k_xn = vec_dot_q4_k_xn_vnni;
+    k->vec_dot_q5_k_xn = vec_dot_q5_k_xn_vnni;
+    k->vec_dot_q6_k_xn = vec_dot_q6_k_xn_vnni;
+}
+
+#else
+
+void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level, unsigned features) {
+    (void)k;
+    (void)level;
+    (void)features;
+}
+
+#endif
