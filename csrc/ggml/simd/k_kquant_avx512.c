@@ -77,8 +77,8 @@ RG_VNNI_INLINE void dot_q45_k(int64_t n, const uint8_t *w, const uint8_t *x, siz
     const size_t d_off = rg_act_d_off(nb), sum_off = rg_act_sum_off(nb);
     float sum[RG_QDOT_MAX_NX] = {0};
     for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += bytes) {
-        const __m256 d = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w)));
-        const __m256 dmin = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w + 2)));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(rg_load_u16(w)));
+        const __m256 dmin = _mm256_set1_ps(_cvtsh_ss(rg_load_u16(w + 2)));
         /* the eight 6-bit scales and mins (rg_kquant_scale_min), four bytes at a time */
         const uint32_t a = rg_load_u32(w + RG_QK_SCALES), b = rg_load_u32(w + RG_QK_SCALES + 4);
         const uint32_t c = rg_load_u32(w + RG_QK_SCALES + 8);
@@ -130,7 +130,7 @@ RG_VNNI_INLINE void dot_q6_k(int64_t n, const uint8_t *w, const uint8_t *x, size
     const __m512i two = _mm512_set1_epi16(2), four = _mm512_set1_epi16(4);
     float sum[RG_QDOT_MAX_NX] = {0};
     for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += RG_Q6_K_BYTES) {
-        const __m256 d = _mm256_set1_ps(rg_f16_to_f32_scalar(rg_load_u16(w + RG_Q6_K_D)));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(rg_load_u16(w + RG_Q6_K_D)));
         const __m512i sc_words = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + RG_Q6_K_SCALES))));
         const __m512i s01 = scale_words(sc_words, 2), s23 = scale_words(sc_words, 3);
         __m512i u[4];
