@@ -324,7 +324,7 @@ def test_many_columns_many_tiles_in_blocks(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_many_columns_stay_inside_the_weights(simd_level: int, name: str) -> None:
-    """Weights that end at an inaccessible page, and at an odd address: the panel decoders read inside them."""
+    """Weights ending at an inaccessible page, and at an odd address: the panel decoders read inside them."""
     etype, _ = TYPES[name]
     k, m = 512, 3
     w = random_blocks(name, m, k, seed=91)
