@@ -53,8 +53,21 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
 
 bool rg_mm_qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    /* the panel kernels know the 32-element block types only (not the K-quants) */
-    return rg_mm_quantized(a) && rg_traits(a->type)->block_size == RG_QK && b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+    /* the 32-element block types, and the K-quants Q4_K, Q5_K, Q6_K (quant/quant.h's tiles) where the
+     * level's panel kernels decode them (qgemm_tile_halves set; kernels.h) */
+    const bool kquant = (a->type == RG_TYPE_Q4_K || a->type == RG_TYPE_Q5_K || a->type == RG_TYPE_Q6_K) &&
+                        rg_kernels.qgemm_tile_halves != NULL;
+    return rg_mm_quantized(a) && (rg_traits(a->type)->block_size == RG_QK || kquant) && b->ne[1] >= RG_QPANEL_MIN_T &&
+           a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+}
+
+/* Q4_K / Q5_K subtract d_min m_s times the exact code sum: their panels' sx is fp32(d_x * sum q_x) rather
+ * than Q8_1's f16-rounded s, which would cost the min term 11 bits (quant/quant.h). */
+static void qpanel_exact_sums(const uint8_t *act, int64_t nb, uint8_t *panel, int lane) {
+    for (int64_t b = 0; b < nb; b++) {
+        const float s = rg_load_f32(act + rg_act_d_off(nb) + 4 * b) * (float)(int32_t)rg_load_u32(act + rg_act_sum_off(nb) + 4 * b);
+        memcpy(panel + b * RG_QP_REC_BYTES + RG_QP_SX + 4 * lane, &s, sizeof s);
+    }
 }
 
 static int64_t qpanel_count(const rg_tensor *dst) { return (dst->src[1]->ne[1] + RG_QP_LANES - 1) / RG_QP_LANES; }
@@ -74,7 +87,7 @@ static int64_t qpanel_block_tiles(const rg_tensor *dst) {
 static size_t qpanel_thread_bytes(const rg_tensor *dst) {
     const size_t k = (size_t)dst->src[0]->ne[0];
     const size_t rows = k * sizeof(float) + rg_mm_quant_b_row_bytes(dst) + 64;
-    const size_t tile = RG_QPANEL_KB * RG_QT_REC_BYTES + 64 +
+    const size_t tile = RG_QPANEL_KB * RG_QT_MAX_REC_BYTES + 64 +
                         (size_t)qpanel_block_tiles(dst) * qpanel_count(dst) * RG_QT_ROWS * RG_QP_LANES * sizeof(float);
     return (rows > tile ? rows : tile) + 64;
 }
@@ -96,6 +109,7 @@ void rg_mm_qpanel_prepare(const rg_compute_params *p, rg_tensor *dst) {
         if (t < T) {
             tq->from_f32(rg_load_row_f32(b, t, 0, 0, buf), act, K);
             rg_qpanel_put(act, nb, panel, (int)(t % RG_QP_LANES));
+            if (a->type == RG_TYPE_Q4_K || a->type == RG_TYPE_Q5_K) qpanel_exact_sums(act, nb, panel, (int)(t % RG_QP_LANES));
         } else {
             rg_qpanel_put(NULL, nb, panel, (int)(t % RG_QP_LANES));
         }
@@ -105,10 +119,11 @@ void rg_mm_qpanel_prepare(const rg_compute_params *p, rg_tensor *dst) {
 void rg_mm_qpanel_compute(const rg_compute_params *p, rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], nb = K / RG_QK, n_panels = qpanel_count(dst);
-    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES, block_bytes = rg_type_row_bytes(a->type, RG_QK);
-    const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1;
+    const size_t panel_bytes = (size_t)nb * RG_QP_REC_BYTES;
+    const int has_min = a->type == RG_TYPE_Q4_1 || a->type == RG_TYPE_Q5_1 || a->type == RG_TYPE_Q4_K || a->type == RG_TYPE_Q5_K;
+    const bool halves = a->type == RG_TYPE_Q6_K;
     uint8_t *tile = rg_mm_align64(rg_thread_scratch(p));
-    float *outs = rg_mm_align64(tile + RG_QPANEL_KB * RG_QT_REC_BYTES);
+    float *outs = rg_mm_align64(tile + RG_QPANEL_KB * RG_QT_MAX_REC_BYTES);
     const uint8_t *panels = p->wdata;
     const size_t tile_out = RG_QT_ROWS * RG_QP_LANES;
     const int64_t tile_outs = n_panels * (int64_t)tile_out, mc = qpanel_block_tiles(dst);
@@ -123,14 +138,20 @@ void rg_mm_qpanel_compute(const rg_compute_params *p, rg_tensor *dst) {
                 const int64_t m = i * RG_QT_ROWS;
                 const int rows = M - m < RG_QT_ROWS ? (int)(M - m) : RG_QT_ROWS;
                 const int64_t next = nb - b0 - nbc < RG_QPANEL_KB ? nb - b0 - nbc : RG_QPANEL_KB;
-                prefetch_next_step(a, RG_QT_ROWS, ib, i, ie, (size_t)b0 * block_bytes, (size_t)nbc * block_bytes,
-                                   (size_t)(b0 + nbc) * block_bytes, (size_t)next * block_bytes);
-                rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + (size_t)b0 * block_bytes,
-                                        a->nb[1], rows, nbc, tile);
-                for (int64_t q = 0; q < n_panels; q += 2) /* the kernel takes up to two panels */
-                    rg_kernels.qgemm_tile(tile, panels + (size_t)q * panel_bytes + (size_t)b0 * RG_QP_REC_BYTES,
-                                          panel_bytes, n_panels - q >= 2 ? 2 : 1, nbc, has_min, b0 > 0,
-                                          outs + (i - ib) * tile_outs + q * tile_out);
+                /* bytes of n blocks of a row (for the K-quants, n is a multiple of a super-block's 8) */
+#define BLOCKS_BYTES(n) rg_type_row_bytes(a->type, (int64_t)(n) * RG_QK)
+                prefetch_next_step(a, RG_QT_ROWS, ib, i, ie, BLOCKS_BYTES(b0), BLOCKS_BYTES(nbc), BLOCKS_BYTES(b0 + nbc),
+                                   BLOCKS_BYTES(next));
+                rg_kernels.qgemm_decode(a->type, (const uint8_t *)a->data + m * a->nb[1] + BLOCKS_BYTES(b0), a->nb[1], rows,
+                                        nbc, tile);
+#undef BLOCKS_BYTES
+                for (int64_t q = 0; q < n_panels; q += 2) { /* the kernels take up to two panels */
+                    const uint8_t *panel = panels + (size_t)q * panel_bytes + (size_t)b0 * RG_QP_REC_BYTES;
+                    const int np = n_panels - q >= 2 ? 2 : 1;
+                    float *out = outs + (i - ib) * tile_outs + q * tile_out;
+                    if (halves) rg_kernels.qgemm_tile_halves(tile, panel, panel_bytes, np, nbc, b0 > 0, out);
+                    else rg_kernels.qgemm_tile(tile, panel, panel_bytes, np, nbc, has_min, b0 > 0, out);
+                }
             }
         }
         for (int64_t i = ib; i < ie; i++) {

@@ -7,6 +7,9 @@
   to f32 rounding, and the f32 product of the dequantized weights within the activation-quantization
   bound; on random blocks including extreme scales (f16 maxima, subnormals, zero, negative), at every
   SIMD level, bit-identical for 1, 2 and 4 threads.
+* From 10 columns on (with AVX512_VNNI) the int8 column panels: Q4_K/Q5_K sub-blocks as the has-min tile,
+  Q6_K's 16-element halves with a tile of their own; the same bounds, on shapes around the threshold,
+  odd column counts, partial tiles and k-blocks, and for every thread count bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pytest
 
 from rwkv_ggml import ggml
 from rwkv_ggml._lib import lib
-from tests.engine.test_quant_engine import act_emulate, decode
+from tests.engine.test_quant_engine import _guarded_buffer, act_emulate, decode
 
 F32 = np.float32
 QK_K = 256
@@ -26,6 +29,8 @@ TYPES = {
     "Q6_K": (int(lib.RG_TYPE_Q6_K), 210),
 }
 NAMES = list(TYPES)
+# From this many columns on, with AVX512_VNNI, mul_mat takes the int8 column panels (ops_matmul_panel.c).
+PANEL_MIN_T = 10
 # f16 bit patterns of the super-block scales: ordinary, the largest finite, subnormal, zero, negative.
 SCALE_BITS = {
     "normal": None,
@@ -172,7 +177,7 @@ def test_mul_mat_matches_kquant_arithmetic(simd_level: int, name: str, scales: s
         want, mag = emulate(name, w, k, x)
         err = np.abs(got - want)
         assert np.all(err <= rounding_tol(k, mag)), f"T={t}: max err {err.max():.3g}"
-        if t > 1:  # the columns of a mat-mat equal their mat-vecs bit for bit (one block order)
+        if 1 < t < PANEL_MIN_T:  # the one-row kernels: columns equal their mat-vecs bit for bit
             for c in range(t):
                 assert np.array_equal(run_mul_mat(w, etype, k, x[c : c + 1])[0], got[c]), f"T={t} column {c}"
 
@@ -212,23 +217,26 @@ def test_engine_type_table(name: str) -> None:
     assert ggml.is_quantized(etype)
 
 
+@pytest.mark.parametrize("scales", list(SCALE_BITS))
 @pytest.mark.parametrize("name", NAMES)
-def test_levels_agree_bit_for_bit(name: str) -> None:
-    """Every SIMD level adds the same f32 block terms in the same order as the scalar kernel."""
+def test_levels_agree_bit_for_bit(name: str, scales: str) -> None:
+    """Every SIMD level (AVX2; AVX-512 with its VNNI kernels) adds the same f32 block terms in the same
+    order as the scalar kernel: the mat-vec and the one-row mat-mat of 5 and 8 columns, every scale kind."""
     etype, _ = TYPES[name]
     k, m = 1024, 29
-    w = random_blocks(name, m, k, seed=41)
-    x = np.random.default_rng(42).standard_normal((5, k)).astype(F32)
+    w = random_blocks(name, m, k, seed=41, scales=scales)
     previous = ggml.simd_level()
-    try:
-        results = []
-        for level in range(ggml.simd_max_level() + 1):
-            assert ggml.simd_select(level) == level
-            results.append(run_mul_mat(w, etype, k, x))
-    finally:
-        ggml.simd_select(previous)
-    for level, y in enumerate(results):
-        assert np.array_equal(y, results[0]), f"level {level}"
+    for t in (1, 5, 8):
+        x = np.random.default_rng(42 + t).standard_normal((t, k)).astype(F32)
+        try:
+            results = []
+            for level in range(ggml.simd_max_level() + 1):
+                assert ggml.simd_select(level) == level
+                results.append(run_mul_mat(w, etype, k, x))
+        finally:
+            ggml.simd_select(previous)
+        for level, y in enumerate(results):
+            assert np.array_equal(y, results[0]), f"T={t}, level {level}"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -249,3 +257,84 @@ def test_columns_equal_one_column_at_a_time(name: str) -> None:
                 assert np.array_equal(together.reshape(alone.shape), alone), f"level {level}, {t} columns"
     finally:
         ggml.simd_select(previous)
+
+
+def panel_route_available() -> bool:
+    return ggml.simd_level() == 2 and bool(ggml.cpu_features()["avx512_vnni"])
+
+
+@pytest.mark.parametrize("scales", list(SCALE_BITS))
+@pytest.mark.parametrize("name", NAMES)
+def test_many_columns_match_kquant_arithmetic(simd_level: int, name: str, scales: str) -> None:
+    """Column counts around the panel threshold, odd ones and several panels; 13 rows (a partial tile) and
+    k = 768 (a k-block of 16 blocks, then one of 8): within rounding of formats.md §7.4's arithmetic. On
+    the panel route the f32 terms are added in another order than the mat-vec's, which the one-row
+    kernels keep bit for bit."""
+    etype, _ = TYPES[name]
+    k, m = 768, 13
+    w = random_blocks(name, m, k, seed=61, scales=scales)
+    rng = np.random.default_rng(62)
+    for t in (9, 10, 11, 16, 17, 33):
+        x = rng.standard_normal((t, k)).astype(F32)
+        got = run_mul_mat(w, etype, k, x)
+        want, mag = emulate(name, w, k, x)
+        err = np.abs(got - want)
+        assert np.all(err <= 2 * rounding_tol(k, mag)), f"T={t}: max err {err.max():.3g}"
+        alone = np.concatenate([run_mul_mat(w, etype, k, x[c : c + 1]) for c in range(t)])
+        if t >= PANEL_MIN_T and panel_route_available() and scales == "normal":
+            # the panel route ran: its order of the f32 additions differs from the mat-vec's somewhere
+            assert not np.array_equal(got, alone), f"T={t}"
+        elif t < PANEL_MIN_T:
+            assert np.array_equal(got, alone), f"T={t}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_many_columns_against_dequantized_product(simd_level: int, name: str, threads: int) -> None:
+    """37 columns (three panels, the last partial), 2 k-blocks, 50 rows: against f64 W_deq @ x within the
+    activation quantization bound, and bit for bit the same for every thread count."""
+    etype, _ = TYPES[name]
+    k, m, t = 1024, 50, 37
+    w = random_blocks(name, m, k, seed=71)
+    w_deq = dequantize_np(name, w).reshape(m, k).astype(np.float64)
+    x = np.random.default_rng(72).standard_normal((t, k)).astype(F32)
+    got = run_mul_mat(w, etype, k, x, threads)
+    want = x.astype(np.float64) @ w_deq.T
+    amax = np.abs(x.reshape(t, -1, 32)).max(axis=2).astype(np.float64)
+    bound = 0.5625 / 127 * amax @ np.abs(w_deq).reshape(m, -1, 32).sum(axis=2).T
+    bound += 1e-5 * np.abs(x).astype(np.float64) @ np.abs(w_deq).T
+    err = np.abs(got - want)
+    assert np.all(err <= bound) and np.max(err / bound) > 0.01
+    assert np.array_equal(got, run_mul_mat(w, etype, k, x, 1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_many_columns_many_tiles_in_blocks(name: str) -> None:
+    """Enough rows for several blocks of tiles per thread and a partial last tile, five k-blocks: the same
+    within rounding, and bit for bit for 1, 2 and 3 threads."""
+    etype, _ = TYPES[name]
+    k, m, t = 2304, 400, 70
+    w = random_blocks(name, m, k, seed=81)
+    x = np.random.default_rng(82).standard_normal((t, k)).astype(F32)
+    got = run_mul_mat(w, etype, k, x, 2)
+    want, mag = emulate(name, w, k, x)
+    assert np.all(np.abs(got - want) <= 2 * rounding_tol(k, mag))
+    for threads in (1, 3):
+        assert np.array_equal(run_mul_mat(w, etype, k, x, threads), got), f"{threads} threads"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_many_columns_stay_inside_the_weights(simd_level: int, name: str) -> None:
+    """Weights ending at an inaccessible page, and at an odd address: the panel decoders read inside them."""
+    etype, _ = TYPES[name]
+    k, m = 512, 3
+    w = random_blocks(name, m, k, seed=91)
+    guarded, region = _guarded_buffer(w.nbytes)
+    guarded[:] = w.reshape(-1)
+    odd = np.zeros(w.nbytes + 1, dtype=np.uint8)[1:]
+    odd[:] = w.reshape(-1)
+    x = np.random.default_rng(92).standard_normal((12, k)).astype(F32)
+    want, mag = emulate(name, w, k, x)
+    got = run_mul_mat(guarded.reshape(w.shape), etype, k, x)
+    assert np.all(np.abs(got - want) <= 2 * rounding_tol(k, mag))
+    assert np.array_equal(run_mul_mat(odd.reshape(w.shape), etype, k, x), got)
+    del guarded, region

@@ -90,6 +90,23 @@ static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 #define RG_QT_DW 384
 #define RG_QT_MW 432
 #define RG_QT_CORR 480
+/* The K-quants' tiles: a tile block is one 32-element sub-block of a super-block (the route walks whole
+ * super-blocks: its k-blocks are multiples of 8 blocks).
+ *   Q4_K / Q5_K: the tile above exactly, codes q (0..31), dw = d * sc, mw = -dmin * m (both exact in
+ *                f32: an f16 times a 6-bit integer); the panels' sx is then fp32(d_x * sum q_x), not the
+ *                f16-rounded s of Q8_1 (ops_matmul_panel.c rewrites it), so the min term is as exact as the
+ *                one-row kernels'.
+ *   Q6_K:        16-element halves with their own int8 scales, so the record has two of everything:
+ *                int8  codes[12][32]     signed codes q - 32
+ *                float dlo[12], dhi[12]  d * scales of the first and second 16 elements (exact in f32)
+ *                int32 corr_lo[12], corr_hi[12]   -128 * sum of each half's codes
+ * RG_QT_MAX_REC_BYTES is the larger record, what a tile's scratch is sized by. */
+#define RG_QT6_REC_BYTES 576
+#define RG_QT6_DLO 384
+#define RG_QT6_DHI 432
+#define RG_QT6_CORR_LO 480
+#define RG_QT6_CORR_HI 528
+#define RG_QT_MAX_REC_BYTES RG_QT6_REC_BYTES
 
 /* Block sizes in bytes and the byte offsets of the fields inside a block. */
 #define RG_Q4_0_BYTES 18

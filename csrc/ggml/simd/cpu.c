@@ -63,8 +63,9 @@ static unsigned detect(void) { return 0; }
 static const rg_kernels_fill_fn RG_FILLS[] = {
     rg_kernels_fill_vec_scalar, rg_kernels_fill_quant_scalar, rg_kernels_fill_vec_avx2,
     rg_kernels_fill_quant_avx2, rg_kernels_fill_vec_avx512,   rg_kernels_fill_quant_avx512,
-    rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_gemm_panel_avx2, rg_kernels_fill_quant_panel, rg_kernels_fill_quant_panel_avx2,
-    rg_kernels_fill_kquant_scalar, rg_kernels_fill_kquant_avx2,
+    rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_gemm_panel_avx2,
+    rg_kernels_fill_quant_panel, rg_kernels_fill_quant_panel_avx2, rg_kernels_fill_kquant_scalar,
+    rg_kernels_fill_kquant_avx2, rg_kernels_fill_kquant_avx512,
 };
 
 static void apply_level(int level) {

@@ -52,7 +52,7 @@ RG_AVX2 static void dot_q45_k_avx2(int64_t n, const uint8_t *w, const uint8_t *x
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += bytes) {
-        const float d = rg_f16_to_f32_scalar(rg_load_u16(w)), dmin = rg_f16_to_f32_scalar(rg_load_u16(w + 2));
+        const float d = _cvtsh_ss(rg_load_u16(w)), dmin = _cvtsh_ss(rg_load_u16(w + 2));
         const __m256i qh = five_bits ? _mm256_loadu_si256((const __m256i *)(w + RG_Q5_K_QH)) : _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
             const int64_t b = 8 * sb + s;
@@ -84,7 +84,7 @@ RG_AVX2 static void dot_q6_k_avx2(int64_t n, const uint8_t *w, const uint8_t *x,
     const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(0x03), k32 = _mm256_set1_epi8(32);
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t sb = 0; sb < n / RG_QK_K; sb++, w += RG_Q6_K_BYTES) {
-        const float d = rg_f16_to_f32_scalar(rg_load_u16(w + RG_Q6_K_D));
+        const float d = _cvtsh_ss(rg_load_u16(w + RG_Q6_K_D));
         const int8_t *scales = (const int8_t *)(w + RG_Q6_K_SCALES);
         for (int s = 0; s < 8; s++) {
             const int64_t b = 8 * sb + s;

@@ -82,7 +82,8 @@ RG_AVXVNNI static void qgemm_decode_avx2(int type, const uint8_t *w, size_t ldw,
     case RG_TYPE_Q5_1:
         decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q5_1_BYTES, RG_Q5_1_QS, RG_Q5_1_QH, 1, 0, 1});
         break;
-    default: decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0}); break;
+    case RG_TYPE_Q8_0: decode_rows(w, ldw, rows, nb, tile, (qtype){RG_Q8_0_BYTES, RG_Q8_0_QS, 0, 2, 128, 0}); break;
+    default: break; /* no other type reaches this level's panels (rg_mm_qpanel_shape) */
     }
 }
 

@@ -126,6 +126,11 @@ typedef struct {
     void (*qgemm_decode)(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile);
     void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb, int has_min,
                        int accumulate, float *out);
+    /* The same for Q6_K's tiles (RG_QT6_*: two 16-element halves per block, each with its own scale). Set
+     * only by panel kernels whose qgemm_decode also takes the K-quants (nb a multiple of 8, whole
+     * super-blocks; their tiles in quant/quant.h): the route offers K-quants the panels only then. */
+    void (*qgemm_tile_halves)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb,
+                              int accumulate, float *out);
 } rg_kernel_table;
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
@@ -142,7 +147,8 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_gemm_panel_avx2.c              the f32 column-panel mat-mat at the AVX2 level (after k_gemm_panel.c)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
  *   k_quant_panel_avx2.c             the same at the AVX2 level with AVX-VNNI (after k_quant_panel.c)
- *   k_kquant_{scalar,avx2}.c         the K-quants' dot products (the AVX2 ones also at the AVX-512 level)
+ *   k_kquant_{scalar,avx2,avx512}.c  the K-quants' dot products (avx512 = with VNNI; without it the AVX2
+ *                                    ones serve the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
  * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
@@ -160,6 +166,7 @@ RG_KERNELS_API void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, u
 RG_KERNELS_API void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6
 #define RG_PANEL_MAX_NP 4
 #define RG_PANEL_LANES 16
