@@ -18,7 +18,8 @@ run (see ``conftest.py``), which is how the tolerances quoted in the docs were m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,6 +254,17 @@ def report_lines() -> list[str]:
 
 def quant_panel_kernels() -> bool:
     """Whether the kernel level in effect has the block types' column-panel kernels (mat-mat from 10
-    columns): AVX512_VNNI at the AVX-512 level, AVX-VNNI at the AVX2 level."""
+    columns): AVX512_VNNI at the AVX-512 level; the AVX2 level always (vpdpbusd with AVX-VNNI, else
+    vpmaddubsw + vpmaddwd)."""
     level, features = ggml.simd_level(), ggml.cpu_features()
-    return (level == 2 and features["avx512_vnni"]) or (level == 1 and features["avx_vnni"])
+    return (level == 2 and features["avx512_vnni"]) or level == 1
+
+
+@contextmanager
+def cpu_without(*features: str) -> Iterator[None]:
+    """Runs the block as a CPU without the named features (ggml.cpu_mask), then shows them again."""
+    ggml.cpu_mask(features)
+    try:
+        yield
+    finally:
+        ggml.cpu_mask([])
