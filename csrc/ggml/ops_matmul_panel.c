@@ -53,8 +53,9 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
 
 bool rg_mm_qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    /* the panel kernels know the 32-element block types only (not the K-quants) */
-    return rg_mm_quantized(a) && rg_traits(a->type)->block_size == RG_QK && b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+    /* the panel kernels know the 32-element block types only (not the K-quants), and say which they take */
+    return rg_mm_quantized(a) && rg_traits(a->type)->block_size == RG_QK && (rg_kernels.qgemm_types & RG_QGEMM_TYPE(a->type)) &&
+           b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
 }
 
 static int64_t qpanel_count(const rg_tensor *dst) { return (dst->src[1]->ne[1] + RG_QP_LANES - 1) / RG_QP_LANES; }

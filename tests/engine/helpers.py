@@ -252,12 +252,14 @@ def report_lines() -> list[str]:
     return [f"{name:60s} max_abs {e[0]:.3g}  max_rel {e[1]:.3g}" for name, e in sorted(OBSERVED.items())]
 
 
-def quant_panel_kernels() -> bool:
+def quant_panel_kernels(engine_type: int | None = None) -> bool:
     """Whether the kernel level in effect has the block types' column-panel kernels (mat-mat from 10
-    columns): AVX512_VNNI at the AVX-512 level; the AVX2 level always (vpdpbusd with AVX-VNNI, else
-    vpmaddubsw + vpmaddwd)."""
+    columns) for a type (None: for some): AVX512_VNNI at the AVX-512 level; at the AVX2 level vpdpbusd
+    with AVX-VNNI, else vpmaddubsw + vpmaddwd for all but Q8_0."""
     level, features = ggml.simd_level(), ggml.cpu_features()
-    return (level == 2 and features["avx512_vnni"]) or level == 1
+    if level == 2:
+        return features["avx512_vnni"]
+    return level == 1 and (features["avx_vnni"] or engine_type != ggml.Q8_0)
 
 
 @contextmanager

@@ -113,28 +113,14 @@ def test_avx2_quant_panels_equal_the_avx512_panels(shape: tuple[int, int, int], 
     assert bits_equal(quant_mul_mat_at(1, w, dtype, k, m, x, 2), quant_mul_mat_at(2, w, dtype, k, m, x, 2))
 
 
-# ---- the block types without AVX-VNNI (vpmaddubsw + vpmaddwd, ggml.cpu_mask hides AVX-VNNI) ----
-
-
-@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
-@pytest.mark.parametrize("dtype", QTYPES, ids=QIDS)
-def test_avx2_quant_panels_without_avx_vnni_against_the_block_arithmetic(
-    shape: tuple[int, int, int], dtype: DType, threads: int
-) -> None:
-    m, k, t = shape
-    w = weights_for(dtype, m, k, seed=m + k)
-    x = np.random.default_rng(t + k).standard_normal((t, k)).astype(np.float32)
-    with cpu_without("avx_vnni"):
-        got = quant_mul_mat_at(1, w, dtype, k, m, x, threads)
-        one = quant_mul_mat_at(1, w, dtype, k, m, x, 1)
-    want, mag = emulate_mul_mat(w, dtype, k, x)
-    assert np.all(np.abs(got - want) <= 2 * rounding_tol(k, mag)), "beyond f32 rounding"
-    assert bits_equal(got, one), "thread count changed the result"
+# ---- the block types without AVX-VNNI (vpmaddubsw + vpmaddwd; ggml.cpu_mask hides AVX-VNNI) ----
+# Q8_0 keeps the one-row kernels there; the other types take the panels.
+PANEL_TYPES = [t for t in QTYPES if t != DType.Q8_0]
 
 
 def saturating_q8_0(m: int, k: int, seed: int) -> np.ndarray:
     """Q8_0 weights whose codes are all -128, -127 or 127: against activations quantized to +-127 every
-    vpmaddubsw pair of the unsigned (+128) activations would saturate without the nibble split."""
+    vpmaddubsw pair of the panels' unsigned (+128) activations would saturate."""
     w = weights_for(DType.Q8_0, m, k, seed=seed).reshape(m, k // 32, 34).copy()
     codes = np.random.default_rng(seed).choice(
         np.array([0x80, 0x81, 0x7F], dtype=np.uint8), size=(m, k // 32, 32)
@@ -143,33 +129,63 @@ def saturating_q8_0(m: int, k: int, seed: int) -> np.ndarray:
     return w.reshape(m, -1)
 
 
-@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
-@pytest.mark.parametrize("dtype", [*QTYPES, "q8_0_extreme"], ids=[*QIDS, "Q8_0_extreme"])
-def test_avx2_quant_panels_without_avx_vnni_equal_the_other_panels(
-    shape: tuple[int, int, int], dtype: DType | str
-) -> None:
-    """Exact integer sums (no i16 saturation, even at Q8_0's extreme codes), so the same bits as the
-    AVX-VNNI kernel, and as the AVX512_VNNI one, whichever this CPU has."""
-    m, k, t = shape
-    if dtype == "q8_0_extreme":
-        dtype, w = DType.Q8_0, saturating_q8_0(m, k, seed=m * k)
+def case(dtype: DType | str, m: int, k: int, t: int) -> tuple[DType, np.ndarray, np.ndarray]:
+    if dtype == "Q8_0_extreme":
         x = np.where(np.random.default_rng(t).random((t, k)) < 0.5, -1.0, 1.0).astype(np.float32)
-    else:
-        assert isinstance(dtype, DType)
-        w = weights_for(dtype, m, k, seed=5 * m + k)
-        x = np.random.default_rng(3 * t + k).standard_normal((t, k)).astype(np.float32)
+        return DType.Q8_0, saturating_q8_0(m, k, seed=m * k), x
+    assert isinstance(dtype, DType)
+    x = np.random.default_rng(t + k).standard_normal((t, k)).astype(np.float32)
+    return dtype, weights_for(dtype, m, k, seed=m + k), x
+
+
+@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
+@pytest.mark.parametrize("dtype", [*QTYPES, "Q8_0_extreme"], ids=[*QIDS, "Q8_0_extreme"])
+def test_avx2_quant_without_avx_vnni_against_the_block_arithmetic(
+    shape: tuple[int, int, int], dtype: DType | str, threads: int
+) -> None:
+    m, k, t = shape
+    qtype, w, x = case(dtype, m, k, t)
     with cpu_without("avx_vnni"):
         assert not ggml.cpu_features()["avx_vnni"]
-        got = quant_mul_mat_at(1, w, dtype, k, m, x, 2)
-    want, mag = emulate_mul_mat(w, dtype, k, x)
+        got = quant_mul_mat_at(1, w, qtype, k, m, x, threads)
+        one = quant_mul_mat_at(1, w, qtype, k, m, x, 1)
+    want, mag = emulate_mul_mat(w, qtype, k, x)
     assert np.all(np.abs(got - want) <= 2 * rounding_tol(k, mag)), "beyond f32 rounding"
+    assert bits_equal(got, one), "thread count changed the result"
+
+
+@pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
+@pytest.mark.parametrize("dtype", PANEL_TYPES, ids=[t.name for t in PANEL_TYPES])
+def test_avx2_quant_panels_without_avx_vnni_equal_the_vnni_panels(
+    shape: tuple[int, int, int], dtype: DType
+) -> None:
+    """Exact integer sums (the i16 pair sums never saturate), so the same bits as the AVX-VNNI kernel and
+    the AVX512_VNNI one, whichever this CPU has (not the one-row kernels' order)."""
+    m, k, t = shape
+    qtype, w, x = case(dtype, m, k, t)
+    with cpu_without("avx_vnni"):
+        got = quant_mul_mat_at(1, w, qtype, k, m, x, 2)
     features = ggml.cpu_features()
     if features["avx_vnni"]:
-        assert bits_equal(got, quant_mul_mat_at(1, w, dtype, k, m, x, 2)), "differs from the AVX-VNNI kernel"
+        assert bits_equal(got, quant_mul_mat_at(1, w, qtype, k, m, x, 2)), "differs from the AVX-VNNI kernel"
     if ggml.simd_max_level() >= 2 and features["avx512_vnni"]:
-        assert bits_equal(got, quant_mul_mat_at(2, w, dtype, k, m, x, 2)), (
+        assert bits_equal(got, quant_mul_mat_at(2, w, qtype, k, m, x, 2)), (
             "differs from the AVX512_VNNI kernel"
         )
+
+
+@pytest.mark.parametrize("dtype", ["Q8_0", "Q8_0_extreme"])
+def test_avx2_q8_0_without_avx_vnni_keeps_the_one_row_kernels(dtype: str) -> None:
+    """Q8_0 is not in the AVX2 panels' types without AVX-VNNI: 16 columns add the blocks in the mat-vec's
+    order, each column equal to its own product bit for bit."""
+    m, k, t = 13, 544, 16
+    qtype, w, x = case(DType.Q8_0 if dtype == "Q8_0" else dtype, m, k, t)
+    with cpu_without("avx_vnni"):
+        together = quant_mul_mat_at(1, w, qtype, k, m, x, 2)
+        for c in range(t):
+            assert bits_equal(together[c], quant_mul_mat_at(1, w, qtype, k, m, x[c : c + 1], 1)[0]), (
+                f"column {c}"
+            )
 
 
 # ---- the feature mask itself ----

@@ -114,6 +114,7 @@ void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned feature
     const int vnni = level >= 2 && (features & RG_CPU_AVX512_VNNI) != 0;
     k->qgemm_decode = vnni ? qgemm_decode_vnni : NULL;
     k->qgemm_tile = vnni ? qgemm_tile_vnni : NULL;
+    k->qgemm_types = vnni ? RG_QGEMM_BLOCK_TYPES : 0;
 }
 #else
 void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features) {
@@ -121,5 +122,6 @@ void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned feature
     (void)features;
     k->qgemm_decode = NULL;
     k->qgemm_tile = NULL;
+    k->qgemm_types = 0;
 }
 #endif

@@ -10,14 +10,12 @@
  * kernel, so both levels give the same bits, whatever the tile, panel or thread.
  *
  * Without AVX-VNNI, vpmaddubsw adds two u8 x s8 products into an i16 with saturation, and the panels'
- * activations are unsigned (+128, up to 255): the kernel keeps every i16 sum provably inside the i16 range,
- * so the integer sums, and then the outputs, are those of vpdpbusd bit for bit:
- *   4- and 5-bit codes (|w| <= 16 without a min, 0..31 with one): a pair is at most 2 * 255 * 16 = 8160
- *     (15810), so the pairs of 4 (2) slots add up in i16 before vpmaddwd widens them to i32;
- *   Q8_0 codes (any int8): each activation is split into its nibbles, x = 16 h + l, a pair is at most
- *     2 * 15 * 128 = 3840, and a block's 8 slots add up in i16 (30720) for h and l, widened by vpmaddwd
- *     against 16 and 1.
- * The tile kernel learns which from the tile: its Q8_0 records carry a tag in the (min-less) mw field. */
+ * activations are unsigned (+128, up to 255). The 4- and 5-bit codes (|w| <= 16 without a min, 0..31 with
+ * one) make a pair of at most 2 * 255 * 16 = 8160 (15810), so the pairs of 4 (2) slots add up in i16
+ * before one vpmaddwd widens them to i32: the integer sums, and then the outputs, are those of vpdpbusd
+ * bit for bit. Q8_0 stays on the one-row kernels there (qgemm_types): its exact forms (activations split
+ * into nibbles, pairs of at most 2 * 15 * 128) take two vpmaddubsw per slot and measured slower than the
+ * one-row kernels (Sapphire Rapids at level 1, 2048x2048 x 256 columns, 1 thread: 58 against 72 GFLOP/s). */
 #include "kernels.h"
 #include "../../include/rwkv_ggml.h"
 #include "../quant/quant.h"
@@ -54,9 +52,7 @@ RG_AVX2_INLINE __m256i block_codes(const uint8_t *w, const qtype t) {
     return u;
 }
 
-/* Tile records (quant.h) of `rows` weight rows over nb blocks; rows past them are zeros. Q8_0's records
- * carry WIDE_TAG in mw[0] for the kernels without AVX-VNNI (the min-less types never read mw). */
-#define WIDE_TAG 1.0f
+/* Tile records (quant.h) of `rows` weight rows over nb blocks; rows past them are zeros. */
 RG_AVX2_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile, const qtype t) {
     for (int64_t b = 0; b < nb; b++) {
         uint8_t *rec = tile + b * RG_QT_REC_BYTES;
@@ -79,7 +75,6 @@ RG_AVX2_INLINE void decode_rows(const uint8_t *w, size_t ldw, int rows, int64_t 
             dw[r] = _cvtsh_ss(rg_load_u16(blk));
             mw[r] = t.has_min ? _cvtsh_ss(rg_load_u16(blk + 2)) : 0.0f;
         }
-        if (t.kind == 2) mw[0] = WIDE_TAG;
     }
 }
 
@@ -149,31 +144,12 @@ RG_AVXVNNI static void qgemm_tile_avx2(const uint8_t *tile, const uint8_t *panel
 
 /* ---- without AVX-VNNI: vpmaddubsw + vpmaddwd (the bounds in the header comment) ---- */
 
-/* The integer sums of tile rows r0 .. r0+2 for the 8 columns of half h of one block (corr included). Narrow
- * codes: the i16 pair sums of `group` slots are added before widening; wide (Q8_0): the nibbles' sums of all
- * 8 slots. */
-RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint8_t *xp, int h, const int wide,
-                           const int group, __m256i s[ROWS3]) {
-    const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
+/* The integer sums of tile rows r0 .. r0+2 for the 8 columns of half h of one block (corr included): the
+ * i16 pair sums of `group` slots are added before widening. */
+RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint8_t *xp, int h, const int group,
+                           __m256i s[ROWS3]) {
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < ROWS3; r++) s[r] = _mm256_set1_epi32(corr[r]);
-    if (wide) {
-        __m256i lo[ROWS3], hi[ROWS3];
-        for (int r = 0; r < ROWS3; r++) lo[r] = hi[r] = _mm256_setzero_si256();
-        for (int k = 0; k < 8; k++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(xp + 64 * k + 32 * h));
-            const __m256i xl = _mm256_and_si256(x, nib), xh = _mm256_and_si256(_mm256_srli_epi16(x, 4), nib);
-            for (int r = 0; r < ROWS3; r++) {
-                const __m256i wv = _mm256_set1_epi32((int)rg_load_u32(codes + 32 * r + 4 * k));
-                lo[r] = _mm256_add_epi16(lo[r], _mm256_maddubs_epi16(xl, wv));
-                hi[r] = _mm256_add_epi16(hi[r], _mm256_maddubs_epi16(xh, wv));
-            }
-        }
-        for (int r = 0; r < ROWS3; r++) {
-            s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(lo[r], ones));
-            s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(hi[r], _mm256_set1_epi16(16)));
-        }
-        return;
-    }
     for (int k0 = 0; k0 < 8; k0 += group) {
         __m256i p[ROWS3];
         for (int r = 0; r < ROWS3; r++) p[r] = _mm256_setzero_si256();
@@ -191,7 +167,7 @@ RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint
 /* rows3 without AVX-VNNI: a half of the panel at a time (fewer registers), the same f32 operations per
  * output element in the same order. */
 RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, int64_t nb, const int has_min,
-                             const int wide, int accumulate, float *out) {
+                             int accumulate, float *out) {
     __m256 acc[ROWS3][2];
     for (int r = 0; r < ROWS3; r++)
         for (int h = 0; h < 2; h++)
@@ -202,7 +178,7 @@ RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, 
         const float *dw = (const float *)(wt + RG_QT_DW) + r0, *mw = (const float *)(wt + RG_QT_MW) + r0;
         for (int h = 0; h < 2; h++) {
             __m256i s[ROWS3];
-            isums3(wt + 32 * r0, corr, xp, h, wide, has_min ? 2 : 4, s);
+            isums3(wt + 32 * r0, corr, xp, h, has_min ? 2 : 4, s);
             const __m256 dx = _mm256_loadu_ps((const float *)(xp + RG_QP_DX) + 8 * h);
             for (int r = 0; r < ROWS3; r++) {
                 const __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(dw[r])); /* fp32(d_w d_x) per column */
@@ -220,21 +196,21 @@ RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, 
 
 RG_AVX2 static void qgemm_tile_avx2_mb(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np,
                                        int64_t nb, int has_min, int accumulate, float *out) {
-    const int wide = !has_min && nb > 0 && ((const float *)(tile + RG_QT_MW))[0] == WIDE_TAG;
     for (int j = 0; j < np; j++)
         for (int r0 = 0; r0 < RG_QT_ROWS; r0 += ROWS3) {
             float *o = out + j * RG_QT_ROWS * RG_QP_LANES;
             const uint8_t *pj = panel + j * panel_bytes;
-            if (has_min) rows3_mb(tile, r0, pj, nb, 1, 0, accumulate, o);
-            else if (wide) rows3_mb(tile, r0, pj, nb, 0, 1, accumulate, o);
-            else rows3_mb(tile, r0, pj, nb, 0, 0, accumulate, o);
+            if (has_min) rows3_mb(tile, r0, pj, nb, 1, accumulate, o);
+            else rows3_mb(tile, r0, pj, nb, 0, accumulate, o);
         }
 }
 
 void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int level, unsigned features) {
     if (level == 1) {
+        const int vnni = (features & RG_CPU_AVX_VNNI) != 0;
         k->qgemm_decode = qgemm_decode_avx2;
-        k->qgemm_tile = (features & RG_CPU_AVX_VNNI) ? qgemm_tile_avx2 : qgemm_tile_avx2_mb;
+        k->qgemm_tile = vnni ? qgemm_tile_avx2 : qgemm_tile_avx2_mb;
+        k->qgemm_types = vnni ? RG_QGEMM_BLOCK_TYPES : RG_QGEMM_BLOCK_TYPES & ~RG_QGEMM_TYPE(RG_TYPE_Q8_0);
     }
 }
 #else

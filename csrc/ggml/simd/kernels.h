@@ -123,7 +123,15 @@ typedef struct {
     void (*qgemm_decode)(int type, const uint8_t *w, size_t ldw, int rows, int64_t nb, uint8_t *tile);
     void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb, int has_min,
                        int accumulate, float *out);
+    /* The weight types the two take: bit RG_QGEMM_TYPE(t) for RG_TYPE t (the route asks per type; the
+     * others take the one-row kernels). */
+    uint32_t qgemm_types;
 } rg_kernel_table;
+#define RG_QGEMM_TYPE(t) (1u << (t))
+/* The 32-element block types. */
+#define RG_QGEMM_BLOCK_TYPES                                                                                             \
+    (RG_QGEMM_TYPE(RG_TYPE_Q4_0) | RG_QGEMM_TYPE(RG_TYPE_Q4_1) | RG_QGEMM_TYPE(RG_TYPE_Q5_0) |                         \
+     RG_QGEMM_TYPE(RG_TYPE_Q5_1) | RG_QGEMM_TYPE(RG_TYPE_Q8_0))
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
 
