@@ -255,11 +255,11 @@ def report_lines() -> list[str]:
 def quant_panel_kernels(engine_type: int | None = None) -> bool:
     """Whether the kernel level in effect has the block types' column-panel kernels (mat-mat from 10
     columns) for a type (None: for some): AVX512_VNNI at the AVX-512 level; at the AVX2 level vpdpbusd
-    with AVX-VNNI, else vpmaddubsw + vpmaddwd for all but Q8_0."""
+    with AVX-VNNI, else vpmaddubsw + vpmaddwd for Q4_0 and Q5_0."""
     level, features = ggml.simd_level(), ggml.cpu_features()
     if level == 2:
         return features["avx512_vnni"]
-    return level == 1 and (features["avx_vnni"] or engine_type != ggml.Q8_0)
+    return level == 1 and (features["avx_vnni"] or engine_type in (None, ggml.Q4_0, ggml.Q5_0))
 
 
 @contextmanager

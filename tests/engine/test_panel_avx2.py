@@ -114,8 +114,9 @@ def test_avx2_quant_panels_equal_the_avx512_panels(shape: tuple[int, int, int], 
 
 
 # ---- the block types without AVX-VNNI (vpmaddubsw + vpmaddwd; ggml.cpu_mask hides AVX-VNNI) ----
-# Q8_0 keeps the one-row kernels there; the other types take the panels.
-PANEL_TYPES = [t for t in QTYPES if t != DType.Q8_0]
+# Q4_0 and Q5_0 take the panels there; the other types keep the one-row kernels.
+PANEL_TYPES = [DType.Q4_0, DType.Q5_0]
+ROW_TYPES = [t for t in QTYPES if t not in PANEL_TYPES]
 
 
 def saturating_q8_0(m: int, k: int, seed: int) -> np.ndarray:
@@ -130,6 +131,12 @@ def saturating_q8_0(m: int, k: int, seed: int) -> np.ndarray:
 
 
 def case(dtype: DType | str, m: int, k: int, t: int) -> tuple[DType, np.ndarray, np.ndarray]:
+    if dtype == "Q5_0_extreme":
+        # every code -16 (qs and qh all zero bits) against activations at +127 (255 in the panels): each
+        # vpmaddubsw pair is -8160, and more than 4 slots of them would leave the i16 range
+        w = weights_for(DType.Q5_0, m, k, seed=m + k).reshape(m, k // 32, 22).copy()
+        w[:, :, 2:] = 0
+        return DType.Q5_0, w.reshape(m, -1), np.ones((t, k), dtype=np.float32)
     if dtype == "Q8_0_extreme":
         x = np.where(np.random.default_rng(t).random((t, k)) < 0.5, -1.0, 1.0).astype(np.float32)
         return DType.Q8_0, saturating_q8_0(m, k, seed=m * k), x
@@ -139,7 +146,9 @@ def case(dtype: DType | str, m: int, k: int, t: int) -> tuple[DType, np.ndarray,
 
 
 @pytest.mark.parametrize("shape", QSHAPES, ids=[f"{m}x{k}xT{t}" for m, k, t in QSHAPES])
-@pytest.mark.parametrize("dtype", [*QTYPES, "Q8_0_extreme"], ids=[*QIDS, "Q8_0_extreme"])
+@pytest.mark.parametrize(
+    "dtype", [*QTYPES, "Q5_0_extreme", "Q8_0_extreme"], ids=[*QIDS, "Q5_0_extreme", "Q8_0_extreme"]
+)
 def test_avx2_quant_without_avx_vnni_against_the_block_arithmetic(
     shape: tuple[int, int, int], dtype: DType | str, threads: int
 ) -> None:
@@ -174,12 +183,14 @@ def test_avx2_quant_panels_without_avx_vnni_equal_the_vnni_panels(
         )
 
 
-@pytest.mark.parametrize("dtype", ["Q8_0", "Q8_0_extreme"])
-def test_avx2_q8_0_without_avx_vnni_keeps_the_one_row_kernels(dtype: str) -> None:
-    """Q8_0 is not in the AVX2 panels' types without AVX-VNNI: 16 columns add the blocks in the mat-vec's
-    order, each column equal to its own product bit for bit."""
+@pytest.mark.parametrize(
+    "dtype", [*ROW_TYPES, "Q8_0_extreme"], ids=[*(t.name for t in ROW_TYPES), "Q8_0_extreme"]
+)
+def test_avx2_other_types_without_avx_vnni_keep_the_one_row_kernels(dtype: DType | str) -> None:
+    """Q4_1, Q5_1 and Q8_0 are not in the AVX2 panels' types without AVX-VNNI: 16 columns add the blocks in
+    the mat-vec's order, each column equal to its own product bit for bit."""
     m, k, t = 13, 544, 16
-    qtype, w, x = case(DType.Q8_0 if dtype == "Q8_0" else dtype, m, k, t)
+    qtype, w, x = case(dtype, m, k, t)
     with cpu_without("avx_vnni"):
         together = quant_mul_mat_at(1, w, qtype, k, m, x, 2)
         for c in range(t):

@@ -10,12 +10,13 @@
  * kernel, so both levels give the same bits, whatever the tile, panel or thread.
  *
  * Without AVX-VNNI, vpmaddubsw adds two u8 x s8 products into an i16 with saturation, and the panels'
- * activations are unsigned (+128, up to 255). The 4- and 5-bit codes (|w| <= 16 without a min, 0..31 with
- * one) make a pair of at most 2 * 255 * 16 = 8160 (15810), so the pairs of 4 (2) slots add up in i16
- * before one vpmaddwd widens them to i32: the integer sums, and then the outputs, are those of vpdpbusd
- * bit for bit. Q8_0 stays on the one-row kernels there (qgemm_types): its exact forms (activations split
- * into nibbles, pairs of at most 2 * 15 * 128) take two vpmaddubsw per slot and measured slower than the
- * one-row kernels (Sapphire Rapids at level 1, 2048x2048 x 256 columns, 1 thread: 58 against 72 GFLOP/s). */
+ * activations are unsigned (+128, up to 255). Q4_0 and Q5_0 codes (|w| <= 16) make a pair of at most
+ * 2 * 255 * 16 = 8160, so the pairs of 4 slots add up in i16 before one vpmaddwd widens them to i32: the
+ * integer sums, and then the outputs, are those of vpdpbusd bit for bit. The other types stay on the
+ * one-row kernels there (qgemm_types), which measured as fast or faster (Sapphire Rapids at level 1,
+ * 256 columns, 1 thread, GFLOP/s panels / rows: Q4_0 135-141 / 129-130; Q5_1, 0..31 codes, pairs of 2
+ * slots, 117-120 / 124-129; Q8_0 with the activations split into nibbles, two vpmaddubsw per slot, 58 /
+ * 72). */
 #include "kernels.h"
 #include "../../include/rwkv_ggml.h"
 #include "../quant/quant.h"
@@ -145,15 +146,15 @@ RG_AVXVNNI static void qgemm_tile_avx2(const uint8_t *tile, const uint8_t *panel
 /* ---- without AVX-VNNI: vpmaddubsw + vpmaddwd (the bounds in the header comment) ---- */
 
 /* The integer sums of tile rows r0 .. r0+2 for the 8 columns of half h of one block (corr included): the
- * i16 pair sums of `group` slots are added before widening. */
-RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint8_t *xp, int h, const int group,
-                           __m256i s[ROWS3]) {
+ * i16 pair sums of GROUP slots are added before widening (|w| <= 16: 4 x 8160 fits in an i16). */
+#define GROUP 4
+RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint8_t *xp, int h, __m256i s[ROWS3]) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < ROWS3; r++) s[r] = _mm256_set1_epi32(corr[r]);
-    for (int k0 = 0; k0 < 8; k0 += group) {
+    for (int k0 = 0; k0 < 8; k0 += GROUP) {
         __m256i p[ROWS3];
         for (int r = 0; r < ROWS3; r++) p[r] = _mm256_setzero_si256();
-        for (int k = k0; k < k0 + group; k++) {
+        for (int k = k0; k < k0 + GROUP; k++) {
             const __m256i x = _mm256_loadu_si256((const __m256i *)(xp + 64 * k + 32 * h));
             for (int r = 0; r < ROWS3; r++) {
                 const __m256i wv = _mm256_set1_epi32((int)rg_load_u32(codes + 32 * r + 4 * k));
@@ -164,10 +165,10 @@ RG_AVX2_INLINE void isums3(const uint8_t *codes, const int32_t *corr, const uint
     }
 }
 
-/* rows3 without AVX-VNNI: a half of the panel at a time (fewer registers), the same f32 operations per
- * output element in the same order. */
-RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, int64_t nb, const int has_min,
-                             int accumulate, float *out) {
+/* rows3 for the min-less types without AVX-VNNI: a half of the panel at a time (fewer registers), the same
+ * f32 operations per output element in the same order. */
+RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, int64_t nb, int accumulate,
+                             float *out) {
     __m256 acc[ROWS3][2];
     for (int r = 0; r < ROWS3; r++)
         for (int h = 0; h < 2; h++)
@@ -175,18 +176,14 @@ RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wt = tile + b * RG_QT_REC_BYTES, *xp = panel + b * RG_QP_REC_BYTES;
         const int32_t *corr = (const int32_t *)(wt + RG_QT_CORR) + r0;
-        const float *dw = (const float *)(wt + RG_QT_DW) + r0, *mw = (const float *)(wt + RG_QT_MW) + r0;
+        const float *dw = (const float *)(wt + RG_QT_DW) + r0;
         for (int h = 0; h < 2; h++) {
             __m256i s[ROWS3];
-            isums3(wt + 32 * r0, corr, xp, h, has_min ? 2 : 4, s);
+            isums3(wt + 32 * r0, corr, xp, h, s);
             const __m256 dx = _mm256_loadu_ps((const float *)(xp + RG_QP_DX) + 8 * h);
             for (int r = 0; r < ROWS3; r++) {
                 const __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(dw[r])); /* fp32(d_w d_x) per column */
                 acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r][h]);
-            }
-            if (has_min) {
-                const __m256 sx = _mm256_loadu_ps((const float *)(xp + RG_QP_SX) + 8 * h);
-                for (int r = 0; r < ROWS3; r++) acc[r][h] = _mm256_fmadd_ps(sx, _mm256_set1_ps(mw[r]), acc[r][h]);
             }
         }
     }
@@ -194,15 +191,13 @@ RG_AVX2_INLINE void rows3_mb(const uint8_t *tile, int r0, const uint8_t *panel, 
         for (int h = 0; h < 2; h++) _mm256_storeu_ps(out + (r0 + r) * RG_QP_LANES + 8 * h, acc[r][h]);
 }
 
+/* Q4_0 and Q5_0 only (qgemm_types): has_min is always 0 here. */
 RG_AVX2 static void qgemm_tile_avx2_mb(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np,
                                        int64_t nb, int has_min, int accumulate, float *out) {
+    (void)has_min;
     for (int j = 0; j < np; j++)
-        for (int r0 = 0; r0 < RG_QT_ROWS; r0 += ROWS3) {
-            float *o = out + j * RG_QT_ROWS * RG_QP_LANES;
-            const uint8_t *pj = panel + j * panel_bytes;
-            if (has_min) rows3_mb(tile, r0, pj, nb, 1, accumulate, o);
-            else rows3_mb(tile, r0, pj, nb, 0, accumulate, o);
-        }
+        for (int r0 = 0; r0 < RG_QT_ROWS; r0 += ROWS3)
+            rows3_mb(tile, r0, panel + j * panel_bytes, nb, accumulate, out + j * RG_QT_ROWS * RG_QP_LANES);
 }
 
 void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int level, unsigned features) {
@@ -210,7 +205,7 @@ void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int level, unsigned fe
         const int vnni = (features & RG_CPU_AVX_VNNI) != 0;
         k->qgemm_decode = qgemm_decode_avx2;
         k->qgemm_tile = vnni ? qgemm_tile_avx2 : qgemm_tile_avx2_mb;
-        k->qgemm_types = vnni ? RG_QGEMM_BLOCK_TYPES : RG_QGEMM_BLOCK_TYPES & ~RG_QGEMM_TYPE(RG_TYPE_Q8_0);
+        k->qgemm_types = vnni ? RG_QGEMM_BLOCK_TYPES : RG_QGEMM_TYPE(RG_TYPE_Q4_0) | RG_QGEMM_TYPE(RG_TYPE_Q5_0);
     }
 }
 #else
