@@ -1,6 +1,6 @@
 /* mul_mat's panel routes: many activation columns (T >= 10 quantized, 33 float, 8 bf16) against weights of one plane, with the AVX-512
  * column-panel kernels (simd/k_gemm_panel.c, simd/k_quant_panel.c; at the AVX2 level simd/k_gemm_panel_avx2.c and, with
- * AVX-VNNI, simd/k_quant_panel_avx2.c). ops_matmul.c decides when they run. */
+ * AVX-VNNI, simd/k_quant_panel_avx2.c, without it for Q4_0/Q5_0). ops_matmul.c decides when they run. */
 #include "ops_matmul.h"
 
 /* The panel routes keep the outputs of a block of tiles while the k-blocks of the panels pass, so each

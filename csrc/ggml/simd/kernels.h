@@ -116,7 +116,7 @@ typedef struct {
     rg_vec_dot_xn_fn vec_dot_q5_k_xn;
     rg_vec_dot_xn_fn vec_dot_q6_k_xn;
     /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; at the AVX2
-     * level k_quant_panel_avx2.c with AVX-VNNI; NULL otherwise). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
+     * level k_quant_panel_avx2.c, without AVX-VNNI for Q4_0 and Q5_0 only; NULL otherwise). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
      * r . lane c of panel j (np = 1 or 2 panels, panel_bytes apart) over nb blocks, continuing from the
      * values in out with accumulate (blocks added in order either way). */
@@ -146,7 +146,7 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
  *   k_gemm_panel_avx2.c              the f32 column-panel mat-mat at the AVX2 level (after k_gemm_panel.c)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
- *   k_quant_panel_avx2.c             the same at the AVX2 level with AVX-VNNI (after k_quant_panel.c)
+ *   k_quant_panel_avx2.c             the same at the AVX2 level (vpdpbusd, or vpmaddubsw for Q4_0/Q5_0)
  *   k_kquant_{scalar,avx2}.c         the K-quants' dot products (the AVX2 ones also at the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
