@@ -39,6 +39,7 @@ import numpy as np
 
 from ._lib import c_string, check, ffi, lib, raise_status
 from .errors import ClosedError, EngineArgumentError, ShapeError
+from .ggml_cpu import cpu_features, cpu_mask, simd_level, simd_max_level, simd_select
 from .ggml_ops import C_INT, INT64, MAX_C_INT, SIZE_T, OpBuilders, as_int, as_ints
 from .ggml_types import (
     F16,
@@ -83,6 +84,7 @@ __all__ = [
     "block_bytes",
     "block_size",
     "cpu_features",
+    "cpu_mask",
     "default_threads",
     "is_quantized",
     "is_valid_type",
@@ -93,28 +95,6 @@ __all__ = [
 ]
 
 DEFAULT_MEM_SIZE = 64 << 20
-
-
-def simd_level() -> int:
-    """Instruction-set level of the kernels in use: 0 scalar, 1 AVX2, 2 AVX-512."""
-    return int(lib.rg_simd_level())
-
-
-def simd_max_level() -> int:
-    return int(lib.rg_simd_max_level())
-
-
-def simd_select(max_level: int) -> int:
-    """Caps the kernel level (process-wide; for tests and benchmarks). Returns the level in effect."""
-    return int(lib.rg_simd_select(as_int(max_level, "simd_select: max_level", *C_INT)))
-
-
-def cpu_features() -> dict[str, bool]:
-    """Each RG_CPU_* feature of the engine's header, by lower-case name without the prefix: detected or
-    not."""
-    bits = int(lib.rg_cpu_features())
-    named = sorted((int(getattr(lib, n)), n) for n in dir(lib) if n.startswith("RG_CPU_"))
-    return {n.removeprefix("RG_CPU_").lower(): bool(bits & bit) for bit, n in named}
 
 
 def default_threads() -> int:

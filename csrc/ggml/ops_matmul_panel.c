@@ -1,6 +1,6 @@
 /* mul_mat's panel routes: many activation columns (T >= 10 quantized, 33 float, 8 bf16) against weights of one plane, with the AVX-512
  * column-panel kernels (simd/k_gemm_panel.c, simd/k_quant_panel.c; at the AVX2 level simd/k_gemm_panel_avx2.c and, with
- * AVX-VNNI, simd/k_quant_panel_avx2.c). ops_matmul.c decides when they run. */
+ * AVX-VNNI, simd/k_quant_panel_avx2.c, without it for Q4_0/Q5_0). ops_matmul.c decides when they run. */
 #include "ops_matmul.h"
 
 /* The panel routes keep the outputs of a block of tiles while the k-blocks of the panels pass, so each
@@ -53,11 +53,9 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
 
 bool rg_mm_qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    /* the 32-element block types, and the K-quants Q4_K, Q5_K, Q6_K (quant/quant.h's tiles) where the
-     * level's panel kernels decode them (qgemm_tile_halves set; kernels.h) */
-    const bool kquant = (a->type == RG_TYPE_Q4_K || a->type == RG_TYPE_Q5_K || a->type == RG_TYPE_Q6_K) &&
-                        rg_kernels.qgemm_tile_halves != NULL;
-    return rg_mm_quantized(a) && (rg_traits(a->type)->block_size == RG_QK || kquant) && b->ne[1] >= RG_QPANEL_MIN_T &&
+    /* the 32-element block types and the K-quants Q4_K, Q5_K, Q6_K (quant/quant.h's tiles), those the
+     * level's panel kernels say they take (qgemm_types; the others take the one-row kernels) */
+    return rg_mm_quantized(a) && (rg_kernels.qgemm_types & RG_QGEMM_TYPE(a->type)) && b->ne[1] >= RG_QPANEL_MIN_T &&
            a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
 }
 

@@ -112,8 +112,14 @@ enum {
     RG_CPU_AVX_VNNI = 1 << 7,
     RG_CPU_AVX512_BF16 = 1 << 8
 };
-/* Bitmask of the detected features (RG_CPU_*). */
+/* Bitmask of the features in effect (RG_CPU_*): those detected less the hidden ones (rg_cpu_mask). */
 unsigned rg_cpu_features(void);
+/* Runs as a CPU without the features in `hidden` (RG_CPU_* bits; 0 shows all again; each call replaces the
+ * last), e.g. an AVX2 machine without AVX-VNNI on one that has it: the levels and the kernel table follow
+ * from what remains, capped by the last rg_simd_select. Process-wide, for tests and benchmarks, like
+ * rg_simd_select. Returns rg_cpu_features(). The environment variable RWKV_GGML_CPU_MASK (comma-separated
+ * lower-case names without the prefix, e.g. "avx_vnni,avx512_bf16") sets the mask at start-up. */
+unsigned rg_cpu_mask(unsigned hidden);
 
 /* ---- context (arena) ---- */
 /* Allocates mem_size bytes up front; every tensor, view, graph and work buffer built in the

@@ -18,7 +18,8 @@ run (see ``conftest.py``), which is how the tolerances quoted in the docs were m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,8 +252,21 @@ def report_lines() -> list[str]:
     return [f"{name:60s} max_abs {e[0]:.3g}  max_rel {e[1]:.3g}" for name, e in sorted(OBSERVED.items())]
 
 
-def quant_panel_kernels() -> bool:
+def quant_panel_kernels(engine_type: int | None = None) -> bool:
     """Whether the kernel level in effect has the block types' column-panel kernels (mat-mat from 10
-    columns): AVX512_VNNI at the AVX-512 level, AVX-VNNI at the AVX2 level."""
+    columns) for a type (None: for some): AVX512_VNNI at the AVX-512 level; at the AVX2 level vpdpbusd
+    with AVX-VNNI, else vpmaddubsw + vpmaddwd for Q4_0 and Q5_0."""
     level, features = ggml.simd_level(), ggml.cpu_features()
-    return (level == 2 and features["avx512_vnni"]) or (level == 1 and features["avx_vnni"])
+    if level == 2:
+        return features["avx512_vnni"]
+    return level == 1 and (features["avx_vnni"] or engine_type in (None, ggml.Q4_0, ggml.Q5_0))
+
+
+@contextmanager
+def cpu_without(*features: str) -> Iterator[None]:
+    """Runs the block as a CPU without the named features (ggml.cpu_mask), then shows them again."""
+    ggml.cpu_mask(features)
+    try:
+        yield
+    finally:
+        ggml.cpu_mask([])

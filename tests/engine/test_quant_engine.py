@@ -447,7 +447,7 @@ def test_mul_mat_columns_equal_mat_vec(simd_level: int, dtype: DType, t_cols: in
     x = np.random.default_rng(14).standard_normal((t_cols, k)).astype(F32)
     together = run_mul_mat(w, dtype, k, m, x)
     _, mag = emulate_mul_mat(w, dtype, k, x)
-    panel_route = t_cols >= 10 and quant_panel_kernels()
+    panel_route = t_cols >= 10 and quant_panel_kernels(int(dtype))
     for t in range(x.shape[0]):
         alone = run_mul_mat(w, dtype, k, m, x[t : t + 1])[0]
         if panel_route:

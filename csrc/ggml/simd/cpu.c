@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -11,9 +12,11 @@
 
 rg_kernel_table rg_kernels;
 
-static unsigned g_features;
+static unsigned g_detected; /* what the CPU has */
+static unsigned g_features; /* what the kernels may use: g_detected less the mask */
 static int g_max_level;
 static int g_level;
+static int g_cap; /* the level asked for (rg_simd_select; start-up: the highest) */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* What each level adds (rwkv_ggml.h). */
@@ -73,13 +76,49 @@ static void apply_level(int level) {
     g_level = level;
 }
 
-static void init_once(void) {
-    g_features = detect();
+/* The features a CPU of this level has: the level follows from the features in effect. */
+static void set_features(unsigned features) {
+    g_features = features;
     g_max_level = 0;
     if ((g_features & RG_LEVEL1_FEATURES) == RG_LEVEL1_FEATURES) g_max_level = 1;
     if (g_max_level == 1 && (g_features & RG_LEVEL2_FEATURES) == RG_LEVEL2_FEATURES) g_max_level = 2;
+}
+
+/* RG_CPU_* bits by the lower-case names the Python binding uses (ggml.cpu_features). */
+static const struct {
+    const char *name;
+    unsigned bit;
+} RG_FEATURE_NAMES[] = {
+    {"avx2", RG_CPU_AVX2},         {"fma", RG_CPU_FMA},
+    {"f16c", RG_CPU_F16C},         {"avx512f", RG_CPU_AVX512F},
+    {"avx512bw", RG_CPU_AVX512BW}, {"avx512vl", RG_CPU_AVX512VL},
+    {"avx512_vnni", RG_CPU_AVX512_VNNI}, {"avx_vnni", RG_CPU_AVX_VNNI},
+    {"avx512_bf16", RG_CPU_AVX512_BF16},
+};
+
+/* RWKV_GGML_CPU_MASK: comma-separated feature names to hide (unknown names are ignored: an environment
+ * variable has no one to report an error to, and a name from a newer version must not stop the engine). */
+static unsigned mask_from_env(void) {
+    const char *env = getenv("RWKV_GGML_CPU_MASK");
+    unsigned mask = 0;
+    if (env == NULL) return 0;
+    while (*env != '\0') {
+        const size_t len = strcspn(env, ",");
+        for (size_t i = 0; i < sizeof RG_FEATURE_NAMES / sizeof RG_FEATURE_NAMES[0]; i++)
+            if (strlen(RG_FEATURE_NAMES[i].name) == len && strncmp(env, RG_FEATURE_NAMES[i].name, len) == 0)
+                mask |= RG_FEATURE_NAMES[i].bit;
+        env += len;
+        if (*env == ',') env++;
+    }
+    return mask;
+}
+
+static void init_once(void) {
+    g_detected = detect();
+    set_features(g_detected & ~mask_from_env());
     const char *force = getenv("RWKV_GGML_FORCE_SCALAR");
     const int forced = force != NULL && force[0] != '\0' && force[0] != '0';
+    g_cap = forced ? 0 : 2;
     apply_level(forced ? 0 : g_max_level);
 }
 
@@ -102,8 +141,17 @@ unsigned rg_cpu_features(void) {
 
 int rg_simd_select(int max_level) {
     rg_kernels_init();
+    g_cap = max_level;
     int level = max_level < g_max_level ? max_level : g_max_level;
     if (level < 0) level = 0;
     apply_level(level);
     return g_level;
+}
+
+unsigned rg_cpu_mask(unsigned hidden) {
+    rg_kernels_init();
+    set_features(g_detected & ~hidden);
+    const int level = g_cap < g_max_level ? g_cap : g_max_level;
+    apply_level(level < 0 ? 0 : level);
+    return g_features;
 }

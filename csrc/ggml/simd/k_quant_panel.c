@@ -225,6 +225,7 @@ void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned feature
     k->qgemm_decode = vnni ? qgemm_decode_vnni : NULL;
     k->qgemm_tile = vnni ? qgemm_tile_vnni : NULL;
     k->qgemm_tile_halves = vnni ? qgemm_tile_halves_vnni : NULL;
+    k->qgemm_types = vnni ? RG_QGEMM_BLOCK_TYPES | RG_QGEMM_KQUANT_TYPES : 0;
 }
 #else
 void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned features) {
@@ -233,5 +234,6 @@ void rg_kernels_fill_quant_panel(rg_kernel_table *k, int level, unsigned feature
     k->qgemm_decode = NULL;
     k->qgemm_tile = NULL;
     k->qgemm_tile_halves = NULL;
+    k->qgemm_types = 0;
 }
 #endif

@@ -119,7 +119,7 @@ typedef struct {
     rg_vec_dot_xn_fn vec_dot_q5_k_xn;
     rg_vec_dot_xn_fn vec_dot_q6_k_xn;
     /* Mat-mat of the block types by column panels (k_quant_panel.c; layouts in quant/quant.h; at the AVX2
-     * level k_quant_panel_avx2.c with AVX-VNNI; NULL otherwise). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
+     * level k_quant_panel_avx2.c, without AVX-VNNI for Q4_0 and Q5_0 only; NULL otherwise). qgemm_decode: `rows` (<= RG_QT_ROWS) weight rows of nb blocks of `type` (an RG_TYPE
      * id), ldw bytes apart, into a tile. qgemm_tile: out[(j * RG_QT_ROWS + r) * RG_QP_LANES + c] = tile row
      * r . lane c of panel j (np = 1 or 2 panels, panel_bytes apart) over nb blocks, continuing from the
      * values in out with accumulate (blocks added in order either way). */
@@ -127,11 +127,21 @@ typedef struct {
     void (*qgemm_tile)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb, int has_min,
                        int accumulate, float *out);
     /* The same for Q6_K's tiles (RG_QT6_*: two 16-element halves per block, each with its own scale). Set
-     * only by panel kernels whose qgemm_decode also takes the K-quants (nb a multiple of 8, whole
-     * super-blocks; their tiles in quant/quant.h): the route offers K-quants the panels only then. */
+     * with the K-quants' bits in qgemm_types by panel kernels whose qgemm_decode also takes the K-quants
+     * (nb a multiple of 8, whole super-blocks; their tiles in quant/quant.h). */
     void (*qgemm_tile_halves)(const uint8_t *tile, const uint8_t *panel, size_t panel_bytes, int np, int64_t nb,
                               int accumulate, float *out);
+    /* The weight types the panel kernels take: bit RG_QGEMM_TYPE(t) for RG_TYPE t (the route asks per type;
+     * the others take the one-row kernels). */
+    uint32_t qgemm_types;
 } rg_kernel_table;
+#define RG_QGEMM_TYPE(t) (1u << (t))
+/* The 32-element block types. */
+#define RG_QGEMM_BLOCK_TYPES                                                                                             \
+    (RG_QGEMM_TYPE(RG_TYPE_Q4_0) | RG_QGEMM_TYPE(RG_TYPE_Q4_1) | RG_QGEMM_TYPE(RG_TYPE_Q5_0) |                         \
+     RG_QGEMM_TYPE(RG_TYPE_Q5_1) | RG_QGEMM_TYPE(RG_TYPE_Q8_0))
+/* The K-quants (Q6_K through qgemm_tile_halves). */
+#define RG_QGEMM_KQUANT_TYPES (RG_QGEMM_TYPE(RG_TYPE_Q4_K) | RG_QGEMM_TYPE(RG_TYPE_Q5_K) | RG_QGEMM_TYPE(RG_TYPE_Q6_K))
 
 RG_KERNELS_API extern rg_kernel_table rg_kernels;
 
@@ -146,7 +156,7 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_gemm_panel.c                   column-panel mat-mat of float weights, f32 and bf16 (AVX-512)
  *   k_gemm_panel_avx2.c              the f32 column-panel mat-mat at the AVX2 level (after k_gemm_panel.c)
  *   k_quant_panel.c                  column-panel mat-mat of the block types (AVX512_VNNI)
- *   k_quant_panel_avx2.c             the same at the AVX2 level with AVX-VNNI (after k_quant_panel.c)
+ *   k_quant_panel_avx2.c             the same at the AVX2 level (vpdpbusd, or vpmaddubsw for Q4_0/Q5_0)
  *   k_kquant_{scalar,avx2,avx512}.c  the K-quants' dot products (avx512 = with VNNI; without it the AVX2
  *                                    ones serve the AVX-512 level)
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
