@@ -103,12 +103,70 @@ RG_VNNI_INLINE __m512 dot_group(const wgroup *g, const uint8_t *xr, int64_t p, c
     return acc;
 }
 
+/* A full group of 8 pairs for several activation rows: each pair's codes in one 512-bit vector
+ * [A0..15 | B0..15 | A16..31 | B16..31] (the activation pair's 64 bytes in the same order), unpacked
+ * once and used against every row. */
+typedef struct {
+    __m512i c[8];
+    __m512 dw;
+} wgroup8;
+
+RG_VNNI_INLINE void load_group8(const uint8_t *w, int64_t p, const qtype t, wgroup8 *g) {
+    for (int i = 0; i < 8; i++) {
+        __m256i lo, hi;
+        pair_codes(w + 2 * (p + i) * t.wbytes, t, &lo, &hi);
+        g->c[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    uint32_t dm[16];
+    for (int i = 0; i < 16; i++) dm[i] = rg_load_u32(w + (2 * p + i) * t.wbytes);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_loadu_si512(dm)));
+}
+
+/* In each 128-bit lane: dwords 0, 2 partial sums of a's four, dwords 1, 3 of b's. */
+RG_VNNI_INLINE __m512i pair_sum32(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+
+/* Two pair_sum32 results to each lane's totals of their four inputs, in input order (a's two, b's two);
+ * a blend and one shuffle instead of two (port 5, the only 512-bit shuffle port, is the busy one). */
+RG_VNNI_INLINE __m512i pair_sum64(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_mask_blend_epi64(0xAA, a, b), _mm512_alignr_epi8(b, a, 8));
+}
+
+/* dot_group's result for a full group, one 512-bit vpdpbusd per pair: the same integers per block (sums
+ * of integers are exact whatever their order), the same f32 steps, so bit-identical to it. */
+RG_VNNI_INLINE __m512 dot_group8(const wgroup8 *g, const uint8_t *xr, int64_t p, int64_t nb, const qtype t,
+                                 __m512 acc) {
+    __m512i r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g->c[i],
+                                   _mm512_loadu_si512((const void *)(xr + 64 * (p + i))));
+    /* u0, u1: in 128-bit lane l (A low half, B low, A high, B high), dword i the lane's sum for pair
+     * i of pairs 0-3 (u0) and 4-7 (u1) */
+    const __m512i u0 = pair_sum64(pair_sum32(r[0], r[1]), pair_sum32(r[2], r[3]));
+    const __m512i u1 = pair_sum64(pair_sum32(r[4], r[5]), pair_sum32(r[6], r[7]));
+    /* block 2i is pair i's A (lanes 0 + 2), block 2i + 1 its B (lanes 1 + 3); indices >= 16 are u1's */
+    const __m512i lo = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 16, 20, 17, 21, 18, 22, 19, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    __m512i v = _mm512_add_epi32(_mm512_permutex2var_epi32(u0, lo, u1), _mm512_permutex2var_epi32(u0, hi, u1));
+    const int64_t b0 = 2 * p;
+    if (t.off) {
+        const __m512i xs = _mm512_loadu_si512(xr + rg_act_sum_off(nb) + 4 * b0);
+        v = _mm512_sub_epi32(v, _mm512_slli_epi32(xs, t.off == 8 ? 3 : t.off == 16 ? 4 : 7));
+    }
+    const __m512 dx = _mm512_loadu_ps(xr + rg_act_d_off(nb) + 4 * b0);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(g->dw, dx), acc);
+}
+
 /* Bytes ahead of the mat-vec loop that each group asks the cache for. The 4- and 5-bit kernels compute
  * for about half the time their bytes take to arrive, and the hardware prefetcher alone lets the stream
  * stall behind that work: asking 4 KB ahead made RWKV-4/7 1.5B Q4_0 and Q5_1 per-token evals 5-7%
  * faster (A/B on the same pages; 1 KB less, 8 KB the same). Q8_0 (less work per byte) and F16 measured
  * slower with it, so they do without. Prefetches never fault: reaching past the matrix is fine. */
 #define RG_QDOT_PREFETCH 4096
+#ifndef RG_QDOT_XN_PREFETCH
+#define RG_QDOT_XN_PREFETCH 4096
+#endif
 /* The mat-vec loop: each pair's codes go straight into vpdpbusd (keeping a whole group's codes for later
  * costs registers the single row does not need). */
 RG_VNNI_INLINE __m512 dot_group_streaming(const uint8_t *w, const uint8_t *x, int64_t p, int64_t nb, const qtype t,
@@ -149,11 +207,21 @@ RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
     __m512 acc[RG_QDOT_MAX_NX];
     for (int j = 0; j < nx; j++) acc[j] = _mm512_setzero_ps();
     wgroup g;
+    wgroup8 g8;
     int64_t p = 0;
     if (nx == 1) {
         for (; p + 8 <= npairs; p += 8) acc[0] = dot_group_streaming(w, x, p, nb, t, acc[0]);
     }
     for (; p + 8 <= npairs; p += 8) {
+        /* several columns of f32 work per group fill the out-of-order window and the loads of the next
+         * groups stall behind it: ask for the weights ahead (Q8_0 included, unlike the single row) */
+        for (int i = 0; i < 16 * t.wbytes; i += 64)
+            _mm_prefetch((const char *)w + 2 * p * t.wbytes + RG_QDOT_XN_PREFETCH + i, _MM_HINT_T0);
+        if (!t.has_min) {
+            load_group8(w, p, t, &g8);
+            for (int j = 0; j < nx; j++) acc[j] = dot_group8(&g8, x + (size_t)j * ldx, p, nb, t, acc[j]);
+            continue;
+        }
         load_group(w, p, 8, 0, nb, t, &g);
         for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, p, 8, 0, nb, t, acc[j]);
     }
