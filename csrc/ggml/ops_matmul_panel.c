@@ -344,15 +344,19 @@ void rg_mm_fpanel_compute(const rg_compute_params *p, rg_tensor *dst, bool bf16)
                 }
             }
         }
-        for (int64_t i = ib; i < ie; i++) {
-            const int64_t m = i * RG_PANEL_ROWS;
-            const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
-            const float *tile_outs = outs + (i - ib) * tile_out;
-            for (int64_t t = 0; t < T; t++) {
-                const int64_t g = t / (RG_PANEL_MAX_NP * RG_PANEL_LANES), j = t / RG_PANEL_LANES % RG_PANEL_MAX_NP;
-                const float *o = tile_outs + g * group_out + j * RG_PANEL_LANES + t % RG_PANEL_LANES;
-                float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]) + m;
-                for (int r = 0; r < rows; r++) d[r] = o[r * RG_PANEL_MAX_NP * RG_PANEL_LANES];
+        /* The block's outputs go out one destination row at a time: each row t takes the block's
+         * mc * 6 contiguous outputs at once, so every destination cache line is written in one visit
+         * (a tile at a time wrote 6 floats into each of T rows whose stride, a power of two, maps them
+         * to the same cache sets, and came back for the rest of each line after it was evicted). */
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t g = t / (RG_PANEL_MAX_NP * RG_PANEL_LANES), j = t / RG_PANEL_LANES % RG_PANEL_MAX_NP;
+            const float *o = outs + g * group_out + j * RG_PANEL_LANES + t % RG_PANEL_LANES;
+            float *d = (float *)((uint8_t *)dst->data + (size_t)t * dst->nb[1]);
+            for (int64_t i = ib; i < ie; i++) {
+                const int64_t m = i * RG_PANEL_ROWS;
+                const int rows = M - m < RG_PANEL_ROWS ? (int)(M - m) : RG_PANEL_ROWS;
+                const float *ot = o + (i - ib) * tile_out;
+                for (int r = 0; r < rows; r++) d[m + r] = ot[r * RG_PANEL_MAX_NP * RG_PANEL_LANES];
             }
         }
     }
