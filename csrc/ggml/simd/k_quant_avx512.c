@@ -242,16 +242,7 @@ RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
     }                                                                                                             \
     RG_VNNI static void name##_xn_vnni(int64_t n, const void *w, const void *x, size_t ldx, int nx, float *out) { \
         const qtype t = {__VA_ARGS__};                                                                            \
-        switch (nx) { /* nx a constant in each copy: the accumulators stay in registers */                       \
-        case 1: dot_rows(n, w, x, ldx, 1, out, t); break;                                                         \
-        case 2: dot_rows(n, w, x, ldx, 2, out, t); break;                                                         \
-        case 3: dot_rows(n, w, x, ldx, 3, out, t); break;                                                         \
-        case 4: dot_rows(n, w, x, ldx, 4, out, t); break;                                                         \
-        case 5: dot_rows(n, w, x, ldx, 5, out, t); break;                                                         \
-        case 6: dot_rows(n, w, x, ldx, 6, out, t); break;                                                         \
-        case 7: dot_rows(n, w, x, ldx, 7, out, t); break;                                                         \
-        default: dot_rows(n, w, x, ldx, 8, out, t); break;                                                        \
-        }                                                                                                         \
+        RG_QDOT_XN_SWITCH(dot_rows, n, w, x, ldx, nx, out, t);                                                     \
     }
 /*            wbytes          qs          qh       kind off has_min */
 RG_DEFINE_DOT(vec_dot_q4_0, RG_Q4_0_BYTES, RG_Q4_0_QS, 0, 0, 8, 0)

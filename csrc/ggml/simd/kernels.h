@@ -184,6 +184,19 @@ RG_KERNELS_API void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level,
 #define RG_GEMM_NR 6
 /* Activation rows one vec_dot_*_xn call takes (one accumulator each, in registers). */
 #define RG_QDOT_MAX_NX 8
+/* The body of a level's vec_dot_*_xn: `dot` (a per-level always-inline kernel taking the column count as
+ * an argument) called with nx as a constant in each case, so its accumulators stay in registers. */
+#define RG_QDOT_XN_SWITCH(dot, n, w, x, ldx, nx, out, t)                                                        \
+    switch (nx) {                                                                                              \
+    case 1: dot(n, w, x, ldx, 1, out, t); break;                                                               \
+    case 2: dot(n, w, x, ldx, 2, out, t); break;                                                               \
+    case 3: dot(n, w, x, ldx, 3, out, t); break;                                                               \
+    case 4: dot(n, w, x, ldx, 4, out, t); break;                                                               \
+    case 5: dot(n, w, x, ldx, 5, out, t); break;                                                               \
+    case 6: dot(n, w, x, ldx, 6, out, t); break;                                                               \
+    case 7: dot(n, w, x, ldx, 7, out, t); break;                                                               \
+    default: dot(n, w, x, ldx, RG_QDOT_MAX_NX, out, t); break;                                                 \
+    }
 /* (The AVX-512 quantized-type entries need AVX512_VNNI and leave the AVX2 entries in place without it.) */
 
 /* The portable f32 dot product (weights read alignment-safe): the scalar level's dot_f32. */
