@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import fma_peak
+from machine import cpu_name, fma_peak
 from models import SHAPES, model_file
 
 from rwkv_ggml import Model, ggml
@@ -55,16 +54,6 @@ class Result:
     x_eval: float
     gflops: float
     pct_peak: float
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matrix_flops(path: Path) -> tuple[int, int]:

@@ -27,7 +27,6 @@ Models come from benchmarks/models.py (random weights cached in ~/.cache/rwkv_gg
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models
+from machine import cpu_name
 from models import SHAPES, model_file
 
 from rwkv_ggml import Model, structured
@@ -68,16 +68,6 @@ SCHEMA = {
 }
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
 PARAMS = SamplingParams(temperature=1.0, top_p=1.0)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _generation(model: Model, start: tuple[Any, Any], tokens: int, seed: int, setting: str) -> Generation:
