@@ -7,8 +7,40 @@
 
 static bool is_f32_contiguous(const rg_tensor *t) { return t->type == RG_TYPE_F32 && rg_tensor_is_contiguous(t); }
 
+bool rg_check_state_out(rg_ctx *ctx, const char *op, rg_tensor *state, rg_tensor *state_out) {
+    if (state_out == NULL) return true;
+    if (!is_f32_contiguous(state_out) || rg_tensor_n_elements(state_out) != rg_tensor_n_elements(state)) {
+        rg_set_error(ctx, RG_E_SHAPE, "%s: state_out ('%s') must be contiguous F32 with the state's %lld elements", op,
+                     state_out->name, (long long)rg_tensor_n_elements(state));
+        return false;
+    }
+    const rg_tensor *a = state, *b = state_out;
+    size_t a_offs = 0, b_offs = 0;
+    for (; a->view_src != NULL; a = a->view_src) a_offs += a->view_offs;
+    for (; b->view_src != NULL; b = b->view_src) b_offs += b->view_offs;
+    const size_t bytes = rg_tensor_nbytes(state);
+    if (a == b && a_offs != b_offs && a_offs < b_offs + bytes && b_offs < a_offs + bytes) {
+        rg_set_error(ctx, RG_E_ARG, "%s: state_out ('%s') partly overlaps the state ('%s'): it must be the state itself or apart from it",
+                     op, state_out->name, state->name);
+        return false;
+    }
+    return rg_tensor_claim_write(ctx, state_out, op);
+}
+
+float *rg_state_out_ptr(const rg_compute_params *p, const rg_tensor *state_out, const float *s_in, int64_t n,
+                        float *fallback) {
+    if (state_out == NULL) return fallback;
+    float *s_out = state_out->data;
+    if (s_out != s_in && s_out < s_in + n && s_in < s_out + n) {
+        rg_report_compute_error(p, "WKV state_out ('%s') partly overlaps the incoming state: it must be the same buffer or apart from it",
+                                state_out->name);
+        return NULL;
+    }
+    return s_out;
+}
+
 rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
-                        rg_tensor *state) {
+                        rg_tensor *state, rg_tensor *state_out) {
     if (ctx == NULL || ctx->status != RG_OK) return NULL;
     if (!k || !v || !time_first || !time_decay || !state) {
         rg_set_error(ctx, RG_E_ARG, "rwkv_wkv4: NULL operand");
@@ -29,7 +61,8 @@ rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time
                      (long long)C);
         return NULL;
     }
-    const int64_t ne[2] = {C, T + 3};
+    if (!rg_check_state_out(ctx, "rwkv_wkv4", state, state_out)) return NULL;
+    const int64_t ne[2] = {C, state_out != NULL ? T : T + 3};
     rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV4, RG_TYPE_F32, 2, ne);
     if (t == NULL) return NULL;
     t->src[0] = k;
@@ -37,6 +70,7 @@ rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time
     t->src[2] = time_first;
     t->src[3] = time_decay;
     t->src[4] = state;
+    t->src[5] = state_out;
     return t;
 }
 
@@ -78,8 +112,11 @@ void rg_fwd_rwkv_wkv4(const rg_compute_params *p, rg_tensor *dst) {
     const float *u = dst->src[2]->data, *w = dst->src[3]->data;
     const float *st = dst->src[4]->data;
     float *out = dst->data;
-    const int64_t C = dst->ne[0], T = dst->ne[1] - 3;
-    float *aa_out = out + T * C, *bb_out = aa_out + C, *pp_out = bb_out + C;
+    const int64_t C = dst->ne[0], T = dst->src[5] != NULL ? dst->ne[1] : dst->ne[1] - 3;
+    /* each thread reads its channels' aa, bb, pp before it writes them: state_out may be the state */
+    float *aa_out = rg_state_out_ptr(p, dst->src[5], st, 3 * C, out + T * C);
+    if (aa_out == NULL) return;
+    float *bb_out = aa_out + C, *pp_out = bb_out + C;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
     for (int64_t b0 = c0; b0 < c1; b0 += RG_WKV4_BLOCK) {

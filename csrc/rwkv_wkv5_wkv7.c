@@ -58,7 +58,7 @@ static bool is_ct(const rg_tensor *t, int64_t C, int64_t T) {
 enum { PER_HEAD = 0, PER_CHANNEL = 1, PER_TOKEN = 2 };
 
 rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
-                        rg_tensor *state) {
+                        rg_tensor *state, rg_tensor *state_out) {
     static const char *const names[6] = {"r", "k", "v", "w", "u", "state"};
     rg_tensor *const all[6] = {r, k, v, w, u, state};
     if (!check_operands(ctx, "rwkv_wkv5", all, names, 6)) return NULL;
@@ -93,10 +93,12 @@ rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, r
                      nu, H, C);
         return NULL;
     }
-    const int64_t ne[2] = {C, T + N};
+    if (!rg_check_state_out(ctx, "rwkv_wkv5", state, state_out)) return NULL;
+    const int64_t ne[2] = {C, state_out != NULL ? T : T + N};
     rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV5, RG_TYPE_F32, 2, ne);
     if (t == NULL) return NULL;
     for (int i = 0; i < 6; i++) t->src[i] = all[i];
+    t->src[6] = state_out;
     t->iparams[0] = N;
     t->iparams[1] = w_mode;
     t->iparams[2] = u_mode;
@@ -109,9 +111,10 @@ rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, r
 void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst) {
     const float *r = dst->src[0]->data, *k = dst->src[1]->data, *v = dst->src[2]->data;
     const float *w = dst->src[3]->data, *u = dst->src[4]->data, *s_in = dst->src[5]->data;
-    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->ne[1] - N;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->src[6] != NULL ? dst->ne[1] : dst->ne[1] - N;
     const int w_mode = (int)dst->iparams[1], u_mode = (int)dst->iparams[2];
-    float *y = dst->data, *s_out = y + T * C;
+    float *y = dst->data, *s_out = rg_state_out_ptr(p, dst->src[6], s_in, C * N, y + T * C);
+    if (s_out == NULL) return;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
     /* Head by head, so one head's N*N state stays in L1 while its T tokens are scanned. */
@@ -128,8 +131,10 @@ void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst) {
                 const float ri = rt[i], ki = kt[i];
                 const float ui = u_mode == PER_HEAD ? u[h] : u[hc + i];
                 const float wi = w_mode == PER_HEAD ? w[h] : w_mode == PER_CHANNEL ? w[hc + i] : w[t * C + hc + i];
-                const float *restrict si = src + hs + i * N;
-                float *restrict so = s_out + hs + i * N;
+                /* si and so are the same row from the second token on (and for an update in place):
+                 * element j is read before it is written */
+                const float *si = src + hs + i * N;
+                float *so = s_out + hs + i * N;
                 for (int64_t j = j0; j < j1; j++) {
                     const float kv = ki * vt[j];
                     const float sij = si[j];
@@ -144,7 +149,7 @@ void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst) {
 /* ---- v7 ---- */
 
 rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
-                        rg_tensor *b, rg_tensor *state) {
+                        rg_tensor *b, rg_tensor *state, rg_tensor *state_out) {
     static const char *const names[7] = {"r", "w", "k", "v", "a", "b", "state"};
     rg_tensor *const all[7] = {r, w, k, v, a, b, state};
     if (!check_operands(ctx, "rwkv_wkv7", all, names, 7)) return NULL;
@@ -160,10 +165,12 @@ rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, r
     }
     const int64_t N = head_size_of_state(ctx, "rwkv_wkv7", state, C);
     if (N == 0) return NULL;
-    const int64_t ne[2] = {C, T + N};
+    if (!rg_check_state_out(ctx, "rwkv_wkv7", state, state_out)) return NULL;
+    const int64_t ne[2] = {C, state_out != NULL ? T : T + N};
     rg_tensor *t = rg_new_op_tensor(ctx, RG_OP_RWKV_WKV7, RG_TYPE_F32, 2, ne);
     if (t == NULL) return NULL;
     for (int i = 0; i < 7; i++) t->src[i] = all[i];
+    t->src[7] = state_out;
     t->iparams[0] = N;
     return t;
 }
@@ -186,8 +193,9 @@ void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
     const float *r = dst->src[0]->data, *w = dst->src[1]->data, *k = dst->src[2]->data;
     const float *v = dst->src[3]->data, *a = dst->src[4]->data, *b = dst->src[5]->data;
     const float *s_in = dst->src[6]->data;
-    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->ne[1] - N;
-    float *y = dst->data, *s_out = y + T * C;
+    const int64_t N = dst->iparams[0], C = dst->ne[0], T = dst->src[7] != NULL ? dst->ne[1] : dst->ne[1] - N;
+    float *y = dst->data, *s_out = rg_state_out_ptr(p, dst->src[7], s_in, C * N, y + T * C);
+    if (s_out == NULL) return;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
     for (int64_t h = c0 / N; h * N < c1; h++) {
@@ -199,8 +207,10 @@ void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
             const int64_t o = t * C + hc;
             const float *rt = r + o, *wt = w + o, *kt = k + o, *at = a + o, *bt = b + o;
             for (int64_t i = i0; i < i1; i++) {
-                const float *restrict si = src + hs + i * N;
-                float *restrict so = s_out + hs + i * N;
+                /* si and so are the same row from the second token on (and for an update in place):
+                 * the row is read whole (sa) before it is written, element j before element j */
+                const float *si = src + hs + i * N;
+                float *so = s_out + hs + i * N;
                 const float sa = dot8(N, si, at); /* (V7.10) with the old state */
                 const float vi = v[o + i];
                 for (int64_t j = 0; j < N; j++) so[j] = si[j] * wt[j] + sa * bt[j] + vi * kt[j];

@@ -284,7 +284,13 @@ class OpBuilders(Generic[T]):
         return cb, ffi.NULL
 
     # ---- RWKV fused ops ----
-    def rwkv_wkv4(self, k: T, v: T, time_first: T, time_decay: T, state: T) -> T:
+    # The single-sequence WKV ops: with ``state_out`` (the state itself, or memory apart from it, as many
+    # F32 elements) the new state is written there and the result is the (C, T) output; without it the
+    # result is the output columns followed by the new state.
+
+    def rwkv_wkv4(self, k: T, v: T, time_first: T, time_decay: T, state: T, state_out: T | None = None) -> T:
+        """RWKV v4 WKV over T tokens: k, v (C, T); time_first, time_decay C floats; state (C, 3) rows aa,
+        bb, pp. Result (C, T + 3) (T output columns, then the new state), or (C, T) with state_out."""
         args = [
             self._arg(t, f"rwkv_wkv4: {n}")
             for t, n in (
@@ -295,25 +301,26 @@ class OpBuilders(Generic[T]):
                 (state, "state"),
             )
         ]
-        return self._wrap(lib.rg_rwkv_wkv4(self.ptr, *args))
+        return self._wrap(lib.rg_rwkv_wkv4(self.ptr, *args, self._opt(state_out, "rwkv_wkv4: state_out")))
 
-    def rwkv_wkv5(self, r: T, k: T, v: T, w: T, u: T, state: T) -> T:
+    def rwkv_wkv5(self, r: T, k: T, v: T, w: T, u: T, state: T, state_out: T | None = None) -> T:
         """RWKV v5/v6 WKV over T tokens: r, k, v (C, T); decay w of H, C or C*T floats; bonus u of H or C
-        floats; state C*N floats. Result ne (C, T + N): T output columns, then the new state."""
+        floats; state C*N floats. Result ne (C, T + N): T output columns, then the new state; or (C, T)
+        with state_out."""
         args = [
             self._arg(t, f"rwkv_wkv5: {n}")
             for t, n in ((r, "r"), (k, "k"), (v, "v"), (w, "w"), (u, "u"), (state, "state"))
         ]
-        return self._wrap(lib.rg_rwkv_wkv5(self.ptr, *args))
+        return self._wrap(lib.rg_rwkv_wkv5(self.ptr, *args, self._opt(state_out, "rwkv_wkv5: state_out")))
 
-    def rwkv_wkv7(self, r: T, w: T, k: T, v: T, a: T, b: T, state: T) -> T:
+    def rwkv_wkv7(self, r: T, w: T, k: T, v: T, a: T, b: T, state: T, state_out: T | None = None) -> T:
         """RWKV v7 WKV over T tokens: r, decay w, k, v, a, b (C, T); state C*N floats.
-        Result ne (C, T + N): T output columns, then the new state."""
+        Result ne (C, T + N): T output columns, then the new state; or (C, T) with state_out."""
         args = [
             self._arg(t, f"rwkv_wkv7: {n}")
             for t, n in ((r, "r"), (w, "w"), (k, "k"), (v, "v"), (a, "a"), (b, "b"), (state, "state"))
         ]
-        return self._wrap(lib.rg_rwkv_wkv7(self.ptr, *args))
+        return self._wrap(lib.rg_rwkv_wkv7(self.ptr, *args, self._opt(state_out, "rwkv_wkv7: state_out")))
 
     # B sequences of one token each: operands (C, B); sequence b's state is row slots[b] of ``states`` (F32
     # (S, capacity), rows contiguous at any stride), updated in place; the result is y (C, B).

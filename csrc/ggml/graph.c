@@ -58,9 +58,14 @@ static void visit(rg_tensor *t, uint32_t mark, rg_tensor **order, int *n) {
 
 static bool is_solo(const rg_tensor *t) {
     int64_t n = rg_tensor_n_elements(t);
-    /* an in-place updater (a batched WKV op) also touches one row of that source per result column */
+    /* an in-place updater also touches one row of that source per result column (a batched WKV op), or
+     * all of it (the state_out of a single-sequence WKV op, a flat vector) */
     const int in_place = rg_op_table[t->op].writes_src;
-    if (in_place > 0) n += t->src[in_place - 1]->ne[0] * t->ne[1];
+    const rg_tensor *w = in_place > 0 ? t->src[in_place - 1] : NULL;
+    if (w != NULL) {
+        const int64_t rows = w->ne[0] * t->ne[1], all = rg_tensor_n_elements(w);
+        n += rows < all ? rows : all;
+    }
     return t->op != RG_OP_MUL_MAT && rg_op_table[t->op].n_phases == 1 && n <= RG_SOLO_MAX_ELEMENTS;
 }
 

@@ -84,7 +84,7 @@ int rg_graph_plan_sync(rg_tensor *const *nodes, const bool *solo, const bool *co
         for (int s = 0; s < RG_MAX_SRC; s++)
             if (nodes[i]->src[s] != NULL) a.reads[a.n_reads++] = span_of(nodes[i]->src[s]);
         const int in_place = rg_op_table[nodes[i]->op].writes_src;
-        if (in_place > 0) {
+        if (in_place > 0 && nodes[i]->src[in_place - 1] != NULL) {
             a.write2 = span_of(nodes[i]->src[in_place - 1]);
             a.has_write2 = true;
         }
@@ -143,7 +143,7 @@ void rg_graph_schedule(rg_tensor **all, int n_all, rg_tensor **nodes, bool *solo
                 if (t->src[s] != NULL) reads[n_reads++] = root_index(t->src[s], n_all);
             writes[n_writes++] = root_index(t, n_all);
             const int in_place = rg_op_table[t->op].writes_src;
-            if (in_place > 0) writes[n_writes++] = root_index(t->src[in_place - 1], n_all);
+            if (in_place > 0 && t->src[in_place - 1] != NULL) writes[n_writes++] = root_index(t->src[in_place - 1], n_all);
             int at = 0;
             for (int k = 0; k < n_reads + n_writes; k++) {
                 const int r = k < n_reads ? reads[k] : writes[k - n_reads];

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define RG_MAX_DIMS 4
-#define RG_MAX_SRC 8 /* rwkv_wkv7 reads 7 operands */
+#define RG_MAX_SRC 8 /* rwkv_wkv7 reads 7 operands and may write an 8th */
 #define RG_MAX_TYPE 32
 #define RG_ALIGN 64
 #define RG_NAME_LEN 48
@@ -144,7 +144,8 @@ typedef struct {
     rg_forward_fn forward; /* NULL for leaves and views */
     rg_work_fn work;       /* NULL = no scratch */
     int n_phases;          /* 2 if the op may need a prepare phase + barrier (then node->prepare says) */
-    int writes_src;        /* 1 + index of a source the op updates in place besides its result (0: none) */
+    int writes_src; /* 1 + index of a source the op updates in place besides its result (0: none; the
+                       source may be NULL, an optional output the node does not have) */
 } rg_op_info;
 
 RG_INTERNAL_API extern const rg_op_info rg_op_table[RG_OP_COUNT];

@@ -393,9 +393,10 @@ const rg_op_info rg_op_table[RG_OP_COUNT] = {
     [RG_OP_CONCAT] = {"concat", rg_fwd_concat, rg_work_rows2, 1},
     [RG_OP_MAP_UNARY] = {"map_unary", rg_fwd_map_unary, rg_work_rows2, 1},
     [RG_OP_MAP_BINARY] = {"map_binary", rg_fwd_map_binary, rg_work_rows2, 1},
-    [RG_OP_RWKV_WKV4] = {"rwkv_wkv4", rg_fwd_rwkv_wkv4, NULL, 1},
-    [RG_OP_RWKV_WKV5] = {"rwkv_wkv5", rg_fwd_rwkv_wkv5, NULL, 1},
-    [RG_OP_RWKV_WKV7] = {"rwkv_wkv7", rg_fwd_rwkv_wkv7, NULL, 1},
+    /* the single-sequence WKV ops write their new state into src 5 / 6 / 7 when they have one */
+    [RG_OP_RWKV_WKV4] = {"rwkv_wkv4", rg_fwd_rwkv_wkv4, NULL, 1, 6},
+    [RG_OP_RWKV_WKV5] = {"rwkv_wkv5", rg_fwd_rwkv_wkv5, NULL, 1, 7},
+    [RG_OP_RWKV_WKV7] = {"rwkv_wkv7", rg_fwd_rwkv_wkv7, NULL, 1, 8},
     [RG_OP_L2_NORM] = {"l2_norm", rg_fwd_l2_norm, rg_work_rows2, 1},
     [RG_OP_SET_ROWS] = {"set_rows", rg_fwd_set_rows, NULL, 1},
     /* the batched WKV ops update their state table (src 4 / 5 / 6) in place */

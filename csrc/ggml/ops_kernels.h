@@ -32,6 +32,15 @@ RG_INTERNAL_API bool rg_check_state_rows(rg_ctx *ctx, const char *op, rg_tensor 
 RG_INTERNAL_API float *rg_state_row(const rg_compute_params *p, const rg_tensor *states, const rg_tensor *slots,
                                     int64_t b);
 
+/* The single-sequence WKV ops' optional state_out: NULL, or an F32 contiguous tensor of as many elements
+ * as state that is the state itself or does not overlap it; claimed for writing (rwkv_wkv4.c). */
+RG_INTERNAL_API bool rg_check_state_out(rg_ctx *ctx, const char *op, rg_tensor *state, rg_tensor *state_out);
+/* At compute time (caller buffers are repointed between computes): where the op's new state of n floats
+ * goes. state_out's memory if the op has one, else fallback; NULL after reporting a compute error when
+ * state_out partly overlaps the incoming state s_in, which the in-place scan cannot handle. */
+RG_INTERNAL_API float *rg_state_out_ptr(const rg_compute_params *p, const rg_tensor *state_out, const float *s_in,
+                                        int64_t n, float *fallback);
+
 /* Scratch for loading two rows (of the longest row among dst and its sources) as floats. */
 RG_INTERNAL_API rg_work rg_work_rows2(const rg_tensor *dst, int nth);
 RG_INTERNAL_API rg_work rg_work_mul_mat(const rg_tensor *dst, int nth);

@@ -239,12 +239,16 @@ rg_tensor *rg_set_rows(rg_ctx *ctx, rg_tensor *dst, rg_tensor *src, rg_tensor *i
 rg_tensor *rg_map_unary(rg_ctx *ctx, rg_tensor *a, rg_map_unary_fn fn, void *userdata);
 rg_tensor *rg_map_binary(rg_ctx *ctx, rg_tensor *a, rg_tensor *b, rg_map_binary_fn fn, void *userdata);
 
-/* ---- RWKV-specific fused ops (csrc/rwkv_wkv4.c, csrc/rwkv_wkv5_wkv7.c) ---- */
+/* ---- RWKV-specific fused ops (csrc/rwkv_wkv4.c, csrc/rwkv_wkv5_wkv7.c) ----
+ * state_out: NULL, or where the new state goes: an F32 contiguous tensor of as many elements as state
+ * (the state itself, for an update in place, or memory that does not overlap it). With it the result
+ * is only the T output columns {C, T}, and no copy of the state is needed afterwards; without it the
+ * new state follows the output columns in the result as described per op. */
 /* RWKV-4 WKV over T tokens (architecture.md V4.4-V4.5), all F32, contiguous:
  * k, v: {C, T}; time_first u, time_decay w (already -exp): {C}; state: {C, 3} rows aa, bb, pp.
  * Result {C, T + 3}: columns 0..T-1 are wkv per token, columns T..T+2 the new aa, bb, pp. */
 rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time_first, rg_tensor *time_decay,
-                        rg_tensor *state);
+                        rg_tensor *state, rg_tensor *state_out);
 /* RWKV v5/v6 multi-head WKV over T tokens (architecture.md V5.4-V5.5, V6.7), all F32,
  * contiguous: r, k, v {C, T}; state: the H*N*N = C*N floats of S[h][i=key][j=value] (any shape; N is
  * inferred as n_elements / C). Decay w (in (0,1), i.e. already exp(-exp)): H floats (per head, v5.0/5.1),
@@ -252,13 +256,13 @@ rg_tensor *rg_rwkv_wkv4(rg_ctx *ctx, rg_tensor *k, rg_tensor *v, rg_tensor *time
  * Result {C, T + N}: columns 0..T-1 are y per token (element h*N + j), then the new state (H*N*N floats,
  * architecture.md §7 order). */
 rg_tensor *rg_rwkv_wkv5(rg_ctx *ctx, rg_tensor *r, rg_tensor *k, rg_tensor *v, rg_tensor *w, rg_tensor *u,
-                        rg_tensor *state);
+                        rg_tensor *state, rg_tensor *state_out);
 /* RWKV v7 state update over T tokens (architecture.md V7.10-V7.11), all F32, contiguous: r, w (decay in
  * (0,1)), k, v, a (= -kappa_hat), b (= kappa_hat * alpha): {C, T}; state: H*N*N = C*N floats of
  * S[h][i=value][j=key] (N inferred as n_elements / C). Result {C, T + N}: y per token (uses the updated
  * state), then the new state. */
 rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, rg_tensor *v, rg_tensor *a,
-                        rg_tensor *b, rg_tensor *state);
+                        rg_tensor *b, rg_tensor *state, rg_tensor *state_out);
 
 /* ---- B sequences of one token each (batched decode) ----
  * Sequence b's state is row slots[b] (I32 {B}, distinct) of `states`, an F32 table {S, capacity} with

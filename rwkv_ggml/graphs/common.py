@@ -134,14 +134,17 @@ def planes(ctx: Context, x: Tensor, n: int) -> tuple[Tensor, ...]:
     return tuple(ctx.view(x, [C, T], [0, C * F32_BYTES], i * C * T * F32_BYTES) for i in range(n))
 
 
-def split_wkv(ctx: Context, io: GraphIO, wkv: Tensor, slots: LayerSlots) -> Tensor:
-    """A WKV op's output is its T output columns followed by the new recurrent state: schedules the state's
-    write into the layer's recurrent slot and returns the output y (C, T)."""
-    C, T = wkv.ne[0], io.T
-    y = ctx.view(wkv, [C, T], [0, C * F32_BYTES], 0)
-    rows = slots.recurrent_size // C
-    write_state(ctx, io, ctx.view(wkv, [C, rows], [0, C * F32_BYTES], T * C * F32_BYTES), slots.recurrent)
-    return y
+def recurrent_out(ctx: Context, io: GraphIO, slots: LayerSlots) -> Tensor:
+    """The layer's recurrent slot of state_out, flat: a WKV op writes its new state there directly (no
+    copy, no barrier for one)."""
+    return state_slice(ctx, io.state_out, slots.recurrent, slots.recurrent_size)
+
+
+def scan_wkv(io: GraphIO, wkv: Tensor) -> Tensor:
+    """A single-sequence WKV op that writes state_out: listed with the state writes (so a state-only eval
+    computes it, and it comes after every read of the old state); its result is the output y (C, T)."""
+    io.state_writes.append(wkv)
+    return wkv
 
 
 def wkv4(
@@ -153,8 +156,7 @@ def wkv4(
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
         return ctx.rwkv_wkv4_batch(k, v, time_first, time_decay, states, io.slots)
     state = state_slice(ctx, io.state_in, slots.recurrent, k.ne[0], 3)
-    wkv = ctx.rwkv_wkv4(k, v, time_first, time_decay, state)
-    return split_wkv(ctx, io, wkv, slots)
+    return scan_wkv(io, ctx.rwkv_wkv4(k, v, time_first, time_decay, state, recurrent_out(ctx, io, slots)))
 
 
 def wkv5(
@@ -164,8 +166,8 @@ def wkv5(
     if io.slots is not None:
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
         return ctx.rwkv_wkv5_batch(r, k, v, w, u, states, io.slots)
-    wkv = ctx.rwkv_wkv5(r, k, v, w, u, state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size))
-    return split_wkv(ctx, io, wkv, slots)
+    state = state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size)
+    return scan_wkv(io, ctx.rwkv_wkv5(r, k, v, w, u, state, recurrent_out(ctx, io, slots)))
 
 
 def wkv7(
@@ -184,8 +186,7 @@ def wkv7(
         states = state_rows(ctx, io, slots.recurrent, slots.recurrent_size)
         return ctx.rwkv_wkv7_batch(r, w, k, v, a, b, states, io.slots)
     state = state_slice(ctx, io.state_in, slots.recurrent, slots.recurrent_size)
-    wkv = ctx.rwkv_wkv7(r, w, k, v, a, b, state)
-    return split_wkv(ctx, io, wkv, slots)
+    return scan_wkv(io, ctx.rwkv_wkv7(r, w, k, v, a, b, state, recurrent_out(ctx, io, slots)))
 
 
 def channel_mix_v4(ctx: Context, layer: Layer[Tensor], x: Tensor, io: GraphIO) -> Tensor:
