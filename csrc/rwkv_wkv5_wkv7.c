@@ -13,6 +13,7 @@
  * lane is scanned over all T tokens by one thread with a fixed order of operations, so results are
  * bit-identical for any thread count and between one T-token call and T one-token calls. */
 #include "ggml/ops_kernels.h"
+#include "rwkv_wkv7_rows.h"
 
 #include <inttypes.h>
 
@@ -175,18 +176,6 @@ rg_tensor *rg_rwkv_wkv7(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor *k, r
     return t;
 }
 
-/* Sum of x[j] * y[j], j < n, with 8 fixed partial sums (the compiler can vectorise them; the order of
- * operations does not depend on anything but n). */
-static inline float dot8(int64_t n, const float *restrict x, const float *restrict y) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        for (int l = 0; l < 8; l++) acc[l] += x[j + l] * y[j + l];
-    }
-    for (; j < n; j++) acc[j & 7] += x[j] * y[j];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 /* Threads own contiguous ranges of the H*N value rows (h, i); row i of head h evolves on its own:
  *   sa = sum_j S[i,j] a[j];  S[i,j] <- S[i,j] w[j] + sa b[j] + v[i] k[j];  y[i] = sum_j S[i,j] r[j]. */
 void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
@@ -198,24 +187,16 @@ void rg_fwd_rwkv_wkv7(const rg_compute_params *p, rg_tensor *dst) {
     if (s_out == NULL) return;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
+    const rwkv_wkv7_rows_fn rows = rwkv_wkv7_rows_for(N);
     for (int64_t h = c0 / N; h * N < c1; h++) {
         const int64_t i0 = (c0 > h * N ? c0 : h * N) - h * N;
         const int64_t i1 = (c1 < (h + 1) * N ? c1 : (h + 1) * N) - h * N;
-        const int64_t hs = h * N * N, hc = h * N;
+        const int64_t hs = h * N * N + i0 * N;
         for (int64_t t = 0; t < T; t++) {
+            /* the first token reads the incoming state, the others the rows this thread just wrote */
             const float *src = t == 0 ? s_in : s_out;
-            const int64_t o = t * C + hc;
-            const float *rt = r + o, *wt = w + o, *kt = k + o, *at = a + o, *bt = b + o;
-            for (int64_t i = i0; i < i1; i++) {
-                /* si and so are the same row from the second token on (and for an update in place):
-                 * the row is read whole (sa) before it is written, element j before element j */
-                const float *si = src + hs + i * N;
-                float *so = s_out + hs + i * N;
-                const float sa = dot8(N, si, at); /* (V7.10) with the old state */
-                const float vi = v[o + i];
-                for (int64_t j = 0; j < N; j++) so[j] = si[j] * wt[j] + sa * bt[j] + vi * kt[j];
-                y[o + i] = dot8(N, so, rt); /* (V7.11) with the new state */
-            }
+            const int64_t o = t * C + h * N;
+            rows(N, i1 - i0, src + hs, s_out + hs, r + o, w + o, k + o, a + o, b + o, v + o + i0, y + o + i0);
         }
     }
 }
@@ -340,11 +321,12 @@ rg_tensor *rg_rwkv_wkv7_batch(rg_ctx *ctx, rg_tensor *r, rg_tensor *w, rg_tensor
     return t;
 }
 
-/* Row i is read whole (sa) before it is rewritten, and y[i] reads the new row: in place is exact. */
+/* Each (sequence, head) runs the rows kernel of the single-sequence op over all N rows, in place. */
 void rg_fwd_rwkv_wkv7_batch(const rg_compute_params *p, rg_tensor *dst) {
     const float *r = dst->src[0]->data, *w = dst->src[1]->data, *k = dst->src[2]->data;
     const float *v = dst->src[3]->data, *a = dst->src[4]->data, *b = dst->src[5]->data;
     const int64_t N = dst->iparams[0], C = dst->ne[0], B = dst->ne[1], H = C / N;
+    const rwkv_wkv7_rows_fn rows = rwkv_wkv7_rows_for(N);
     int64_t i0, i1;
     rg_split(B * H, p->ith, p->nth, &i0, &i1);
     for (int64_t item = i0; item < i1; item++) {
@@ -356,13 +338,6 @@ void rg_fwd_rwkv_wkv7_batch(const rg_compute_params *p, rg_tensor *dst) {
             continue;
         }
         float *s = row + h * N * N;
-        const float *rt = r + o, *wt = w + o, *kt = k + o, *vt = v + o, *at = a + o, *bt = b + o;
-        for (int64_t i = 0; i < N; i++) {
-            float *si = s + i * N;
-            const float sa = dot8(N, si, at); /* (V7.10) with the old state */
-            const float vi = vt[i];
-            for (int64_t j = 0; j < N; j++) si[j] = si[j] * wt[j] + sa * bt[j] + vi * kt[j];
-            y[i] = dot8(N, si, rt); /* (V7.11) with the new state */
-        }
+        rows(N, N, s, s, r + o, w + o, k + o, a + o, b + o, v + o, y);
     }
 }

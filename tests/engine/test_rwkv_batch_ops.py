@@ -174,8 +174,8 @@ def test_wkv5_batch_equals_single_sequence_op(B: int, threads: int, modes: tuple
 
 @pytest.mark.parametrize("B", B_VALUES)
 @pytest.mark.parametrize("threads", THREAD_COUNTS)
-@pytest.mark.parametrize("H, N", [(2, 16), (3, 13)])
-def test_wkv7_batch_equals_single_sequence_op(B: int, threads: int, H: int, N: int) -> None:
+@pytest.mark.parametrize("H, N", [(2, 16), (3, 13), (1, 64)])
+def test_wkv7_batch_equals_single_sequence_op(B: int, threads: int, H: int, N: int, simd_level: int) -> None:
     C = H * N
 
     def dense(g: np.random.Generator) -> list[np.ndarray]:

@@ -234,9 +234,13 @@ def _run_wkv7(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
     return _compute(build, [x[n] for n in WKV7_NAMES], threads)
 
 
+# v7 head sizes: the SIMD rows kernels take N = 16, 32, 64 and 128, other sizes the scalar loop
+WKV7_HEADS = [*HEADS, (2, 32), (1, 128)]
+
+
 @pytest.mark.parametrize("T", T_VALUES)
-@pytest.mark.parametrize("H, N", HEADS)
-def test_wkv7_matches_reference_and_is_thread_invariant(T: int, H: int, N: int) -> None:
+@pytest.mark.parametrize("H, N", WKV7_HEADS)
+def test_wkv7_matches_reference_and_is_thread_invariant(T: int, H: int, N: int, simd_level: int) -> None:
     x = _wkv7_inputs(H, N, T, seed=T * 100 + H * 10 + N)
     outs = [_run_wkv7(x, n) for n in THREAD_COUNTS]
     assert outs[0].shape == (T + N, H * N)
@@ -248,8 +252,8 @@ def test_wkv7_matches_reference_and_is_thread_invariant(T: int, H: int, N: int) 
     _check_close(outs[0][T:].reshape(H, N, N), s_want, "state")
 
 
-@pytest.mark.parametrize("H, N", [(3, 13), (1, 64)])
-def test_wkv7_scan_equals_chained_single_tokens(H: int, N: int) -> None:
+@pytest.mark.parametrize("H, N", [(3, 13), (1, 64), (2, 32)])
+def test_wkv7_scan_equals_chained_single_tokens(H: int, N: int, simd_level: int) -> None:
     T = 7
     x = _wkv7_inputs(H, N, T, seed=9)
     whole = _run_wkv7(x, 2)
