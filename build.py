@@ -55,6 +55,9 @@ def _compile_args() -> tuple[list[str], list[str]]:
     ldflags = ["-pthread", "-lm"]
     if os.environ.get("RWKV_GGML_DEBUG") == "1":
         cflags += ["-O0", "-g"]
+    elif os.environ.get("RWKV_GGML_PROFILE") == "1":
+        # optimized, with symbols and line tables for `perf report` (benchmarks, not releases)
+        cflags += ["-O3", "-g", "-fno-omit-frame-pointer"]
     else:
         # -g0 after Python's own CFLAGS (which usually hold -g) wins: release builds carry no debug info
         cflags += ["-O3", "-g0"]
