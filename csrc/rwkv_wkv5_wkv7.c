@@ -13,7 +13,7 @@
  * lane is scanned over all T tokens by one thread with a fixed order of operations, so results are
  * bit-identical for any thread count and between one T-token call and T one-token calls. */
 #include "ggml/ops_kernels.h"
-#include "rwkv_wkv7_rows.h"
+#include "rwkv_wkv_rows.h"
 
 #include <inttypes.h>
 
@@ -118,31 +118,20 @@ void rg_fwd_rwkv_wkv5(const rg_compute_params *p, rg_tensor *dst) {
     if (s_out == NULL) return;
     int64_t c0, c1;
     rg_split(C, p->ith, p->nth, &c0, &c1);
+    const rwkv_wkv5_token_fn token = rwkv_wkv5_token_for();
     /* Head by head, so one head's N*N state stays in L1 while its T tokens are scanned. */
     for (int64_t h = c0 / N; h * N < c1; h++) {
         const int64_t j0 = (c0 > h * N ? c0 : h * N) - h * N;
         const int64_t j1 = (c1 < (h + 1) * N ? c1 : (h + 1) * N) - h * N;
         const int64_t hs = h * N * N, hc = h * N;
+        const float *uh = u_mode == PER_HEAD ? u + h : u + hc;
+        const int64_t u_step = u_mode == PER_HEAD ? 0 : 1, w_step = w_mode == PER_HEAD ? 0 : 1;
         for (int64_t t = 0; t < T; t++) {
-            const float *src = t == 0 ? s_in : s_out; /* the first token reads the incoming state */
-            const float *rt = r + t * C + hc, *kt = k + t * C + hc, *vt = v + t * C + hc;
-            float *yt = y + t * C + hc;
-            for (int64_t j = j0; j < j1; j++) yt[j] = 0.0f;
-            for (int64_t i = 0; i < N; i++) {
-                const float ri = rt[i], ki = kt[i];
-                const float ui = u_mode == PER_HEAD ? u[h] : u[hc + i];
-                const float wi = w_mode == PER_HEAD ? w[h] : w_mode == PER_CHANNEL ? w[hc + i] : w[t * C + hc + i];
-                /* si and so are the same row from the second token on (and for an update in place):
-                 * element j is read before it is written */
-                const float *si = src + hs + i * N;
-                float *so = s_out + hs + i * N;
-                for (int64_t j = j0; j < j1; j++) {
-                    const float kv = ki * vt[j];
-                    const float sij = si[j];
-                    yt[j] += ri * (ui * kv + sij); /* (V5.4) */
-                    so[j] = wi * sij + kv;         /* (V5.5) */
-                }
-            }
+            /* the first token reads the incoming state, the others the columns this thread just wrote */
+            const float *src = t == 0 ? s_in : s_out;
+            const float *wh = w_mode == PER_HEAD ? w + h : w_mode == PER_CHANNEL ? w + hc : w + t * C + hc;
+            const int64_t o = t * C + hc;
+            token(N, j0, j1, src + hs, s_out + hs, r + o, k + o, v + o, uh, u_step, wh, w_step, y + o);
         }
     }
 }
@@ -274,28 +263,21 @@ void rg_fwd_rwkv_wkv5_batch(const rg_compute_params *p, rg_tensor *dst) {
     const float *w = dst->src[3]->data, *u = dst->src[4]->data;
     const int64_t N = dst->iparams[0], C = dst->ne[0], B = dst->ne[1], H = C / N;
     const int w_mode = (int)dst->iparams[1], u_mode = (int)dst->iparams[2];
+    const rwkv_wkv5_token_fn token = rwkv_wkv5_token_for();
     int64_t i0, i1;
     rg_split(B * H, p->ith, p->nth, &i0, &i1);
     for (int64_t item = i0; item < i1; item++) {
         const int64_t b = item / H, h = item % H, hc = h * N, o = b * C + hc;
         float *yt = (float *)dst->data + o;
-        for (int64_t j = 0; j < N; j++) yt[j] = 0.0f;
         float *row = rg_state_row(p, dst->src[5], dst->src[6], b);
-        if (row == NULL) continue;
-        float *s = row + h * N * N;
-        const float *rt = r + o, *kt = k + o, *vt = v + o;
-        for (int64_t i = 0; i < N; i++) {
-            const float ri = rt[i], ki = kt[i];
-            const float ui = u_mode == PER_HEAD ? u[h] : u[hc + i];
-            const float wi = w_mode == PER_HEAD ? w[h] : w_mode == PER_CHANNEL ? w[hc + i] : w[o + i];
-            float *si = s + i * N;
-            for (int64_t j = 0; j < N; j++) {
-                const float kv = ki * vt[j];
-                const float sij = si[j];
-                yt[j] += ri * (ui * kv + sij); /* (V5.4) */
-                si[j] = wi * sij + kv;         /* (V5.5) */
-            }
+        if (row == NULL) {
+            memset(yt, 0, (size_t)N * sizeof(float));
+            continue;
         }
+        float *s = row + h * N * N;
+        const float *uh = u_mode == PER_HEAD ? u + h : u + hc;
+        const float *wh = w_mode == PER_HEAD ? w + h : w_mode == PER_CHANNEL ? w + hc : w + o;
+        token(N, 0, N, s, s, r + o, k + o, v + o, uh, u_mode == PER_HEAD ? 0 : 1, wh, w_mode == PER_HEAD ? 0 : 1, yt);
     }
 }
 

@@ -142,7 +142,9 @@ def _matrix_state(g: np.random.Generator, S: int) -> np.ndarray:
 @pytest.mark.parametrize("B", B_VALUES)
 @pytest.mark.parametrize("threads", THREAD_COUNTS)
 @pytest.mark.parametrize("modes", [("head", "head"), ("channel", "channel"), ("token", "channel")])
-def test_wkv5_batch_equals_single_sequence_op(B: int, threads: int, modes: tuple[str, str]) -> None:
+def test_wkv5_batch_equals_single_sequence_op(
+    B: int, threads: int, modes: tuple[str, str], simd_level: int
+) -> None:
     H, N = 3, 13
     C = H * N
     w_mode, u_mode = modes

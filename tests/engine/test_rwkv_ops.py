@@ -113,7 +113,7 @@ def _run_wkv5(x: dict[str, np.ndarray], threads: int) -> np.ndarray:
     "modes", [("head", "head"), ("channel", "channel"), ("token", "channel")], ids=["v5.1", "v5.2", "v6"]
 )
 def test_wkv5_matches_reference_and_is_thread_invariant(
-    T: int, H: int, N: int, modes: tuple[str, str]
+    T: int, H: int, N: int, modes: tuple[str, str], simd_level: int
 ) -> None:
     if modes[0] == "token" and T == 1:
         modes = ("channel", "channel")  # one token: per-token decay is the per-channel case
@@ -130,7 +130,9 @@ def test_wkv5_matches_reference_and_is_thread_invariant(
 
 @pytest.mark.parametrize("H, N", [(3, 4), (2, 64)])
 @pytest.mark.parametrize("modes", [("head", "head"), ("token", "channel")], ids=["v5.1", "v6"])
-def test_wkv5_scan_equals_chained_single_tokens(H: int, N: int, modes: tuple[str, str]) -> None:
+def test_wkv5_scan_equals_chained_single_tokens(
+    H: int, N: int, modes: tuple[str, str], simd_level: int
+) -> None:
     T = 7
     x = _wkv5_inputs(H, N, T, *modes, seed=5)
     whole = _run_wkv5(x, 2)
@@ -143,6 +145,23 @@ def test_wkv5_scan_equals_chained_single_tokens(H: int, N: int, modes: tuple[str
         np.testing.assert_array_equal(out[0], whole[t])
         state = np.ascontiguousarray(out[1:].reshape(H, N, N))
     np.testing.assert_array_equal(state.reshape(-1), whole[T:].reshape(-1))
+
+
+@pytest.mark.parametrize("modes", [("head", "head"), ("token", "channel")], ids=["v5.1", "v6"])
+def test_wkv5_levels_agree_bit_for_bit(modes: tuple[str, str]) -> None:
+    """The v5/v6 kernel is one C body per level with no fused multiply-add: wider vectors change no bit."""
+    H, N, T = 3, 64, 5
+    x = _wkv5_inputs(H, N, T, *modes, seed=11)
+    previous = ggml.simd_level()
+    try:
+        outs = []
+        for level in range(ggml.simd_max_level() + 1):
+            assert ggml.simd_select(level) == level
+            outs.append(_run_wkv5(x, 2))
+    finally:
+        ggml.simd_select(previous)
+    for level, out in enumerate(outs[1:], 1):
+        np.testing.assert_array_equal(out, outs[0], err_msg=f"level {level} against the scalar level")
 
 
 def test_wkv5_zero_state_single_token_closed_form() -> None:

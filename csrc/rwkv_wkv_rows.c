@@ -1,11 +1,11 @@
-/* RWKV-7's state update, one head and one token at a time, per kernel level (rwkv_wkv7_rows.h).
+/* RWKV-7's state update, one head and one token at a time, per kernel level (rwkv_wkv_rows.h).
  *
  * A row of the state is read whole (the sa dot product) before it is rewritten, so an update in place
  * needs no copy. The scalar kernel keeps 8 partial sums per dot product (fixed order, no fused
  * multiply-add); the SIMD ones hold a row in N/16 (AVX-512) or N/8 (AVX2) registers, use fused
  * multiply-adds and reduce each dot product's lanes in a fixed tree. Levels therefore differ in the last
  * bits, but within a level every call gives each row the same arithmetic. */
-#include "rwkv_wkv7_rows.h"
+#include "rwkv_wkv_rows.h"
 
 #include "ggml/simd/kernels.h"
 
@@ -36,6 +36,43 @@ static void rows_scalar(int64_t N, int64_t n_rows, const float *s_in, float *s_o
         y[i] = dot8(N, so, r); /* (V7.11) with the new state */
     }
 }
+
+/* RWKV-5/6 (rwkv_wkv5_token_fn). In place (s_in == s_out) and apart are separate loops, each with
+ * pointers that do not alias, so the compiler vectorises both without run-time overlap checks. */
+__attribute__((always_inline)) static inline void wkv5_token_body(int64_t N, int64_t j0, int64_t j1,
+                                                                  const float *s_in, float *s_out,
+                                                                  const float *r, const float *k,
+                                                                  const float *restrict v, const float *u,
+                                                                  int64_t u_step, const float *w, int64_t w_step,
+                                                                  float *restrict y) {
+    for (int64_t j = j0; j < j1; j++) y[j] = 0.0f;
+    for (int64_t i = 0; i < N; i++) {
+        const float ri = r[i], ki = k[i], ui = u[i * u_step], wi = w[i * w_step];
+        if (s_in == s_out) {
+            float *restrict s = s_out + i * N;
+            for (int64_t j = j0; j < j1; j++) {
+                const float kv = ki * v[j], sij = s[j];
+                y[j] += ri * (ui * kv + sij); /* (V5.4) */
+                s[j] = wi * sij + kv;         /* (V5.5) */
+            }
+        } else {
+            const float *restrict si = s_in + i * N;
+            float *restrict so = s_out + i * N;
+            for (int64_t j = j0; j < j1; j++) {
+                const float kv = ki * v[j], sij = si[j];
+                y[j] += ri * (ui * kv + sij);
+                so[j] = wi * sij + kv;
+            }
+        }
+    }
+}
+
+#define RWKV_WKV5_ARGS                                                                                                 \
+    int64_t N, int64_t j0, int64_t j1, const float *s_in, float *s_out, const float *r, const float *k,            \
+        const float *v, const float *u, int64_t u_step, const float *w, int64_t w_step, float *y
+#define RWKV_WKV5_PASS N, j0, j1, s_in, s_out, r, k, v, u, u_step, w, w_step, y
+
+static void wkv5_token_scalar(RWKV_WKV5_ARGS) { wkv5_token_body(RWKV_WKV5_PASS); }
 
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -143,7 +180,19 @@ RG_AVX2 static void rows_avx2_128(RWKV_ROWS_ARGS) {
     rows_avx2_nv(16, RWKV_ROWS_PASS);
 }
 
+RG_AVX2 static void wkv5_token_avx2(RWKV_WKV5_ARGS) { wkv5_token_body(RWKV_WKV5_PASS); }
+RG_AVX512 static void wkv5_token_avx512(RWKV_WKV5_ARGS) { wkv5_token_body(RWKV_WKV5_PASS); }
+
 #endif
+
+rwkv_wkv5_token_fn rwkv_wkv5_token_for(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    const int level = rg_simd_level();
+    if (level >= 2) return wkv5_token_avx512;
+    if (level >= 1) return wkv5_token_avx2;
+#endif
+    return wkv5_token_scalar;
+}
 
 rwkv_wkv7_rows_fn rwkv_wkv7_rows_for(int64_t N) {
 #if defined(__x86_64__) || defined(_M_X64)
