@@ -286,14 +286,18 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
-/* ---- Q8_0 on AMX (simd/k_quant_amx.c): 2 to RG_QAMX_MAX_T columns, each equal to the mat-vec's bit for bit.
+/* ---- Q8_0 on AMX (simd/k_quant_amx.c): RG_QAMX_MIN_T to RG_QAMX_MAX_T columns, each equal to the mat-vec's
+ * bit for bit. A tdpbssd costs the same for 1 column as for 16, so below RG_QAMX_MIN_T the one-row VNNI
+ * kernels are as fast or faster (v7 1.5B Q8_0 steps on a 2-core Sapphire Rapids guest, A/B in one process,
+ * VNNI against AMX: B = 2 74 / 94 ms, B = 4 88 / 101, B = 6 107 / 107, B = 8 135 / 117, B = 16 (panels) 307
+ * / 196).
  * Phase 0 quantizes the activation rows as the quantized route does and packs them into column tiles of
  * nc columns (8 up to 8 columns, else 16) in the shared region; phase 1 claims groups of 16 weight rows. */
 
 static bool qamx_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    return a->type == RG_TYPE_Q8_0 && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1 && b->ne[1] >= 2 &&
-           b->ne[1] <= RG_QAMX_MAX_T;
+    return a->type == RG_TYPE_Q8_0 && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1 &&
+           b->ne[1] >= RG_QAMX_MIN_T && b->ne[1] <= RG_QAMX_MAX_T;
 }
 
 static int qamx_cols(int64_t T) { return T <= 8 ? 8 : 16; }
@@ -409,7 +413,7 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
- *   ROUTE_QAMX         Q8_0 weights, 2-D, 2 <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
+ *   ROUTE_QAMX         Q8_0 weights, 2-D, RG_QAMX_MIN_T <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
  *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)

@@ -1,4 +1,4 @@
-"""Q8_0 mul_mat on AMX (the batched-decode route for 2 to 32 activation columns): every column equals the
+"""Q8_0 mul_mat on AMX (the batched-decode route for 6 to 32 activation columns): every column equals the
 mat-vec of that column alone bit for bit, whatever the column count, the thread count, a partial group of
 16 weight rows or a partial last group of 16 blocks. Skipped on CPUs without AMX-INT8."""
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     not ggml.cpu_features().get("amx_int8", False) or ggml.simd_max_level() < 2,
     reason="this CPU has no AMX-INT8",
 )
-AMX_MAX_T = 32  # RG_QAMX_MAX_T in simd/kernels.h
+AMX_MIN_T, AMX_MAX_T = 6, 32  # RG_QAMX_MIN_T, RG_QAMX_MAX_T in simd/kernels.h
 Q8_0_BLOCK_BYTES = 34
 
 
@@ -36,7 +36,7 @@ def test_columns_equal_mat_vec(b: int, k: int) -> None:
         assert np.array_equal(alone, together[t]), f"B={b}, K={k}, column {t}"
 
 
-@pytest.mark.parametrize("b", [2, 5, 8, 9])
+@pytest.mark.parametrize("b", [AMX_MIN_T, 8, 9])
 def test_amx_equals_the_one_row_kernels(b: int) -> None:
     """Below 10 columns the route without AMX is the one-row kernel, exact too: both give the same bits."""
     w = extreme_weights(DType.Q8_0, seed=5 * b)
@@ -47,7 +47,7 @@ def test_amx_equals_the_one_row_kernels(b: int) -> None:
     np.testing.assert_array_equal(amx, vnni)
 
 
-@pytest.mark.parametrize("b", [4, 16, AMX_MAX_T])
+@pytest.mark.parametrize("b", [AMX_MIN_T, 16, AMX_MAX_T])
 def test_thread_count_does_not_change_columns(b: int) -> None:
     w = extreme_weights(DType.Q8_0, seed=9 * b)
     x = extreme_columns(b, seed=600 + b)

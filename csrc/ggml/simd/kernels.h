@@ -194,7 +194,8 @@ RG_KERNELS_API void rg_kernels_fill_quant_amx(rg_kernel_table *k, int level, uns
 #define RG_GEMM_NR 6
 /* Activation rows one vec_dot_*_xn call takes (one accumulator each, in registers). */
 #define RG_QDOT_MAX_NX 8
-/* Activation columns the AMX route (k_quant_amx.c) takes at most. */
+/* Activation columns the AMX route (k_quant_amx.c) takes: fewer go to vec_dot_*_xn (ops_matmul.c says why). */
+#define RG_QAMX_MIN_T 6
 #define RG_QAMX_MAX_T 32
 /* The body of a level's vec_dot_*_xn: `dot` (a per-level always-inline kernel taking the column count as
  * an argument) called with nx as a constant in each case, so its accumulators stay in registers. */
