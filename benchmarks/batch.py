@@ -5,6 +5,7 @@ peaks measured in the same run, and plain per-token ``Model.eval`` as the B = 1 
     python benchmarks/batch.py                                   # every shape, F16 Q8_0 Q4_0, B = 1..32
     python benchmarks/batch.py --quick                           # the small shapes, B = 1 4 16, fewer steps
     python benchmarks/batch.py --models v7-1.5b --formats Q8_0 --batch 1 8 32 --json out.json
+    python benchmarks/batch.py --models v7-1.5b --formats Q8_0 --quantized-head   # head in Q8_0 too
 
 Random weights are generated once into ~/.cache/rwkv_ggml_bench (RWKV_GGML_BENCH_CACHE overrides; the
 1.5B shapes take ~12 GB there with their F32 sources). The machine is shared and noisy, so the steps are
@@ -15,6 +16,11 @@ ratio within one round, so a slow round moves both sides.
 '% peak' is the achieved rate against the arithmetic peak of the kernels the step runs: the quantized
 matrices on the int8 dot units, the float ones (F16/F32, and the F16 head of a quantized file) on the F32
 FMA units, so the ceiling of a step is flops_int8 / int8_peak + flops_float / f32_peak.
+
+--quantized-head runs the block formats from files whose head is quantized too (``quantize(..., head=True)``,
+written once beside the others as <shape>-<format>-qhead.bin), as llama.cpp's files of the same formats
+have it; the default files keep the head F16 (rwkv.cpp's rule). Plain eval and eval_batch use the same head
+either way, so a batch still equals separate evals.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import cpu_name, fma_peak
-from models import SHAPES, model_file
+from models import CACHE, SHAPES, model_file
 
 from rwkv_ggml import Model, ggml
 from rwkv_ggml.batch import StateBank
 from rwkv_ggml.fileformat import DType, read_model_file
+from rwkv_ggml.quantization import quantize
 
 QUICK_MODELS = ["v4-169m", "v7-0.1b"]
 QUICK_BATCH = [1, 4, 16]
@@ -71,6 +78,17 @@ def matrix_flops(path: Path) -> tuple[int, int]:
             else:
                 quant += flops
     return quant, flt
+
+
+def quantized_head_file(name: str, fmt: str) -> Path:
+    """The cached file of a shape in a block format with the head in that format too (F16 and F32 files are
+    the plain ones)."""
+    if fmt in ("F16", "F32"):
+        return model_file(name, fmt)
+    path = CACHE / f"{name}-{fmt}-qhead.bin"
+    if not path.exists():
+        quantize(model_file(name, "F16"), path, fmt, progress=False, head=True)
+    return path
 
 
 def time_steps(step: Callable[[], None], steps: int) -> float:
@@ -109,7 +127,7 @@ def batch_step(m: Model, B: int) -> tuple[StateBank, Callable[[], None]]:
 def measure(
     name: str, fmt: str, batches: list[int], args: argparse.Namespace, peaks: dict[str, float]
 ) -> list[Result]:
-    path = model_file(name, fmt)
+    path = quantized_head_file(name, fmt) if args.quantized_head else model_file(name, fmt)
     qflops, fflops = matrix_flops(path)
     # seconds per token at the peaks: the ceiling of the kernels this file's products run on
     ideal = qflops / (peaks["int8"] * 1e9) + fflops / (peaks["f32"] * 1e9)
@@ -138,7 +156,7 @@ def measure(
         results.append(
             Result(
                 model=name,
-                format=fmt,
+                format=fmt + ("+qh" if args.quantized_head and fmt not in ("F16", "F32") else ""),
                 batch=k,
                 ms_per_step=1e3 * sec,
                 tokens_per_s=tokens / sec,
@@ -177,6 +195,11 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help=f"{' '.join(QUICK_MODELS)}, B = {QUICK_BATCH}, 3 rounds"
     )
+    ap.add_argument(
+        "--quantized-head",
+        action="store_true",
+        help="block formats with the head quantized too (llama.cpp's way)",
+    )
     ap.add_argument("--json", type=Path, help="also write the results and the peaks to this file")
     args = ap.parse_args()
     if args.quick:
@@ -210,6 +233,7 @@ def main() -> None:
             "peaks_gops": {"before": peaks, "after": after},
             "steps": args.steps,
             "rounds": args.rounds,
+            "quantized_head": args.quantized_head,
             "results": [asdict(r) for r in results],
         }
         args.json.write_text(json.dumps(doc, indent=1) + "\n")

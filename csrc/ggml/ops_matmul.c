@@ -286,6 +286,62 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
+/* ---- Q8_0 on AMX (simd/k_quant_amx.c): RG_QAMX_MIN_T to RG_QAMX_MAX_T columns, each equal to the mat-vec's
+ * bit for bit. A tdpbssd costs the same for 1 column as for 16, so below RG_QAMX_MIN_T the one-row VNNI
+ * kernels are as fast or faster (v7 1.5B Q8_0 steps on a 2-core Sapphire Rapids guest, A/B in one process,
+ * VNNI against AMX: B = 2 74 / 94 ms, B = 4 88 / 101, B = 6 107 / 107, B = 8 135 / 117, B = 16 (panels) 307
+ * / 196).
+ * Phase 0 quantizes the activation rows as the quantized route does and packs them into column tiles of
+ * nc columns (8 up to 8 columns, else 16) in the shared region; phase 1 claims groups of 16 weight rows. */
+
+static bool qamx_shape(const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    return a->type == RG_TYPE_Q8_0 && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1 &&
+           b->ne[1] >= RG_QAMX_MIN_T && b->ne[1] <= RG_QAMX_MAX_T;
+}
+
+static int qamx_cols(int64_t T) { return T <= 8 ? 8 : 16; }
+
+/* Bytes of one packed column tile: nb records of 32 nc code bytes and 16 floats. */
+static size_t qamx_tile_bytes(int64_t K, int nc) { return (size_t)(K / RG_QK) * ((size_t)(32 * nc) + 64); }
+
+static rg_work qamx_work(const rg_tensor *dst) {
+    const int64_t K = dst->src[0]->ne[0], T = dst->src[1]->ne[1];
+    const int nc = qamx_cols(T);
+    const size_t act = rg_mm_quant_b_row_bytes(dst);
+    return (rg_work){(size_t)((T + nc - 1) / nc) * qamx_tile_bytes(K, nc), (size_t)K * sizeof(float) + act + 64};
+}
+
+static void qamx_prepare(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
+    const int64_t K = b->ne[0], T = b->ne[1];
+    const int nc = qamx_cols(T);
+    const int64_t cols = (T + nc - 1) / nc * nc; /* the last tile's absent columns are packed as zeros */
+    float *buf = rg_thread_scratch(p);
+    uint8_t *act = (uint8_t *)(buf + K);
+    int64_t c0, c1;
+    rg_split(cols, p->ith, p->nth, &c0, &c1);
+    for (int64_t c = c0; c < c1; c++) {
+        if (c < T) tq->from_f32(rg_load_row_f32(b, c, 0, 0, buf), act, K);
+        rg_kernels.q8_0_amx_pack(c < T ? act : NULL, K / RG_QK, nc, p->wdata, qamx_tile_bytes(K, nc), (int)c);
+    }
+}
+
+static void qamx_compute(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1];
+    const int nc = qamx_cols(T);
+    const size_t ldo = dst->nb[1] / sizeof(float);
+    int64_t g0, g1;
+    int cursor = 0;
+    while (next_groups(p, dst, (M + 15) / 16, &cursor, &g0, &g1)) {
+        const int64_t m0 = g0 * 16, m1 = g1 * 16 < M ? g1 * 16 : M;
+        rg_kernels.q8_0_amx(K / RG_QK, (const uint8_t *)a->data + m0 * a->nb[1], a->nb[1], (int)(m1 - m0), p->wdata,
+                            qamx_tile_bytes(K, nc), (int)((T + nc - 1) / nc), nc, (int)T, (float *)dst->data + m0, ldo);
+    }
+}
+
 /* ---- the routes: each one's shape test, kernels, work size, phase 0 and phase 1 ---- */
 
 /* Per-thread scratch of the f32 routes: a tile of weight rows made f32 (mat-mat), which also holds the one
@@ -303,6 +359,7 @@ static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(
 static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->src[1]); }
 
 static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
+static bool have_qamx(void) { return rg_kernels.q8_0_amx != NULL; }
 static bool have_any(void) { return true; }
 static bool have_f32_panel(void) { return rg_kernels.gemm_f32_panel != NULL; }
 static bool have_bf16_panel(void) { return rg_kernels.gemm_bf16_panel != NULL; }
@@ -330,7 +387,7 @@ static void float_prepare(const rg_compute_params *p, rg_tensor *dst) {
     if (b_strided(dst->src[1])) pack_b(p, dst->src[1]);
 }
 
-typedef enum { ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
+typedef enum { ROUTE_QAMX, ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
 
 typedef struct {
     bool (*shape)(const rg_tensor *dst);         /* the node's types and shape allow the route (fixed when built) */
@@ -342,6 +399,7 @@ typedef struct {
 } route;
 
 static const route ROUTES[N_ROUTES] = {
+    [ROUTE_QAMX] = {qamx_shape, have_qamx, always, qamx_work, qamx_prepare, qamx_compute},
     [ROUTE_QPANEL] = {rg_mm_qpanel_shape, have_qgemm, always, rg_mm_qpanel_work, rg_mm_qpanel_prepare,
                       rg_mm_qpanel_compute},
     [ROUTE_QUANT] = {is_quantized, have_any, always, quant_work, quant_prepare, mul_mat_quant},
@@ -355,6 +413,7 @@ static const route ROUTES[N_ROUTES] = {
 
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
+ *   ROUTE_QAMX         Q8_0 weights, 2-D, RG_QAMX_MIN_T <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
  *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)

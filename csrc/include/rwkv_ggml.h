@@ -110,7 +110,8 @@ enum {
     RG_CPU_AVX512VL = 1 << 5,
     RG_CPU_AVX512_VNNI = 1 << 6,
     RG_CPU_AVX_VNNI = 1 << 7,
-    RG_CPU_AVX512_BF16 = 1 << 8
+    RG_CPU_AVX512_BF16 = 1 << 8,
+    RG_CPU_AMX_INT8 = 1 << 9
 };
 /* Bitmask of the features in effect (RG_CPU_*): those detected less the hidden ones (rg_cpu_mask). */
 unsigned rg_cpu_features(void);

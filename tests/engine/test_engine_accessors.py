@@ -66,6 +66,7 @@ def test_cpu_features_are_the_header_bits() -> None:
         "avx512_vnni",
         "avx_vnni",
         "avx512_bf16",
+        "amx_int8",
     ]
     bits = int(lib.rg_cpu_features())
     assert bits == sum(int(getattr(lib, "RG_CPU_" + n.upper())) for n, on in features.items() if on)

@@ -110,7 +110,10 @@ def test_avx2_quant_panels_equal_the_avx512_panels(shape: tuple[int, int, int], 
     m, k, t = shape
     w = weights_for(dtype, m, k, seed=3 * m + k)
     x = np.random.default_rng(2 * t + k).standard_normal((t, k)).astype(np.float32)
-    assert bits_equal(quant_mul_mat_at(1, w, dtype, k, m, x, 2), quant_mul_mat_at(2, w, dtype, k, m, x, 2))
+    with cpu_without("amx_int8"):  # Q8_0 takes the AMX route before the panels where the CPU has it
+        assert bits_equal(
+            quant_mul_mat_at(1, w, dtype, k, m, x, 2), quant_mul_mat_at(2, w, dtype, k, m, x, 2)
+        )
 
 
 # ---- the block types without AVX-VNNI (vpmaddubsw + vpmaddwd; ggml.cpu_mask hides AVX-VNNI) ----

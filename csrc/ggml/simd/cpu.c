@@ -9,6 +9,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 rg_kernel_table rg_kernels;
 
@@ -28,6 +32,14 @@ static unsigned long long read_xcr0(void) {
     unsigned eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     return ((unsigned long long)edx << 32) | eax;
+}
+
+static int amx_permitted(void) {
+#if defined(__linux__) && defined(__x86_64__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
 }
 
 static unsigned detect(void) {
@@ -51,6 +63,11 @@ static unsigned detect(void) {
             if ((c >> 11) & 1) f |= RG_CPU_AVX512_VNNI;
         }
     }
+    /* AMX: the tile registers must be enabled in XCR0 (bits 17, 18), and Linux hands them to a process only
+     * after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; once, process-wide) */
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 24) & 1) && ((d >> 25) & 1) &&
+        (xcr0 & 0x60000) == 0x60000 && amx_permitted())
+        f |= RG_CPU_AMX_INT8;
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
         if ((a >> 4) & 1) f |= RG_CPU_AVX_VNNI;
         if (zmm_ok && ((a >> 5) & 1)) f |= RG_CPU_AVX512_BF16;
@@ -68,7 +85,7 @@ static const rg_kernels_fill_fn RG_FILLS[] = {
     rg_kernels_fill_quant_avx2, rg_kernels_fill_vec_avx512,   rg_kernels_fill_quant_avx512,
     rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_gemm_panel_avx2,
     rg_kernels_fill_quant_panel, rg_kernels_fill_quant_panel_avx2, rg_kernels_fill_kquant_scalar,
-    rg_kernels_fill_kquant_avx2, rg_kernels_fill_kquant_avx512,
+    rg_kernels_fill_kquant_avx2, rg_kernels_fill_kquant_avx512, rg_kernels_fill_quant_amx,
 };
 
 static void apply_level(int level) {
@@ -93,7 +110,7 @@ static const struct {
     {"f16c", RG_CPU_F16C},         {"avx512f", RG_CPU_AVX512F},
     {"avx512bw", RG_CPU_AVX512BW}, {"avx512vl", RG_CPU_AVX512VL},
     {"avx512_vnni", RG_CPU_AVX512_VNNI}, {"avx_vnni", RG_CPU_AVX_VNNI},
-    {"avx512_bf16", RG_CPU_AVX512_BF16},
+    {"avx512_bf16", RG_CPU_AVX512_BF16}, {"amx_int8", RG_CPU_AMX_INT8},
 };
 
 /* RWKV_GGML_CPU_MASK: comma-separated feature names to hide (unknown names are ignored: an environment

@@ -230,7 +230,7 @@ RG_VNNI_INLINE void dot_rows(int64_t n, const uint8_t *w, const uint8_t *x, size
         load_group(w, p, np, odd, nb, t, &g);
         for (int j = 0; j < nx; j++) acc[j] = dot_group(&g, x + (size_t)j * ldx, p, np, odd, nb, t, acc[j]);
     }
-    for (int j = 0; j < nx; j++) out[j] = _mm512_reduce_add_ps(acc[j]);
+    for (int j = 0; j < nx; j++) out[j] = rg_qdot_reduce16(acc[j]);
 }
 
 #define RG_DEFINE_DOT(name, ...)                                                                                  \

@@ -28,4 +28,15 @@ RG_VNNI_INLINE __m256i single_codes(const uint8_t *w, const qtype t) {
     return u;
 }
 
+/* The sum of a vector's 16 lanes in a fixed tree, ((l0 + l8) + (l4 + l12)) + ((l2 + l10) + (l6 + l14)) + (the
+ * same from l1): what GCC's _mm512_reduce_add_ps computes, spelt out because the AMX kernel (k_quant_amx.c)
+ * repeats this tree with the lanes in separate vectors and must get the same sums. */
+RG_VNNI_INLINE float rg_qdot_reduce16(__m512 v) {
+    const __m256 t8 = _mm256_add_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+                                    _mm512_castps512_ps256(v));
+    const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+    const __m128 t2 = _mm_add_ps(t4, _mm_shuffle_ps(t4, t4, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(t2) + _mm_cvtss_f32(_mm_shuffle_ps(t2, t2, 1));
+}
+
 #endif

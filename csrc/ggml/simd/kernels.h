@@ -19,6 +19,7 @@
 #define RG_TARGET_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #define RG_TARGET_AVX512_BF16 "avx512f,avx512bw,avx512vl,avx512bf16"
 #define RG_TARGET_AVX512_VNNI "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define RG_TARGET_AMX "amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #define RG_AVX2 __attribute__((target(RG_TARGET_AVX2)))
 #define RG_AVX2_INLINE __attribute__((target(RG_TARGET_AVX2), always_inline)) static inline
 #define RG_AVX512 __attribute__((target(RG_TARGET_AVX512)))
@@ -134,6 +135,13 @@ typedef struct {
     /* The weight types the panel kernels take: bit RG_QGEMM_TYPE(t) for RG_TYPE t (the route asks per type;
      * the others take the one-row kernels). */
     uint32_t qgemm_types;
+    /* Q8_0 rows on AMX (k_quant_amx.c; NULL without AMX-INT8): q8_0_amx_pack writes column col of the packed
+     * activation tiles (nc = 8 or 16 columns each, tile_bytes apart) from a Q8_ACT row of nb blocks (NULL:
+     * zeros); q8_0_amx gives out[col * ldo + r] for `rows` weight rows w + r * ldw and the nx columns
+     * of ntiles tiles, each equal to vec_dot_q8_0 of its row and column bit for bit. */
+    void (*q8_0_amx)(int64_t nb, const uint8_t *w, size_t ldw, int rows, const uint8_t *xpack, size_t tile_bytes,
+                     int ntiles, int nc, int nx, float *out, size_t ldo);
+    void (*q8_0_amx_pack)(const uint8_t *act, int64_t nb, int nc, uint8_t *xpack, size_t tile_bytes, int col);
 } rg_kernel_table;
 #define RG_QGEMM_TYPE(t) (1u << (t))
 /* The 32-element block types. */
@@ -159,6 +167,7 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_quant_panel_avx2.c             the same at the AVX2 level (vpdpbusd, or vpmaddubsw for Q4_0/Q5_0)
  *   k_kquant_{scalar,avx2,avx512}.c  the K-quants' dot products (avx512 = with VNNI; without it the AVX2
  *                                    ones serve the AVX-512 level)
+ *   k_quant_amx.c                    Q8_0 rows against a few activation columns on AMX-INT8
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
  * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
@@ -177,6 +186,7 @@ RG_KERNELS_API void rg_kernels_fill_quant_panel_avx2(rg_kernel_table *k, int lev
 RG_KERNELS_API void rg_kernels_fill_kquant_scalar(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_avx2(rg_kernel_table *k, int level, unsigned features);
 RG_KERNELS_API void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level, unsigned features);
+RG_KERNELS_API void rg_kernels_fill_quant_amx(rg_kernel_table *k, int level, unsigned features);
 #define RG_PANEL_ROWS 6
 #define RG_PANEL_MAX_NP 4
 #define RG_PANEL_LANES 16
@@ -184,6 +194,9 @@ RG_KERNELS_API void rg_kernels_fill_kquant_avx512(rg_kernel_table *k, int level,
 #define RG_GEMM_NR 6
 /* Activation rows one vec_dot_*_xn call takes (one accumulator each, in registers). */
 #define RG_QDOT_MAX_NX 8
+/* Activation columns the AMX route (k_quant_amx.c) takes: fewer go to vec_dot_*_xn (ops_matmul.c says why). */
+#define RG_QAMX_MIN_T 6
+#define RG_QAMX_MAX_T 32
 /* The body of a level's vec_dot_*_xn: `dot` (a per-level always-inline kernel taking the column count as
  * an argument) called with nx as a constant in each case, so its accumulators stay in registers. */
 #define RG_QDOT_XN_SWITCH(dot, n, w, x, ldx, nx, out, t)                                                        \
