@@ -52,6 +52,7 @@ from rwkv_ggml.gguf_model import open_model_file
 # llama.cpp's llama_ftype values (llama.h) of the files compared
 LLAMA_FTYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
 BIN_FORMATS = ("F16", "Q8_0", "Q4_0")  # our .bin of the same weights (our quantizer)
+BF16_LABEL = "ours GGUF bf16"  # --bf16: F16 prompts through the opt-in bf16 mat-mat route
 
 
 @contextlib.contextmanager
@@ -131,9 +132,9 @@ class Engine:
 
 
 class Ours(Engine):
-    def __init__(self, label: str, path: Path, threads: int) -> None:
+    def __init__(self, label: str, path: Path, threads: int, bf16: bool = False) -> None:
         self.label = label
-        self.model = Model(path, threads=threads)
+        self.model = Model(path, threads=threads, bf16=bf16)
         self.logits = np.empty(self.model.n_vocab, dtype=np.float32)
         self.state = self.model.init_state()
 
@@ -276,6 +277,8 @@ def run_format(name: str, fmt: str, args: argparse.Namespace, pool: ggml.Pool) -
         engines.append(Ours("ours .bin", model_file(name, fmt), args.threads))
     ours_gguf = Ours("ours GGUF", gguf_path, args.threads)
     engines.append(ours_gguf)
+    if fmt == "F16" and args.bf16:
+        engines.append(Ours(BF16_LABEL, gguf_path, args.threads, bf16=True))
     llama = LlamaCpp(gguf_path, args.threads, max(1024, args.prompt + args.tokens), not args.llama_no_extra)
     engines.append(llama)
     try:
@@ -348,6 +351,10 @@ def table(name: str, results: dict[str, Cells]) -> None:
             f"{fmt:<8}{bin_text}{statistics.median(ours):>11.0f}{statistics.median(theirs):>11.0f}"
             f"   {fmt_range(ratios)}"
         )
+        if BF16_LABEL in c.prompt_rate:
+            fast = c.prompt_rate[BF16_LABEL]
+            ratios = [a / b for a, b in zip(fast, theirs, strict=True)]
+            print(f"{fmt + ' bf16':<19}{statistics.median(fast):>11.0f}{'':>11}   {fmt_range(ratios)}")
 
 
 def main() -> None:
@@ -366,6 +373,12 @@ def main() -> None:
         "llama.cpp uses but the host does not allow, its quantized batches crash",
     )
     ap.add_argument("--no-bin", action="store_true", help="skip our .bin (less memory on large shapes)")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also run the F16 GGUF with Model(bf16=True): prompts on bf16 dot products (where the CPU has "
+        "them) instead of f32 multiply-adds; mat-vec, and so per token, is unchanged",
+    )
     args = ap.parse_args()
     bad = [f for f in args.formats if f != "F16" and f not in LLAMA_FTYPES]
     if bad:

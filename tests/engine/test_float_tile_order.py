@@ -1,7 +1,9 @@
-"""The f32 mat-mat tiles (simd/k_gemm_tile.c) sum in the mat-vec's order: every column of a product with
-2..32 activation columns equals the mat-vec of that column bit for bit, for F32 and F16 weights, at every
-SIMD level, for row lengths around the kernels' lanes, 16/32-element chunks and L1 blocks, and with row
-counts that leave partial 4-row tiles. This is what makes a batch of B sequences equal B single evals.
+"""The f32 mat-mats of few columns sum in the mat-vec's order: every column of a product with 2..32
+activation columns equals the mat-vec of that column bit for bit, for F32 and F16 weights, at every SIMD
+level (the row streams of dot_*_rows4_cols at the AVX2 and AVX-512 levels, the tiles of
+simd/k_gemm_tile.c at the scalar one), for row lengths around the kernels' lanes, 16/32-element chunks and
+L1 blocks, and with row counts that leave partial 4-row groups. This is what makes a batch of B sequences
+equal B single evals.
 
 (From 33 columns the AVX-512 level takes the column panels, which sum in another order; the test stops at 32.)
 """

@@ -117,6 +117,18 @@ RG_AVX2 static void dot_f16_rows4_avx2(const uint16_t *a, int64_t lda, const flo
     RG_ROWS4_BODY2(RG_LOAD8_F16, RG_SCALAR_F16)
 }
 
+/* The rows against nt columns: one mat-vec pass per column (16 ymm registers hold the accumulators of
+ * one column), the rows coming from memory for the first and from L1/L2 for the next. */
+RG_AVX2 static void dot_f32_rows4_cols_avx2(const float *a, int64_t lda, const float *x, int64_t ldx, int nt,
+                                            int64_t n, int nr, float *out) {
+    for (int t = 0; t < nt; t++) dot_f32_rows4_avx2(a, lda, x + t * ldx, n, nr, out + t * 4);
+}
+
+RG_AVX2 static void dot_f16_rows4_cols_avx2(const uint16_t *a, int64_t lda, const float *x, int64_t ldx, int nt,
+                                            int64_t n, int nr, float *out) {
+    for (int t = 0; t < nt; t++) dot_f16_rows4_avx2(a, lda, x + t * ldx, n, nr, out + t * 4);
+}
+
 /* exp(x) (RG_EXP_* in kernels.h). Without vscalefps, 2^n is built from exponent bits in two halves,
  * 2^n1 * 2^n2 (each in the normal range for n in [-150, 128]), so results in the subnormal range are
  * rounded once, by the last multiply, and large ones overflow to inf. The clamps keep NaN (min/max
@@ -183,6 +195,8 @@ void rg_kernels_fill_vec_avx2(rg_kernel_table *k, int level, unsigned features) 
     k->dot_f32_x4 = dot_f32_x4_avx2;
     k->dot_f32_rows4 = dot_f32_rows4_avx2;
     k->dot_f16_rows4 = dot_f16_rows4_avx2;
+    k->dot_f32_rows4_cols = dot_f32_rows4_cols_avx2;
+    k->dot_f16_rows4_cols = dot_f16_rows4_cols_avx2;
 }
 
 #else

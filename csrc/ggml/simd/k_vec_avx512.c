@@ -174,6 +174,72 @@ RG_AVX512 static void dot_f16_rows4_avx512(const uint16_t *a, int64_t lda, const
     RG_ROWS4_BODY(RG_LOAD_F16, RG_LOADZ_F16)
 }
 
+/* The mat-vec of up to 4 rows against nt (1..RG_ROWS4_MAX_COLS) columns at once: each (row, column) pair
+ * keeps the mat-vec's two accumulators and chunk order, so every result equals dot_*_rows4 bit for bit,
+ * while the rows stream from memory once for all the columns (batched decode). Rows past nr repeat the
+ * last one (their sums are dropped). */
+#define RG_ROWS4_COLS_BODY(LOAD, LOADZ, NT)                                                            \
+    const __typeof__(a) ar[4] = {a, a + (nr > 1) * lda, a + (nr > 2 ? 2 : nr - 1) * lda,              \
+                                 a + (nr > 3 ? 3 : nr - 1) * lda};                                     \
+    __m512 s0[4][NT], s1[4][NT];                                                                       \
+    for (int j = 0; j < 4; j++)                                                                        \
+        for (int t = 0; t < NT; t++) s0[j][t] = s1[j][t] = _mm512_setzero_ps();                       \
+    int64_t i = 0;                                                                                     \
+    for (; i + 32 <= n; i += 32) {                                                                     \
+        __m512 x0[NT], x1[NT];                                                                         \
+        for (int t = 0; t < NT; t++) {                                                                 \
+            x0[t] = _mm512_loadu_ps(x + t * ldx + i);                                                  \
+            x1[t] = _mm512_loadu_ps(x + t * ldx + i + 16);                                             \
+        }                                                                                              \
+        for (int j = 0; j < 4; j++) {                                                                  \
+            const __m512 a0 = LOAD(ar[j], i), a1 = LOAD(ar[j], i + 16);                                \
+            for (int t = 0; t < NT; t++) {                                                             \
+                s0[j][t] = _mm512_fmadd_ps(a0, x0[t], s0[j][t]);                                       \
+                s1[j][t] = _mm512_fmadd_ps(a1, x1[t], s1[j][t]);                                       \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+    if (i + 16 <= n) {                                                                                 \
+        for (int j = 0; j < 4; j++) {                                                                  \
+            const __m512 a0 = LOAD(ar[j], i);                                                          \
+            for (int t = 0; t < NT; t++)                                                               \
+                s0[j][t] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(x + t * ldx + i), s0[j][t]);            \
+        }                                                                                              \
+        i += 16;                                                                                       \
+    }                                                                                                  \
+    if (i < n) {                                                                                       \
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);                                         \
+        for (int j = 0; j < 4; j++) {                                                                  \
+            const __m512 a0 = LOADZ(m, ar[j], i);                                                      \
+            for (int t = 0; t < NT; t++)                                                               \
+                s1[j][t] = _mm512_fmadd_ps(a0, _mm512_maskz_loadu_ps(m, x + t * ldx + i), s1[j][t]);   \
+        }                                                                                              \
+    }                                                                                                  \
+    for (int t = 0; t < NT; t++)                                                                       \
+        for (int j = 0; j < nr; j++) out[t * 4 + j] = _mm512_reduce_add_ps(_mm512_add_ps(s0[j][t], s1[j][t]));
+
+#define RG_ROWS4_COLS_FN(NAME, T, LOAD, LOADZ, NT)                                                     \
+    RG_AVX512 static void NAME(const T *a, int64_t lda, const float *x, int64_t ldx, int64_t n, int nr,   \
+                               float *out) {                                                           \
+        RG_ROWS4_COLS_BODY(LOAD, LOADZ, NT)                                                            \
+    }
+RG_ROWS4_COLS_FN(f32_rows4_cols1, float, RG_LOAD_F32, RG_LOADZ_F32, 1)
+RG_ROWS4_COLS_FN(f32_rows4_cols2, float, RG_LOAD_F32, RG_LOADZ_F32, 2)
+RG_ROWS4_COLS_FN(f16_rows4_cols1, uint16_t, RG_LOAD_F16, RG_LOADZ_F16, 1)
+RG_ROWS4_COLS_FN(f16_rows4_cols2, uint16_t, RG_LOAD_F16, RG_LOADZ_F16, 2)
+
+RG_AVX512 static void dot_f32_rows4_cols_avx512(const float *a, int64_t lda, const float *x, int64_t ldx, int nt,
+                                                int64_t n, int nr, float *out) {
+    if (nt == 1) f32_rows4_cols1(a, lda, x, ldx, n, nr, out);
+    else f32_rows4_cols2(a, lda, x, ldx, n, nr, out);
+}
+
+RG_AVX512 static void dot_f16_rows4_cols_avx512(const uint16_t *a, int64_t lda, const float *x, int64_t ldx, int nt,
+                                                int64_t n, int nr, float *out) {
+    if (nt == 1) f16_rows4_cols1(a, lda, x, ldx, n, nr, out);
+    else f16_rows4_cols2(a, lda, x, ldx, n, nr, out);
+}
+
 void rg_kernels_fill_vec_avx512(rg_kernel_table *k, int level, unsigned features) {
     (void)features;
     if (level < 2) return;
@@ -186,6 +252,8 @@ void rg_kernels_fill_vec_avx512(rg_kernel_table *k, int level, unsigned features
     k->dot_f32_x4 = dot_f32_x4_avx512;
     k->dot_f32_rows4 = dot_f32_rows4_avx512;
     k->dot_f16_rows4 = dot_f16_rows4_avx512;
+    k->dot_f32_rows4_cols = dot_f32_rows4_cols_avx512;
+    k->dot_f16_rows4_cols = dot_f16_rows4_cols_avx512;
 }
 
 #else

@@ -133,4 +133,6 @@ void rg_kernels_fill_vec_scalar(rg_kernel_table *k, int level, unsigned features
     k->dot_f32_x4 = dot_f32_x4_scalar;
     k->dot_f32_rows4 = dot_f32_rows4_scalar;
     k->dot_f16_rows4 = dot_f16_rows4_scalar;
+    k->dot_f32_rows4_cols = NULL; /* the mat-mat tiles take few columns at this level */
+    k->dot_f16_rows4_cols = NULL;
 }

@@ -47,6 +47,9 @@ typedef void (*rg_vec_dot_xn_fn)(int64_t n, const void *w_row, const void *x, si
 #define RG_EXP_X_MIN -104.0f
 #define RG_EXP_X_MAX 89.0f
 
+/* Columns one dot_*_rows4_cols call takes (2 x 4 x 2 accumulators of 32 leave room for the loads) */
+#define RG_ROWS4_MAX_COLS 2
+
 typedef struct {
     /* sum_i a[i] * b[i] */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
@@ -67,6 +70,13 @@ typedef struct {
      * bit-identical whatever nr is, so grouping rows never changes a result. */
     void (*dot_f32_rows4)(const float *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
+    /* The same against nt (1..RG_ROWS4_MAX_COLS) activation vectors x + t * ldx at once, the rows read
+     * once: out[t * 4 + j] equals dot_*_rows4's out[j] for column t bit for bit (batched decode with few
+     * sequences). NULL where the level has none (the mat-mat tiles take those products). */
+    void (*dot_f32_rows4_cols)(const float *a, int64_t lda, const float *x, int64_t ldx, int nt, int64_t n, int nr,
+                               float *out);
+    void (*dot_f16_rows4_cols)(const uint16_t *a, int64_t lda, const float *x, int64_t ldx, int nt, int64_t n,
+                               int nr, float *out);
     /* Mat-mat tile (k_gemm_tile.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
      * t < nr (any count); each element equals dot_f32_rows4 / dot_f16_rows4 of its row and column bit for
      * bit. The F16 one takes the rows as stored (NULL at the scalar level: convert, then gemm_f32_tile). */
