@@ -142,7 +142,8 @@ static void mat_mat_streams(const rg_compute_params *p, const rg_tensor *dst, co
     }
 }
 
-/* Mat-mat: tiles of RG_GEMM_MR weight rows (F16 rows as stored, other types made f32 once per tile)
+/* Mat-mat (F32/F16 at the AVX2 and AVX-512 levels: mat_mat_streams): tiles of RG_GEMM_MR weight rows
+ * (F16 rows as stored, other types made f32 once per tile)
  * against all T activation rows in one kernel call. Tiles are aligned groups of rows claimed by the threads whole
  * (next_groups, as the mat-vec: a thread held up by another process leaves its share to the others), so
  * the output does not depend on the thread count. */
@@ -462,7 +463,8 @@ static const route ROUTES[N_ROUTES] = {
  *   ROUTE_FPANEL_F32   F32/F16 weights, 2-D, T >= 33, AVX2 or AVX-512, no bf16 asked for: f32 column panels
  *   ROUTE_FPANEL_BF16  the same with bf16 asked for (rg_mul_mat_bf16) and AVX512_BF16: bf16 column panels
  *   ROUTE_BF16         bf16 asked for, 2-D, T > 1, AVX512_BF16 (T < 8): bf16 tiles
- *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1) or f32 tiles, strided activations packed first
+ *   ROUTE_FLOAT        everything else: f32 mat-vec (T = 1), else the mat-vec's row streams (F32/F16, AVX2 and
+ *                      AVX-512) or f32 tiles, strided activations packed first
  * (A node that asked for bf16 on a CPU without AVX512_BF16 takes ROUTE_FLOAT, not the f32 panels.)
  * The shape tests are fixed when the node is built and the kernels may change between computes, so the
  * node's prepare flag and work size cover every route whose shape test passes (route_possible). */

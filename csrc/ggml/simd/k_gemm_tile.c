@@ -1,5 +1,7 @@
 /* Mat-mat micro-kernels for F32 and F16 weights with f32 accumulation (batched decode, and prompts where
- * the column panels of k_gemm_panel.c do not run), and the opt-in bf16 tile.
+ * the column panels of k_gemm_panel.c do not run), and the opt-in bf16 tile. At the AVX2 and AVX-512
+ * levels F32/F16 products take the mat-vec's row streams instead (dot_*_rows4_cols, ops_matmul.c: faster
+ * on Zen 4 at every column count); the tiles serve the scalar level and weights of other types.
  *
  * c[t * ldc + m] = sum_k a[m * lda + k] * b[t * ldb + k] for mr weight rows and nr activation rows. Both
  * operands are contiguous along k (weights as stored, activations as rows), so each (m, t) pair keeps
