@@ -329,10 +329,10 @@ static void mul_mat_quant(const rg_compute_params *p, rg_tensor *dst) {
 }
 
 /* ---- Q8_0 on AMX (simd/k_quant_amx.c): RG_QAMX_MIN_T to RG_QAMX_MAX_T columns, each equal to the mat-vec's
- * bit for bit. A tdpbssd costs the same for 1 column as for 16, so below RG_QAMX_MIN_T the one-row VNNI
- * kernels are as fast or faster (v7 1.5B Q8_0 steps on a 2-core Sapphire Rapids guest, A/B in one process,
- * VNNI against AMX: B = 2 74 / 94 ms, B = 4 88 / 101, B = 6 107 / 107, B = 8 135 / 117, B = 16 (panels) 307
- * / 196).
+ * bit for bit. A tdpbssd costs the same for 1 column as for 16, so below RG_QAMX_MIN_T the VNNI kernels
+ * are as fast or faster (v7 1.5B Q8_0 steps on a 2-core Sapphire Rapids guest, A/B in one process, the
+ * one-row VNNI kernels against AMX: B = 2 74 / 94 ms, B = 4 88 / 101, B = 6 107 / 107, B = 8 135 / 117,
+ * B = 16 (panels) 307 / 196).
  * Phase 0 quantizes the activation rows as the quantized route does and packs them into column tiles of
  * nc columns (8 up to 8 columns, else 16) in the shared region; phase 1 claims groups of 16 weight rows. */
 
@@ -384,6 +384,66 @@ static void qamx_compute(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
+/* ---- Q8_0 against a few columns on AVX512_VNNI (simd/k_quant_narrow.c): RG_QNARROW_MIN_T to
+ * RG_QNARROW_MAX_T columns, each equal to the mat-vec's bit for bit, in narrow panels of RG_QN_LANES columns (quant/quant.h).
+ * Phase 0 quantizes the activation rows as the quantized route does and puts each into its panel lane;
+ * phase 1 claims groups of RG_QN_ROWS weight rows and runs them against all the panels at once. RWKV-7 1.5B Q8_0 steps on a 2-core Zen 4 guest, A/B in one session
+ * (one-row kernels / column panels from 10 columns -> narrow panels): B = 8 116-123 -> 88-99 ms, B = 12
+ * 188 -> 159, B = 16 205 -> 169, B = 24 275 -> 237, B = 32 312 -> 308. Past 32 columns the column panels
+ * (16 lanes, each weight broadcast serving two panels) take prompts. A panel costs the same for 1 column as
+ * for 8, so below RG_QNARROW_MIN_T the one-row kernels stay (B = 2 55-60 ms there against 67-70; B = 3
+ * even). */
+#define RG_QNARROW_MIN_T 4
+#define RG_QNARROW_MAX_T (RG_QNARROW_PANELS * RG_QN_LANES)
+
+static bool qnarrow_shape(const rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    return a->type == RG_TYPE_Q8_0 && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1 &&
+           b->ne[1] >= RG_QNARROW_MIN_T && b->ne[1] <= RG_QNARROW_MAX_T;
+}
+
+static size_t qnarrow_panel_bytes(int64_t K) { return (size_t)(K / RG_QK) * RG_QN_REC_BYTES; }
+static int64_t qnarrow_panels(int64_t T) { return (T + RG_QN_LANES - 1) / RG_QN_LANES; }
+
+static rg_work qnarrow_work(const rg_tensor *dst) {
+    const int64_t K = dst->src[0]->ne[0];
+    return (rg_work){(size_t)qnarrow_panels(dst->src[1]->ne[1]) * qnarrow_panel_bytes(K),
+                     (size_t)K * sizeof(float) + rg_mm_quant_b_row_bytes(dst) + 64};
+}
+
+static void qnarrow_prepare(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
+    const int64_t K = b->ne[0], T = b->ne[1];
+    float *buf = rg_thread_scratch(p);
+    uint8_t *act = (uint8_t *)(buf + K);
+    int64_t c0, c1;
+    rg_split(qnarrow_panels(T) * RG_QN_LANES, p->ith, p->nth, &c0, &c1);
+    for (int64_t c = c0; c < c1; c++) {
+        if (c < T) tq->from_f32(rg_load_row_f32(b, c, 0, 0, buf), act, K);
+        uint8_t *panel = (uint8_t *)p->wdata + (size_t)(c / RG_QN_LANES) * qnarrow_panel_bytes(K);
+        rg_qnarrow_put(c < T ? act : NULL, K / RG_QK, panel, (int)(c % RG_QN_LANES));
+    }
+}
+
+static void qnarrow_compute(const rg_compute_params *p, rg_tensor *dst) {
+    const rg_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], T = b->ne[1], n_panels = qnarrow_panels(T);
+    const size_t ldo = dst->nb[1] / sizeof(float), ldw = a->nb[1];
+    int64_t g0, g1;
+    int cursor = 0;
+    while (next_groups(p, dst, (M + RG_QN_ROWS - 1) / RG_QN_ROWS, &cursor, &g0, &g1)) {
+        const int64_t m1 = g1 * RG_QN_ROWS < M ? g1 * RG_QN_ROWS : M;
+        for (int64_t m = g0 * RG_QN_ROWS; m < m1; m += RG_QN_ROWS) {
+            const int rows = m1 - m < RG_QN_ROWS ? (int)(m1 - m) : RG_QN_ROWS;
+            const int64_t after = m1 - m - rows;
+            const size_t next = (size_t)(after < RG_QN_ROWS ? after : RG_QN_ROWS) * ldw;
+            rg_kernels.q8_0_narrow(K / RG_QK, (const uint8_t *)a->data + m * ldw, ldw, rows, p->wdata,
+                                   qnarrow_panel_bytes(K), (int)n_panels, (int)T, (float *)dst->data + m, ldo, next);
+        }
+    }
+}
+
 /* ---- the routes: each one's shape test, kernels, work size, phase 0 and phase 1 ---- */
 
 /* Per-thread scratch of the f32 routes: a tile of weight rows made f32 (mat-mat), which also holds the one
@@ -402,6 +462,7 @@ static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->sr
 
 static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
 static bool have_qamx(void) { return rg_kernels.q8_0_amx != NULL; }
+static bool have_qnarrow(void) { return rg_kernels.q8_0_narrow != NULL; }
 static bool have_any(void) { return true; }
 static bool have_f32_panel(void) { return rg_kernels.gemm_f32_panel != NULL; }
 static bool have_bf16_panel(void) { return rg_kernels.gemm_bf16_panel != NULL; }
@@ -429,7 +490,7 @@ static void float_prepare(const rg_compute_params *p, rg_tensor *dst) {
     if (b_strided(dst->src[1])) pack_b(p, dst->src[1]);
 }
 
-typedef enum { ROUTE_QAMX, ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
+typedef enum { ROUTE_QAMX, ROUTE_QNARROW, ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
 
 typedef struct {
     bool (*shape)(const rg_tensor *dst);         /* the node's types and shape allow the route (fixed when built) */
@@ -442,6 +503,7 @@ typedef struct {
 
 static const route ROUTES[N_ROUTES] = {
     [ROUTE_QAMX] = {qamx_shape, have_qamx, always, qamx_work, qamx_prepare, qamx_compute},
+    [ROUTE_QNARROW] = {qnarrow_shape, have_qnarrow, always, qnarrow_work, qnarrow_prepare, qnarrow_compute},
     [ROUTE_QPANEL] = {rg_mm_qpanel_shape, have_qgemm, always, rg_mm_qpanel_work, rg_mm_qpanel_prepare,
                       rg_mm_qpanel_compute},
     [ROUTE_QUANT] = {is_quantized, have_any, always, quant_work, quant_prepare, mul_mat_quant},
@@ -456,6 +518,8 @@ static const route ROUTES[N_ROUTES] = {
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
  *   ROUTE_QAMX         Q8_0 weights, 2-D, RG_QAMX_MIN_T <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
+ *   ROUTE_QNARROW      Q8_0 weights, 2-D, RG_QNARROW_MIN_T <= T <= RG_QNARROW_MAX_T, AVX512_VNNI: narrow integer
+ *                      panels, exact as the mat-vec
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
  *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)

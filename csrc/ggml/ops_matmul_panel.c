@@ -49,7 +49,8 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
  * (vec_dot_*_xn, up to 8 columns per pass over a weight row; measured on Sapphire Rapids, 2 threads,
  * 1.5B shapes 8192x2048 and 2048x8192 Q8_0: at T = 8 the rows took 1.0-1.1 ms and the panels 1.3-1.7 ms,
  * at T = 10 both ~1.4 ms, at T = 12 and 16 the panels won). Below it a batched decode step is also
- * bit-identical to one mat-vec per column. */
+ * bit-identical to one mat-vec per column. (Q8_0 takes exact narrow panels or AMX tiles up to 32 columns
+ * before this route: ops_matmul.c.) */
 #define RG_QPANEL_MIN_T 10
 /* Blocks of k per step of a tile: a tile's rows are decoded and multiplied a k-block at a time (16 KB of
  * activation records per panel, the decoded block in L1) while the next tile's block is prefetched. */

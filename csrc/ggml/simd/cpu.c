@@ -86,6 +86,7 @@ static const rg_kernels_fill_fn RG_FILLS[] = {
     rg_kernels_fill_gemm_tile,  rg_kernels_fill_gemm_panel,   rg_kernels_fill_gemm_panel_avx2,
     rg_kernels_fill_quant_panel, rg_kernels_fill_quant_panel_avx2, rg_kernels_fill_kquant_scalar,
     rg_kernels_fill_kquant_avx2, rg_kernels_fill_kquant_avx512, rg_kernels_fill_quant_amx,
+    rg_kernels_fill_quant_narrow,
 };
 
 static void apply_level(int level) {
