@@ -18,8 +18,8 @@ States come in two forms:
 Results equal B separate :meth:`~rwkv_ggml.model.Model.eval` calls: the recurrences, norms and element-wise
 steps are bit-identical, and so are the matrix products while their kernels add in the mat-vec's order:
 F32/F16 weights up to B = 32 (any B on the scalar level), the block types
-up to B = 9. Larger batches take column-panel kernels, which round differently (tests/model/test_batch.py
-states the bounds).
+up to B = 9, or with AVX512_VNNI up to B = 16 (Q8_0: 32). Larger batches take column-panel kernels, which
+round differently (tests/model/test_batch.py states the bounds).
 """
 
 from __future__ import annotations

@@ -384,22 +384,37 @@ static void qamx_compute(const rg_compute_params *p, rg_tensor *dst) {
     }
 }
 
-/* ---- Q8_0 against a few columns on AVX512_VNNI (simd/k_quant_narrow.c): RG_QNARROW_MIN_T to
- * RG_QNARROW_MAX_T columns, each equal to the mat-vec's bit for bit, in narrow panels of RG_QN_LANES columns (quant/quant.h).
- * Phase 0 quantizes the activation rows as the quantized route does and puts each into its panel lane;
- * phase 1 claims groups of RG_QN_ROWS weight rows and runs them against all the panels at once. RWKV-7 1.5B Q8_0 steps on a 2-core Zen 4 guest, A/B in one session
- * (one-row kernels / column panels from 10 columns -> narrow panels): B = 8 116-123 -> 88-99 ms, B = 12
- * 188 -> 159, B = 16 205 -> 169, B = 24 275 -> 237, B = 32 312 -> 308. Past 32 columns the column panels
- * (16 lanes, each weight broadcast serving two panels) take prompts. A panel costs the same for 1 column as
- * for 8, so below RG_QNARROW_MIN_T the one-row kernels stay (B = 2 55-60 ms there against 67-70; B = 3
- * even). */
+/* ---- the 32-element block types against a few columns on AVX512_VNNI (simd/k_quant_narrow.c): Q8_0
+ * from RG_QNARROW_MIN_T to RG_QNARROW_MAX_T columns (the others below), each equal to the mat-vec's bit
+ * for bit, in narrow panels of RG_QN_LANES columns (quant/quant.h). Phase 0 quantizes the activation rows as the quantized route
+ * does and puts each into its panel lane; phase 1 claims groups of RG_QN_ROWS weight rows and runs them
+ * against the panels. RWKV-7 1.5B Q8_0 steps on a 2-core Zen 4 guest, A/B in one session (one-row kernels
+ * up to 9 columns, column panels from 10 -> narrow panels): B = 8 116-123 -> 88-99 ms, B = 12 188 -> 159,
+ * B = 16 205 -> 169, B = 24 275 -> 237, B = 32 312 -> 308. Past 32 columns the column panels (16 lanes,
+ * each weight broadcast serving two panels) take prompts. A panel costs the same for 1 column as for 8, so
+ * below RG_QNARROW_MIN_T the one-row kernels stay (Q8_0: B = 2 55-60 ms there against 67-70; B = 3 even).
+ * The 4- and 5-bit types spend more per block here (the codes unpacked, then broadcast by vpermd): on
+ * RWKV-7 1.5B against their one-row kernels and column panels, Q4_0 B = 4 63 / 85 ms, B = 8 108-124 /
+ * 98-112, B = 16 203-222 / 186-203, B = 32 308 / 360-385; Q5_1 B = 12 203-206 / 214-220, B = 16 206-254 /
+ * 218-230, B = 24 272-274 / 315-331. So they take the narrow panels only from 10 to RG_QNARROW_4BIT_MAX_T
+ * columns, where the speed is even and it keeps their batches exact (below 10 the one-row kernels are). */
 #define RG_QNARROW_MIN_T 4
-#define RG_QNARROW_MAX_T (RG_QNARROW_PANELS * RG_QN_LANES)
+#define RG_QNARROW_MAX_T 32
+#define RG_QNARROW_4BIT_MIN_T 10
+#define RG_QNARROW_4BIT_MAX_T 16
 
 static bool qnarrow_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    return a->type == RG_TYPE_Q8_0 && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1 &&
-           b->ne[1] >= RG_QNARROW_MIN_T && b->ne[1] <= RG_QNARROW_MAX_T;
+    const int64_t T = b->ne[1];
+    const bool q8 = a->type == RG_TYPE_Q8_0;
+    return (RG_QGEMM_BLOCK_TYPES & RG_QGEMM_TYPE(a->type)) && a->ne[2] * a->ne[3] == 1 &&
+           b->ne[2] * b->ne[3] == 1 && T >= (q8 ? RG_QNARROW_MIN_T : RG_QNARROW_4BIT_MIN_T) &&
+           T <= (q8 ? RG_QNARROW_MAX_T : RG_QNARROW_4BIT_MAX_T);
+}
+
+/* The offset of the weight type's unsigned codes (formats.md §5.4), which the panels' corr undoes. */
+static int qnarrow_offset(int type) {
+    return type == RG_TYPE_Q8_0 ? 128 : type == RG_TYPE_Q4_0 ? 8 : type == RG_TYPE_Q5_0 ? 16 : 0;
 }
 
 static size_t qnarrow_panel_bytes(int64_t K) { return (size_t)(K / RG_QK) * RG_QN_REC_BYTES; }
@@ -422,7 +437,7 @@ static void qnarrow_prepare(const rg_compute_params *p, rg_tensor *dst) {
     for (int64_t c = c0; c < c1; c++) {
         if (c < T) tq->from_f32(rg_load_row_f32(b, c, 0, 0, buf), act, K);
         uint8_t *panel = (uint8_t *)p->wdata + (size_t)(c / RG_QN_LANES) * qnarrow_panel_bytes(K);
-        rg_qnarrow_put(c < T ? act : NULL, K / RG_QK, panel, (int)(c % RG_QN_LANES));
+        rg_qnarrow_put(c < T ? act : NULL, K / RG_QK, panel, (int)(c % RG_QN_LANES), qnarrow_offset(a->type));
     }
 }
 
@@ -438,8 +453,8 @@ static void qnarrow_compute(const rg_compute_params *p, rg_tensor *dst) {
             const int rows = m1 - m < RG_QN_ROWS ? (int)(m1 - m) : RG_QN_ROWS;
             const int64_t after = m1 - m - rows;
             const size_t next = (size_t)(after < RG_QN_ROWS ? after : RG_QN_ROWS) * ldw;
-            rg_kernels.q8_0_narrow(K / RG_QK, (const uint8_t *)a->data + m * ldw, ldw, rows, p->wdata,
-                                   qnarrow_panel_bytes(K), (int)n_panels, (int)T, (float *)dst->data + m, ldo, next);
+            rg_kernels.quant_narrow(a->type, K / RG_QK, (const uint8_t *)a->data + m * ldw, ldw, rows, p->wdata,
+                                    qnarrow_panel_bytes(K), (int)n_panels, (int)T, (float *)dst->data + m, ldo, next);
         }
     }
 }
@@ -462,7 +477,7 @@ static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->sr
 
 static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
 static bool have_qamx(void) { return rg_kernels.q8_0_amx != NULL; }
-static bool have_qnarrow(void) { return rg_kernels.q8_0_narrow != NULL; }
+static bool have_qnarrow(void) { return rg_kernels.quant_narrow != NULL; }
 static bool have_any(void) { return true; }
 static bool have_f32_panel(void) { return rg_kernels.gemm_f32_panel != NULL; }
 static bool have_bf16_panel(void) { return rg_kernels.gemm_bf16_panel != NULL; }
@@ -518,7 +533,8 @@ static const route ROUTES[N_ROUTES] = {
 /* ---- THE route decision: the first route in this order whose shape test passes and whose kernels the
  * level in effect has (T = activation rows of one plane):
  *   ROUTE_QAMX         Q8_0 weights, 2-D, RG_QAMX_MIN_T <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
- *   ROUTE_QNARROW      Q8_0 weights, 2-D, RG_QNARROW_MIN_T <= T <= RG_QNARROW_MAX_T, AVX512_VNNI: narrow integer
+ *   ROUTE_QNARROW      32-element block types, 2-D, AVX512_VNNI, Q8_0 RG_QNARROW_MIN_T <= T <=
+ *                      RG_QNARROW_MAX_T, the others 10 <= T <= RG_QNARROW_4BIT_MAX_T: narrow integer
  *                      panels, exact as the mat-vec
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
  *                      panels (ops_matmul_panel.c)

@@ -3,10 +3,10 @@
 Below ``RG_QPANEL_MIN_T`` (10) columns every level runs the one-row kernels ``vec_dot_*_xn``: a weight row
 is read and unpacked once for up to 8 columns, and each output is bit-identical to the mat-vec of its
 column alone. From 10 columns on, with AVX512_VNNI, the column-panel kernels take over and add the same
-f32 terms in another order. (Q8_0 with AVX512_VNNI takes exact narrow panels from 4 columns, or AMX tiles
-from 6, up to 32 instead: test_quant_narrow.py, test_quant_amx.py.) Checked against the float emulation
-of formats.md §5.4 (exact integer block sums, f32 scale products, f64 total) on blocks with extreme
-scales, at every SIMD level (the dispatch override of ``simd_level``) and 1, 2 and 4 threads.
+f32 terms in another order. (With AVX512_VNNI exact narrow panels take 10 to 16 columns instead, 4 to 32
+for Q8_0, and AMX tiles 6 to 32 of Q8_0: test_quant_narrow.py, test_quant_amx.py.) Checked against the
+float emulation of formats.md §5.4 (exact integer block sums, f32 scale products, f64 total) on blocks
+with extreme scales, at every SIMD level (the dispatch override of ``simd_level``) and 1, 2 and 4 threads.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .test_quant_engine import QIDS, QTYPES, emulate_mul_mat, rounding_tol, run_
 
 F32 = np.float32
 PANEL_MIN_T = 10  # RG_QPANEL_MIN_T in ops_matmul_panel.c
+NARROW_MAX_T, NARROW_4BIT_MAX_T = 32, 16  # RG_QNARROW_MAX_T, RG_QNARROW_4BIT_MAX_T in ops_matmul.c
 K = 1056  # 33 blocks: full groups of the SIMD kernels, a partial group and an odd last block
 M = 19
 
@@ -49,10 +50,11 @@ def extreme_columns(b: int, seed: int) -> np.ndarray:
 
 
 def panel_route(b: int, dtype: DType) -> bool:
-    """Whether B columns take the column panels, which add the f32 terms in another order. Q8_0 with
-    AVX512_VNNI takes the narrow panels (or AMX tiles) up to 32 columns instead, exact as the mat-vec."""
-    if dtype == DType.Q8_0 and ggml.simd_level() == 2 and ggml.cpu_features()["avx512_vnni"]:
-        return False
+    """Whether B columns take the column panels, which add the f32 terms in another order. With
+    AVX512_VNNI the narrow panels (or AMX tiles for Q8_0) take up to 32 columns of Q8_0 and up to 16 of
+    the others instead, exact as the mat-vec."""
+    if ggml.simd_level() == 2 and ggml.cpu_features()["avx512_vnni"]:
+        return b > (NARROW_MAX_T if dtype == DType.Q8_0 else NARROW_4BIT_MAX_T)
     return b >= PANEL_MIN_T and quant_panel_kernels()
 
 

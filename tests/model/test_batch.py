@@ -12,7 +12,9 @@ What "equal" means (per format; the bounds are relative to the largest |value|):
     (only the tiles run there; tests/engine/test_float_tile_order.py checks every column count).
     Otherwise within F32_BOUND.
   - block-quantized weights, every level: bit-identical up to B = 9 (vec_dot_*_xn equals the mat-vec's
-    vec_dot). From B = 10 on, with AVX512_VNNI, the column panels add the f32 block terms in another order,
+    vec_dot); with AVX512_VNNI at the AVX-512 level the narrow panels keep that up to B = 16 for the
+    32-element block types and B = 32 for Q8_0 (tests/engine/test_quant_narrow.py). Past that, with
+    AVX512_VNNI, the column panels add the f32 block terms in another order,
     and a last-bit difference can flip one int8 activation code (tests/model/test_sequence.py,
     FLIP_BOUND), which in these tiny models moves every logit a little: within FLIP_BOUND (observed up
     to 5.7e-2 at B = 17 on the v5.1 Q4_0 model with this file's seeds, before and after the row-kernel
@@ -40,6 +42,8 @@ F32_BOUND = 5e-5
 FLIP_BOUND = 1e-1
 FLOAT_EXACT_MAX_B = 32  # below RG_FPANEL_MIN_T (ops_matmul_panel.c), AVX-512 level; any B below it
 QUANT_EXACT_MAX_B = 9  # below RG_QPANEL_MIN_T
+# ROUTE_QNARROW (ops_matmul.c), AVX512_VNNI at the AVX-512 level
+NARROW_EXACT_MAX_B = {"Q8_0": 32, "Q4_0": 16, "Q4_1": 16, "Q5_0": 16, "Q5_1": 16}
 STEPS = 3
 # (stem, GroupNorm epsilon): the v5 tiny models were made with rwkv.cpp's 1e-5
 TINY = [("4v0-660K", None), ("5v1-730K", 1e-5), ("5v2-730K", 1e-5), ("7v0-834K", None)]
@@ -76,7 +80,9 @@ def _bit_identical(B: int, fmt: str) -> bool:
     if B == 1:
         return True
     if fmt.startswith("Q"):
-        return B <= QUANT_EXACT_MAX_B
+        narrow = ggml.simd_level() == 2 and ggml.cpu_features()["avx512_vnni"]
+        exact_max = NARROW_EXACT_MAX_B.get(fmt, QUANT_EXACT_MAX_B) if narrow else QUANT_EXACT_MAX_B
+        return exact_max >= B
     return ggml.simd_level() < 2 or B <= FLOAT_EXACT_MAX_B
 
 

@@ -55,15 +55,17 @@ void rg_qpanel_put(const void *vact, int64_t nb, uint8_t *panel, int lane) {
     }
 }
 
-void rg_qnarrow_put(const void *vact, int64_t nb, uint8_t *panel, int lane) {
+void rg_qnarrow_put(const void *vact, int64_t nb, uint8_t *panel, int lane, int off) {
     const uint8_t *act = vact;
     for (int64_t b = 0; b < nb; b++) {
         uint8_t *rec = panel + b * RG_QN_REC_BYTES;
         for (int k = 0; k < 8; k++) /* four consecutive codes of a block are adjacent in the row too */
             rg_store_u32(rec + 32 * k + 4 * lane, act ? rg_load_u32(act + rg_act_pos(b, 4 * k, nb)) : 0u);
         const float d = act ? rg_load_f32(act + rg_act_d_off(nb) + 4 * b) : 0.0f;
-        const int32_t corr = act ? -128 * (int32_t)rg_load_u32(act + rg_act_sum_off(nb) + 4 * b) : 0;
+        const float sx = act ? rg_load_f32(act + rg_act_s_off(nb) + 4 * b) : 0.0f;
+        const int32_t corr = act ? -off * (int32_t)rg_load_u32(act + rg_act_sum_off(nb) + 4 * b) : 0;
         memcpy(rec + RG_QN_DX + 4 * lane, &d, sizeof d);
         memcpy(rec + RG_QN_CORR + 4 * lane, &corr, sizeof corr);
+        memcpy(rec + RG_QN_SX + 4 * lane, &sx, sizeof sx);
     }
 }

@@ -90,16 +90,19 @@ static inline size_t rg_act_sum_off(int64_t nb) { return (size_t)(40 * nb); }
 #define RG_QT_DW 384
 #define RG_QT_MW 432
 #define RG_QT_CORR 480
-/* The narrow panel of Q8_0 batched decode (ops_matmul.c's ROUTE_QNARROW, simd/k_quant_narrow.c): up to
+/* The narrow panel of batched decode (ops_matmul.c's ROUTE_QNARROW, simd/k_quant_narrow.c): up to
  * RG_QN_LANES activation columns, one record of RG_QN_REC_BYTES per block:
  *   int8  codes[8][8][4]    slot k, lane c: column c's codes 4k..4k+3 of the block (signed, as in the rows)
  *   float dx[8]             the columns' d
- *   int32 corr[8]           -128 * sum q: the offset term of the weights' unsigned codes (u = q_w + 128)
+ *   int32 corr[8]           -off * sum q: the offset term of the weights' unsigned codes (off = 128 for
+ *                           Q8_0, 8 for Q4_0, 16 for Q5_0, 0 for the _1 types)
+ *   float sx[8]             the columns' s (the _1 types' m_w s_x term)
  * Lanes past the activations are zeros. */
 #define RG_QN_LANES 8
-#define RG_QN_REC_BYTES 320
+#define RG_QN_REC_BYTES 352
 #define RG_QN_DX 256
 #define RG_QN_CORR 288
+#define RG_QN_SX 320
 /* The K-quants' tiles: a tile block is one 32-element sub-block of a super-block (the route walks whole
  * super-blocks: its k-blocks are multiples of 8 blocks).
  *   Q4_K / Q5_K: the tile above exactly, codes q (0..31), dw = d * sc, mw = -dmin * m (both exact in
@@ -178,8 +181,9 @@ RG_QUANT_API void rg_dequantize_act(const void *x, float *y, int64_t n);
 
 /* Column `lane` of a panel of nb blocks from one activation row (RG_TYPE_Q8_ACT), or zeros for act NULL. */
 RG_QUANT_API void rg_qpanel_put(const void *act, int64_t nb, uint8_t *panel, int lane);
-/* Lane `lane` of a narrow panel (RG_QN_*) from an activation row of nb blocks (act NULL: zeros). */
-RG_QUANT_API void rg_qnarrow_put(const void *act, int64_t nb, uint8_t *panel, int lane);
+/* Lane `lane` of a narrow panel (RG_QN_*) from an activation row of nb blocks (act NULL: zeros), for
+ * weights whose unsigned codes carry offset `off`. */
+RG_QUANT_API void rg_qnarrow_put(const void *act, int64_t nb, uint8_t *panel, int lane, int off);
 
 
 /* C's float -> int conversion is undefined out of range; x86's cvttss2si (what ggml's casts compile to)

@@ -153,12 +153,12 @@ typedef struct {
     void (*q8_0_amx)(int64_t nb, const uint8_t *w, size_t ldw, int rows, const uint8_t *xpack, size_t tile_bytes,
                      int ntiles, int nc, int nx, float *out, size_t ldo);
     void (*q8_0_amx_pack)(const uint8_t *act, int64_t nb, int nc, uint8_t *xpack, size_t tile_bytes, int col);
-    /* Q8_0 rows against narrow panels (k_quant_narrow.c; NULL without AVX512_VNNI): out[c * ldo + r] for
-     * `rows` (<= RG_QN_ROWS) weight rows w + r * ldw and the first nx columns of np (<= RG_QNARROW_PANELS)
-     * panels panel_bytes apart, each equal to vec_dot_q8_0 of its row and column bit for bit; `next`
-     * bytes after the rows are prefetched. */
-    void (*q8_0_narrow)(int64_t nb, const uint8_t *w, size_t ldw, int rows, const uint8_t *panels, size_t panel_bytes,
-                        int np, int nx, float *out, size_t ldo, size_t next);
+    /* Rows of a 32-element block type (RG_TYPE_Q4_0 .. Q8_0) against narrow panels (k_quant_narrow.c; NULL
+     * without AVX512_VNNI): out[c * ldo + r] for `rows` (<= RG_QN_ROWS) weight rows w + r * ldw and the
+     * first nx columns of np panels panel_bytes apart, each equal to vec_dot of its row and column bit
+     * for bit; `next` bytes after the rows are prefetched. */
+    void (*quant_narrow)(int type, int64_t nb, const uint8_t *w, size_t ldw, int rows, const uint8_t *panels,
+                         size_t panel_bytes, int np, int nx, float *out, size_t ldo, size_t next);
 } rg_kernel_table;
 #define RG_QGEMM_TYPE(t) (1u << (t))
 /* The 32-element block types. */
@@ -185,7 +185,7 @@ RG_KERNELS_API void rg_kernels_init(void);
  *   k_kquant_{scalar,avx2,avx512}.c  the K-quants' dot products (avx512 = with VNNI; without it the AVX2
  *                                    ones serve the AVX-512 level)
  *   k_quant_amx.c                    Q8_0 rows against a few activation columns on AMX-INT8
- *   k_quant_narrow.c                 Q8_0 rows against a few activation columns on AVX512_VNNI
+ *   k_quant_narrow.c                 block rows against a few activation columns on AVX512_VNNI
  * Each file has one fill function, all of this type: it sets its entries of the table for a kernel level
  * (0 scalar, 1 AVX2, 2 AVX-512) and the detected features (RG_CPU_*), and leaves the table alone where
  * the level or the features do not allow its kernels. cpu.c calls them in a fixed order (RG_FILLS). */
@@ -216,9 +216,8 @@ RG_KERNELS_API void rg_kernels_fill_quant_narrow(rg_kernel_table *k, int level, 
 /* Activation columns the AMX route (k_quant_amx.c) takes: fewer go to vec_dot_*_xn (ops_matmul.c says why). */
 #define RG_QAMX_MIN_T 6
 #define RG_QAMX_MAX_T 32
-/* Weight rows and panels (of RG_QN_LANES columns) one q8_0_narrow call takes. */
+/* Weight rows one quant_narrow call takes at a time. */
 #define RG_QN_ROWS 4
-#define RG_QNARROW_PANELS 4
 /* The body of a level's vec_dot_*_xn: `dot` (a per-level always-inline kernel taking the column count as
  * an argument) called with nx as a constant in each case, so its accumulators stay in registers. */
 #define RG_QDOT_XN_SWITCH(dot, n, w, x, ldx, nx, out, t)                                                        \
