@@ -386,18 +386,21 @@ static void qamx_compute(const rg_compute_params *p, rg_tensor *dst) {
 
 /* ---- the 32-element block types against a few columns on AVX512_VNNI (simd/k_quant_narrow.c): Q8_0
  * from RG_QNARROW_MIN_T to RG_QNARROW_MAX_T columns (the others below), each equal to the mat-vec's bit
- * for bit, in narrow panels of RG_QN_LANES columns (quant/quant.h). Phase 0 quantizes the activation rows as the quantized route
- * does and puts each into its panel lane; phase 1 claims groups of RG_QN_ROWS weight rows and runs them
- * against the panels. RWKV-7 1.5B Q8_0 steps on a 2-core Zen 4 guest, A/B in one session (one-row kernels
- * up to 9 columns, column panels from 10 -> narrow panels): B = 8 116-123 -> 88-99 ms, B = 12 188 -> 159,
- * B = 16 205 -> 169, B = 24 275 -> 237, B = 32 312 -> 308. Past 32 columns the column panels (16 lanes,
- * each weight broadcast serving two panels) take prompts. A panel costs the same for 1 column as for 8, so
- * below RG_QNARROW_MIN_T the one-row kernels stay (Q8_0: B = 2 55-60 ms there against 67-70; B = 3 even).
+ * for bit, in narrow panels of RG_QN_LANES columns (quant/quant.h). Phase 0 quantizes the activation
+ * rows as the quantized route does and puts each into its panel lane; phase 1 claims groups of
+ * RG_QN_ROWS weight rows and runs them against the panels. RWKV-7 1.5B Q8_0 steps on a 2-core Zen 4
+ * guest, A/B in one session (one-row kernels up to 9 columns, column panels from 10 -> narrow panels):
+ * B = 8 116-123 -> 88-99 ms, B = 12 188 -> 159, B = 16 205 -> 169, B = 24 275 -> 237, B = 32 312 -> 308.
+ * Past 32 columns the column panels (16 lanes, each weight broadcast serving two panels) take prompts. A
+ * panel costs the same for 1 column as for 8, so below RG_QNARROW_MIN_T the one-row kernels stay (Q8_0:
+ * B = 2 55-60 ms there against 67-70; B = 3 even).
  * The 4- and 5-bit types spend more per block here (the codes unpacked, then broadcast by vpermd): on
- * RWKV-7 1.5B against their one-row kernels and column panels, Q4_0 B = 4 63 / 85 ms, B = 8 108-124 /
- * 98-112, B = 16 203-222 / 186-203, B = 32 308 / 360-385; Q5_1 B = 12 203-206 / 214-220, B = 16 206-254 /
- * 218-230, B = 24 272-274 / 315-331. So they take the narrow panels only from 10 to RG_QNARROW_4BIT_MAX_T
- * columns, where the speed is even and it keeps their batches exact (below 10 the one-row kernels are). */
+ * RWKV-7 1.5B, their one-row kernels and column panels against narrow panels, Q4_0 B = 4 63 / 85 ms,
+ * B = 8 108-124 / 98-112, B = 16 203-222 / 186-203, B = 32 308 / 360-385; Q5_1 B = 12 203-206 / 214-220,
+ * B = 16 206-254 / 218-230, B = 24 272-274 / 315-331. So they take the narrow panels only from
+ * RG_QNARROW_4BIT_MIN_T to RG_QNARROW_4BIT_MAX_T columns, where the speed is even and the panels keep
+ * their batches exact (fewer columns take the one-row kernels, exact too). (Not measured on Intel, whose
+ * 512-bit vpdpbusd runs at twice the 256-bit rate: the column panels may win there.) */
 #define RG_QNARROW_MIN_T 4
 #define RG_QNARROW_MAX_T 32
 #define RG_QNARROW_4BIT_MIN_T 10
@@ -505,7 +508,17 @@ static void float_prepare(const rg_compute_params *p, rg_tensor *dst) {
     if (b_strided(dst->src[1])) pack_b(p, dst->src[1]);
 }
 
-typedef enum { ROUTE_QAMX, ROUTE_QNARROW, ROUTE_QPANEL, ROUTE_QUANT, ROUTE_FPANEL_F32, ROUTE_FPANEL_BF16, ROUTE_BF16, ROUTE_FLOAT, N_ROUTES } route_id;
+typedef enum {
+    ROUTE_QAMX,
+    ROUTE_QNARROW,
+    ROUTE_QPANEL,
+    ROUTE_QUANT,
+    ROUTE_FPANEL_F32,
+    ROUTE_FPANEL_BF16,
+    ROUTE_BF16,
+    ROUTE_FLOAT,
+    N_ROUTES
+} route_id;
 
 typedef struct {
     bool (*shape)(const rg_tensor *dst);         /* the node's types and shape allow the route (fixed when built) */
@@ -534,8 +547,8 @@ static const route ROUTES[N_ROUTES] = {
  * level in effect has (T = activation rows of one plane):
  *   ROUTE_QAMX         Q8_0 weights, 2-D, RG_QAMX_MIN_T <= T <= RG_QAMX_MAX_T, AMX-INT8: integer tiles, exact as the mat-vec
  *   ROUTE_QNARROW      32-element block types, 2-D, AVX512_VNNI, Q8_0 RG_QNARROW_MIN_T <= T <=
- *                      RG_QNARROW_MAX_T, the others 10 <= T <= RG_QNARROW_4BIT_MAX_T: narrow integer
- *                      panels, exact as the mat-vec
+ *                      RG_QNARROW_MAX_T, the others RG_QNARROW_4BIT_MIN_T <= T <= RG_QNARROW_4BIT_MAX_T:
+ *                      narrow integer panels, exact as the mat-vec
  *   ROUTE_QPANEL       quantized weights, 2-D, T >= 10, AVX512_VNNI (AVX-VNNI at the AVX2 level): integer column
  *                      panels (ops_matmul_panel.c)
  *   ROUTE_QUANT        quantized weights otherwise: activations quantized to Q8 rows, vec_dot mat-vec (T = 1)

@@ -213,7 +213,8 @@ RG_KERNELS_API void rg_kernels_fill_quant_narrow(rg_kernel_table *k, int level, 
 #define RG_GEMM_NR 6
 /* Activation rows one vec_dot_*_xn call takes (one accumulator each, in registers). */
 #define RG_QDOT_MAX_NX 8
-/* Activation columns the AMX route (k_quant_amx.c) takes: fewer go to vec_dot_*_xn (ops_matmul.c says why). */
+/* Activation columns the AMX route (k_quant_amx.c) takes: fewer go to the narrow panels or vec_dot_*_xn
+ * (ops_matmul.c says why). */
 #define RG_QAMX_MIN_T 6
 #define RG_QAMX_MAX_T 32
 /* Weight rows one quant_narrow call takes at a time. */
