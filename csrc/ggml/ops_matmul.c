@@ -354,20 +354,34 @@ static rg_work qamx_work(const rg_tensor *dst) {
     return (rg_work){(size_t)((T + nc - 1) / nc) * qamx_tile_bytes(K, nc), (size_t)K * sizeof(float) + act + 64};
 }
 
-static void qamx_prepare(const rg_compute_params *p, rg_tensor *dst) {
+/* Phase 0 of the integer routes that pack columns: columns [0, cols) split over the threads, each column
+ * c < T quantized to the weights' vec_dot type and handed to put (the columns past T as NULL, zeros). */
+typedef void (*column_put_fn)(const rg_tensor *dst, const uint8_t *act, int64_t c, void *wdata);
+
+static void quantize_columns(const rg_compute_params *p, const rg_tensor *dst, int64_t cols, column_put_fn put) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
     const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
     const int64_t K = b->ne[0], T = b->ne[1];
-    const int nc = qamx_cols(T);
-    const int64_t cols = (T + nc - 1) / nc * nc; /* the last tile's absent columns are packed as zeros */
     float *buf = rg_thread_scratch(p);
     uint8_t *act = (uint8_t *)(buf + K);
     int64_t c0, c1;
     rg_split(cols, p->ith, p->nth, &c0, &c1);
     for (int64_t c = c0; c < c1; c++) {
         if (c < T) tq->from_f32(rg_load_row_f32(b, c, 0, 0, buf), act, K);
-        rg_kernels.q8_0_amx_pack(c < T ? act : NULL, K / RG_QK, nc, p->wdata, qamx_tile_bytes(K, nc), (int)c);
+        put(dst, c < T ? act : NULL, c, p->wdata);
     }
+}
+
+static void qamx_put(const rg_tensor *dst, const uint8_t *act, int64_t c, void *wdata) {
+    const int64_t K = dst->src[0]->ne[0];
+    const int nc = qamx_cols(dst->src[1]->ne[1]);
+    rg_kernels.q8_0_amx_pack(act, K / RG_QK, nc, wdata, qamx_tile_bytes(K, nc), (int)c);
+}
+
+static void qamx_prepare(const rg_compute_params *p, rg_tensor *dst) {
+    const int64_t T = dst->src[1]->ne[1];
+    const int nc = qamx_cols(T);
+    quantize_columns(p, dst, (T + nc - 1) / nc * nc, qamx_put); /* the last tile's absent columns as zeros */
 }
 
 static void qamx_compute(const rg_compute_params *p, rg_tensor *dst) {
@@ -429,19 +443,14 @@ static rg_work qnarrow_work(const rg_tensor *dst) {
                      (size_t)K * sizeof(float) + rg_mm_quant_b_row_bytes(dst) + 64};
 }
 
+static void qnarrow_put(const rg_tensor *dst, const uint8_t *act, int64_t c, void *wdata) {
+    const rg_tensor *a = dst->src[0];
+    uint8_t *panel = (uint8_t *)wdata + (size_t)(c / RG_QN_LANES) * qnarrow_panel_bytes(a->ne[0]);
+    rg_qnarrow_put(act, a->ne[0] / RG_QK, panel, (int)(c % RG_QN_LANES), qnarrow_offset(a->type));
+}
+
 static void qnarrow_prepare(const rg_compute_params *p, rg_tensor *dst) {
-    const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    const rg_type_traits *tq = rg_traits(rg_traits(a->type)->vec_dot_type);
-    const int64_t K = b->ne[0], T = b->ne[1];
-    float *buf = rg_thread_scratch(p);
-    uint8_t *act = (uint8_t *)(buf + K);
-    int64_t c0, c1;
-    rg_split(qnarrow_panels(T) * RG_QN_LANES, p->ith, p->nth, &c0, &c1);
-    for (int64_t c = c0; c < c1; c++) {
-        if (c < T) tq->from_f32(rg_load_row_f32(b, c, 0, 0, buf), act, K);
-        uint8_t *panel = (uint8_t *)p->wdata + (size_t)(c / RG_QN_LANES) * qnarrow_panel_bytes(K);
-        rg_qnarrow_put(c < T ? act : NULL, K / RG_QK, panel, (int)(c % RG_QN_LANES), qnarrow_offset(a->type));
-    }
+    quantize_columns(p, dst, qnarrow_panels(dst->src[1]->ne[1]) * RG_QN_LANES, qnarrow_put);
 }
 
 static void qnarrow_compute(const rg_compute_params *p, rg_tensor *dst) {
