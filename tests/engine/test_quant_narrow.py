@@ -74,3 +74,13 @@ def test_thread_count_does_not_change_columns(dtype: DType, b: int) -> None:
     single = run_mul_mat(w, dtype, K, M, x, threads=1)
     for threads in (2, 3):
         np.testing.assert_array_equal(run_mul_mat(w, dtype, K, M, x, threads=threads), single)
+
+
+@pytest.mark.parametrize("b", [NARROW_MIN_T, 12, NARROW_MAX_T])
+def test_strided_activations_equal_contiguous(b: int) -> None:
+    """Activation rows read through a transposed view (phase 0 loads each with its stride)."""
+    w = extreme_weights(DType.Q8_0, seed=19 * b)
+    x = extreme_columns(b, seed=900 + b)
+    contiguous = run_mul_mat(w, DType.Q8_0, K, M, x, threads=2)
+    strided = run_mul_mat(w, DType.Q8_0, K, M, x, threads=2, transposed_x=True)
+    np.testing.assert_array_equal(strided, contiguous)
