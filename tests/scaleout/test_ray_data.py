@@ -18,6 +18,7 @@ import pytest
 
 from rwkv_ggml import Model, generate
 from rwkv_ggml.generation import default_model_path
+from tests.text.greedy_margins import MARGIN_FACTOR, ROUNDING_BOUND, greedy_margin
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'rwkv_ggml[ray]'; CI installs it)")
 
@@ -26,8 +27,6 @@ from rwkv_ggml.ray._common import row_seed  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
-ROUNDING_BOUND = 5e-5  # tests/model/test_batch.py F32_BOUND (F32 and F16 weights)
-MARGIN_FACTOR = 4.0
 MAX_TOKENS = 8
 HEADS = ["KING", "Thou art", "My lord", "The", "What is", "I will", "Good morrow", "O, ", "First Citizen"]
 HEADS += ["ROMEO", "Come, ", "Why"]
@@ -54,22 +53,13 @@ def _alone(model: Model, prompt: str, **options: Any) -> dict[str, Any]:
     }
 
 
-def _greedy_margin(model: Model, prompt: str, generated: list[int]) -> float:
-    ids = model.tokenize(prompt)
-    logits, _ = model.eval_sequence(ids + generated, all_logits=True)
-    assert logits is not None
-    steps = logits[len(ids) - 1 : len(ids) + len(generated) - 1]
-    top2 = np.sort(steps, axis=1)[:, -2:]
-    return float(((top2[:, 1] - top2[:, 0]) / np.abs(steps).max(axis=1)).min())
-
-
 @pytest.fixture(scope="module")
 def greedy_reference(model: Model) -> dict[str, dict[str, Any]]:
     """The sequential greedy result of every candidate prompt whose greedy margins are safe."""
     out = {}
     for prompt in CANDIDATES:
         want = _alone(model, prompt, temperature=0.0)
-        if _greedy_margin(model, prompt, want["tokens"]) > MARGIN_FACTOR * ROUNDING_BOUND:
+        if greedy_margin(model, prompt, want["tokens"]) > MARGIN_FACTOR * ROUNDING_BOUND:
             out[prompt] = want
     assert len(out) >= 0.9 * len(CANDIDATES), "too many near-tie prompts: the prompt set needs changing"
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 import rwkv_ggml
@@ -25,10 +24,9 @@ from rwkv_ggml.batch_generation import BatchEvent, BatchGenerator, BatchResult, 
 from rwkv_ggml.generation import default_model_path, generate
 from rwkv_ggml.sampling import SamplingParams
 from tests.conftest import tiny_path
+from tests.text.greedy_margins import MARGIN_FACTOR, ROUNDING_BOUND, greedy_margin
 
 GREEDY = SamplingParams(temperature=0.0)
-ROUNDING_BOUND = 5e-5  # tests/model/test_batch.py F32_BOUND (F32 and F16 weights)
-MARGIN_FACTOR = 4.0
 # On the packaged model these keep a greedy margin >= 8.5e-4 relative for 24 tokens ("A" or "Once upon a
 # time" would not: 2.8e-4 and 5e-4).
 DEFAULT_PROMPTS = ["The quick brown fox", "Hello", "In 1990,"]
@@ -57,13 +55,8 @@ def _alone(model: Model, prompt: str, max_tokens: int, params: SamplingParams) -
 
 def _assert_greedy_margins(model: Model, prompt: str, generated: list[int]) -> None:
     """Every greedy choice of the alone run wins by more than MARGIN_FACTOR rounding bounds."""
-    ids = model.tokenize(prompt)
-    logits, _ = model.eval_sequence(ids + generated, all_logits=True)
-    assert logits is not None
-    steps = logits[len(ids) - 1 : len(ids) + len(generated) - 1]
-    top2 = np.sort(steps, axis=1)[:, -2:]
-    margin = (top2[:, 1] - top2[:, 0]) / np.abs(steps).max(axis=1)
-    assert margin.min() > MARGIN_FACTOR * ROUNDING_BOUND, (prompt, float(margin.min()))
+    margin = greedy_margin(model, prompt, generated)
+    assert margin > MARGIN_FACTOR * ROUNDING_BOUND, (prompt, margin)
 
 
 def _check_greedy(model: Model, prompts: list[str], limits: list[int]) -> list[BatchResult]:
