@@ -487,13 +487,20 @@ static bool fpanel_f32_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(d
 static bool fpanel_bf16_shape(const rg_tensor *dst) { return rg_mm_fpanel_shape(dst, true) && bf16_node(dst); }
 static bool float_needs_prepare(const rg_tensor *dst) { return b_strided(dst->src[1]); }
 
-static bool have_qgemm(void) { return rg_kernels.qgemm_tile != NULL; }
-static bool have_qamx(void) { return rg_kernels.q8_0_amx != NULL; }
-static bool have_qnarrow(void) { return rg_kernels.quant_narrow != NULL; }
-static bool have_any(void) { return true; }
-static bool have_f32_panel(void) { return rg_kernels.gemm_f32_panel != NULL; }
-static bool have_bf16_panel(void) { return rg_kernels.gemm_bf16_panel != NULL; }
-static bool have_bf16_tile(void) { return rg_kernels.gemm_bf16_tile != NULL; }
+/* Whether the level in effect has each route's kernels (the node matters only to the quantized panels,
+ * whose kernels take some weight types and not others: rg_mm_qpanel_available). */
+#define RG_HAVE_KERNEL(name, cond)                                                                                      \
+    static bool name(const rg_tensor *dst) {                                                                           \
+        (void)dst;                                                                                                     \
+        return cond;                                                                                                   \
+    }
+RG_HAVE_KERNEL(have_qamx, rg_kernels.q8_0_amx != NULL)
+RG_HAVE_KERNEL(have_qnarrow, rg_kernels.quant_narrow != NULL)
+RG_HAVE_KERNEL(have_any, true)
+RG_HAVE_KERNEL(have_f32_panel, rg_kernels.gemm_f32_panel != NULL)
+RG_HAVE_KERNEL(have_bf16_panel, rg_kernels.gemm_bf16_panel != NULL)
+RG_HAVE_KERNEL(have_bf16_tile, rg_kernels.gemm_bf16_tile != NULL)
+#undef RG_HAVE_KERNEL
 
 static rg_work quant_work(const rg_tensor *dst) { return (rg_work){quant_b_bytes(dst), f32_tile_bytes(dst)}; }
 static rg_work bf16_work(const rg_tensor *dst) {
@@ -530,8 +537,9 @@ typedef enum {
 } route_id;
 
 typedef struct {
-    bool (*shape)(const rg_tensor *dst);         /* the node's types and shape allow the route (fixed when built) */
-    bool (*available)(void);                     /* the kernels of the level in effect provide it (at each compute) */
+    bool (*shape)(const rg_tensor *dst);     /* the node's types and shape allow the route (fixed when built,
+                                                whatever the level) */
+    bool (*available)(const rg_tensor *dst); /* the kernels of the level in effect provide it (at each compute) */
     bool (*needs_prepare)(const rg_tensor *dst); /* phase 0 does something */
     rg_work (*work)(const rg_tensor *dst);
     rg_forward_fn prepare; /* phase 0: the activations in the route's layout, in the shared work region */
@@ -541,7 +549,7 @@ typedef struct {
 static const route ROUTES[N_ROUTES] = {
     [ROUTE_QAMX] = {qamx_shape, have_qamx, always, qamx_work, qamx_prepare, qamx_compute},
     [ROUTE_QNARROW] = {qnarrow_shape, have_qnarrow, always, qnarrow_work, qnarrow_prepare, qnarrow_compute},
-    [ROUTE_QPANEL] = {rg_mm_qpanel_shape, have_qgemm, always, rg_mm_qpanel_work, rg_mm_qpanel_prepare,
+    [ROUTE_QPANEL] = {rg_mm_qpanel_shape, rg_mm_qpanel_available, always, rg_mm_qpanel_work, rg_mm_qpanel_prepare,
                       rg_mm_qpanel_compute},
     [ROUTE_QUANT] = {is_quantized, have_any, always, quant_work, quant_prepare, mul_mat_quant},
     [ROUTE_FPANEL_F32] = {fpanel_f32_shape, have_f32_panel, always, rg_mm_fpanel_work, fpanel_f32_prepare,
@@ -572,7 +580,7 @@ static const route ROUTES[N_ROUTES] = {
  * node's prepare flag and work size cover every route whose shape test passes (route_possible). */
 static route_id route_now(const rg_tensor *dst) {
     for (int r = 0; r < N_ROUTES - 1; r++)
-        if (ROUTES[r].shape(dst) && ROUTES[r].available()) return (route_id)r;
+        if (ROUTES[r].shape(dst) && ROUTES[r].available(dst)) return (route_id)r;
     return ROUTE_FLOAT;
 }
 

@@ -21,6 +21,7 @@ static inline void *rg_mm_align64(void *p) { return (void *)(((uintptr_t)p + 63)
 
 /* ---- the panel routes (ops_matmul_panel.c): shape test, work size, phase 0, phase 1 ---- */
 RG_INTERNAL_API bool rg_mm_qpanel_shape(const rg_tensor *dst);
+RG_INTERNAL_API bool rg_mm_qpanel_available(const rg_tensor *dst);
 RG_INTERNAL_API rg_work rg_mm_qpanel_work(const rg_tensor *dst);
 RG_INTERNAL_API void rg_mm_qpanel_prepare(const rg_compute_params *p, rg_tensor *dst);
 RG_INTERNAL_API void rg_mm_qpanel_compute(const rg_compute_params *p, rg_tensor *dst);

@@ -58,10 +58,17 @@ static void prefetch_next_step(const rg_tensor *a, int64_t tile_rows, int64_t ib
 
 bool rg_mm_qpanel_shape(const rg_tensor *dst) {
     const rg_tensor *a = dst->src[0], *b = dst->src[1];
-    /* the 32-element block types and the K-quants Q4_K, Q5_K, Q6_K (quant/quant.h's tiles), those the
-     * level's panel kernels say they take (qgemm_types; the others take the one-row kernels) */
-    return rg_mm_quantized(a) && (rg_kernels.qgemm_types & RG_QGEMM_TYPE(a->type)) && b->ne[1] >= RG_QPANEL_MIN_T &&
-           a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+    /* the 32-element block types and the K-quants Q4_K, Q5_K, Q6_K (quant/quant.h's tiles): the types some
+     * level's panel kernels take. Which ones the level in effect takes is asked at each compute
+     * (rg_mm_qpanel_available): a shape test must not depend on the level, or a graph built at one level
+     * would reserve too little work for the route it takes at another. */
+    return rg_mm_quantized(a) && ((RG_QGEMM_BLOCK_TYPES | RG_QGEMM_KQUANT_TYPES) & RG_QGEMM_TYPE(a->type)) &&
+           b->ne[1] >= RG_QPANEL_MIN_T && a->ne[2] * a->ne[3] == 1 && b->ne[2] * b->ne[3] == 1;
+}
+
+bool rg_mm_qpanel_available(const rg_tensor *dst) {
+    /* the others take the one-row kernels at this level (qgemm_types) */
+    return rg_kernels.qgemm_tile != NULL && (rg_kernels.qgemm_types & RG_QGEMM_TYPE(dst->src[0]->type));
 }
 
 /* Q4_K / Q5_K subtract d_min m_s times the exact code sum: their panels' sx is fp32(d_x * sum q_x) rather

@@ -5,6 +5,7 @@ graph's planned work size."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rwkv_ggml import ggml
 from rwkv_ggml._lib import ffi, lib
@@ -51,6 +52,53 @@ def test_graph_work_size_holds_the_quantized_activations() -> None:
         g = ctx.graph([y])
         assert lib.rg_graph_work_size(g._ptr) >= t * int(lib.rg_type_row_bytes(lib.RG_TYPE_Q8_ACT, k))
     assert lib.rg_graph_work_size(ffi.NULL) == 0
+
+
+# byte offsets of the f16 scales in a 256-element K-quant block (formats.md)
+K_QUANT_SCALES = {"Q4_K": (0, 2), "Q6_K": (208,)}
+
+
+@pytest.mark.parametrize("etype", ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_1", "Q4_K", "Q6_K"])
+def test_graph_work_size_covers_every_level(etype: str) -> None:
+    """The kernel level may change between building a graph and computing it (simd_select), so a
+    mul_mat's planned work must hold what every route of every level needs for its shape: a quantized
+    graph built at the AVX2 level (whose panel kernels take only some types without AVX-VNNI) and then
+    computed at AVX-512 once overran its work buffer. Same size whatever the level at build time, and the
+    same result as a graph built at the level it computes at."""
+    levels = list(range(ggml.simd_max_level() + 1))
+    k, m = 512, 24
+    et = int(getattr(lib, f"RG_TYPE_{etype}"))
+    w = np.empty((m, int(lib.rg_type_row_bytes(et, k))), np.uint8)
+    if etype in K_QUANT_SCALES:  # no quantizer for these: random blocks with small finite f16 scales
+        w[:] = np.random.default_rng(1).integers(0, 256, w.shape, dtype=np.uint8)
+        blocks = w.reshape(m, k // 256, -1)
+        for off in K_QUANT_SCALES[etype]:
+            blocks[:, :, off : off + 2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    else:
+        w_f32 = np.random.default_rng(1).uniform(-1, 1, (m, k)).astype(np.float32)
+        assert lib.rg_type_from_f32(et, ffi.cast("float *", ffi.from_buffer(w_f32)), ffi.from_buffer(w), m * k) == 0
+    before = ggml.simd_level()
+    try:
+        for t in (1, 4, 8, 12, 17, 33, 64):
+            x = np.random.default_rng(t).uniform(-1, 1, (t, k)).astype(np.float32)
+            with ggml.Context(32 << 20, threads=2) as ctx:
+                y = ctx.mul_mat(ctx.external(w, engine_type=et, ne=[k, m]), ctx.tensor(x))
+                graphs = []
+                for lv in levels:
+                    ggml.simd_select(lv)
+                    graphs.append(ctx.graph([y]))
+                sizes = [int(lib.rg_graph_work_size(g._ptr)) for g in graphs]
+                assert len(set(sizes)) == 1, f"T={t}: work size by build level {sizes}"
+                for lv in levels:  # every graph computed at every level equals the one built there
+                    ggml.simd_select(lv)
+                    outs = []
+                    for g in graphs:
+                        g.compute(2)
+                        outs.append(y.numpy().copy())
+                    for built, out in zip(levels, outs, strict=True):
+                        assert np.array_equal(out, outs[lv]), f"T={t}: built at {built}, computed at {lv}"
+    finally:
+        ggml.simd_select(before)
 
 
 def test_cpu_features_are_the_header_bits() -> None:
