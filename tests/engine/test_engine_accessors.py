@@ -76,7 +76,8 @@ def test_graph_work_size_covers_every_level(etype: str) -> None:
             blocks[:, :, off : off + 2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
     else:
         w_f32 = np.random.default_rng(1).uniform(-1, 1, (m, k)).astype(np.float32)
-        assert lib.rg_type_from_f32(et, ffi.cast("float *", ffi.from_buffer(w_f32)), ffi.from_buffer(w), m * k) == 0
+        src = ffi.cast("float *", ffi.from_buffer(w_f32))
+        assert lib.rg_type_from_f32(et, src, ffi.from_buffer(w), m * k) == lib.RG_OK
     before = ggml.simd_level()
     try:
         for t in (1, 4, 8, 12, 17, 33, 64):
