@@ -113,13 +113,28 @@ static void mat_vec_float(const rg_compute_params *p, const rg_tensor *dst, cons
  * bandwidth, and an RWKV-7 1.5B F16 step of B sequences, A/B in one process, took (tiles -> streams)
  * B = 2 117 -> 84 ms, 4 133 -> 111, 8 192 -> 173, 16 369 -> 303, 32 600 -> 571 (B = 1 69 ms); with the
  * AVX2 kernels B = 2 193 -> 104, 4 240 -> 136, 8 293 -> 216, 16 452 -> 382, 32 872 -> 723 (B = 1 85).
- * (Not yet measured on Sapphire Rapids, where the tiles had been tuned.) */
+ * (Not yet measured on Sapphire Rapids, where the tiles had been tuned.)
+ * Only the first call on a quad reads it from memory; the others reuse it from cache and miss nothing, so
+ * the hardware prefetchers stop and the next quad's first call waits on memory again. So from 3 calls on
+ * (T >= 5) and for rows of RG_STREAM_PREFETCH_MIN_LINES cache lines and more, each call also asks for its
+ * share of the stream's next quad (kernels.h; the AVX-512 kernels). Zen 4, 2 threads, A/B in one session:
+ * F16 65536x2048 at T = 6 12.4 -> 11.8 ms, T = 8 15.0 -> 13.6, T = 12 20.6 -> 19.2; F32 20.8 -> 17.9,
+ * 23.0 -> 21.3, 31.6 -> 29.6; RWKV-7 1.5B F16 step of 8 sequences 184 -> 167 ms (Q8_0 file, F16 head:
+ * 88 -> 86). At T = 3-4 (two calls) the prefetches measured no better; for short rows (a LoRA's K = 64)
+ * the bookkeeping costs more than the lines save. */
+#define RG_STREAM_PREFETCH_MIN_LINES 16
+
 static void mat_mat_streams(const rg_compute_params *p, const rg_tensor *dst, const uint8_t *a_plane, const float *b,
                             int64_t ldb, int64_t T, float *c, int64_t ldc) {
     const rg_tensor *a = dst->src[0];
     const int64_t K = a->ne[0], M = a->ne[1];
     const bool f32 = a->type == RG_TYPE_F32;
     const int64_t lda = (int64_t)a->nb[1] / (f32 ? (int64_t)sizeof(float) : (int64_t)sizeof(uint16_t));
+    /* The calls on a quad prefetch the stream's next quad, each call `per` lines of each row (the first
+     * `rem` calls one more), where a row is long enough to be worth it and the quad is reused. */
+    const int64_t calls = (T + RG_ROWS4_MAX_COLS - 1) / RG_ROWS4_MAX_COLS, row_lines = (K * (f32 ? 4 : 2) + 63) / 64;
+    const bool prefetch = calls > 2 && row_lines >= RG_STREAM_PREFETCH_MIN_LINES;
+    const int64_t per = row_lines / calls, rem = row_lines % calls;
     int64_t g0, g1;
     int cursor = 0;
     while (next_groups(p, dst, (M + 3) / 4, &cursor, &g0, &g1)) {
@@ -130,11 +145,14 @@ static void mat_mat_streams(const rg_compute_params *p, const rg_tensor *dst, co
             const int nr = i < q ? 4 : (int)(m1 - m0 - 4 * q);
             if (nr == 0) break;
             const void *rows = a_plane + row * a->nb[1];
-            for (int64_t t0 = 0; t0 < T; t0 += RG_ROWS4_MAX_COLS) {
+            const uint8_t *pf = prefetch && i + 1 < q ? a_plane + (row + 1) * a->nb[1] : NULL;
+            for (int64_t t0 = 0, call = 0; t0 < T; t0 += RG_ROWS4_MAX_COLS, call++) {
                 const int nt = T - t0 < RG_ROWS4_MAX_COLS ? (int)(T - t0) : RG_ROWS4_MAX_COLS;
+                const int64_t lines = per + (call < rem);
                 float o[4 * RG_ROWS4_MAX_COLS];
-                if (f32) rg_kernels.dot_f32_rows4_cols(rows, stride, b + t0 * ldb, ldb, nt, K, nr, o);
-                else rg_kernels.dot_f16_rows4_cols(rows, stride, b + t0 * ldb, ldb, nt, K, nr, o);
+                if (f32) rg_kernels.dot_f32_rows4_cols(rows, stride, b + t0 * ldb, ldb, nt, K, nr, o, pf, lines);
+                else rg_kernels.dot_f16_rows4_cols(rows, stride, b + t0 * ldb, ldb, nt, K, nr, o, pf, lines);
+                if (pf) pf += 64 * lines;
                 for (int t = 0; t < nt; t++)
                     for (int j = 0; j < nr; j++) c[(t0 + t) * ldc + row + j * (i < q ? q : 1)] = o[t * 4 + j];
             }

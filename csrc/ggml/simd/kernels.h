@@ -73,11 +73,16 @@ typedef struct {
     void (*dot_f16_rows4)(const uint16_t *a, int64_t lda, const float *x, int64_t n, int nr, float *out);
     /* The same against nt (1..RG_ROWS4_MAX_COLS) activation vectors x + t * ldx at once, the rows read
      * once: out[t * 4 + j] equals dot_*_rows4's out[j] for column t bit for bit (batched decode with few
-     * sequences). NULL where the level has none (the mat-mat tiles take those products). */
+     * sequences). NULL where the level has none (the mat-mat tiles take those products).
+     * Where pf is not NULL the call may also ask for pf_lines cache lines of each of the four rows
+     * pf + j * lda (lda in elements of a), spread over its steps: the driver hands each call its share of
+     * the next row quad, so that quad arrives while the calls that reuse this one from cache run (they
+     * miss nothing, so the hardware prefetchers stand still). The AVX-512 kernels do; the AVX2 ones
+     * ignore it (slower there). */
     void (*dot_f32_rows4_cols)(const float *a, int64_t lda, const float *x, int64_t ldx, int nt, int64_t n, int nr,
-                               float *out);
+                               float *out, const void *pf, int64_t pf_lines);
     void (*dot_f16_rows4_cols)(const uint16_t *a, int64_t lda, const float *x, int64_t ldx, int nt, int64_t n,
-                               int nr, float *out);
+                               int nr, float *out, const void *pf, int64_t pf_lines);
     /* Mat-mat tile (k_gemm_tile.c): c[t * ldc + m] = sum_i a[m * lda + i] * b[t * ldb + i] for m < mr <= 4,
      * t < nr (any count); each element equals dot_f32_rows4 / dot_f16_rows4 of its row and column bit for
      * bit. The F16 one takes the rows as stored (NULL at the scalar level: convert, then gemm_f32_tile). */
