@@ -11,6 +11,8 @@ from rwkv_ggml import ggml
 from rwkv_ggml._lib import ffi, lib
 from rwkv_ggml.fileformat import DType
 
+from .test_quant_engine import encode
+
 
 def test_type_table_agrees_with_the_file_format() -> None:
     for dt in DType:
@@ -75,9 +77,7 @@ def test_graph_work_size_covers_every_level(etype: str) -> None:
         for off in K_QUANT_SCALES[etype]:
             blocks[:, :, off : off + 2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
     else:
-        w_f32 = np.random.default_rng(1).uniform(-1, 1, (m, k)).astype(np.float32)
-        src = ffi.cast("float *", ffi.from_buffer(w_f32))
-        assert lib.rg_type_from_f32(et, src, ffi.from_buffer(w), m * k) == lib.RG_OK
+        w[:] = encode(np.random.default_rng(1).uniform(-1, 1, (m, k)), et)
     before = ggml.simd_level()
     try:
         for t in (1, 4, 8, 12, 17, 33, 64):
